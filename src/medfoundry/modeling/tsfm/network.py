@@ -1,0 +1,80 @@
+"""The TSFM network: residual 3D U-Net with a transformer bottleneck."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from medfoundry.modeling.tsfm.blocks import DownBlock, ResStage, UpBlock, _norm
+from medfoundry.modeling.tsfm.bottleneck import TransformerBottleneck
+from medfoundry.modeling.tsfm.presets import TSFMConfig, get_preset
+
+HEAD_PREFIX = "head."
+
+
+class TSFM(nn.Module):
+    """Residual U-Net (pre-activation blocks, strided down-sampling, interpolation up-sampling, skip
+    connections) with a ViT bottleneck; returns per-class logits (sigmoid per class, partial labels).
+    """
+
+    def __init__(self, config: TSFMConfig):
+        super().__init__()
+        self.config = config
+        ch = config.channels
+        self.stem = nn.Conv3d(config.in_channels, ch[0], 3, padding=1, bias=False)
+        self.encoder = nn.ModuleList([ResStage(ch[0], ch[0], config.depths[0])])
+        self.encoder.extend(DownBlock(ch[i - 1], config.depths[i]) for i in range(1, len(ch)))
+        self.bottleneck = TransformerBottleneck(
+            ch[-1], config.vit_hidden, config.vit_layers, config.vit_heads, config.vit_mlp, config.grid
+        )
+        # decoder stage i (0 = top) up-samples ch[i+1] -> ch[i], concatenates the skip, then resblocks
+        self.ups = nn.ModuleList(UpBlock(ch[i + 1]) for i in range(len(ch) - 1))
+        self.decoder = nn.ModuleList(
+            ResStage(2 * ch[i], ch[i], config.decoder_depths[i]) for i in range(len(ch) - 1)
+        )
+        self.head = nn.Sequential(_norm(ch[0]), nn.LeakyReLU(0.01), nn.Conv3d(ch[0], config.num_classes, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_channels, D, H, W) -> logits (B, num_classes, D, H, W); sizes divisible by the stride."""
+        stride = self.config.stride
+        if any(s % stride for s in x.shape[2:]):
+            raise ValueError(f"TSFM input size {tuple(x.shape[2:])} must be divisible by {stride}")
+        skips = []
+        x = self.stem(x)
+        for stage in self.encoder:
+            x = stage(x)
+            skips.append(x)
+        x = self.bottleneck(skips.pop())
+        for i in reversed(range(len(self.ups))):
+            skip = skips[i]
+            x = self.ups[i](x, skip.shape[2:])
+            x = self.decoder[i](torch.cat([x, skip], dim=1))
+        return self.head(x)
+
+    def reset_head(self, num_classes: int) -> None:
+        """Replace the output layer by a freshly initialised one for ``num_classes`` classes."""
+        ch0 = self.config.channels[0]
+        device = self.head[-1].weight.device
+        self.head[-1] = nn.Conv3d(ch0, num_classes, 1).to(device)
+        from dataclasses import replace
+
+        self.config = replace(self.config, num_classes=num_classes)
+
+    def backbone_state_dict(self) -> dict[str, torch.Tensor]:
+        """All weights except the output layer (what transfer learning loads)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(HEAD_PREFIX + "2.")}
+
+
+def build_tsfm(preset: str | TSFMConfig = "tiny", device: str | torch.device | None = None, **overrides) -> TSFM:
+    """A TSFM network from a preset name (or config) with optional overrides; ``device='meta'`` allocates
+    nothing (for counting parameters of the large presets)."""
+    config = preset if isinstance(preset, TSFMConfig) else get_preset(preset, **overrides)
+    if device is None:
+        return TSFM(config)
+    with torch.device(device):
+        return TSFM(config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (works on the meta device)."""
+    return sum(p.numel() for p in model.parameters())
