@@ -1,0 +1,245 @@
+"""Training loop shared by ``medfoundry pretrain`` and ``medfoundry transfer`` (single or multi-process)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from medfoundry.data.pool import PoolDataset, load_pool_index
+from medfoundry.data.sampler import WeightedDistributedSampler
+from medfoundry.errors import InputError, MedfoundryError, OutputExistsError
+from medfoundry.modeling.tsfm.checkpoint import load_checkpoint, make_payload, save_checkpoint
+from medfoundry.modeling.tsfm.loss import PartialLabelBCEDiceLoss
+from medfoundry.modeling.tsfm.network import TSFM
+from medfoundry.training.distributed import DistEnv, all_mean, barrier
+
+LAST = "last.pt"
+FINAL = "model.pt"
+
+
+class TrainingStopped(MedfoundryError, RuntimeError):
+    """Training failed part-way (a crashed data worker, a failed process); the last checkpoint is kept."""
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation settings (nnU-Net / paper defaults: SGD, Nesterov 0.99, poly learning rate)."""
+
+    epochs: int = 10
+    iters_per_epoch: int = 250
+    batch_size: int = 2
+    lr: float = 1e-2
+    optimizer: str = "sgd"  # or "adamw"
+    momentum: float = 0.99
+    weight_decay: float = 1e-3
+    grad_clip: float = 12.0
+    num_workers: int = 0
+    seed: int = 0
+    mirror: bool = True
+    foreground_share: float | None = None  # None: the pool's value
+
+
+def preprocessing_of(index: dict) -> dict:
+    """What inference needs to preprocess a new image like the pool was: spacing, CT stats, modalities."""
+    return {
+        "spacing_xyz_mm": index["spacing_xyz_mm"],
+        "ct_stats": index.get("ct_stats"),
+        "modalities": sorted({s["modality"] for s in index["sources"].values()}),
+        "patch_size_zyx": index["patch_size_zyx"],
+    }
+
+
+def _optimizer(model: torch.nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
+    if s.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=s.lr, momentum=s.momentum, nesterov=True, weight_decay=s.weight_decay
+        )
+    if s.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    raise InputError(None, f"unknown optimizer {s.optimizer!r}; use 'sgd' or 'adamw'")
+
+
+def poly_lr(base: float, epoch: int, epochs: int, exponent: float = 0.9) -> float:
+    """nnU-Net's polynomial learning-rate decay."""
+    return base * (1 - epoch / max(epochs, 1)) ** exponent
+
+
+def _plot_history(history: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot([h["epoch"] for h in history], [h["loss"] for h in history], marker="o")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("BCE + Dice loss")
+    ax.set_title(title)
+    fig.tight_layout()
+    from medfoundry.io.atomic import atomic_path
+
+    with atomic_path(path, overwrite=True) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def fit(
+    model: TSFM,
+    pool_dir: str | Path,
+    out_dir: str | Path,
+    settings: TrainSettings,
+    env: DistEnv | None = None,
+    kind: str = "pretrain",
+    resume: bool = False,
+    overwrite: bool = False,
+    info: dict | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Train ``model`` on the preprocessed pool in ``pool_dir``; checkpoints go to ``out_dir`` (``last.pt``
+    after every epoch, ``model.pt`` at the end, written by rank 0 only). Returns the per-epoch history.
+
+    With ``resume`` the run continues from ``out_dir/last.pt`` (its network and label table must match).
+    """
+    env = env or DistEnv()
+    out_dir = Path(out_dir)
+    index = load_pool_index(pool_dir)
+    classes = list(index["classes"])
+    if model.config.num_classes != len(classes):
+        raise InputError(
+            pool_dir, f"the pool has {len(classes)} classes, the network {model.config.num_classes}"
+        )
+    last = out_dir / LAST
+    optimizer = _optimizer(model, settings)
+    history: list[dict] = []
+    start = 0
+    if last.exists() and resume:
+        ckpt = load_checkpoint(last)
+        if ckpt["config"] != model.config.to_dict() or ckpt["classes"] != classes:
+            raise InputError(
+                last,
+                f"cannot resume: the checkpoint holds preset {ckpt['config'].get('preset')!r} with classes "
+                f"{ckpt['classes']}, this run uses {model.config.preset!r} with {classes}",
+            )
+        model.load_state_dict(ckpt["model"])
+        if ckpt.get("optimizer"):
+            optimizer.load_state_dict(ckpt["optimizer"])
+        history = list(ckpt.get("history", []))
+        start = int(ckpt["epoch"])
+    elif last.exists() and not overwrite:
+        raise OutputExistsError(last)
+    if start >= settings.epochs and env.is_main:
+        print(f"{last}: already trained for {start} epochs (asked for {settings.epochs}); nothing to do")
+
+    torch.manual_seed(settings.seed * 1000 + env.rank + 7919 * start)
+    dataset = PoolDataset(pool_dir, model.config.patch_size, settings.foreground_share, settings.mirror)
+    sampler = WeightedDistributedSampler(
+        dataset.weights,
+        settings.iters_per_epoch * settings.batch_size,
+        env.rank,
+        env.world_size,
+        settings.seed,
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=settings.batch_size,
+        sampler=sampler,
+        num_workers=settings.num_workers,
+        drop_last=True,
+        persistent_workers=settings.num_workers > 0,
+    )
+    model.to(env.device)
+    net: torch.nn.Module = model
+    if env.distributed:
+        net = DistributedDataParallel(
+            model, device_ids=[env.device.index] if env.device.type == "cuda" else None
+        )
+    loss_fn = PartialLabelBCEDiceLoss()
+    payload_extra = {"kind": kind, "settings": asdict(settings), "info": info or {}}
+    preprocessing = preprocessing_of(index)
+
+    epoch = start
+    try:
+        for epoch in range(start, settings.epochs):
+            for group in optimizer.param_groups:
+                group["lr"] = poly_lr(settings.lr, epoch, settings.epochs)
+            sampler.set_epoch(epoch)
+            net.train()
+            losses = []
+            t0 = time.time()
+            bar = tqdm(
+                loader,
+                desc=f"{kind} epoch {epoch + 1}/{settings.epochs}",
+                unit="it",
+                disable=not (progress and env.is_main),
+                leave=False,
+            )
+            for batch in bar:
+                image = batch["image"].to(env.device, non_blocking=True)
+                target = batch["target"].to(env.device, non_blocking=True)
+                annotated = batch["annotated"].to(env.device)
+                logits = net(image)
+                loss = loss_fn(logits, target, annotated)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if settings.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(net.parameters(), settings.grad_clip)
+                optimizer.step()
+                losses.append(float(loss.detach()))
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            mean_loss = all_mean(float(np.mean(losses)) if losses else float("nan"), env)
+            history.append(
+                {
+                    "epoch": epoch + 1,
+                    "loss": mean_loss,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "s": time.time() - t0,
+                }
+            )
+            if env.is_main:
+                if progress:
+                    print(
+                        f"{kind} epoch {epoch + 1}/{settings.epochs}: loss {mean_loss:.4f} ({time.time() - t0:.0f} s)"
+                    )
+                payload = make_payload(
+                    model,
+                    classes,
+                    preprocessing,
+                    epoch=epoch + 1,
+                    optimizer=optimizer.state_dict(),
+                    history=history,
+                    **payload_extra,
+                )
+                save_checkpoint(last, payload, overwrite=True)
+            barrier(env)
+    except (MedfoundryError, KeyboardInterrupt):
+        raise
+    except (RuntimeError, OSError) as exc:
+        where = (
+            f"the last checkpoint ({last}, epoch {epoch}) is kept" if last.exists() else "no checkpoint yet"
+        )
+        raise TrainingStopped(
+            f"{kind} stopped in epoch {epoch + 1}: {type(exc).__name__}: {str(exc).splitlines()[0]}; "
+            f"{where}; run the same command with --resume to continue"
+        ) from exc
+
+    if env.is_main:
+        final = make_payload(
+            model, classes, preprocessing, epoch=settings.epochs, history=history, **payload_extra
+        )
+        save_checkpoint(out_dir / FINAL, final, overwrite=True)
+        from medfoundry.io.atomic import atomic_path
+
+        with atomic_path(out_dir / "history.json", overwrite=True) as tmp:
+            tmp.write_text(json.dumps(history, indent=2))
+        if history:
+            _plot_history(history, out_dir / "loss.png", f"{kind} ({model.config.preset})")
+    barrier(env)
+    return history
