@@ -19,6 +19,9 @@ COMMANDS: dict[str, str] = {
     "segment": "medfoundry.cli.segment",
     "segment-npz": "medfoundry.cli.segment_npz",
     "evaluate": "medfoundry.cli.evaluate",
+    "pool": "medfoundry.cli.pool",
+    "pretrain": "medfoundry.cli.pretrain",
+    "transfer": "medfoundry.cli.transfer",
 }
 
 

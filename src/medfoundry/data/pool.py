@@ -6,6 +6,7 @@ A pool config (JSON or YAML) lists the pool's classes and its sources::
     spacing_xyz_mm: [3.0, 3.0, 3.0]      # target spacing, (x, y, z) like ITK
     patch_size_zyx: [32, 64, 64]          # training patch in voxels, array order
     foreground_share: 0.33                # share of patches centred on an annotated voxel
+    pad_to_patch: false                   # pad volumes smaller than the patch (default: error)
     classes: [liver, kidney, tumour]      # pool label ids 1..K in this order
     sources:
       - name: organs_ct
@@ -72,6 +73,7 @@ class PoolConfig:
     spacing_xyz_mm: tuple[float, float, float]
     patch_size_zyx: tuple[int, int, int]
     foreground_share: float = 0.33
+    pad_to_patch: bool = False
     path: Path | None = None
     extra: dict = field(default_factory=dict)
 
@@ -185,10 +187,21 @@ def load_pool_config(path: str | Path) -> PoolConfig:
         if unmapped not in ("error", "background"):
             raise InputError(path, f"source {name!r}: 'unmapped' must be 'error' or 'background'")
         root = Path(src.get("root", "."))
-        root = root if root.is_absolute() else (path.parent / root)
+        root = (root if root.is_absolute() else (path.parent / root)).resolve()
         cases = _source_cases(src, root, path, name)
         sources.append(SourceSpec(name, modality, cases, labels, unmapped))
-    known = {"name", "classes", "sources", "spacing_xyz_mm", "patch_size_zyx", "foreground_share"}
+    pad = data.get("pad_to_patch", False)
+    if not isinstance(pad, bool):
+        raise InputError(path, f"'pad_to_patch' must be true or false, got {pad!r}")
+    known = {
+        "name",
+        "classes",
+        "sources",
+        "spacing_xyz_mm",
+        "patch_size_zyx",
+        "foreground_share",
+        "pad_to_patch",
+    }
     return PoolConfig(
         name=str(data.get("name", path.stem)),
         classes=classes,
@@ -196,6 +209,7 @@ def load_pool_config(path: str | Path) -> PoolConfig:
         spacing_xyz_mm=spacing,
         patch_size_zyx=patch,
         foreground_share=share,
+        pad_to_patch=pad,
         path=path,
         extra={k: v for k, v in data.items() if k not in known},
     )
@@ -264,6 +278,8 @@ def build_pool(config: PoolConfig, out_dir: str | Path, overwrite: bool = False)
         arr, lbl = preprocess_volume(
             image.array, image.spacing_zyx, target_zyx, source.modality, ct, label=pool_label
         )
+        if config.pad_to_patch:
+            arr, lbl = pad_to(arr, lbl, config.patch_size_zyx)
         check_patch_fits(arr.shape, config.patch_size_zyx, str(img_path))
         case_id = f"{source.name}__{_case_stem(img_path)}"
         with atomic_path(cases_dir / f"{case_id}.npz", overwrite=True) as tmp:
@@ -299,6 +315,17 @@ def build_pool(config: PoolConfig, out_dir: str | Path, overwrite: bool = False)
     with atomic_path(index_path, overwrite=overwrite) as tmp:
         tmp.write_text(json.dumps(index, indent=2))
     return index
+
+
+def pad_to(image: np.ndarray, label: np.ndarray, size: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Pad a volume smaller than ``size`` (centred; image with its minimum, label with background)."""
+    pads = [((max(0, s - n) // 2), max(0, s - n) - max(0, s - n) // 2) for n, s in zip(image.shape, size)]
+    if not any(a or b for a, b in pads):
+        return image, label
+    return (
+        np.pad(image, pads, constant_values=float(image.min())),
+        np.pad(label, pads, constant_values=0),
+    )
 
 
 def _case_stem(path: Path) -> str:

@@ -1,0 +1,52 @@
+"""``medfoundry pool``: check a dataset-pool config and preprocess its cases for pretraining."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> None:
+    """Register the sub-command (no heavy imports here)."""
+    p = subparsers.add_parser(
+        "pool",
+        help="build a preprocessed dataset pool (several labelled 3D datasets, one label space)",
+        description="Read every case of a pool config (JSON/YAML), remap its labels into the pool's classes, "
+        "resample to the pool spacing, normalise (CT: clip + z-score over the pool; others: per image) and "
+        "write one .npz per case plus pool.json into OUT. Prints the per-source sampling shares.",
+    )
+    p.add_argument("config", help="pool config (.json, .yaml); see docs/tsfm.md")
+    p.add_argument("--out", help="output folder for the preprocessed pool (needed unless --check)")
+    p.add_argument("--check", action="store_true", help="only validate the config and list its sources")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing pool in OUT")
+
+
+def _table(cfg) -> str:
+    weights = cfg.sampling_weights()
+    lines = [f"{'source':<22}{'modality':<9}{'cases':>6}{'P(case)':>10}{'share':>8}  classes"]
+    i = 0
+    for s in cfg.sources:
+        w = weights[i : i + len(s.cases)]
+        i += len(s.cases)
+        lines.append(
+            f"{s.name:<22}{s.modality:<9}{len(s.cases):>6}{w[0]:>10.3f}{sum(w):>8.1%}  {', '.join(s.annotated)}"
+        )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate, then (unless --check) preprocess the pool."""
+    from medfoundry.data.pool import build_pool, load_pool_config
+    from medfoundry.errors import InputError
+
+    cfg = load_pool_config(args.config)
+    print(
+        f"pool {cfg.name!r}: {len(cfg.classes)} classes {cfg.classes}, spacing {cfg.spacing_xyz_mm} mm (x, y, z)"
+    )
+    print(_table(cfg))
+    if args.check:
+        return 0
+    if not args.out:
+        raise InputError(args.config, "give --out FOLDER for the preprocessed pool (or --check)")
+    index = build_pool(cfg, args.out, overwrite=args.overwrite)
+    print(f"wrote {len(index['cases'])} cases to {args.out} (pool.json)")
+    return 0
