@@ -1,0 +1,216 @@
+"""On-disk cache of frozen-encoder embeddings for a slice dataset.
+
+One folder per key ``ENCODER-WEIGHTS12-PREPROC12`` (encoder name, first 12 hex digits of the weights'
+SHA-256 and of the dataset's preprocessing hash) under the cache root. While embedding, finished chunks are
+written atomically as ``chunks/NNNNN.npy`` so that an interrupted run resumes at the first missing chunk;
+at the end they are joined into ``embeddings.npy`` (float16, ``(n_slices, out_dim)``, manifest row order)
+and ``manifest.json`` says ``"complete": true``. A complete cache is reused without running the encoder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medfoundry.errors import InputError
+
+CACHE_FORMAT = 1
+
+
+def cache_key(encoder_name: str, weights_id: str, preprocessing_hash: str) -> str:
+    """Folder name of the cache for one (encoder, weights, preprocessing) triple."""
+    return f"{encoder_name}-{weights_id[:12]}-{preprocessing_hash[:12]}"
+
+
+def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npy", dir=path.parent)
+    os.close(fd)
+    try:
+        np.save(tmp, array)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _write_json_atomic(path: Path, obj: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(obj, handle, indent=1)
+    os.replace(tmp, path)
+
+
+@dataclass
+class EmbeddingCache:
+    """A complete cache folder: embeddings (float16) plus the manifest that identifies them."""
+
+    path: Path
+    manifest: dict
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """``(n_slices, out_dim)`` float16, in the dataset's manifest row order."""
+        return np.load(self.path / "embeddings.npy", mmap_mode="r")
+
+    @property
+    def encoder_name(self) -> str:
+        """Registry name of the encoder that wrote the cache."""
+        return self.manifest["encoder"]["name"]
+
+
+def open_cache(path: str | Path, dataset=None) -> EmbeddingCache:
+    """Open a complete cache folder; with ``dataset``, refuse one written for other slices."""
+    path = Path(path)
+    manifest_path = path / "manifest.json"
+    if not manifest_path.is_file():
+        raise InputError(
+            path, "not an embedding cache (manifest.json missing); run 'medfoundry classify embed'"
+        )
+    manifest = json.loads(manifest_path.read_text())
+    if not manifest.get("complete"):
+        raise InputError(
+            path,
+            f"embedding cache is incomplete ({manifest.get('done', 0)} of {manifest.get('n_rows')} rows); "
+            "run 'medfoundry classify embed' again to resume it",
+        )
+    if dataset is not None:
+        check_cache_matches(path, manifest, dataset)
+    return EmbeddingCache(path, manifest)
+
+
+def check_cache_matches(path: Path, manifest: dict, dataset, encoder=None) -> None:
+    """Raise InputError when a cache was written for other slices or by another encoder / weights."""
+    if manifest.get("preprocessing_hash") != dataset.preprocessing_hash:
+        raise InputError(
+            path,
+            f"embedding cache was written for other slices (preprocessing "
+            f"{str(manifest.get('preprocessing_hash'))[:12]}, this dataset is "
+            f"{dataset.preprocessing_hash[:12]}); embed this dataset again",
+        )
+    if int(manifest.get("n_rows", -1)) != len(dataset):
+        raise InputError(
+            path, f"embedding cache holds {manifest.get('n_rows')} rows, the dataset {len(dataset)}"
+        )
+    if encoder is not None:
+        enc = manifest.get("encoder", {})
+        if enc.get("name") != encoder.name or enc.get("weights_id") != encoder.weights_id:
+            raise InputError(
+                path,
+                f"embedding cache was written by encoder {enc.get('name')} "
+                f"(weights {str(enc.get('weights_id'))[:12]}), not {encoder.name} "
+                f"(weights {encoder.weights_id[:12]})",
+            )
+
+
+def embed_dataset(
+    dataset,
+    encoder,
+    cache_root: str | Path,
+    batch_size: int = 16,
+    chunk_rows: int = 128,
+    weights_path: str | Path | None = None,
+    progress: bool = True,
+    max_chunks: int | None = None,
+) -> EmbeddingCache | None:
+    """Embed every slice of ``dataset`` once with a frozen ``encoder``; reuse or resume the cache.
+
+    ``max_chunks`` stops after that many new chunks (returns ``None``: the cache stays resumable); it is how
+    tests and time-limited jobs interrupt a run on purpose.
+    """
+    from tqdm.auto import tqdm
+
+    key = cache_key(encoder.name, encoder.weights_id, dataset.preprocessing_hash)
+    folder = Path(cache_root) / key
+    manifest_path = folder / "manifest.json"
+    n = len(dataset)
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        check_cache_matches(folder, manifest, dataset, encoder)
+        if manifest.get("complete") and (folder / "embeddings.npy").is_file():
+            return EmbeddingCache(folder, manifest)
+        if int(manifest.get("chunk_rows", chunk_rows)) != chunk_rows:
+            chunk_rows = int(manifest["chunk_rows"])  # resume with the chunking already on disk
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        manifest = {
+            "format": CACHE_FORMAT,
+            "encoder": encoder.describe(),
+            "weights_path": None if weights_path is None else str(Path(weights_path).resolve()),
+            "preprocessing_hash": dataset.preprocessing_hash,
+            "dataset": str(Path(dataset.root).resolve()),
+            "n_rows": n,
+            "dim": encoder.out_dim,
+            "dtype": "float16",
+            "chunk_rows": chunk_rows,
+            "complete": False,
+            "done": 0,
+        }
+        _write_json_atomic(manifest_path, manifest)
+    chunks = folder / "chunks"
+    n_chunks = (n + chunk_rows - 1) // chunk_rows
+    todo = [c for c in range(n_chunks) if not (chunks / f"{c:05d}.npy").is_file()]
+    done_rows = n - sum(min(chunk_rows, n - c * chunk_rows) for c in todo)
+    encoder.eval()
+    started = time.perf_counter()
+    bar = tqdm(
+        total=n, initial=done_rows, desc=f"embedding ({encoder.name})", unit="slice", disable=not progress
+    )
+    new_chunks = 0
+    with torch.inference_mode():
+        for c in todo:
+            if max_chunks is not None and new_chunks >= max_chunks:
+                bar.close()
+                return None
+            rows = np.arange(c * chunk_rows, min(n, (c + 1) * chunk_rows))
+            parts = []
+            for b in range(0, rows.size, batch_size):
+                batch = torch.from_numpy(dataset.images(rows[b : b + batch_size]))
+                parts.append(encoder.embed(encoder.prepare(batch)).float().cpu().numpy())
+                bar.update(min(batch_size, rows.size - b))
+            _save_npy_atomic(chunks / f"{c:05d}.npy", np.concatenate(parts).astype(np.float16))
+            new_chunks += 1
+            manifest["done"] = int(
+                min(n, done_rows + sum(min(chunk_rows, n - t * chunk_rows) for t in todo[:new_chunks]))
+            )
+            _write_json_atomic(manifest_path, manifest)
+    bar.close()
+    parts = [np.load(chunks / f"{c:05d}.npy") for c in range(n_chunks)]
+    embeddings = np.concatenate(parts) if parts else np.zeros((0, encoder.out_dim), np.float16)
+    if embeddings.shape != (n, encoder.out_dim):
+        raise InputError(
+            folder, f"cache chunks hold {embeddings.shape}, expected {(n, encoder.out_dim)}; delete it"
+        )
+    _save_npy_atomic(folder / "embeddings.npy", embeddings)
+    manifest.update(
+        complete=True,
+        done=n,
+        seconds_last_run=round(time.perf_counter() - started, 2),
+        finished=time.strftime("%Y-%m-%d %H:%M:%S"),
+    )
+    _write_json_atomic(manifest_path, manifest)
+    shutil.rmtree(chunks, ignore_errors=True)
+    return EmbeddingCache(folder, manifest)
+
+
+def find_caches(cache_root: str | Path, dataset) -> list[EmbeddingCache]:
+    """Every complete cache under ``cache_root`` written for ``dataset``'s slices."""
+    found = []
+    root = Path(cache_root)
+    if not root.is_dir():
+        return found
+    for sub in sorted(root.iterdir()):
+        manifest_path = sub / "manifest.json"
+        if not manifest_path.is_file():
+            continue
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("complete") and manifest.get("preprocessing_hash") == dataset.preprocessing_hash:
+            found.append(EmbeddingCache(sub, manifest))
+    return found
