@@ -12,6 +12,7 @@ Axis conventions (the same everywhere in the toolkit):
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+
 import numpy as np
 
 from medfoundry.errors import InputError

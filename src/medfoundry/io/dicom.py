@@ -1,0 +1,433 @@
+"""DICOM image series: pick one series in a folder, order its slices in space, PET to body-weight SUV."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+from medfoundry.errors import InputError
+from medfoundry.io.checks import check_image_array
+from medfoundry.io.image import MedicalImage
+
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+# Objects in an export folder that are not image slices of a series.
+NON_IMAGE_MODALITIES = {"RTSTRUCT", "RTPLAN", "RTRECORD", "SR", "PR", "KO", "REG", "SEG", "DOC", "PLAN"}
+MODALITY_MAP = {"CT": "CT", "MR": "MR", "PT": "PET"}
+
+
+@dataclass
+class DicomSeries:
+    """One image series found in a folder: its UID, description, modality and files."""
+
+    uid: str
+    description: str
+    modality: str
+    files: list[Path] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return f"{self.uid} ({self.modality}, {self.description!r}, {len(self.files)} files)"
+
+
+def _dcmread(path: Path, headers_only: bool):
+    """pydicom.dcmread with errors turned into InputError naming the file."""
+    import pydicom
+
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=headers_only)
+    except pydicom.errors.InvalidDicomError:
+        raise
+    except Exception as exc:  # pydicom raises many types on damaged files
+        raise InputError(path, f"unreadable DICOM file ({type(exc).__name__}: {exc})") from exc
+
+
+def _candidate_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def list_dicom_series(folder: str | Path) -> dict[str, DicomSeries]:
+    """The image series (by SeriesInstanceUID) of the DICOM files under ``folder``."""
+    import pydicom
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(folder, "no such folder")
+    series: dict[str, DicomSeries] = {}
+    for path in _candidate_files(folder):
+        try:
+            ds = _dcmread(path, headers_only=True)
+        except pydicom.errors.InvalidDicomError as exc:
+            if path.suffix.lower() in DICOM_SUFFIXES:
+                raise InputError(path, f"unreadable DICOM file ({exc})") from exc
+            continue  # not DICOM (a README, a NIfTI...): ignore it
+        modality = str(ds.get("Modality", "")).upper()
+        if modality in NON_IMAGE_MODALITIES or "Rows" not in ds or "Columns" not in ds:
+            continue
+        uid = str(ds.get("SeriesInstanceUID", "")) or "(no SeriesInstanceUID)"
+        entry = series.setdefault(
+            uid, DicomSeries(uid, str(ds.get("SeriesDescription", "")), modality or "?", [])
+        )
+        entry.files.append(path)
+    return series
+
+
+def read_dicom_series(
+    folder: str | Path, series_uid: str | None = None, modality: str | None = None, suv: bool = True
+) -> MedicalImage:
+    """Read the image series in ``folder`` as a (z, y, x) volume ordered along the slice normal.
+
+    A folder with several series needs ``series_uid``. PET in Bq/mL is converted to body-weight SUV
+    (``suv=False`` keeps Bq/mL); other modalities get RescaleSlope/Intercept applied (CT in HU).
+    """
+    folder = Path(folder)
+    found = list_dicom_series(folder)
+    if not found:
+        raise InputError(folder, "no DICOM image files in this folder")
+    if series_uid is None:
+        if len(found) > 1:
+            listing = "; ".join(str(s) for s in found.values())
+            raise InputError(
+                folder, f"{len(found)} DICOM series in this folder, pick one with series_uid=: {listing}"
+            )
+        series = next(iter(found.values()))
+    elif series_uid in found:
+        series = found[series_uid]
+    else:
+        listing = "; ".join(str(s) for s in found.values())
+        raise InputError(
+            folder, f"no series with SeriesInstanceUID {series_uid}; the folder holds: {listing}"
+        )
+    return _read_files(series.files, folder, modality, suv)
+
+
+def read_dicom_file(path: str | Path, modality: str | None = None, suv: bool = True) -> MedicalImage:
+    """Read one DICOM file: a single slice as a 2D image, a multi-frame file as a volume."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such file")
+    import pydicom
+
+    try:
+        _dcmread(path, headers_only=True)
+    except pydicom.errors.InvalidDicomError as exc:
+        raise InputError(path, f"unreadable DICOM file ({exc})") from exc
+    return _read_files([path], path, modality, suv)
+
+
+def _slice_geometry(ds, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row direction, column direction and position of one slice."""
+    for tag in ("ImageOrientationPatient", "ImagePositionPatient"):
+        if tag not in ds:
+            raise InputError(path, f"missing DICOM tag {tag}: cannot place the slice in space")
+    iop = np.asarray([float(v) for v in ds.ImageOrientationPatient])
+    ipp = np.asarray([float(v) for v in ds.ImagePositionPatient])
+    return iop[:3], iop[3:], ipp
+
+
+def _pixel_spacing(ds) -> tuple[float, float, bool]:
+    """(x, y) pixel spacing in mm and whether it came from the header."""
+    for tag in ("PixelSpacing", "ImagerPixelSpacing"):
+        if tag in ds and ds.get(tag):
+            row_spacing, col_spacing = (float(v) for v in ds.get(tag))
+            return col_spacing, row_spacing, True
+    return 1.0, 1.0, False
+
+
+def _pixels(ds, path: Path) -> np.ndarray:
+    """Stored pixel values of one slice; SimpleITK decodes what pydicom cannot."""
+    try:
+        return np.asarray(ds.pixel_array)
+    except Exception as exc:
+        try:
+            import SimpleITK as sitk
+
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(path))
+            reader.SetOutputPixelType(sitk.sitkFloat64)
+            arr = sitk.GetArrayFromImage(reader.Execute())  # GDCM applies the rescale itself
+        except Exception:
+            raise InputError(
+                path, f"cannot decode the DICOM pixel data ({type(exc).__name__}: {exc})"
+            ) from exc
+        slope, intercept = _rescale(ds)
+        return (arr.reshape(arr.shape[-2:]) - intercept) / slope
+
+
+def _rescale(ds) -> tuple[float, float]:
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    return slope, intercept
+
+
+def _read_files(files: list[Path], where: Path, modality: str | None, suv: bool) -> MedicalImage:
+    first = _dcmread(files[0], headers_only=True)
+    dicom_modality = str(first.get("Modality", "")).upper()
+    meta = {
+        "series_uid": str(first.get("SeriesInstanceUID", "")),
+        "series_description": str(first.get("SeriesDescription", "")),
+        "dicom_modality": dicom_modality,
+        "frame_of_reference_uid": str(first.get("FrameOfReferenceUID", "")),
+    }
+    modality = modality or MODALITY_MAP.get(dicom_modality, "OTHER")
+    if len(files) == 1 and int(first.get("NumberOfFrames", 1) or 1) > 1:
+        return _read_multiframe(files[0], first, modality, meta, suv)
+
+    datasets = [(path, _dcmread(path, headers_only=False)) for path in _progress(files, "reading DICOM")]
+    sx, sy, has_spacing = _pixel_spacing(first)
+    if not has_spacing:
+        meta["spacing_missing"] = True
+    if len(datasets) == 1:
+        path, ds = datasets[0]
+        array = _pixels(ds, path)
+        rgb = int(ds.get("SamplesPerPixel", 1)) > 1
+        slope, intercept = _rescale(ds)
+        if not rgb:
+            array = _apply_rescale([array], [(slope, intercept)])[0]
+        img = _finish(array, (sx, sy), None, None, modality, where, meta, rgb=rgb)
+        return _maybe_suv(img, [ds], files, suv)
+
+    geometry = [_slice_geometry(ds, path) for path, ds in datasets]
+    row, col, _ = geometry[0]
+    for (path, ds), (r, c, _) in zip(datasets, geometry, strict=True):
+        if not (np.allclose(r, row, atol=1e-4) and np.allclose(c, col, atol=1e-4)):
+            raise InputError(path, "slice orientation differs from the rest of the series")
+        if (ds.Rows, ds.Columns) != (first.Rows, first.Columns):
+            raise InputError(
+                path, f"slice size {ds.Rows}x{ds.Columns} differs from {first.Rows}x{first.Columns}"
+            )
+        if int(ds.get("SamplesPerPixel", 1)) != 1:
+            raise InputError(path, "colour slices in a volume series are not supported")
+    normal = np.cross(row, col)
+    positions = np.asarray([float(np.dot(ipp, normal)) for _, _, ipp in geometry])
+    order = np.argsort(positions, kind="stable")
+    positions = positions[order]
+    gaps = np.diff(positions)
+    if np.any(gaps < 1e-3):
+        k = int(np.argmin(gaps))
+        raise InputError(
+            where,
+            f"slices {datasets[order[k]][0].name} and {datasets[order[k + 1]][0].name} share one position: "
+            "several acquisitions or time points in one series are not supported",
+        )
+    # Mean gap; scanners round positions, so allow small jitter but not a missing or doubled slice.
+    dz = float((positions[-1] - positions[0]) / (len(positions) - 1))
+    jitter = np.abs(positions - (positions[0] + dz * np.arange(len(positions))))
+    if jitter.max() > 0.2 * dz or gaps.max() > 1.5 * gaps.min():
+        raise InputError(
+            where, f"uneven slice gaps from {gaps.min():.3f} to {gaps.max():.3f} mm (missing slices?)"
+        )
+    sorted_ds = [datasets[i] for i in order]
+    arrays = [_pixels(ds, path) for path, ds in sorted_ds]
+    rescales = [_rescale(ds) for _, ds in sorted_ds]
+    volume = np.stack(_apply_rescale(arrays, rescales))
+    direction = np.stack([row, col, normal], axis=1)  # columns: the x, y, z axes in patient space
+    origin = geometry[order[0]][2]
+    img = _finish(volume, (sx, sy, dz), origin, direction, modality, where, meta, rgb=False)
+    return _maybe_suv(img, [ds for _, ds in sorted_ds], [p for p, _ in sorted_ds], suv)
+
+
+def _apply_rescale(arrays: list[np.ndarray], rescales: list[tuple[float, float]]) -> list[np.ndarray]:
+    """Stored values to real values; integer output when every slope is 1 and every intercept whole."""
+    integral = all(s == 1 and float(i).is_integer() for s, i in rescales) and all(
+        np.issubdtype(a.dtype, np.integer) for a in arrays
+    )
+    if integral:
+        if all(i == 0 for _, i in rescales) and all(a.dtype == arrays[0].dtype for a in arrays):
+            return arrays  # stored values are the real values: keep their dtype
+        lo = min(int(a.min()) + int(i) for a, (_, i) in zip(arrays, rescales, strict=True))
+        hi = max(int(a.max()) + int(i) for a, (_, i) in zip(arrays, rescales, strict=True))
+        dtype = next(
+            (
+                t
+                for t in (np.uint8, np.int16, np.uint16, np.int32)
+                if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max
+            ),
+            np.int64,
+        )
+        return [
+            (a.astype(np.int64) + int(i)).astype(dtype) for a, (_, i) in zip(arrays, rescales, strict=True)
+        ]
+    return [
+        (a.astype(np.float64) * s + i).astype(np.float32) for a, (s, i) in zip(arrays, rescales, strict=True)
+    ]
+
+
+def _finish(array, spacing, origin, direction, modality, where, meta, rgb: bool) -> MedicalImage:
+    array = check_image_array(array, where, rgb=rgb)
+    if rgb:
+        meta = {**meta, "rgb": True}
+    return MedicalImage(
+        array=array,
+        spacing=spacing,
+        origin=() if origin is None else tuple(origin),
+        direction=() if direction is None else tuple(np.asarray(direction).ravel()),
+        modality=modality,
+        path=str(where),
+        meta=meta,
+    )
+
+
+def _read_multiframe(path: Path, first, modality: str, meta: dict, suv: bool) -> MedicalImage:
+    import SimpleITK as sitk
+
+    from medfoundry.io.itk import sitk_to_image
+
+    try:
+        sitk_image = sitk.ReadImage(str(path), sitk.sitkFloat32)
+    except RuntimeError as exc:
+        raise InputError(
+            path, f"cannot read the multi-frame DICOM file ({str(exc).splitlines()[-1]})"
+        ) from exc
+    img = sitk_to_image(sitk_image, path, modality)
+    img.meta.update(meta)
+    return _maybe_suv(img, [first], [path], suv)
+
+
+def _maybe_suv(img: MedicalImage, datasets: list, files: list[Path], suv: bool) -> MedicalImage:
+    if img.meta.get("dicom_modality") != "PT":
+        return img
+    if not suv:
+        img.meta["units"] = str(datasets[0].get("Units", "")).upper() or "unknown"
+        return img
+    factor, info = suv_bw_factor(datasets, files[0])
+    array = (img.array.astype(np.float64) * factor).astype(np.float32)
+    out = img.with_array(array)
+    out.meta.update(units="SUVbw", suv=info)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- SUV
+
+
+def _need(ds, tag: str, path: Path, within: str = ""):
+    value = ds.get(tag) if ds is not None else None
+    if value is None or value == "":
+        where = f" in {within}" if within else ""
+        raise InputError(
+            path, f"cannot convert PET to SUV: missing DICOM tag {tag}{where} (pass suv=False to keep Bq/mL)"
+        )
+    return value
+
+
+def _parse_tm(value: str) -> timedelta:
+    """A DICOM TM ('HHMMSS.FFFFFF', 'HHMM', 'HH:MM:SS') as time since midnight."""
+    text = str(value).strip().replace(":", "")
+    hours = int(text[0:2])
+    minutes = int(text[2:4]) if len(text) >= 4 else 0
+    seconds = float(text[4:]) if len(text) > 4 else 0.0
+    return timedelta(hours=hours, minutes=minutes, seconds=seconds)
+
+
+def _parse_da(value) -> date | None:
+    text = str(value or "").strip()
+    return datetime.strptime(text[:8], "%Y%m%d").date() if len(text) >= 8 else None
+
+
+def _parse_dt(value) -> tuple[date | None, timedelta]:
+    """A DICOM DT ('YYYYMMDDHHMMSS.FFFFFF&ZZXX') as (date, time since midnight); the offset is ignored."""
+    text = str(value).strip().split("+")[0].split("-")[0]
+    return _parse_da(text[:8]), _parse_tm(text[8:] or "00")
+
+
+def suv_bw_factor(datasets: list, path: Path) -> tuple[float, dict]:
+    """The factor taking this PET series' voxel values to body-weight SUV, with the header values used.
+
+    Follows the QIBA/DICOM rule: Units BQML, dose decayed from injection to the series start
+    (SeriesTime, or the earliest AcquisitionTime when that is earlier) for DecayCorrection START.
+    """
+    ds = datasets[0]
+    units = str(_need(ds, "Units", path)).upper()
+    if units == "GML":
+        return 1.0, {"Units": units, "factor": 1.0}
+    if units != "BQML":
+        raise InputError(
+            path, f"cannot convert PET Units {units} to SUV (only BQML is supported); pass suv=False"
+        )
+    weight = float(_need(ds, "PatientWeight", path))
+    if weight <= 0:
+        raise InputError(path, f"cannot convert PET to SUV: PatientWeight is {weight} kg")
+    seq = _need(ds, "RadiopharmaceuticalInformationSequence", path)
+    rp = seq[0] if len(seq) else None
+    seq_name = "RadiopharmaceuticalInformationSequence"
+    dose = float(_need(rp, "RadionuclideTotalDose", path, seq_name))
+    half_life = float(_need(rp, "RadionuclideHalfLife", path, seq_name))
+    correction = str(_need(ds, "DecayCorrection", path)).upper()
+    info = {
+        "Units": units,
+        "PatientWeight_kg": weight,
+        "RadionuclideTotalDose_Bq": dose,
+        "RadionuclideHalfLife_s": half_life,
+        "DecayCorrection": correction,
+    }
+    if correction == "ADMIN":
+        decayed = dose
+    elif correction == "START":
+        elapsed = _elapsed_s(datasets, rp, path)
+        info["elapsed_s"] = elapsed
+        decayed = dose * math.exp(-math.log(2) * elapsed / half_life)
+    else:
+        raise InputError(
+            path,
+            f"cannot convert PET to SUV with DecayCorrection {correction} (START or ADMIN); pass suv=False",
+        )
+    if decayed <= 0:
+        raise InputError(path, f"cannot convert PET to SUV: RadionuclideTotalDose is {dose} Bq")
+    factor = weight * 1000.0 / decayed
+    info["factor"] = factor
+    return factor, info
+
+
+def _elapsed_s(datasets: list, rp, path: Path) -> float:
+    """Seconds from injection to the series reference time."""
+    ds = datasets[0]
+    series_day = _parse_da(ds.get("SeriesDate"))
+    reference = None
+    if ds.get("SeriesTime"):
+        reference = (series_day, _parse_tm(ds.SeriesTime))
+    acq = [
+        (_parse_da(d.get("AcquisitionDate")) or series_day, _parse_tm(d.AcquisitionTime))
+        for d in datasets
+        if d.get("AcquisitionTime")
+    ]
+    if acq:
+        earliest = min(acq, key=lambda dt: (dt[0] or date.min, dt[1]))
+        if reference is None or (reference[0] or date.min, reference[1]) > (
+            earliest[0] or date.min,
+            earliest[1],
+        ):
+            reference = earliest  # SeriesTime rewritten after the scan: use the first acquisition
+    if reference is None:
+        _need(ds, "SeriesTime", path)
+    if rp.get("RadiopharmaceuticalStartDateTime"):
+        injection = _parse_dt(rp.RadiopharmaceuticalStartDateTime)
+    else:
+        start = _need(rp, "RadiopharmaceuticalStartTime", path, "RadiopharmaceuticalInformationSequence")
+        injection = (None, _parse_tm(start))
+    if reference[0] is not None and injection[0] is not None:
+        elapsed = (
+            datetime.combine(reference[0], datetime.min.time())
+            + reference[1]
+            - datetime.combine(injection[0], datetime.min.time())
+            - injection[1]
+        ).total_seconds()
+    else:
+        elapsed = (reference[1] - injection[1]).total_seconds()
+        if elapsed < 0:  # scanned after midnight, dates unknown
+            elapsed += 86400.0
+    if elapsed < 0:
+        raise InputError(
+            path, f"cannot convert PET to SUV: the scan starts {-elapsed:.0f} s before the injection"
+        )
+    return elapsed
+
+
+def _progress(items: list, desc: str):
+    """tqdm over long lists only (no bar for a handful of files)."""
+    if len(items) < 50:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="file", leave=False)

@@ -1,0 +1,109 @@
+"""``read_image`` / ``read_mask``: one entry point for every supported file, chosen by suffix or folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from medfoundry.errors import InputError
+from medfoundry.io.checks import check_same_grid, to_labels
+from medfoundry.io.dicom import DICOM_SUFFIXES, read_dicom_file, read_dicom_series
+from medfoundry.io.image import MedicalImage
+from medfoundry.io.itk import ITK_READ_SUFFIXES, read_itk
+from medfoundry.io.npz import read_npz_image
+from medfoundry.io.raster2d import RASTER_SUFFIXES, read_raster
+
+SUPPORTED = ITK_READ_SUFFIXES + (".npz",) + RASTER_SUFFIXES + DICOM_SUFFIXES + ("DICOM series folder",)
+
+
+def file_suffix(path: str | Path) -> str:
+    """The format suffix, lower case, two parts for ``.nii.gz``."""
+    name = Path(path).name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+
+
+def read_image(
+    path: str | Path, modality: str | None = None, series_uid: str | None = None, suv: bool = True
+) -> MedicalImage:
+    """Read an image file (NIfTI, NRRD, MHA/MHD, npz, PNG/JPEG/TIFF, DICOM file) or DICOM series folder.
+
+    ``modality`` overrides what the file says (DICOM Modality, "PT" -> "PET"); otherwise "OTHER"
+    ("RGB" for colour 2D images). Floats come back as float32, integer types are kept. DICOM PET is
+    converted to body-weight SUV unless ``suv=False``; ``series_uid`` picks one series in a folder.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return read_dicom_series(path, series_uid=series_uid, modality=modality, suv=suv)
+    if not path.exists():
+        raise InputError(path, "no such file or folder")
+    suffix = file_suffix(path)
+    if suffix in ITK_READ_SUFFIXES:
+        return read_itk(path, modality)
+    if suffix == ".npz":
+        return read_npz_image(path, modality)
+    if suffix in RASTER_SUFFIXES:
+        return read_raster(path, modality)
+    if suffix in DICOM_SUFFIXES:
+        return read_dicom_file(path, modality, suv=suv)
+    raise InputError(
+        path, f"unsupported file type {suffix or '(no suffix)'!r}; supported: {', '.join(SUPPORTED)}"
+    )
+
+
+def read_mask(
+    path: str | Path, reference: MedicalImage | None = None, atol: float = 1e-3, series_uid: str | None = None
+) -> MedicalImage:
+    """Read a label map as integer labels (smallest unsigned dtype); with ``reference``, check its grid.
+
+    A 2D PNG/TIFF mask takes its geometry from ``reference`` (such files store none). An npz mask is read
+    from ``segs`` (challenge output) or else ``gts``.
+    """
+    path = Path(path)
+    suffix = file_suffix(path)
+    if suffix == ".npz" and path.is_file():
+        img = _read_npz_mask(path)
+    elif suffix in RASTER_SUFFIXES and path.is_file():
+        img = read_raster(path, labels=True)
+    else:
+        img = read_image(path, series_uid=series_uid, suv=False)
+    array = img.array
+    if img.is_rgb:
+        if not (np.all(array[..., 0] == array[..., 1]) and np.all(array[..., 0] == array[..., 2])):
+            raise InputError(path, "a colour image is not a label map (save labels as one grey channel)")
+        array = array[..., 0]
+    mask = MedicalImage(
+        array=to_labels(array, path),
+        spacing=img.spacing,
+        origin=img.origin,
+        direction=img.direction,
+        modality=img.modality,
+        path=str(path),
+        meta={k: v for k, v in img.meta.items() if k != "rgb"},
+    )
+    if reference is not None:
+        if mask.meta.get("spacing_missing") and mask.spatial_shape == reference.spatial_shape:
+            mask = MedicalImage(
+                mask.array,
+                reference.spacing,
+                reference.origin,
+                reference.direction,
+                reference.modality,
+                str(path),
+            )
+        check_same_grid(mask, reference, path, atol)
+    return mask
+
+
+def _read_npz_mask(path: Path) -> MedicalImage:
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys = set(z.files)
+    except (ValueError, zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise InputError(path, f"unreadable or truncated npz file ({type(exc).__name__}: {exc})") from exc
+    for key in ("segs", "gts"):
+        if key in keys:
+            return read_npz_image(path, key=key)
+    raise InputError(path, f"no 'segs' or 'gts' array in the npz (keys: {sorted(keys)})")
