@@ -80,6 +80,12 @@ def test_png_grey_colour_palette(tmp_path):
     assert img.array.shape == (20, 30, 3) and img.meta["rgb"] and img.is_rgb and img.spatial_ndim == 2
     assert np.array_equal(img.array, colour[..., :3])
 
+    Image.fromarray(colour[..., :3]).save(tmp_path / "c.jpg", quality=95)
+    jpg = read_image(tmp_path / "c.jpg")
+    assert jpg.is_rgb and jpg.array.shape == (20, 30, 3) and jpg.modality == "RGB"
+    Image.fromarray(grey).save(tmp_path / "g.jpg")
+    assert read_image(tmp_path / "g.jpg").array.shape == (20, 30)
+
     labels = np.zeros((10, 12), np.uint8)
     labels[2:5, 3:7] = 2
     pal = Image.fromarray(labels, mode="P")

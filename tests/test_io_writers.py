@@ -77,7 +77,9 @@ def test_png_masks(tmp_path):
     labels[2:4, 3:6] = 1
     back = read_mask(write_mask(labels, tmp_path / "a.png", reference=ref))
     assert back.array.max() == 1 and np.array_equal(back.array, labels)  # values kept by default
-    scaled = read_mask(write_mask(labels, tmp_path / "b.png", reference=ref, png_scale_binary=True))
+    scaled = read_mask(
+        write_mask(labels, tmp_path / "b.png", png_scale_binary=True)
+    )  # PNG: no geometry needed
     assert set(np.unique(scaled.array)) == {0, 255}
     labels[0, 0] = 300
     with pytest.raises(InputError, match="npz"):

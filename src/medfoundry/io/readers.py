@@ -44,11 +44,20 @@ def read_image(
         return read_npz_image(path, modality)
     if suffix in RASTER_SUFFIXES:
         return read_raster(path, modality)
-    if suffix in DICOM_SUFFIXES:
+    if suffix in DICOM_SUFFIXES or _has_dicom_preamble(path):
         return read_dicom_file(path, modality, suv=suv)
     raise InputError(
         path, f"unsupported file type {suffix or '(no suffix)'!r}; supported: {', '.join(SUPPORTED)}"
     )
+
+
+def _has_dicom_preamble(path: Path) -> bool:
+    """True for a DICOM Part 10 file ('DICM' after the 128-byte preamble), whatever its name."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
 
 
 def read_mask(

@@ -52,8 +52,9 @@ def write_mask(
 ) -> Path:
     """Write a label map in the smallest unsigned dtype (uint8/uint16/uint32), on ``reference``'s grid.
 
-    A plain array needs ``reference`` for its geometry; a MedicalImage mask given with a ``reference``
-    must be on its grid. Label values are kept; ``png_scale_binary`` writes a {0, 1} mask as 0/255 PNG.
+    A plain array needs ``reference`` for its geometry (except a 2D PNG, which stores none); a MedicalImage
+    mask given with a ``reference`` must be on its grid. Label values are kept; ``png_scale_binary`` writes
+    a {0, 1} mask as 0/255 PNG.
     """
     path = Path(path)
     suffix = _check_output(path, overwrite)
@@ -63,6 +64,8 @@ def write_mask(
         grid = mask
         array = mask.array
     else:
+        if reference is None and suffix == ".png" and np.ndim(mask) == 2:
+            reference = MedicalImage(np.zeros(np.shape(mask), np.uint8), (1.0, 1.0))  # PNG stores no geometry
         if reference is None:
             raise InputError(
                 path, "a mask given as an array needs reference= (the image it belongs to) for its geometry"
