@@ -39,9 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from medfoundry.errors import InputError
 
     cfg = load_pool_config(args.config)
-    print(
-        f"pool {cfg.name!r}: {len(cfg.classes)} classes {cfg.classes}, spacing {cfg.spacing_xyz_mm} mm (x, y, z)"
-    )
+    print(f"pool {cfg.name!r}: {len(cfg.classes)} classes {cfg.classes}, spacing {cfg.spacing_xyz_mm} mm (x, y, z)")
     print(_table(cfg))
     if args.check:
         return 0

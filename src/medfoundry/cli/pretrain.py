@@ -15,9 +15,7 @@ def add_training_args(p: argparse.ArgumentParser, epochs: int) -> None:
     p.add_argument("--lr", type=float, default=1e-2, help="initial learning rate, poly decay (default 1e-2)")
     p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd", help="SGD Nesterov 0.99 or AdamW")
     p.add_argument("--weight-decay", type=float, default=1e-3)
-    p.add_argument(
-        "--patch-size", type=int, nargs=3, metavar=("Z", "Y", "X"), help="patch size (default: the pool's)"
-    )
+    p.add_argument("--patch-size", type=int, nargs=3, metavar=("Z", "Y", "X"), help="patch size (default: the pool's)")
     p.add_argument("--workers", type=int, default=0, help="data-loader worker processes (default 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-mirror", action="store_true", help="no random mirroring of patches")
@@ -37,9 +35,7 @@ def add_parser(subparsers) -> None:
         "with per-class BCE + Dice over the classes each source annotates. Multi-process: "
         "torchrun --nproc_per_node N -m medfoundry.cli.main pretrain ... (one process writes checkpoints).",
     )
-    p.add_argument(
-        "--preset", default="small", help="model size: tiny, small, base, large, huge (default small)"
-    )
+    p.add_argument("--preset", default="small", help="model size: tiny, small, base, large, huge (default small)")
     add_training_args(p, epochs=100)
 
 

@@ -22,9 +22,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--preset", help="model size; must match the --init checkpoint when both are given")
     add_training_args(p, epochs=10)
     g = p.add_argument_group("segmenting")
-    g.add_argument(
-        "--predict", nargs="+", metavar="IMAGE", help="3D images to segment (NIfTI, NRRD, MHA, DICOM)"
-    )
+    g.add_argument("--predict", nargs="+", metavar="IMAGE", help="3D images to segment (NIfTI, NRRD, MHA, DICOM)")
     g.add_argument("--model", help="checkpoint used by --predict (e.g. OUT/model.pt)")
     g.add_argument("--out-dir", help="folder for the predicted label maps (IMAGE name + _tsfm.nii.gz)")
     g.add_argument("--modality", help="modality of the --predict images (default: the checkpoint's, if one)")

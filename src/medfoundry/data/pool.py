@@ -174,9 +174,7 @@ def load_pool_config(path: str | Path) -> PoolConfig:
             except (TypeError, ValueError):
                 raise InputError(path, f"source {name!r}: label id {sid!r} is not an integer") from None
             if sid_int <= 0:
-                raise InputError(
-                    path, f"source {name!r}: label id {sid_int} must be positive (0 = background)"
-                )
+                raise InputError(path, f"source {name!r}: label id {sid_int} must be positive (0 = background)")
             if str(cls) not in classes:
                 raise InputError(
                     path,
@@ -275,9 +273,7 @@ def build_pool(config: PoolConfig, out_dir: str | Path, overwrite: bool = False)
     for (source, img_path, image, pool_label), weight in tqdm(
         list(zip(loaded, weights, strict=True)), desc="preprocessing", unit="case"
     ):
-        arr, lbl = preprocess_volume(
-            image.array, image.spacing_zyx, target_zyx, source.modality, ct, label=pool_label
-        )
+        arr, lbl = preprocess_volume(image.array, image.spacing_zyx, target_zyx, source.modality, ct, label=pool_label)
         if config.pad_to_patch:
             arr, lbl = pad_to(arr, lbl, config.patch_size_zyx)
         check_patch_fits(arr.shape, config.patch_size_zyx, str(img_path))
@@ -307,8 +303,7 @@ def build_pool(config: PoolConfig, out_dir: str | Path, overwrite: bool = False)
         "foreground_share": config.foreground_share,
         "ct_stats": ct.to_dict() if ct else None,
         "sources": {
-            s.name: {"modality": s.modality, "n": len(s.cases), "annotated": s.annotated}
-            for s in config.sources
+            s.name: {"modality": s.modality, "n": len(s.cases), "annotated": s.annotated} for s in config.sources
         },
         "cases": entries,
     }
@@ -319,7 +314,8 @@ def build_pool(config: PoolConfig, out_dir: str | Path, overwrite: bool = False)
 
 def pad_to(image: np.ndarray, label: np.ndarray, size: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Pad a volume smaller than ``size`` (centred; image with its minimum, label with background)."""
-    pads = [((max(0, s - n) // 2), max(0, s - n) - max(0, s - n) // 2) for n, s in zip(image.shape, size)]
+    extra = [max(0, s - n) for n, s in zip(image.shape, size, strict=True)]
+    pads = [(e // 2, e - e // 2) for e in extra]
     if not any(a or b for a, b in pads):
         return image, label
     return (
@@ -372,9 +368,7 @@ class PoolDataset(Dataset):
         self.index = load_pool_index(self.pool_dir)
         self.classes: list[str] = list(self.index["classes"])
         self.patch_size = tuple(patch_size_zyx or self.index["patch_size_zyx"])
-        self.foreground_share = (
-            self.index["foreground_share"] if foreground_share is None else float(foreground_share)
-        )
+        self.foreground_share = self.index["foreground_share"] if foreground_share is None else float(foreground_share)
         self.mirror = mirror
         self.cases = self.index["cases"]
         for case in self.cases:
@@ -397,9 +391,7 @@ class PoolDataset(Dataset):
                 with np.load(path) as z:
                     image, label = z["image"], z["label"]
             except (OSError, ValueError, KeyError) as exc:
-                raise InputError(
-                    path, f"cannot read the preprocessed case ({exc}); rebuild the pool"
-                ) from None
+                raise InputError(path, f"cannot read the preprocessed case ({exc}); rebuild the pool") from None
             self._cache[i] = (image, label, class_locations(label, case["present"], seed=i))
         return self._cache[i]
 

@@ -27,9 +27,7 @@ class CTStats:
 
 def target_shape(shape: tuple[int, ...], spacing_zyx: tuple[float, ...], target_zyx: tuple[float, ...]):
     """Array shape after resampling from ``spacing_zyx`` to ``target_zyx`` (at least 1 voxel per axis)."""
-    return tuple(
-        max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing_zyx, target_zyx, strict=True)
-    )
+    return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing_zyx, target_zyx, strict=True))
 
 
 def resample(array: np.ndarray, shape: tuple[int, ...], is_label: bool = False) -> np.ndarray:

@@ -39,9 +39,7 @@ def predict_probabilities(
     x = F.interpolate(x, size=shape, mode="trilinear", align_corners=False)
     roi = tuple(model.config.patch_size)
     model = model.to(device).eval()
-    logits = sliding_window_inference(
-        x, roi, sw_batch_size, model, overlap=overlap, mode="gaussian", progress=progress
-    )
+    logits = sliding_window_inference(x, roi, sw_batch_size, model, overlap=overlap, mode="gaussian", progress=progress)
     logits = F.interpolate(logits, size=image.spatial_shape, mode="trilinear", align_corners=False)
     return torch.sigmoid(logits)[0].cpu().numpy()
 

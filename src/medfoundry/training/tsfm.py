@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from medfoundry.data.pool import PoolDataset, load_pool_index
 from medfoundry.data.sampler import WeightedDistributedSampler
-from medfoundry.errors import InputError, MedfoundryError, OutputExistsError
+from medfoundry.errors import InputError, MedfoundryError
 from medfoundry.modeling.tsfm.checkpoint import load_checkpoint, make_payload, save_checkpoint
 from medfoundry.modeling.tsfm.loss import PartialLabelBCEDiceLoss
 from medfoundry.modeling.tsfm.network import TSFM
@@ -113,9 +113,7 @@ def fit(
     index = load_pool_index(pool_dir)
     classes = list(index["classes"])
     if model.config.num_classes != len(classes):
-        raise InputError(
-            pool_dir, f"the pool has {len(classes)} classes, the network {model.config.num_classes}"
-        )
+        raise InputError(pool_dir, f"the pool has {len(classes)} classes, the network {model.config.num_classes}")
     last = out_dir / LAST
     optimizer = _optimizer(model, settings)
     history: list[dict] = []
@@ -134,7 +132,9 @@ def fit(
         history = list(ckpt.get("history", []))
         start = int(ckpt["epoch"])
     elif last.exists() and not overwrite:
-        raise OutputExistsError(last)
+        raise InputError(
+            last, "a checkpoint of an earlier run is here; pass --resume to continue it or --overwrite to start over"
+        )
     if start >= settings.epochs and env.is_main:
         print(f"{last}: already trained for {start} epochs (asked for {settings.epochs}); nothing to do")
 
@@ -158,9 +158,7 @@ def fit(
     model.to(env.device)
     net: torch.nn.Module = model
     if env.distributed:
-        net = DistributedDataParallel(
-            model, device_ids=[env.device.index] if env.device.type == "cuda" else None
-        )
+        net = DistributedDataParallel(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
     loss_fn = PartialLabelBCEDiceLoss()
     payload_extra = {"kind": kind, "settings": asdict(settings), "info": info or {}}
     preprocessing = preprocessing_of(index)
@@ -222,18 +220,14 @@ def fit(
     except (MedfoundryError, KeyboardInterrupt):
         raise
     except (RuntimeError, OSError) as exc:
-        where = (
-            f"the last checkpoint ({last}, epoch {epoch}) is kept" if last.exists() else "no checkpoint yet"
-        )
+        where = f"the last checkpoint ({last}, epoch {epoch}) is kept" if last.exists() else "no checkpoint yet"
         raise TrainingStopped(
             f"{kind} stopped in epoch {epoch + 1}: {type(exc).__name__}: {str(exc).splitlines()[0]}; "
             f"{where}; run the same command with --resume to continue"
         ) from exc
 
     if env.is_main:
-        final = make_payload(
-            model, classes, preprocessing, epoch=settings.epochs, history=history, **payload_extra
-        )
+        final = make_payload(model, classes, preprocessing, epoch=settings.epochs, history=history, **payload_extra)
         save_checkpoint(out_dir / FINAL, final, overwrite=True)
         from medfoundry.io.atomic import atomic_path
 

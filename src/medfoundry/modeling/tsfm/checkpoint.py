@@ -52,9 +52,7 @@ def check_preset(ckpt: dict, preset: str | None, path: str | Path | None = None)
     """The checkpoint's config; :class:`InputError` if ``preset`` is given and differs from it."""
     config = TSFMConfig.from_dict(ckpt["config"])
     if preset is not None and preset != config.preset:
-        raise InputError(
-            path, f"checkpoint preset {config.preset!r} does not match the requested preset {preset!r}"
-        )
+        raise InputError(path, f"checkpoint preset {config.preset!r} does not match the requested preset {preset!r}")
     return config
 
 

@@ -29,9 +29,7 @@ class TSFM(nn.Module):
         )
         # decoder stage i (0 = top) up-samples ch[i+1] -> ch[i], concatenates the skip, then resblocks
         self.ups = nn.ModuleList(UpBlock(ch[i + 1]) for i in range(len(ch) - 1))
-        self.decoder = nn.ModuleList(
-            ResStage(2 * ch[i], ch[i], config.decoder_depths[i]) for i in range(len(ch) - 1)
-        )
+        self.decoder = nn.ModuleList(ResStage(2 * ch[i], ch[i], config.decoder_depths[i]) for i in range(len(ch) - 1))
         self.head = nn.Sequential(_norm(ch[0]), nn.LeakyReLU(0.01), nn.Conv3d(ch[0], config.num_classes, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

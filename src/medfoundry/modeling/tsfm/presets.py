@@ -33,9 +33,7 @@ class TSFMConfig:
         if self.vit_hidden % self.vit_heads:
             raise InputError(None, f"TSFM preset {self.preset!r}: vit_hidden must divide by vit_heads")
         if len(self.patch_size) != 3 or any(p % self.stride or p <= 0 for p in self.patch_size):
-            raise InputError(
-                None, f"patch size {self.patch_size} must be 3 positive sizes divisible by {self.stride}"
-            )
+            raise InputError(None, f"patch size {self.patch_size} must be 3 positive sizes divisible by {self.stride}")
 
     @property
     def stride(self) -> int:
