@@ -30,15 +30,15 @@ def encoder_names() -> list[str]:
     return list(ENCODERS)
 
 
-def build_encoder(
-    name: str, weights: str | Path | None = None, pretrained: bool = True, **kw: object
-) -> FrozenEncoder:
+def build_encoder(name: str, weights: str | Path | None = None, pretrained: bool = True, **kw: object) -> FrozenEncoder:
     """A frozen encoder by registry name (see :data:`ENCODERS`); ``tiny=True`` for a small random variant."""
     if name not in ENCODERS:
         raise InputError(None, f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}")
     module_name, fixed = ENCODERS[name]
     module = importlib.import_module(module_name)
-    return module.build(weights=weights, pretrained=pretrained, **fixed, **kw)
+    encoder = module.build(weights=weights, pretrained=pretrained, **fixed, **kw)
+    encoder.build_kwargs = {k: v for k, v in kw.items() if isinstance(v, (bool, int, float, str))}
+    return encoder
 
 
 __all__ = ["ENCODERS", "FrozenEncoder", "build_encoder", "encoder_names", "weights_dir"]

@@ -65,6 +65,7 @@ class FrozenEncoder(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.weights_id = ""  # sha256 of the weights file, or of the random initial state
+        self.build_kwargs: dict = {}  # extra arguments given to build_encoder (tiny, input_size, seed...)
 
     def freeze(self, weights_id: str | None = None) -> FrozenEncoder:
         """Turn off gradients, switch to eval mode and record the weights' identity."""
@@ -88,9 +89,7 @@ class FrozenEncoder(nn.Module):
         if x.ndim != 4 or x.shape[1] not in (1, 3):
             raise ValueError(f"expected (B, H, W), (B, 1, H, W) or (B, 3, H, W) slices, got {tuple(x.shape)}")
         if x.shape[-2:] != (self.input_size, self.input_size):
-            x = F.interpolate(
-                x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False
-            )
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
@@ -118,4 +117,5 @@ class FrozenEncoder(nn.Module):
             "std": list(self.std),
             "out_dim": self.out_dim,
             "weights_id": self.weights_id,
+            "build_kwargs": dict(self.build_kwargs),
         }

@@ -13,10 +13,7 @@ import torch
 from medfoundry.errors import WeightsError
 from medfoundry.modeling.encoders.base import FrozenEncoder, missing_weights, state_digest, weights_dir
 
-SOURCE = (
-    "the Hugging Face repository microsoft/rad-dino "
-    "(config.json, model.safetensors, preprocessor_config.json)"
-)
+SOURCE = "the Hugging Face repository microsoft/rad-dino (config.json, model.safetensors, preprocessor_config.json)"
 
 
 def _config_folder(path: Path) -> Path:
@@ -80,9 +77,7 @@ def build(
     if weights is None:
         default = weights_dir() / "rad_dino"
         if not pretrained:
-            raise WeightsError(
-                "rad_dino: a random model needs tiny=True; the full model is built from a folder"
-            )
+            raise WeightsError("rad_dino: a random model needs tiny=True; the full model is built from a folder")
         if not default.is_dir():
             raise missing_weights("rad_dino", SOURCE + " as a folder", "rad_dino/")
         weights = default

@@ -56,6 +56,52 @@ def find_weights_file(path: str | Path) -> Path:
     raise WeightsError(f"{path}: weights file or folder not found")
 
 
+CLASSIFIER_PREFIXES = ("head.", "fc.", "classifier.", "head_dist.")
+
+
+def read_state_dict(file: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors`` / ``.bin`` / ``.pth`` file (``state_dict`` / ``model`` wrappers unpacked)."""
+    try:
+        if file.name.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            state = load_file(str(file))
+        else:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same message
+        raise WeightsError(f"{file}: cannot be read as a weights file ({exc.__class__.__name__})") from exc
+    for key in ("state_dict", "model", "module"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise WeightsError(f"{file}: holds no state dict")
+    return state
+
+
+def _load_strict(model: torch.nn.Module, file: Path, timm_name: str) -> None:
+    """Load ``file`` through timm's checkpoint filter; every backbone tensor must be present and fit."""
+    import importlib
+
+    state = read_state_dict(file)
+    filter_fn = getattr(importlib.import_module(type(model).__module__), "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        try:
+            state = filter_fn(state, model)
+        except Exception as exc:  # noqa: BLE001 - a foreign checkpoint can fail in many ways inside the filter
+            raise WeightsError(f"{file}: cannot be loaded into {timm_name} ({exc.__class__.__name__}: {exc})") from exc
+    state = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        first = (str(exc).splitlines()[1:2] or [str(exc)[:200]])[0].strip()
+        raise WeightsError(f"{file}: cannot be loaded into {timm_name} ({first})") from exc
+    if missing or unexpected:
+        raise WeightsError(
+            f"{file}: cannot be loaded into {timm_name} ({len(missing)} tensors missing, e.g. "
+            f"{missing[:2]}; {len(unexpected)} unexpected, e.g. {unexpected[:2]}); is it the right model?"
+        )
+
+
 class TimmEncoder(FrozenEncoder):
     """A timm model without its classifier: class token (ViT) or pooled penultimate layer (CNN)."""
 
@@ -116,21 +162,10 @@ def build(
         if file is None:
             raise missing_weights(name, f"'model.safetensors' of {source}", f"{name}.safetensors")
     torch.manual_seed(seed)
+    model = timm.create_model(timm_name, pretrained=False, num_classes=0, **model_kw)
+    weights_id = None
     if file is not None:
-        try:
-            model = timm.create_model(
-                timm_name,
-                pretrained=True,
-                num_classes=0,
-                pretrained_cfg_overlay={"file": str(file)},
-                **model_kw,
-            )
-        except (RuntimeError, KeyError, ValueError, OSError) as exc:
-            first = (str(exc).splitlines() or [exc.__class__.__name__])[0][:200]
-            raise WeightsError(f"{file}: cannot be loaded into {timm_name} ({first})") from exc
+        _load_strict(model, file, timm_name)
         weights_id = file_sha256(file)
-    else:
-        model = timm.create_model(timm_name, pretrained=False, num_classes=0, **model_kw)
-        weights_id = None
     encoder = TimmEncoder(name, model, is_vit, input_size)
     return encoder.freeze(weights_id)
