@@ -30,6 +30,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,9 +42,8 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from medfoundry.data.patches import check_patch_fits, class_locations, sample_patch
-from medfoundry.data.preprocess3d import CTStats, ct_statistics, preprocess_volume
-from medfoundry.errors import InputError
-from medfoundry.io.atomic import atomic_path, check_writable
+from medfoundry.data.preprocess3d import CTStats, ct_statistics, preprocess_volume, target_shape
+from medfoundry.errors import InputError, OutputExistsError
 
 POOL_FORMAT = "medfoundry-pool/1"
 MODALITIES_3D = ("CT", "MR", "PET", "OTHER")
@@ -247,19 +249,27 @@ def build_pool(config: PoolConfig, out_dir: str | Path, overwrite: bool = False)
     """Read, remap and preprocess every case of the pool into ``out_dir`` (one .npz per case + pool.json).
 
     CT statistics are computed over the foreground voxels of all CT sources together (nnU-Net style).
-    Returns the pool index (also written to ``out_dir/pool.json``).
+    Everything is checked (files, label ids, patch fit) before anything is written, and the pool is
+    written into a temporary folder that replaces ``out_dir`` at the end. Returns the pool index.
     """
     out_dir = Path(out_dir)
-    index_path = check_writable(out_dir / "pool.json", overwrite)
+    if out_dir.exists() and not overwrite:
+        raise OutputExistsError(out_dir)
+    if out_dir.exists() and not (out_dir / "pool.json").is_file():
+        raise InputError(out_dir, "exists and is not a preprocessed pool; choose a new folder")
     class_ids = config.class_ids
     target_zyx = tuple(reversed(config.spacing_xyz_mm))
-    # pass 1: read + remap (kept in memory: pools here are small) and CT foreground statistics
+    # pass 1: read, remap and check (kept in memory: pools here are small); CT foreground statistics
     loaded = []
     ct_values = []
     all_cases = [(s, img, lbl) for s in config.sources for img, lbl in s.cases]
     for source, img_path, lbl_path in tqdm(all_cases, desc="reading pool", unit="case"):
         image, mask = _read_case(img_path, lbl_path, source.modality)
         pool_label = remap_labels(mask.array, source, class_ids, lbl_path)
+        shape = target_shape(image.array.shape, image.spacing_zyx, target_zyx)
+        if config.pad_to_patch:
+            shape = tuple(max(n, p) for n, p in zip(shape, config.patch_size_zyx, strict=True))
+        check_patch_fits(shape, config.patch_size_zyx, str(img_path))
         if source.modality == "CT":
             fg = image.array[pool_label > 0]
             step = max(1, fg.size // 100_000)
@@ -267,48 +277,56 @@ def build_pool(config: PoolConfig, out_dir: str | Path, overwrite: bool = False)
         loaded.append((source, img_path, image, pool_label))
     ct = ct_statistics(np.concatenate(ct_values)) if ct_values else None
     weights = config.sampling_weights()
-    cases_dir = out_dir / "cases"
-    cases_dir.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for (source, img_path, image, pool_label), weight in tqdm(
-        list(zip(loaded, weights, strict=True)), desc="preprocessing", unit="case"
-    ):
-        arr, lbl = preprocess_volume(image.array, image.spacing_zyx, target_zyx, source.modality, ct, label=pool_label)
-        if config.pad_to_patch:
-            arr, lbl = pad_to(arr, lbl, config.patch_size_zyx)
-        check_patch_fits(arr.shape, config.patch_size_zyx, str(img_path))
-        case_id = f"{source.name}__{_case_stem(img_path)}"
-        with atomic_path(cases_dir / f"{case_id}.npz", overwrite=True) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, image=arr.astype(np.float32), label=lbl.astype(np.int16))
-        entries.append(
-            {
-                "id": case_id,
-                "file": f"cases/{case_id}.npz",
-                "source": source.name,
-                "image": str(img_path),
-                "modality": source.modality,
-                "annotated": [class_ids[c] for c in source.annotated],
-                "weight": weight,
-                "shape": list(arr.shape),
-                "present": sorted(int(v) for v in np.unique(lbl) if v),
-            }
-        )
-    index = {
-        "format": POOL_FORMAT,
-        "name": config.name,
-        "classes": config.classes,
-        "spacing_xyz_mm": list(config.spacing_xyz_mm),
-        "patch_size_zyx": list(config.patch_size_zyx),
-        "foreground_share": config.foreground_share,
-        "ct_stats": ct.to_dict() if ct else None,
-        "sources": {
-            s.name: {"modality": s.modality, "n": len(s.cases), "annotated": s.annotated} for s in config.sources
-        },
-        "cases": entries,
-    }
-    with atomic_path(index_path, overwrite=overwrite) as tmp:
-        tmp.write_text(json.dumps(index, indent=2))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        (work / "cases").mkdir()
+        entries = []
+        for (source, img_path, image, pool_label), weight in tqdm(
+            list(zip(loaded, weights, strict=True)), desc="preprocessing", unit="case"
+        ):
+            arr, lbl = preprocess_volume(
+                image.array, image.spacing_zyx, target_zyx, source.modality, ct, label=pool_label
+            )
+            if config.pad_to_patch:
+                arr, lbl = pad_to(arr, lbl, config.patch_size_zyx)
+            case_id = f"{source.name}__{_case_stem(img_path)}"
+            np.savez_compressed(
+                work / "cases" / f"{case_id}.npz", image=arr.astype(np.float32), label=lbl.astype(np.int16)
+            )
+            entries.append(
+                {
+                    "id": case_id,
+                    "file": f"cases/{case_id}.npz",
+                    "source": source.name,
+                    "image": str(img_path),
+                    "modality": source.modality,
+                    "annotated": [class_ids[c] for c in source.annotated],
+                    "weight": weight,
+                    "shape": list(arr.shape),
+                    "present": sorted(int(v) for v in np.unique(lbl) if v),
+                }
+            )
+        index = {
+            "format": POOL_FORMAT,
+            "name": config.name,
+            "classes": config.classes,
+            "spacing_xyz_mm": list(config.spacing_xyz_mm),
+            "patch_size_zyx": list(config.patch_size_zyx),
+            "foreground_share": config.foreground_share,
+            "ct_stats": ct.to_dict() if ct else None,
+            "sources": {
+                s.name: {"modality": s.modality, "n": len(s.cases), "annotated": s.annotated} for s in config.sources
+            },
+            "cases": entries,
+        }
+        (work / "pool.json").write_text(json.dumps(index, indent=2))
+        if out_dir.exists():  # overwrite: only ever a previous pool (checked above)
+            shutil.rmtree(out_dir)
+        os.replace(work, out_dir)
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
     return index
 
 
