@@ -340,6 +340,8 @@ def test_challenge_mode_3d_matches_reference_with_anisotropic_spacing():
     res = challenge_case_metrics(seg, gt, sp)
     ref = _challenge_reference(gt, seg, sp)
     assert (res["dsc"], res["nsd"]) == pytest.approx(ref, rel=1e-9)
+    with pytest.raises(InputError, match="challenge mode"):
+        SegmentationEvaluator(challenge_compat=True, labels=[1])
     ev = SegmentationEvaluator(challenge_compat=True)
     ev.add("c", seg, gt, sp)
     assert ev.per_case()[0] == {"case": "c", "label": "all", "dsc": res["dsc"], "nsd": res["nsd"], "nsd_computed": True}

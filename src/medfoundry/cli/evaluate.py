@@ -22,12 +22,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("pred", type=Path, help="prediction file or folder")
     p.add_argument("gt", type=Path, help="ground-truth file or folder")
     p.add_argument("--out", type=Path, required=True, help="CSV with one row per case and class")
-    p.add_argument(
-        "--tolerance", type=float, default=2.0, metavar="MM", help="NSD tolerance in mm (default 2)"
-    )
-    p.add_argument(
-        "--labels", type=int, nargs="+", metavar="L", help="classes to score (default: every label present)"
-    )
+    p.add_argument("--tolerance", type=float, default=2.0, metavar="MM", help="NSD tolerance in mm (default 2)")
+    p.add_argument("--labels", type=int, nargs="+", metavar="L", help="classes to score (default: every label present)")
     p.add_argument(
         "--challenge-compat",
         action="store_true",
@@ -70,9 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
         plot_metrics(evaluator, args.plot, overwrite=args.overwrite)
     n_cases = len({r["case"] for r in evaluator.rows})
-    mode = (
-        "MedSAM-on-laptop 2024 scoring" if args.challenge_compat else f"NSD tolerance {args.tolerance:g} mm"
-    )
+    mode = "MedSAM-on-laptop 2024 scoring" if args.challenge_compat else f"NSD tolerance {args.tolerance:g} mm"
     print(f"{n_cases} case(s), {mode}; per-class means (NaN-aware):")
     print(evaluator.summary_text())
     written = ", ".join(str(p) for p in outputs)

@@ -231,6 +231,8 @@ class SegmentationEvaluator:
     ) -> None:
         if not math.isfinite(tolerance_mm) or tolerance_mm < 0:
             raise InputError(None, f"tolerance must be finite and >= 0 mm, got {tolerance_mm}")
+        if challenge_compat and labels is not None:
+            raise InputError(None, "challenge mode scores the classes 1 .. max(ground truth); do not give labels")
         self.tolerance_mm = float(tolerance_mm)
         self.labels = None if labels is None else sorted({int(v) for v in labels})
         self.challenge_compat = challenge_compat
@@ -261,10 +263,7 @@ class SegmentationEvaluator:
             for row in new:
                 row["nsd_computed"] = res["nsd_computed"]
         else:
-            new = [
-                {"case": case, **row}
-                for row in evaluate_case(pred, gt, spacing, self.tolerance_mm, self.labels)
-            ]
+            new = [{"case": case, **row} for row in evaluate_case(pred, gt, spacing, self.tolerance_mm, self.labels)]
         self._cases.add(case)
         self.rows.extend(new)
         return new
@@ -305,9 +304,7 @@ class SegmentationEvaluator:
         means = self.per_class_mean()
         if self.challenge_compat:
             header = f"{'label':>6} {'cases':>5} {'DSC':>7} {'NSD':>7}"
-            lines = [
-                f"{str(r['label']):>6} {r['n_cases']:>5} {_fmt(r['dsc'])} {_fmt(r['nsd'])}" for r in means
-            ]
+            lines = [f"{str(r['label']):>6} {r['n_cases']:>5} {_fmt(r['dsc'])} {_fmt(r['nsd'])}" for r in means]
         else:
             header = (
                 f"{'label':>6} {'cases':>5} {'GT empty':>8} {'DSC':>7} {'NSD':>7} {'HD95 mm':>8} "

@@ -78,9 +78,7 @@ def match_folders(pred_dir: str | Path, gt_dir: str | Path) -> list[tuple[Path, 
     """(prediction, ground truth) pairs of two folders, matched by file name; every GT needs a prediction."""
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     suffixes = _readable_suffixes()
-    gts = sorted(
-        p for p in gt_dir.iterdir() if not p.name.startswith(".") and (p.is_dir() or _suffix(p) in suffixes)
-    )
+    gts = sorted(p for p in gt_dir.iterdir() if not p.name.startswith(".") and (p.is_dir() or _suffix(p) in suffixes))
     if not gts:
         raise InputError(gt_dir, "no ground-truth images in this folder")
     missing = [p.name for p in gts if not (pred_dir / p.name).exists()]
@@ -123,9 +121,7 @@ def evaluate_files(
     evaluator = SegmentationEvaluator(tolerance_mm, labels, challenge_compat)
     from tqdm import tqdm
 
-    for pred_file, gt_file in tqdm(
-        pairs, desc="evaluate", unit="case", disable=not progress or len(pairs) < 2
-    ):
+    for pred_file, gt_file in tqdm(pairs, desc="evaluate", unit="case", disable=not progress or len(pairs) < 2):
         pred, gt = read_pair(pred_file, gt_file)
         if challenge_compat:
             spacing = _challenge_spacing(gt, gt_file)

@@ -47,9 +47,7 @@ def _unmatched(mask: np.ndarray, other: np.ndarray, connectivity: int) -> tuple[
     return int(n), int(missed.sum()), int(sizes[missed].sum())
 
 
-def lesion_errors(
-    pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | float | None = None
-) -> LesionErrors:
+def lesion_errors(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | float | None = None) -> LesionErrors:
     """autoPET component-wise errors of binary ``pred`` vs ``gt``; spacing (mm) in array axis order."""
     p, g = check_pair(pred, gt)
     sp = check_spacing(spacing, p.ndim)

@@ -37,9 +37,7 @@ def plot_metrics(evaluator: SegmentationEvaluator, path: str | Path, overwrite: 
             ax.set_ylim(-0.02, 1.02)
         ax.grid(axis="y", alpha=0.3)
     n_cases = len({r["case"] for r in evaluator.rows})
-    fig.suptitle(
-        f"{n_cases} case(s)" + (" - MedSAM-on-laptop 2024 scoring" if evaluator.challenge_compat else "")
-    )
+    fig.suptitle(f"{n_cases} case(s)" + (" - MedSAM-on-laptop 2024 scoring" if evaluator.challenge_compat else ""))
     fig.tight_layout()
     with atomic_path(path, overwrite=overwrite) as tmp:
         fig.savefig(tmp, dpi=120, format="png")

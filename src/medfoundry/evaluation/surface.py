@@ -119,9 +119,7 @@ class SurfaceDistances:
             return 0.0
         if self.gt_empty or self.pred_empty:
             return float("nan")
-        num = (self.distances_gt_to_pred * self.areas_gt).sum() + (
-            self.distances_pred_to_gt * self.areas_pred
-        ).sum()
+        num = (self.distances_gt_to_pred * self.areas_gt).sum() + (self.distances_pred_to_gt * self.areas_pred).sum()
         return float(num / (self.areas_gt.sum() + self.areas_pred.sum()))
 
 
