@@ -70,7 +70,7 @@ class SliceConfig:
             "size": int(self.size),
             "min_slice_max": float(self.min_slice_max),
             "intensity": "slice / slice max, uint8 [0, 255] -> [0, 1]",
-            "resample": "sitk linear (image), nearest (mask); monai Resize bilinear + anti-aliasing",
+            "resample": "sitk linear (image), nearest (mask); slices: sitk linear + Gaussian anti-aliasing",
             "format": FORMAT_VERSION,
         }
 
@@ -178,14 +178,29 @@ def lesion_mask(mask: MedicalImage, config: SliceConfig) -> np.ndarray:
 
 
 def _resize_stack(stack: np.ndarray, size: int) -> np.ndarray:
-    """(n, h, w) float -> (n, size, size) float32 with MONAI's bilinear resize (anti-aliased)."""
-    if stack.shape[1:] == (size, size):
-        return stack.astype(np.float32, copy=False)
-    from monai.transforms import Resize
+    """(n, h, w) -> (n, size, size) float32: SimpleITK linear resampling, Gaussian anti-aliasing when shrinking."""
+    import SimpleITK as sitk
 
-    resize = Resize(spatial_size=(size, size), mode="bilinear", align_corners=False, anti_aliasing=True)
-    out = resize(stack.astype(np.float32, copy=False))  # slices act as channels
-    return np.asarray(out, dtype=np.float32)
+    n, h, w = stack.shape
+    if (h, w) == (size, size):
+        return stack.astype(np.float32, copy=False)
+    img = sitk.GetImageFromArray(stack.astype(np.float32, copy=False))  # unit spacing, origin 0
+    fx, fy = w / size, h / size
+    variance = [((fx - 1) / 2) ** 2 if fx > 1 else 0.0, ((fy - 1) / 2) ** 2 if fy > 1 else 0.0, 0.0]
+    if any(variance):
+        img = sitk.DiscreteGaussian(img, variance, 32, 0.01, False)
+    out = sitk.Resample(
+        img,
+        [size, size, n],
+        sitk.Transform(),
+        sitk.sitkLinear,
+        ((fx - 1) / 2, (fy - 1) / 2, 0.0),  # outer pixel edges kept
+        (fx, fy, 1.0),
+        img.GetDirection(),
+        0.0,
+        sitk.sitkFloat32,
+    )
+    return sitk.GetArrayFromImage(out)
 
 
 def to_uint8_unit(stack: np.ndarray) -> np.ndarray:
@@ -322,9 +337,7 @@ def _check_cases(cases: Sequence[CaseSpec]) -> None:
         if case.case_id in seen:
             raise InputError(case.image, f"case id {case.case_id!r} is listed twice")
         if not all(ch.isalnum() or ch in "-_." for ch in case.case_id):
-            raise InputError(
-                case.image, f"case id {case.case_id!r} may only hold letters, digits, '-', '_', '.'"
-            )
+            raise InputError(case.image, f"case id {case.case_id!r} may only hold letters, digits, '-', '_', '.'")
         if case.mask is None:
             raise InputError(case.image, f"case {case.case_id}: a lesion mask is needed to label the slices")
         seen.add(case.case_id)
@@ -438,8 +451,7 @@ class SliceDataset:
         if not info_path.is_file() or not (self.root / "manifest.csv").is_file():
             raise InputError(
                 self.root,
-                "not a slice dataset (dataset.json / manifest.csv missing); run "
-                "'medfoundry classify build' first",
+                "not a slice dataset (dataset.json / manifest.csv missing); run 'medfoundry classify build' first",
             )
         self.info = json.loads(info_path.read_text())
         with (self.root / "manifest.csv").open(newline="") as handle:
