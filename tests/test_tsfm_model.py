@@ -64,6 +64,7 @@ def test_tiny_forward_backward_and_other_patch_sizes():
     y = model(x)
     assert y.shape == (1, 3, 32, 32, 32)
     y.mean().backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []  # DDP needs every weight used
     assert model.bottleneck.pos.grad is not None and model.stem.weight.grad.abs().sum() > 0
     with torch.no_grad():  # the position embedding is resized for another grid
         assert model(torch.randn(1, 1, 16, 48, 24)).shape == (1, 3, 16, 48, 24)

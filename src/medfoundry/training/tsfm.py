@@ -120,11 +120,14 @@ def fit(
     start = 0
     if last.exists() and resume:
         ckpt = load_checkpoint(last)
-        if ckpt["config"] != model.config.to_dict() or ckpt["classes"] != classes:
+        mine = model.config.to_dict()
+        diff = sorted(k for k in set(mine) | set(ckpt["config"]) if mine.get(k) != ckpt["config"].get(k))
+        if diff or ckpt["classes"] != classes:
+            what = f"network settings {diff}" if diff else f"classes {ckpt['classes']} vs {classes}"
             raise InputError(
                 last,
-                f"cannot resume: the checkpoint holds preset {ckpt['config'].get('preset')!r} with classes "
-                f"{ckpt['classes']}, this run uses {model.config.preset!r} with {classes}",
+                f"cannot resume: the checkpoint (preset {ckpt['config'].get('preset')!r}) differs from this run "
+                f"(preset {model.config.preset!r}) in {what}",
             )
         model.load_state_dict(ckpt["model"])
         if ckpt.get("optimizer"):

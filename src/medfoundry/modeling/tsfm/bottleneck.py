@@ -33,6 +33,8 @@ class TransformerBottleneck(nn.Module):
         self.blocks = nn.ModuleList(
             TransformerBlock(hidden, mlp, heads, dropout_rate=dropout, qkv_bias=True) for _ in range(layers)
         )
+        for block in self.blocks:  # MONAI builds this norm even without cross-attention; unused weights
+            block.norm_cross_attn = nn.Identity()  # would stall DistributedDataParallel's gradient buckets
         self.norm = nn.LayerNorm(hidden)
         self.proj_out = nn.Conv3d(hidden, channels, 1)
 

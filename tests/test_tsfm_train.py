@@ -1,0 +1,216 @@
+"""TSFM training: 2-process gloo run on loopback, pretrain -> transfer -> predict CLI, crash and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from medfoundry.data.pool import PoolDataset, build_pool, load_pool_config
+from medfoundry.errors import InputError
+from medfoundry.io import MedicalImage, read_mask, write_image, write_mask
+from medfoundry.modeling.tsfm import build_tsfm, load_checkpoint
+from medfoundry.training.distributed import init_distributed
+from medfoundry.training.tsfm import TrainingStopped, TrainSettings, fit
+
+torch.set_num_threads(1)
+PATCH = [8, 16, 16]
+
+
+def _case(folder, name, labels, seed, modality="CT"):
+    rng = np.random.default_rng(seed)
+    shape = (12, 32, 32)
+    img = rng.normal(0, 30, shape).astype(np.float32) - 100
+    lbl = np.zeros(shape, np.uint8)
+    for i, v in enumerate(labels):
+        lbl[4:8, 6 + 10 * i : 12 + 10 * i, 8:20] = v
+        img[lbl == v] += 200 * (i + 1)
+    image = MedicalImage(img, (2.0, 2.0, 3.0), origin=(10.0, -5.0, 3.0), modality=modality)
+    write_image(image, folder / f"{name}_image.nii.gz")
+    write_mask(lbl, folder / f"{name}_mask.nii.gz", reference=image)
+
+
+def _make_pool(root, name, classes, sources):
+    cfg = {"name": name, "spacing_xyz_mm": [2.0, 2.0, 3.0], "patch_size_zyx": PATCH, "foreground_share": 0.5}
+    cfg["classes"] = classes
+    cfg["sources"] = sources
+    path = root / f"{name}.json"
+    path.write_text(json.dumps(cfg))
+    build_pool(load_pool_config(path), root / name)
+    return root / name
+
+
+@pytest.fixture(scope="module")
+def pools(tmp_path_factory):
+    """A 2-source pretraining pool (organs / tumours, partial labels) and a 1-class transfer pool."""
+    root = tmp_path_factory.mktemp("tsfm_pools")
+    for sub in ("organs", "tumours", "new"):
+        (root / sub).mkdir()
+    for i in range(3):
+        _case(root / "organs", f"o{i}", (1, 2), seed=i)
+    _case(root / "tumours", "t0", (1,), seed=10)
+    for i in range(2):
+        _case(root / "new", f"n{i}", (1,), seed=20 + i, modality="MR")
+    pre = _make_pool(
+        root,
+        "pre",
+        ["liver", "kidney", "tumour"],
+        [
+            {
+                "name": "organs",
+                "modality": "CT",
+                "root": "organs",
+                "image_glob": "*_image.nii.gz",
+                "labels": {"1": "liver", "2": "kidney"},
+            },
+            {
+                "name": "tumours",
+                "modality": "CT",
+                "root": "tumours",
+                "image_glob": "*_image.nii.gz",
+                "labels": {"1": "tumour"},
+            },
+        ],
+    )
+    new = _make_pool(
+        root,
+        "new_task",
+        ["lesion"],
+        [{"name": "new", "modality": "MR", "root": "new", "image_glob": "*_image.nii.gz", "labels": {"1": "lesion"}}],
+    )
+    return {"root": root, "pre": pre, "new": new}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, pool: str, out: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
+    torch.set_num_threads(1)
+    env = init_distributed("cpu")
+    torch.manual_seed(100 + rank)  # different initial weights: DDP must broadcast rank 0's
+    model = build_tsfm("tiny", num_classes=3, patch_size=tuple(PATCH))
+    torch.save(model.state_dict(), os.path.join(out, f"init{rank}.pt"))
+    settings = TrainSettings(epochs=1, iters_per_epoch=1, batch_size=1, lr=0.1, optimizer="sgd", mirror=False)
+    fit(model, pool, os.path.join(out, "run"), settings, env, progress=False)
+    torch.save(model.state_dict(), os.path.join(out, f"rank{rank}.pt"))
+    torch.distributed.destroy_process_group()
+
+
+def test_two_processes_gloo_hold_equal_weights_after_a_step(pools, tmp_path):
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(pools["pre"]), str(tmp_path)), nprocs=2, join=True)
+    w0 = torch.load(tmp_path / "rank0.pt")
+    w1 = torch.load(tmp_path / "rank1.pt")
+    init0 = torch.load(tmp_path / "init0.pt")
+    init1 = torch.load(tmp_path / "init1.pt")
+    assert not torch.equal(init0["stem.weight"], init1["stem.weight"])
+    for k in w0:
+        assert torch.equal(w0[k], w1[k]), k
+    assert not torch.equal(w0["stem.weight"], init0["stem.weight"])  # the step changed the weights
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")  # written once, by rank 0
+    assert ckpt["epoch"] == 1 and torch.equal(ckpt["model"]["stem.weight"], w0["stem.weight"])
+
+
+def _cli(monkeypatch, argv):
+    import medfoundry.cli.main as cli
+
+    mine = ("pool", "pretrain", "transfer")
+    monkeypatch.setattr(cli, "COMMANDS", {k: f"medfoundry.cli.{k}" for k in mine})
+    return cli.main(argv)
+
+
+def test_pretrain_transfer_and_predict_cli(pools, tmp_path, monkeypatch, capsys):
+    common = ["--epochs", "1", "--iters", "2", "--batch-size", "1", "--threads", "1", "--quiet", "--device", "cpu"]
+    pre_out = tmp_path / "pre"
+    assert (
+        _cli(monkeypatch, ["pretrain", "--pool", str(pools["pre"]), "--out", str(pre_out), "--preset", "tiny"] + common)
+        == 0
+    )
+    pre = load_checkpoint(pre_out / "model.pt")
+    assert pre["classes"] == ["liver", "kidney", "tumour"] and pre["config"]["preset"] == "tiny"
+    assert (pre_out / "loss.png").stat().st_size > 0
+
+    # a preset that does not match the checkpoint is refused
+    bad = ["transfer", "--pool", str(pools["new"]), "--out", str(tmp_path / "x"), "--init", str(pre_out / "model.pt")]
+    assert _cli(monkeypatch, bad + ["--preset", "small"] + common) == 2
+    assert "checkpoint preset 'tiny' does not match the requested preset 'small'" in capsys.readouterr().err
+
+    ft_out = tmp_path / "ft"
+    args = ["transfer", "--pool", str(pools["new"]), "--out", str(ft_out), "--init", str(pre_out / "model.pt")]
+    assert _cli(monkeypatch, args + common) == 0
+    ft = load_checkpoint(ft_out / "model.pt")
+    assert ft["classes"] == ["lesion"] and ft["config"]["num_classes"] == 1 and ft["kind"] == "transfer"
+    assert ft["info"]["pretrained_classes"] == pre["classes"]
+
+    # segment an image with a rotated grid: the label map comes back on that grid
+    rng = np.random.default_rng(0)
+    direction = (0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+    img = MedicalImage(
+        rng.normal(size=(11, 29, 35)).astype(np.float32), (1.7, 2.2, 3.1), (4.0, 5.0, 6.0), direction, modality="MR"
+    )
+    write_image(img, tmp_path / "new_image.nii.gz")
+    pred = [
+        "transfer",
+        "--predict",
+        str(tmp_path / "new_image.nii.gz"),
+        "--model",
+        str(ft_out / "model.pt"),
+        "--out-dir",
+        str(tmp_path / "pred"),
+        "--threads",
+        "1",
+    ]
+    assert _cli(monkeypatch, pred) == 0
+    out = read_mask(tmp_path / "pred" / "new_image_tsfm.nii.gz", reference=img)
+    assert out.array.shape == img.array.shape and set(np.unique(out.array)) <= {0, 1}
+    assert _cli(monkeypatch, pred) == 2  # existing output refused
+    assert "output exists" in capsys.readouterr().err
+
+
+def test_crashed_worker_then_resume_from_last_checkpoint(pools, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    settings = TrainSettings(epochs=2, iters_per_epoch=2, batch_size=1, num_workers=1, mirror=False)
+    original = PoolDataset.__getitem__
+    calls = {"n": 0}
+
+    def crashing(self, i):
+        calls["n"] += 1  # counted inside the (persistent) worker process
+        if calls["n"] > 2:  # the worker dies in epoch 2, after epoch 1's checkpoint
+            os._exit(3)
+        return original(self, i)
+
+    monkeypatch.setattr(PoolDataset, "__getitem__", crashing)
+    torch.manual_seed(0)
+    with pytest.raises(TrainingStopped, match=r"stopped in epoch 2.*last checkpoint.*epoch 1.*--resume"):
+        fit(build_tsfm("tiny", num_classes=3, patch_size=tuple(PATCH)), pools["pre"], out, settings, progress=False)
+    assert load_checkpoint(out / "last.pt")["epoch"] == 1
+    assert not (out / "model.pt").exists()
+    monkeypatch.setattr(PoolDataset, "__getitem__", original)
+
+    with pytest.raises(InputError, match="--resume to continue it or --overwrite"):
+        fit(build_tsfm("tiny", num_classes=3, patch_size=tuple(PATCH)), pools["pre"], out, settings, progress=False)
+    with pytest.raises(InputError, match=r"cannot resume.*differs from this run.*\['width'\]"):
+        fit(
+            build_tsfm("tiny", num_classes=3, patch_size=tuple(PATCH), width=4),
+            pools["pre"],
+            out,
+            settings,
+            resume=True,
+            progress=False,
+        )
+    first = load_checkpoint(out / "last.pt")
+    model = build_tsfm("tiny", num_classes=3, patch_size=tuple(PATCH))
+    history = fit(model, pools["pre"], out, settings, resume=True, progress=False)
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert history[0] == first["history"][0]
+    assert load_checkpoint(out / "model.pt")["epoch"] == 2
