@@ -1,0 +1,183 @@
+"""Promptable segmentation of a whole :class:`MedicalImage` (2D or 3D) into a label map on its own grid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from medfoundry.errors import InputError
+from medfoundry.inference.predictor import LiteMedSAMPredictor, Prompts, fmt_box
+from medfoundry.inference.propagation import SliceEmbeddings, propagate, segment_slice
+from medfoundry.io.checks import label_dtype
+from medfoundry.io.image import MedicalImage
+from medfoundry.preprocessing.intensity import IntensityWindow, normalize_intensity
+
+
+@dataclass
+class ObjectPrompt:
+    """The prompt for one object (one output label).
+
+    2D images: ``box`` ``[x0, y0, x1, y1]`` and/or ``points`` (P, 2) ``(x, y)``.
+    3D volumes: ``box`` ``[x0, y0, z0, x1, y1, z1]`` (segmented on its middle slice, then propagated within
+    z0..z1), or ``points`` (P, 3) ``(x, y, z)`` on one slice (propagated until the mask vanishes), or
+    ``slice_boxes`` ``{z: [x0, y0, x1, y1]}`` (each slice segmented with its own box, no propagation).
+    ``point_labels``: 1 positive, 0 negative (default all positive). Coordinates are voxel indices.
+    """
+
+    box: np.ndarray | None = None
+    points: np.ndarray | None = None
+    point_labels: np.ndarray | None = None
+    slice_boxes: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.box is not None:
+            self.box = np.asarray(self.box, dtype=np.float32).ravel()
+        if self.points is not None:
+            self.points = np.asarray(self.points, dtype=np.float32)
+            self.points = self.points.reshape(-1, self.points.shape[-1])
+            labels = np.ones(len(self.points)) if self.point_labels is None else self.point_labels
+            self.point_labels = np.asarray(labels, dtype=np.int64).ravel()
+            if len(self.point_labels) != len(self.points):
+                raise InputError(None, f"{len(self.points)} points but {len(self.point_labels)} point labels")
+        self.slice_boxes = {int(z): np.asarray(b, dtype=np.float32).ravel() for z, b in self.slice_boxes.items()}
+        if self.box is None and self.points is None and not self.slice_boxes:
+            raise InputError(None, "an object needs a box, points or per-slice boxes")
+
+
+def _check_box3d(box: np.ndarray, shape: tuple[int, int, int], path: str | None) -> tuple[np.ndarray, int, int]:
+    if box.size != 6:
+        raise InputError(path, f"a 3D image needs boxes [x0, y0, z0, x1, y1, z1]; got {fmt_box(box)}")
+    x0, y0, z0, x1, y1, z1 = box.tolist()
+    if z1 < z0:
+        raise InputError(path, f"box {fmt_box(box)} has z1 < z0")
+    if z1 < 0 or z0 > shape[0] - 1:
+        raise InputError(path, f"box {fmt_box(box)} lies outside slices 0..{shape[0] - 1}")
+    box2d = np.array([x0, y0, x1, y1], dtype=np.float32)
+    Prompts(boxes=box2d).validate(shape[1:], path)
+    return box2d, max(0, int(round(z0))), min(shape[0] - 1, int(round(z1)))
+
+
+def _segment_2d(
+    predictor: LiteMedSAMPredictor,
+    image: np.ndarray,
+    objects: list[ObjectPrompt],
+    path: str | None,
+    threshold: float,
+) -> np.ndarray:
+    size = image.shape[:2]
+    for obj in objects:
+        if obj.slice_boxes or (obj.box is not None and obj.box.size != 4):
+            raise InputError(path, "a 2D image takes boxes [x0, y0, x1, y1] (no z)")
+        if obj.points is not None and obj.points.shape[1] != 2:
+            raise InputError(path, "a 2D image takes points (x, y) (no z)")
+        Prompts(boxes=obj.box, points=obj.points, point_labels=obj.point_labels).validate(size, path)
+    predictor.set_image(image)
+    labels = np.zeros(size, dtype=label_dtype(len(objects), path))
+    # decode objects with the same prompt layout together, in one batch each
+    groups: dict[tuple[bool, int], list[int]] = {}
+    for i, obj in enumerate(objects):
+        groups.setdefault((obj.box is not None, 0 if obj.points is None else len(obj.points)), []).append(i)
+    masks: dict[int, np.ndarray] = {}
+    for (has_box, n_points), idx in groups.items():
+        prompts = Prompts(
+            boxes=np.stack([objects[i].box for i in idx]) if has_box else None,
+            points=np.stack([objects[i].points for i in idx]) if n_points else None,
+            point_labels=np.stack([objects[i].point_labels for i in idx]) if n_points else None,
+        )
+        for i, mask in zip(idx, predictor.predict(prompts, threshold=threshold), strict=False):
+            masks[i] = mask
+    for i in range(len(objects)):
+        labels[masks[i]] = i + 1
+    return labels
+
+
+def _segment_3d(
+    predictor: LiteMedSAMPredictor,
+    volume: np.ndarray,
+    objects: list[ObjectPrompt],
+    path: str | None,
+    threshold: float,
+    progress: bool,
+) -> np.ndarray:
+    shape = volume.shape
+    labels = np.zeros(shape, dtype=label_dtype(len(objects), path))
+    bar = tqdm(desc="slices encoded", unit="slice", disable=not progress, leave=False)
+    embeddings = SliceEmbeddings(predictor, volume, on_compute=lambda z: bar.update(1))
+    try:
+        for label, obj in enumerate(objects, start=1):
+            mask3d = np.zeros(shape, dtype=bool)
+            if obj.slice_boxes:
+                for z, box in sorted(obj.slice_boxes.items()):
+                    if not 0 <= z < shape[0]:
+                        raise InputError(path, f"per-slice box on slice {z} is outside slices 0..{shape[0] - 1}")
+                    prompts = Prompts(boxes=box)
+                    prompts.validate(shape[1:], path)
+                    mask3d[z] = segment_slice(predictor, embeddings, z, prompts, threshold)[0]
+            elif obj.box is not None:
+                if obj.points is not None:
+                    raise InputError(path, "for 3D images give a box or points per object, not both")
+                box2d, z0, z1 = _check_box3d(obj.box, shape, path)
+                z_mid = (z0 + z1) // 2
+                mask3d[z_mid] = segment_slice(predictor, embeddings, z_mid, Prompts(boxes=box2d), threshold)[0]
+                propagate(predictor, embeddings, z_mid, mask3d[z_mid], (z0, z1), mask3d, threshold)
+            else:
+                pts = obj.points
+                if pts.shape[1] != 3:
+                    raise InputError(path, "a 3D image takes points (x, y, z)")
+                zs = np.unique(np.round(pts[:, 2]).astype(int))
+                if len(zs) != 1 or not 0 <= zs[0] < shape[0]:
+                    raise InputError(path, f"an object's points must lie on one slice in 0..{shape[0] - 1}")
+                z = int(zs[0])
+                prompts = Prompts(points=pts[None, :, :2], point_labels=obj.point_labels[None])
+                prompts.validate(shape[1:], path)
+                mask3d[z] = segment_slice(predictor, embeddings, z, prompts, threshold)[0]
+                propagate(predictor, embeddings, z, mask3d[z], (0, shape[0] - 1), mask3d, threshold)
+            labels[mask3d] = label
+    finally:
+        bar.close()
+    return labels
+
+
+def segment_array(
+    predictor: LiteMedSAMPredictor,
+    image: np.ndarray,
+    objects: list[ObjectPrompt],
+    *,
+    is_3d: bool,
+    path: str | None = None,
+    threshold: float = 0.5,
+    progress: bool = False,
+) -> np.ndarray:
+    """Label map for an intensity-normalised array: (H, W[, 3]) if not ``is_3d``, else (Z, H, W)."""
+    if not objects:
+        raise InputError(path, "no prompts given: pass at least one box or point")
+    if is_3d:
+        return _segment_3d(predictor, image, objects, path, threshold, progress)
+    return _segment_2d(predictor, image, objects, path, threshold)
+
+
+def segment(
+    image: MedicalImage,
+    objects: list[ObjectPrompt],
+    predictor: LiteMedSAMPredictor | None = None,
+    window: IntensityWindow | None = None,
+    threshold: float = 0.5,
+    progress: bool = True,
+) -> MedicalImage:
+    """Segment ``image`` from prompts; returns a label map (object i -> label i) with the image's geometry."""
+    if image.spatial_ndim not in (2, 3):
+        raise InputError(image.path, f"expected a 2D or 3D image, got shape {image.array.shape}")
+    predictor = predictor or LiteMedSAMPredictor()
+    normalized = normalize_intensity(image, window)
+    labels = segment_array(
+        predictor,
+        normalized,
+        objects,
+        is_3d=image.spatial_ndim == 3,
+        path=image.path,
+        threshold=threshold,
+        progress=progress,
+    )
+    return image.with_array(labels, modality="OTHER")
