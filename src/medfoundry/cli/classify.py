@@ -1,0 +1,190 @@
+"""``medfoundry classify``: PET slice abnormality detection with frozen encoders and a CNN baseline.
+
+Four steps: ``build`` (volumes -> slice dataset), ``embed`` (frozen encoder -> on-disk embedding cache),
+``compare`` (linear heads on every cache + the CNN baseline, test-split table and plots) and ``predict``
+(per-slice abnormality probability on a new scan).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+ENCODER_CHOICES = ("litemedsam", "dinov2_small", "dinov2_base", "convnext_base", "resnet50", "rad_dino")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``classify`` and its four sub-commands (cheap: no heavy imports)."""
+    parser = subparsers.add_parser(
+        "classify",
+        help="PET slice abnormality detection: build, embed, compare, predict",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    steps = parser.add_subparsers(dest="step", metavar="STEP", required=True)
+
+    b = steps.add_parser("build", help="resample PET volumes, cut labelled axial slices, split by patient")
+    b.add_argument("out", type=Path, help="output folder of the slice dataset")
+    b.add_argument("--cases", type=Path, help="CSV with columns case_id,image,mask[,patient_id]")
+    b.add_argument(
+        "--case",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("ID", "IMAGE", "MASK"),
+        help="one case (repeatable)",
+    )
+    b.add_argument(
+        "--grid",
+        nargs=3,
+        type=int,
+        default=(400, 400, 300),
+        metavar=("X", "Y", "Z"),
+        help="voxel counts every volume is resampled to (0 keeps the native count); default 400 400 300",
+    )
+    b.add_argument("--size", type=int, default=224, help="slice side in pixels (default 224)")
+    b.add_argument("--min-lesion-voxels", type=int, default=1, help="lesion voxels that make a slice abnormal")
+    b.add_argument("--min-slice-max", type=float, default=0.0, help="drop slices whose maximum is <= this")
+    b.add_argument("--binarize", action="store_true", help="count every non-zero mask label as lesion")
+    b.add_argument("--lesion-labels", nargs="+", type=int, help="mask labels that count as lesion")
+    b.add_argument("--split", nargs=3, type=float, default=(0.75, 0.15, 0.10), metavar=("TRAIN", "VAL", "TEST"))
+    b.add_argument("--seed", type=int, default=0, help="seed of the patient split")
+    b.add_argument("--test-patients", nargs="+", default=[], help="patients forced into the test split")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
+
+    e = steps.add_parser("embed", help="embed every slice once with a frozen encoder (cached, resumable)")
+    e.add_argument("dataset", type=Path, help="slice dataset folder (from 'classify build')")
+    e.add_argument("--encoder", default="litemedsam", choices=ENCODER_CHOICES)
+    e.add_argument("--weights", type=Path, help="local weights file or Hugging Face folder (never downloaded)")
+    e.add_argument("--cache", type=Path, help="cache root (default DATASET/embeddings)")
+    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--tiny", action="store_true", help="small random-initialised variant (smoke tests only)")
+
+    c = steps.add_parser("compare", help="linear head per cached encoder + CNN baseline; test-split table")
+    c.add_argument("dataset", type=Path, help="slice dataset folder")
+    c.add_argument("--out", type=Path, required=True, help="output folder (table, plots, trained models)")
+    c.add_argument("--embeddings", nargs="+", type=Path, help="cache folders (default: all under DATASET/embeddings)")
+    c.add_argument("--no-cnn", action="store_true", help="skip the CNN baseline")
+    c.add_argument("--imbalance", choices=("pos_weight", "balanced", "none"), default="pos_weight")
+    c.add_argument("--threshold-rule", choices=("f1", "youden"), default="f1", help="chosen on the val split")
+    c.add_argument("--head-epochs", type=int, default=300)
+    c.add_argument("--cnn-epochs", type=int, default=12)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--overwrite", action="store_true")
+
+    p = steps.add_parser("predict", help="per-slice abnormality probability, z-profile plot, flagged ranges")
+    p.add_argument("scan", type=Path, help="PET volume (NIfTI/NRRD/MHA or DICOM series folder)")
+    p.add_argument("--model", type=Path, required=True, help="model bundle from 'classify compare' (models/*.pt)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--mask", type=Path, help="optional lesion mask: shades the true lesion slices in the plot")
+    p.add_argument("--weights", type=Path, help="encoder weights, if they moved since 'embed'")
+    p.add_argument("--threshold", type=float, help="override the threshold chosen on the val split")
+    p.add_argument("--overwrite", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch to the chosen step."""
+    return {"build": _build, "embed": _embed, "compare": _compare, "predict": _predict}[args.step](args)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from medfoundry.data.pet_slices import CaseSpec, SliceConfig, build_slice_dataset, read_case_table
+    from medfoundry.errors import InputError
+
+    cases = read_case_table(args.cases) if args.cases else []
+    cases += [CaseSpec(cid, Path(img), Path(msk)) for cid, img, msk in args.case]
+    if not cases:
+        raise InputError(None, "no cases: give --cases CSV or --case ID IMAGE MASK")
+    config = SliceConfig(
+        grid=tuple(args.grid),
+        size=args.size,
+        min_lesion_voxels=args.min_lesion_voxels,
+        min_slice_max=args.min_slice_max,
+        binarize=args.binarize,
+        lesion_labels=tuple(args.lesion_labels) if args.lesion_labels else None,
+    )
+    dataset = build_slice_dataset(
+        cases,
+        args.out,
+        config,
+        fractions=tuple(args.split),
+        seed=args.seed,
+        pinned={p: "test" for p in args.test_patients},
+        overwrite=args.overwrite,
+    )
+    labels = dataset.labels
+    print(f"{args.out}: {len(dataset)} slices from {len(cases)} cases, {int(labels.sum())} abnormal")
+    for split in ("train", "val", "test"):
+        rows = dataset.split_rows(split)
+        patients = sorted({dataset.rows[r]["patient_id"] for r in rows})
+        n_abnormal = int(labels[rows].sum())
+        print(f"  {split:5s}: {rows.size:5d} slices, {n_abnormal:5d} abnormal, {len(patients)} patients")
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    import time
+
+    from medfoundry.data.pet_slices import SliceDataset
+    from medfoundry.inference.embedding_cache import embed_dataset
+    from medfoundry.modeling.encoders import build_encoder
+
+    dataset = SliceDataset(args.dataset)
+    encoder = build_encoder(args.encoder, weights=args.weights, tiny=args.tiny)
+    start = time.perf_counter()
+    cache = embed_dataset(
+        dataset,
+        encoder,
+        args.cache or (args.dataset / "embeddings"),
+        batch_size=args.batch_size,
+        weights_path=args.weights,
+    )
+    seconds = time.perf_counter() - start
+    emb = cache.embeddings
+    print(f"{cache.path}: {emb.shape[0]} x {emb.shape[1]} float16 embeddings ({seconds:.1f} s this run)")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from medfoundry.training.compare import run_comparison
+
+    result = run_comparison(
+        dataset_dir=args.dataset,
+        out_dir=args.out,
+        caches=args.embeddings,
+        cnn=not args.no_cnn,
+        imbalance=args.imbalance,
+        threshold_rule=args.threshold_rule,
+        head_epochs=args.head_epochs,
+        cnn_epochs=args.cnn_epochs,
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
+    print(result.markdown)
+    print(f"written to {args.out}: table.md, table.csv, roc.png, pr.png, confusion.png, models/")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from medfoundry.inference.slice_classifier import predict_scan
+
+    result = predict_scan(
+        args.scan,
+        args.model,
+        args.out,
+        mask=args.mask,
+        weights=args.weights,
+        threshold=args.threshold,
+        overwrite=args.overwrite,
+    )
+    print(f"{args.scan}: {len(result.probabilities)} slices, threshold {result.threshold:.3f}")
+    if result.ranges:
+        for r in result.ranges:
+            print(
+                f"  flagged: source slices {r['first_slice']}-{r['last_slice']} "
+                f"(z {r['z_from_mm']:.1f} to {r['z_to_mm']:.1f} mm), max p = {r['max_probability']:.3f}"
+            )
+    else:
+        print("  no slice above the threshold")
+    print(f"written to {args.out}: slice_probabilities.csv, flagged_ranges.json, z_profile.png")
+    return 0

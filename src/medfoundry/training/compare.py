@@ -1,0 +1,163 @@
+"""``classify compare``: a linear head on every embedding cache plus the CNN baseline, scored on the test split.
+
+Writes ``table.md`` / ``table.csv`` (accuracy, precision, recall, specificity, F1, ROC-AUC, AP, confusion
+counts, training seconds), ``roc.png``, ``pr.png``, ``confusion.png``, ``test_probabilities.csv`` and one
+model bundle per model in ``models/`` (what ``classify predict`` loads).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medfoundry.errors import InputError, OutputExistsError
+
+
+@dataclass
+class ComparisonResult:
+    """Per-model metric rows (test split) and the markdown table."""
+
+    rows: dict[str, dict]
+    markdown: str
+
+
+def _save_bundle(path: Path, bundle: dict) -> None:
+    torch.save(bundle, path)
+
+
+def run_comparison(
+    dataset_dir: str | Path,
+    out_dir: str | Path,
+    caches: Sequence[str | Path] | None = None,
+    cnn: bool = True,
+    imbalance: str = "pos_weight",
+    threshold_rule: str = "f1",
+    head_epochs: int = 300,
+    cnn_epochs: int = 12,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> ComparisonResult:
+    """Train and score every model; the output folder appears complete or not at all."""
+    from medfoundry.data.pet_slices import SliceDataset
+    from medfoundry.evaluation.classification import (
+        binary_metrics,
+        comparison_markdown,
+        plot_confusions,
+        plot_curves,
+        write_comparison_csv,
+    )
+    from medfoundry.inference.embedding_cache import find_caches, open_cache
+    from medfoundry.training.cnn_baseline import CNNConfig, cnn_probabilities, train_cnn
+    from medfoundry.training.heads import HeadConfig, predict_proba, train_linear_head
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise OutputExistsError(out_dir)
+    dataset = SliceDataset(dataset_dir)
+    if caches:
+        opened = [open_cache(c, dataset) for c in caches]
+    else:
+        opened = find_caches(Path(dataset_dir) / "embeddings", dataset)
+    if not opened and not cnn:
+        raise InputError(
+            dataset_dir, "nothing to compare: no complete embedding cache for this dataset and --no-cnn given"
+        )
+    labels = dataset.labels
+    tr, va, te = (dataset.split_rows(s) for s in ("train", "val", "test"))
+    if te.size == 0:
+        raise InputError(dataset_dir, "the test split is empty; rebuild with a non-zero test fraction")
+    rows: dict[str, dict] = {}
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    bundles: dict[str, dict] = {}
+    test_probs: dict[str, np.ndarray] = {}
+    preprocessing = {"config": dataset.info["config"], "preprocessing_hash": dataset.preprocessing_hash}
+    head_cfg = HeadConfig(epochs=head_epochs, imbalance=imbalance, threshold_rule=threshold_rule, seed=seed)
+    for cache in opened:
+        emb = np.asarray(cache.embeddings, dtype=np.float32)
+        trained = train_linear_head(emb[tr], labels[tr], emb[va], labels[va], head_cfg)
+        prob = predict_proba(trained.model, emb[te])
+        name = f"{cache.encoder_name} + linear"
+        rows[name] = {**binary_metrics(labels[te], prob, trained.threshold), "train_seconds": trained.seconds}
+        curves[name] = (labels[te], prob)
+        test_probs[name] = prob
+        bundles[cache.encoder_name] = {
+            "kind": "linear",
+            "encoder": cache.manifest["encoder"],
+            "weights_path": cache.manifest.get("weights_path"),
+            "head_dim": int(emb.shape[1]),
+            "dropout": head_cfg.dropout,
+            "state_dict": trained.model.state_dict(),
+            "threshold": trained.threshold,
+            "preprocessing": preprocessing,
+            "train": {**asdict(head_cfg), "seconds": trained.seconds, "best_epoch": trained.best_epoch},
+        }
+    if cnn:
+        cnn_cfg = CNNConfig(epochs=cnn_epochs, threshold_rule=threshold_rule, seed=seed)
+        x_tr, x_va, x_te = dataset.images(tr), dataset.images(va), dataset.images(te)
+        trained = train_cnn(x_tr, labels[tr], x_va, labels[va], cnn_cfg, progress=progress)
+        prob = cnn_probabilities(trained.model, x_te)
+        rows["baseline CNN"] = {**binary_metrics(labels[te], prob, trained.threshold), "train_seconds": trained.seconds}
+        curves["baseline CNN"] = (labels[te], prob)
+        test_probs["baseline CNN"] = prob
+        bundles["cnn"] = {
+            "kind": "cnn",
+            "input_size": int(x_tr.shape[-1]),
+            "channels": list(cnn_cfg.channels),
+            "state_dict": trained.model.state_dict(),
+            "threshold": trained.threshold,
+            "preprocessing": preprocessing,
+            "train": {**asdict(cnn_cfg), "seconds": trained.seconds, "best_epoch": trained.best_epoch},
+        }
+    n_pos = int(labels[te].sum())
+    header = (
+        f"Test split: {te.size} slices ({n_pos} abnormal) from "
+        f"{len({dataset.rows[r]['patient_id'] for r in te})} patients; thresholds chosen on the val split "
+        f"({va.size} slices, rule '{threshold_rule}'); heads: imbalance '{imbalance}'.\n\n"
+    )
+    markdown = header + comparison_markdown(rows, extra=("train_seconds",))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        (tmp / "models").mkdir()
+        (tmp / "table.md").write_text(markdown)
+        write_comparison_csv(rows, tmp / "table.csv")
+        plot_curves(curves, tmp / "roc.png", "roc")
+        plot_curves(curves, tmp / "pr.png", "pr")
+        plot_confusions(rows, tmp / "confusion.png")
+        with (tmp / "test_probabilities.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            names = list(test_probs)
+            writer.writerow(["row", "case_id", "slice_index", "label", *names])
+            for i, r in enumerate(te):
+                meta = dataset.rows[int(r)]
+                writer.writerow(
+                    [int(r), meta["case_id"], meta["slice_index"], meta["label"]]
+                    + [f"{test_probs[n][i]:.5f}" for n in names]
+                )
+        for key, bundle in bundles.items():
+            _save_bundle(tmp / "models" / f"{key}.pt", bundle)
+        (tmp / "summary.json").write_text(
+            json.dumps({"rows": rows, "dataset": str(Path(dataset_dir).resolve())}, indent=1, default=float)
+        )
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return ComparisonResult(rows, markdown)
