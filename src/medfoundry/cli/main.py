@@ -22,6 +22,8 @@ COMMANDS: dict[str, str] = {
     "pool": "medfoundry.cli.pool",
     "pretrain": "medfoundry.cli.pretrain",
     "transfer": "medfoundry.cli.transfer",
+    "classify": "medfoundry.cli.classify",
+    "nnunet": "medfoundry.cli.nnunet",
 }
 
 

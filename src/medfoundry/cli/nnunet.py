@@ -1,0 +1,218 @@
+"""``medfoundry nnunet``: real nnU-Net v2 baselines and frozen-encoder fusion variants on training fractions.
+
+Five steps on one run directory (nnU-Net's raw / preprocessed / results folders all live inside it):
+
+  prepare   images + masks -> nnU-Net raw layout, patient-wise test split, nested training fractions
+  plan      nnU-Net fingerprint, planner and 2D preprocessing (its own API)
+  train     one variant (baseline, sam, convnext1, convnext2, dino) on one training fraction
+  predict   slice-wise nnU-Net inference of the test split (or given volumes), 3D masks on the input grid
+  evaluate  Dice / IoU (cases with a lesion), FPV / FNV in ml (all cases): tables + Dice-vs-fraction plot
+
+Example (PET-STS, CPU):
+  medfoundry nnunet prepare ../shared/data/pet-sts --run-dir runs/petsts --fractions 100 10
+  medfoundry nnunet plan --run-dir runs/petsts
+  medfoundry nnunet train --run-dir runs/petsts --variant sam --fraction 10 --schedule cpu
+  medfoundry nnunet predict --run-dir runs/petsts --variant sam --fraction 10
+  medfoundry nnunet evaluate --run-dir runs/petsts
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+VARIANT_CHOICES = ("baseline", "sam", "convnext1", "convnext2", "dino")
+SCHEDULE_CHOICES = ("nnunet", "cpu", "tiny")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``nnunet`` and its five steps (cheap: no heavy imports)."""
+    parser = subparsers.add_parser(
+        "nnunet",
+        help="nnU-Net v2 baselines and frozen-encoder fusion: prepare, plan, train, predict, evaluate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    steps = parser.add_subparsers(dest="step", metavar="STEP", required=True)
+
+    p = steps.add_parser("prepare", help="export images + masks to nnU-Net's raw layout with splits and fractions")
+    p.add_argument("data", type=Path, help="data folder holding the cases")
+    p.add_argument("--run-dir", type=Path, required=True, help="run directory (created)")
+    p.add_argument("--image", default="{case}/PET_image.nii.gz", help="image path pattern under DATA with {case}")
+    p.add_argument("--mask", default="{case}/PET_mask.nii.gz", help="mask path pattern under DATA with {case}")
+    p.add_argument("--patient-regex", help="regex whose first group maps a case id to its patient id")
+    p.add_argument("--modality", default="PET", help="channel name in dataset.json (CT selects nnU-Net's CT norm)")
+    p.add_argument("--dataset-id", type=int, default=501, help="nnU-Net dataset id (1..999)")
+    p.add_argument("--name", default="PETSTS", help="nnU-Net dataset name")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="share of patients held out for testing")
+    p.add_argument(
+        "--fractions", type=float, nargs="+", default=[100, 50, 10, 5, 1], help="training fractions in percent"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the patient shuffle")
+    p.add_argument("--binarize", action="store_true", help="treat every non-zero mask label as one foreground")
+    p.add_argument("--max-cases", type=int, help="use only the first N cases (smoke runs)")
+    p.add_argument("--overwrite", action="store_true", help="re-export into an existing run of the same dataset")
+
+    q = steps.add_parser("plan", help="nnU-Net fingerprint, planning and 2D preprocessing")
+    q.add_argument("--run-dir", type=Path, required=True)
+    q.add_argument("--processes", type=int, default=1, help="nnU-Net worker processes (default 1)")
+    q.add_argument("--gpu-memory-gb", type=float, help="nnU-Net planner's GPU memory target (default: its own)")
+    q.add_argument("--overwrite", action="store_true", help="plan again, replacing the preprocessed data")
+
+    t = steps.add_parser("train", help="train one variant on one training fraction with nnU-Net's trainer")
+    t.add_argument("--run-dir", type=Path, required=True)
+    t.add_argument("--variant", choices=VARIANT_CHOICES, default="baseline")
+    t.add_argument("--fraction", type=float, default=100.0, help="training fraction in percent (prepared)")
+    t.add_argument(
+        "--schedule",
+        choices=SCHEDULE_CHOICES,
+        default="cpu",
+        help="nnunet: 1000 x 250 iterations, plan's batch; cpu: 8 x 25 at batch 4; tiny: 1 x 2 at batch 2",
+    )
+    t.add_argument("--epochs", type=int, help="override the schedule's epochs")
+    t.add_argument("--iterations", type=int, help="override iterations per epoch")
+    t.add_argument("--val-iterations", type=int, help="override validation iterations per epoch")
+    t.add_argument("--batch-size", type=int, help="override the batch size (default: schedule, else plan)")
+    t.add_argument("--lr", type=float, help="override the initial learning rate (nnU-Net: 0.01)")
+    t.add_argument(
+        "--encoder",
+        help="frozen encoder: sam: litemedsam (default) or mobilesam; dino: dinov2_base (default) or dinov2_small",
+    )
+    t.add_argument("--encoder-weights", type=Path, help="local weights file of the frozen encoder")
+    t.add_argument("--encoder-input-size", type=int, help="slice size fed to the frozen encoder")
+    t.add_argument("--tiny-encoder", action="store_true", help="small random encoder of the family (tests)")
+    t.add_argument("--device", default="cpu", help="cpu or cuda")
+    t.add_argument("--workers", type=int, help="nnU-Net data-augmentation processes (0 = in-process)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--resume", action="store_true", help="continue an interrupted training from its checkpoint")
+    t.add_argument("--overwrite", action="store_true", help="retrain, replacing an existing model")
+
+    r = steps.add_parser("predict", help="predict the test split (or given volumes) with one trained model")
+    r.add_argument("--run-dir", type=Path, required=True)
+    r.add_argument("--variant", choices=VARIANT_CHOICES, default="baseline")
+    r.add_argument("--fraction", type=float, default=100.0)
+    r.add_argument("--input", type=Path, nargs="+", help="volumes or folders (default: the run's test split)")
+    r.add_argument("--out", type=Path, help="output folder (default RUN/predictions/VARIANT/fFRACTION)")
+    r.add_argument("--device", default="cpu")
+    r.add_argument("--mirroring", action="store_true", help="nnU-Net's mirroring test-time augmentation (x4)")
+    r.add_argument("--overwrite", action="store_true")
+
+    e = steps.add_parser("evaluate", help="tables (markdown + CSV) and a Dice-vs-fraction plot of all predictions")
+    e.add_argument("--run-dir", type=Path, required=True)
+    e.add_argument("--out", type=Path, help="report folder (default RUN/reports)")
+    e.add_argument("--variants", nargs="+", choices=VARIANT_CHOICES)
+    e.add_argument("--fractions", type=float, nargs="+")
+    e.add_argument("--overwrite", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch to the chosen step."""
+    return {"prepare": _prepare, "plan": _plan, "train": _train, "predict": _predict, "evaluate": _evaluate}[args.step](
+        args
+    )
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from medfoundry.training.nnunet.export import manifest_summary, prepare
+
+    manifest = prepare(
+        args.data,
+        args.run_dir,
+        image_pattern=args.image,
+        mask_pattern=args.mask,
+        dataset_id=args.dataset_id,
+        name=args.name,
+        modality=args.modality,
+        test_fraction=args.test_fraction,
+        fractions=args.fractions,
+        seed=args.seed,
+        patient_regex=args.patient_regex,
+        binarize=args.binarize,
+        max_cases=args.max_cases,
+        overwrite=args.overwrite,
+    )
+    print(manifest_summary(manifest))
+    print(f"run directory: {args.run_dir}")
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from medfoundry.training.nnunet.plan import plan_and_preprocess
+
+    summary = plan_and_preprocess(
+        args.run_dir, num_processes=args.processes, gpu_memory_target_gb=args.gpu_memory_gb, overwrite=args.overwrite
+    )
+    print("nnU-Net 2D plan: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from medfoundry.training.nnunet.fusion import FusionSpec
+    from medfoundry.training.nnunet.trainers import make_schedule, train
+
+    schedule = make_schedule(
+        args.schedule,
+        epochs=args.epochs,
+        iterations_per_epoch=args.iterations,
+        val_iterations=args.val_iterations,
+        batch_size=args.batch_size,
+        initial_lr=args.lr,
+        save_every=1 if args.schedule != "nnunet" else None,
+    )
+    fusion = None
+    if args.variant != "baseline":
+        fusion = FusionSpec(
+            args.variant,
+            encoder=args.encoder,
+            weights=str(args.encoder_weights) if args.encoder_weights else None,
+            input_size=args.encoder_input_size,
+            tiny=args.tiny_encoder,
+            seed=args.seed,
+        )
+    elif args.encoder or args.encoder_weights or args.tiny_encoder:
+        from medfoundry.errors import InputError
+
+        raise InputError(None, "the baseline has no frozen encoder; drop --encoder/--encoder-weights/--tiny-encoder")
+    folder = train(
+        args.run_dir,
+        args.variant,
+        args.fraction,
+        schedule,
+        fusion,
+        device=args.device,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        data_workers=args.workers,
+        seed=args.seed,
+    )
+    print(f"model: {folder}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from medfoundry.training.nnunet.predict import predict
+
+    written = predict(
+        args.run_dir,
+        args.variant,
+        args.fraction,
+        inputs=args.input,
+        out_dir=args.out,
+        device=args.device,
+        mirroring=args.mirroring,
+        overwrite=args.overwrite,
+    )
+    print(f"{len(written)} masks written to {written[0].parent if written else args.out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from medfoundry.evaluation.nnunet_report import evaluate_run, summary_markdown
+
+    summaries = evaluate_run(
+        args.run_dir, out_dir=args.out, variants=args.variants, fractions=args.fractions, overwrite=args.overwrite
+    )
+    print(summary_markdown(summaries))
+    out = args.out or (Path(args.run_dir) / "reports")
+    print(f"tables and dice_vs_fraction.png in {out}")
+    return 0

@@ -1,0 +1,293 @@
+"""nnU-Net v2 trainers: the plain 2D trainer with a selectable schedule, and the frozen-encoder fusion variants.
+
+All classes subclass nnU-Net's own :class:`nnUNetTrainer`, so data loading, oversampling of foreground patches,
+augmentation, the Dice + cross-entropy loss with deep supervision, the poly learning-rate schedule, logging and
+checkpointing are nnU-Net's. The fusion trainers only replace :meth:`build_network_architecture` (nnU-Net's planned
+U-Net wrapped in :class:`~medfoundry.training.nnunet.fusion.FusionUNet`).
+
+nnU-Net's command-line tools find trainers by class name inside the ``nnunetv2`` package; these classes live in
+medfoundry instead, so :func:`train` instantiates them directly with nnU-Net's constructor arguments (plans,
+configuration, fold, dataset.json, device) and :mod:`.predict` rebuilds their networks for inference.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+from medfoundry.errors import InputError, OutputExistsError
+from medfoundry.io.atomic import atomic_path
+from medfoundry.training.nnunet.fusion import VARIANTS, FusionSpec, build_fusion_network
+from medfoundry.training.nnunet.runtime import (
+    CONFIGURATION,
+    PLANS_IDENTIFIER,
+    format_fraction,
+    fraction_fold,
+    nnunet_environment,
+)
+
+MODEL_INFO = "medfoundry_model.json"
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How long nnU-Net trains: epochs x iterations, validation iterations, batch size (None = nnU-Net's plan)."""
+
+    epochs: int = 1000
+    iterations_per_epoch: int = 250
+    val_iterations: int = 50
+    batch_size: int | None = None
+    initial_lr: float = 1e-2
+    save_every: int = 50
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "iterations_per_epoch", "val_iterations", "save_every"):
+            if int(getattr(self, name)) < 1:
+                raise InputError(None, f"schedule {name} must be at least 1, got {getattr(self, name)}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise InputError(None, f"batch size must be at least 1, got {self.batch_size}")
+        if not self.initial_lr > 0:
+            raise InputError(None, f"learning rate must be positive, got {self.initial_lr}")
+
+
+SCHEDULES: dict[str, Schedule] = {
+    # nnU-Net's own: 1000 epochs of 250 iterations, batch size from the plan (a GPU setting)
+    "nnunet": Schedule(),
+    # a short CPU schedule: 8 epochs of 25 iterations at batch size 4, checkpoint every epoch
+    "cpu": Schedule(epochs=8, iterations_per_epoch=25, val_iterations=2, batch_size=4, save_every=1),
+    # for tests and smoke runs
+    "tiny": Schedule(epochs=1, iterations_per_epoch=2, val_iterations=1, batch_size=2, save_every=1),
+}
+
+
+def make_schedule(name: str = "cpu", **overrides: int | float | None) -> Schedule:
+    """A named schedule with some fields replaced (``None`` values are ignored)."""
+    if name not in SCHEDULES:
+        raise InputError(None, f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return replace(SCHEDULES[name], **changes)
+
+
+def _base_trainer():
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    return nnUNetTrainer
+
+
+def build_network(
+    plans_manager,  # noqa: ANN001 - nnU-Net's PlansManager
+    configuration_manager,  # noqa: ANN001 - nnU-Net's ConfigurationManager
+    num_input_channels: int,
+    num_output_channels: int,
+    enable_deep_supervision: bool,
+    fusion: FusionSpec | None,
+) -> torch.nn.Module:
+    """nnU-Net's planned network, wrapped with a frozen encoder when ``fusion`` is given."""
+    unet = _base_trainer().build_network_architecture(
+        plans_manager, configuration_manager, num_input_channels, num_output_channels, enable_deep_supervision
+    )
+    if fusion is None:
+        return unet
+    return build_fusion_network(unet, fusion, list(configuration_manager.pool_op_kernel_sizes))
+
+
+def _make_trainer_classes() -> dict[str, type]:
+    """Create the trainer classes (nnU-Net is imported only here, after its folder variables are set)."""
+    base = _base_trainer()
+
+    class nnUNetTrainerMF(base):  # noqa: N801 - nnU-Net's naming, shown in its output folder names
+        """nnU-Net's 2D trainer with a medfoundry :class:`Schedule` (batch size override included)."""
+
+        variant = "baseline"
+        mf_schedule: Schedule | None = None
+        mf_fusion: FusionSpec | None = None
+
+        def configure(self, schedule: Schedule, fusion: FusionSpec | None = None) -> None:
+            """Set the schedule (and the frozen encoder) before nnU-Net's ``initialize``."""
+            self.mf_schedule = schedule
+            self.mf_fusion = fusion
+            self.num_epochs = int(schedule.epochs)
+            self.num_iterations_per_epoch = int(schedule.iterations_per_epoch)
+            self.num_val_iterations_per_epoch = int(schedule.val_iterations)
+            self.initial_lr = float(schedule.initial_lr)
+            self.save_every = int(schedule.save_every)
+
+        def _set_batch_size_and_oversample(self) -> None:
+            super()._set_batch_size_and_oversample()
+            if self.mf_schedule is not None and self.mf_schedule.batch_size and not self.is_ddp:
+                self.batch_size = int(self.mf_schedule.batch_size)
+
+    class nnUNetTrainerMFFusion(nnUNetTrainerMF):  # noqa: N801
+        """Base of the fusion trainers: nnU-Net's network plus a frozen encoder (see :mod:`.fusion`)."""
+
+        variant = "fusion"
+
+        def build_network_architecture(
+            self,
+            plans_manager,  # noqa: ANN001
+            configuration_manager,  # noqa: ANN001
+            num_input_channels: int,
+            num_output_channels: int,
+            enable_deep_supervision: bool = True,
+        ) -> torch.nn.Module:
+            fusion = self.mf_fusion or FusionSpec(self.variant)
+            return build_network(
+                plans_manager,
+                configuration_manager,
+                num_input_channels,
+                num_output_channels,
+                enable_deep_supervision,
+                fusion,
+            )
+
+        def _do_i_compile(self) -> bool:
+            return False  # the frozen encoder runs eagerly under no_grad
+
+    class nnUNetTrainerMF_nnSAM(nnUNetTrainerMFFusion):  # noqa: N801
+        variant = "sam"
+
+    class nnUNetTrainerMF_nnConvNeXt1(nnUNetTrainerMFFusion):  # noqa: N801
+        variant = "convnext1"
+
+    class nnUNetTrainerMF_nnConvNeXt2(nnUNetTrainerMFFusion):  # noqa: N801
+        variant = "convnext2"
+
+    class nnUNetTrainerMF_nnDINO(nnUNetTrainerMFFusion):  # noqa: N801
+        variant = "dino"
+
+    classes = [nnUNetTrainerMF, nnUNetTrainerMF_nnSAM, nnUNetTrainerMF_nnConvNeXt1]
+    classes += [nnUNetTrainerMF_nnConvNeXt2, nnUNetTrainerMF_nnDINO]
+    return {cls.variant: cls for cls in classes}
+
+
+_TRAINERS: dict[str, type] = {}
+
+
+def trainer_class(variant: str) -> type:
+    """The nnU-Net trainer class of ``variant`` (baseline, sam, convnext1, convnext2, dino)."""
+    if variant not in VARIANTS:
+        raise InputError(None, f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    if not _TRAINERS:
+        _TRAINERS.update(_make_trainer_classes())
+    return _TRAINERS[variant]
+
+
+def trainer_name(variant: str) -> str:
+    """The class name nnU-Net uses in the output folder name."""
+    names = {
+        "baseline": "nnUNetTrainerMF",
+        "sam": "nnUNetTrainerMF_nnSAM",
+        "convnext1": "nnUNetTrainerMF_nnConvNeXt1",
+        "convnext2": "nnUNetTrainerMF_nnConvNeXt2",
+        "dino": "nnUNetTrainerMF_nnDINO",
+    }
+    if variant not in names:
+        raise InputError(None, f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    return names[variant]
+
+
+def model_folder(run_dir: str | Path, dataset_name: str, variant: str, fold: int) -> Path:
+    """nnU-Net's output folder of one trainer and fold (= training fraction) in the run directory."""
+    return (
+        Path(run_dir).resolve()
+        / "nnUNet_results"
+        / dataset_name
+        / f"{trainer_name(variant)}__{PLANS_IDENTIFIER}__{CONFIGURATION}"
+        / f"fold_{fold}"
+    )
+
+
+def _checkpoints(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("checkpoint_*.pth")) if folder.is_dir() else []
+
+
+def train(
+    run_dir: str | Path,
+    variant: str = "baseline",
+    fraction: float = 100.0,
+    schedule: Schedule | None = None,
+    fusion: FusionSpec | None = None,
+    device: str = "cpu",
+    resume: bool = False,
+    overwrite: bool = False,
+    data_workers: int | None = None,
+    seed: int | None = 0,
+) -> Path:
+    """Train one variant on one training fraction with nnU-Net; returns the model folder (``fold_k``).
+
+    An existing model is refused unless ``overwrite`` (retrain) or ``resume`` (continue from nnU-Net's
+    ``checkpoint_latest.pth`` after an interruption; a finished model is left as it is).
+    """
+    from medfoundry.training.nnunet.plan import load_plans
+
+    schedule = schedule or SCHEDULES["cpu"]
+    if variant != "baseline":
+        fusion = fusion or FusionSpec(variant)
+        if fusion.variant != variant:
+            raise InputError(None, f"fusion spec is for {fusion.variant}, not {variant}")
+    elif fusion is not None:
+        raise InputError(None, "the baseline takes no frozen encoder")
+    if resume and overwrite:
+        raise InputError(None, "choose --resume (continue) or --overwrite (start again), not both")
+    manifest, plans, dataset_json = load_plans(run_dir)
+    fold = fraction_fold(manifest, fraction)
+    folder = model_folder(run_dir, manifest["dataset_name"], variant, fold)
+    found = _checkpoints(folder)
+    info_path = folder / MODEL_INFO
+    if found and not (resume or overwrite):
+        if "checkpoint_final.pth" in found:
+            raise OutputExistsError(folder)
+        raise InputError(
+            folder, f"holds an interrupted training ({', '.join(found)}); pass --resume to continue or --overwrite"
+        )
+    if resume and "checkpoint_final.pth" in found:
+        print(f"{folder}: already trained (checkpoint_final.pth); nothing to resume")
+        return folder
+    if resume and info_path.is_file():
+        old = json.loads(info_path.read_text())
+        if old.get("fusion") != (fusion.to_dict() if fusion else None) or old.get("fraction") != float(fraction):
+            raise InputError(info_path, "cannot resume: this model was started with another encoder or fraction")
+    if overwrite and folder.exists():
+        shutil.rmtree(folder)
+    if seed is not None:
+        import random
+
+        import numpy as np
+
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(None, "--device cuda asked for, but no CUDA GPU is available here")
+    with nnunet_environment(run_dir, data_workers=data_workers):
+        cls = trainer_class(variant)
+        plans = dict(plans, continue_training=bool(resume and found))
+        trainer = cls(plans=plans, configuration=CONFIGURATION, fold=fold, dataset_json=dataset_json, device=dev)
+        trainer.configure(schedule, fusion)
+        if resume and found:
+            from nnunetv2.run.run_training import maybe_load_checkpoint
+
+            maybe_load_checkpoint(trainer, continue_training=True, validation_only=False)
+        else:
+            trainer.initialize()
+        info = {
+            "variant": variant,
+            "trainer": cls.__name__,
+            "fraction": float(fraction),
+            "fold": fold,
+            "training_cases": manifest["fractions"][format_fraction(fraction)],
+            "schedule": asdict(schedule),
+            "fusion": fusion.to_dict() if fusion else None,
+            "encoder": trainer.network.frozen.describe() if fusion else None,
+            "export_id": manifest.get("export_id"),
+            "device": str(dev),
+        }
+        with atomic_path(info_path, overwrite=True) as tmp:
+            tmp.write_text(json.dumps(info, indent=2))
+        trainer.run_training()
+    return folder
