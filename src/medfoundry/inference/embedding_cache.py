@@ -71,9 +71,7 @@ def open_cache(path: str | Path, dataset=None) -> EmbeddingCache:
     path = Path(path)
     manifest_path = path / "manifest.json"
     if not manifest_path.is_file():
-        raise InputError(
-            path, "not an embedding cache (manifest.json missing); run 'medfoundry classify embed'"
-        )
+        raise InputError(path, "not an embedding cache (manifest.json missing); run 'medfoundry classify embed'")
     manifest = json.loads(manifest_path.read_text())
     if not manifest.get("complete"):
         raise InputError(
@@ -96,9 +94,7 @@ def check_cache_matches(path: Path, manifest: dict, dataset, encoder=None) -> No
             f"{dataset.preprocessing_hash[:12]}); embed this dataset again",
         )
     if int(manifest.get("n_rows", -1)) != len(dataset):
-        raise InputError(
-            path, f"embedding cache holds {manifest.get('n_rows')} rows, the dataset {len(dataset)}"
-        )
+        raise InputError(path, f"embedding cache holds {manifest.get('n_rows')} rows, the dataset {len(dataset)}")
     if encoder is not None:
         enc = manifest.get("encoder", {})
         if enc.get("name") != encoder.name or enc.get("weights_id") != encoder.weights_id:
@@ -160,9 +156,7 @@ def embed_dataset(
     done_rows = n - sum(min(chunk_rows, n - c * chunk_rows) for c in todo)
     encoder.eval()
     started = time.perf_counter()
-    bar = tqdm(
-        total=n, initial=done_rows, desc=f"embedding ({encoder.name})", unit="slice", disable=not progress
-    )
+    bar = tqdm(total=n, initial=done_rows, desc=f"embedding ({encoder.name})", unit="slice", disable=not progress)
     new_chunks = 0
     with torch.inference_mode():
         for c in todo:
@@ -185,9 +179,7 @@ def embed_dataset(
     parts = [np.load(chunks / f"{c:05d}.npy") for c in range(n_chunks)]
     embeddings = np.concatenate(parts) if parts else np.zeros((0, encoder.out_dim), np.float16)
     if embeddings.shape != (n, encoder.out_dim):
-        raise InputError(
-            folder, f"cache chunks hold {embeddings.shape}, expected {(n, encoder.out_dim)}; delete it"
-        )
+        raise InputError(folder, f"cache chunks hold {embeddings.shape}, expected {(n, encoder.out_dim)}; delete it")
     _save_npy_atomic(folder / "embeddings.npy", embeddings)
     manifest.update(
         complete=True,

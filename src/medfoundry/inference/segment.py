@@ -1,49 +1,15 @@
-"""Promptable segmentation of a whole :class:`MedicalImage` (2D or 3D) into a label map on its own grid."""
+"""Promptable segmentation of a whole 2D image or 3D volume (intensities in [0, 1]) into a label map."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from medfoundry.errors import InputError
 from medfoundry.inference.predictor import LiteMedSAMPredictor, Prompts, fmt_box
+from medfoundry.inference.prompts import ObjectPrompt
 from medfoundry.inference.propagation import SliceEmbeddings, propagate, segment_slice
 from medfoundry.io.checks import label_dtype
-from medfoundry.io.image import MedicalImage
-from medfoundry.preprocessing.intensity import IntensityWindow, normalize_intensity
-
-
-@dataclass
-class ObjectPrompt:
-    """The prompt for one object (one output label).
-
-    2D images: ``box`` ``[x0, y0, x1, y1]`` and/or ``points`` (P, 2) ``(x, y)``.
-    3D volumes: ``box`` ``[x0, y0, z0, x1, y1, z1]`` (segmented on its middle slice, then propagated within
-    z0..z1), or ``points`` (P, 3) ``(x, y, z)`` on one slice (propagated until the mask vanishes), or
-    ``slice_boxes`` ``{z: [x0, y0, x1, y1]}`` (each slice segmented with its own box, no propagation).
-    ``point_labels``: 1 positive, 0 negative (default all positive). Coordinates are voxel indices.
-    """
-
-    box: np.ndarray | None = None
-    points: np.ndarray | None = None
-    point_labels: np.ndarray | None = None
-    slice_boxes: dict[int, np.ndarray] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.box is not None:
-            self.box = np.asarray(self.box, dtype=np.float32).ravel()
-        if self.points is not None:
-            self.points = np.asarray(self.points, dtype=np.float32)
-            self.points = self.points.reshape(-1, self.points.shape[-1])
-            labels = np.ones(len(self.points)) if self.point_labels is None else self.point_labels
-            self.point_labels = np.asarray(labels, dtype=np.int64).ravel()
-            if len(self.point_labels) != len(self.points):
-                raise InputError(None, f"{len(self.points)} points but {len(self.point_labels)} point labels")
-        self.slice_boxes = {int(z): np.asarray(b, dtype=np.float32).ravel() for z, b in self.slice_boxes.items()}
-        if self.box is None and self.points is None and not self.slice_boxes:
-            raise InputError(None, "an object needs a box, points or per-slice boxes")
 
 
 def _check_box3d(box: np.ndarray, shape: tuple[int, int, int], path: str | None) -> tuple[np.ndarray, int, int]:
@@ -156,28 +122,3 @@ def segment_array(
     if is_3d:
         return _segment_3d(predictor, image, objects, path, threshold, progress)
     return _segment_2d(predictor, image, objects, path, threshold)
-
-
-def segment(
-    image: MedicalImage,
-    objects: list[ObjectPrompt],
-    predictor: LiteMedSAMPredictor | None = None,
-    window: IntensityWindow | None = None,
-    threshold: float = 0.5,
-    progress: bool = True,
-) -> MedicalImage:
-    """Segment ``image`` from prompts; returns a label map (object i -> label i) with the image's geometry."""
-    if image.spatial_ndim not in (2, 3):
-        raise InputError(image.path, f"expected a 2D or 3D image, got shape {image.array.shape}")
-    predictor = predictor or LiteMedSAMPredictor()
-    normalized = normalize_intensity(image, window)
-    labels = segment_array(
-        predictor,
-        normalized,
-        objects,
-        is_3d=image.spatial_ndim == 3,
-        path=image.path,
-        threshold=threshold,
-        progress=progress,
-    )
-    return image.with_array(labels, modality="OTHER")

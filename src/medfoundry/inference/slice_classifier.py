@@ -177,7 +177,7 @@ def predict_scan(
                     int(extent[i, 0]),
                     int(extent[i, 1]),
                     f"{stack.z_mm[i]:.2f}",
-                    f"{prob[i]:.5f}",
+                    f"{prob[i]:.6f}",
                     int(flags[i]),
                 ]
                 writer.writerow(line + ([int(stack.lesion_voxels[i])] if lesion is not None else []))

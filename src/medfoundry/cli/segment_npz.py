@@ -1,0 +1,41 @@
+"""``medfoundry segment-npz``: MedSAM-on-laptop challenge format in (``imgs``, ``boxes``) and out (``segs``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from medfoundry.cli.common import add_model_options, predictor_from_args
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "segment-npz",
+        help="segment a folder of challenge-format .npz files",
+        description="Segment every .npz in IN_DIR (keys imgs, boxes; 2D boxes [x0 y0 x1 y1], 3D [x0 y0 z0 x1 y1 z1]) "
+        "and write OUT_DIR/<same name>.npz with key segs (object i -> label i).",
+    )
+    p.add_argument("in_dir", metavar="IN_DIR")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument(
+        "--boxes-from-gts",
+        action="store_true",
+        help="for files without 'boxes', use one box per label of 'gts' (for evaluation runs)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_model_options(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from medfoundry.api import segment_npz
+
+    written = segment_npz(
+        args.in_dir,
+        args.out_dir,
+        predictor=predictor_from_args(args),
+        boxes_from_gts=args.boxes_from_gts,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    print(f"wrote {len(written)} file(s) to {args.out_dir}")
+    return 0

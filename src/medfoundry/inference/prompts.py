@@ -1,0 +1,110 @@
+"""Per-object prompts for whole images and volumes, and the prompt-file format of ``medfoundry segment --boxes``."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from medfoundry.errors import InputError
+
+
+@dataclass
+class ObjectPrompt:
+    """The prompt for one object (one output label).
+
+    2D images: ``box`` ``[x0, y0, x1, y1]`` and/or ``points`` (P, 2) ``(x, y)``.
+    3D volumes: ``box`` ``[x0, y0, z0, x1, y1, z1]`` (segmented on its middle slice, then propagated within
+    z0..z1), or ``points`` (P, 3) ``(x, y, z)`` on one slice (propagated until the mask vanishes), or
+    ``slice_boxes`` ``{z: [x0, y0, x1, y1]}`` (each slice segmented with its own box, no propagation).
+    ``point_labels``: 1 positive, 0 negative (default all positive). Coordinates are voxel indices.
+    """
+
+    box: np.ndarray | None = None
+    points: np.ndarray | None = None
+    point_labels: np.ndarray | None = None
+    slice_boxes: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.box is not None:
+            self.box = np.asarray(self.box, dtype=np.float32).ravel()
+        if self.points is not None:
+            self.points = np.asarray(self.points, dtype=np.float32)
+            self.points = self.points.reshape(-1, self.points.shape[-1])
+            labels = np.ones(len(self.points)) if self.point_labels is None else self.point_labels
+            self.point_labels = np.asarray(labels, dtype=np.int64).ravel()
+            if len(self.point_labels) != len(self.points):
+                raise InputError(None, f"{len(self.points)} points but {len(self.point_labels)} point labels")
+        self.slice_boxes = {int(z): np.asarray(b, dtype=np.float32).ravel() for z, b in self.slice_boxes.items()}
+        if self.box is None and self.points is None and not self.slice_boxes:
+            raise InputError(None, "an object needs a box, points or per-slice boxes")
+
+
+def load_prompt_file(path: str | Path) -> list[ObjectPrompt]:
+    """Objects from a prompt file.
+
+    * ``.json``: a list whose items are boxes (4 or 6 numbers) or objects
+      ``{"box": [...], "points": [[x, y(, z)], ...], "negative": [[...]], "slice_boxes": {"z": [x0, y0, x1, y1]}}``;
+      or ``{"boxes": [...]}``.
+    * ``.csv`` / ``.txt``: one box per line (4 or 6 numbers, comma or space separated; a header line is skipped).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "prompt file not found")
+    try:
+        if path.suffix.lower() == ".json":
+            return _objects_from_json(json.loads(path.read_text()), path)
+        rows = []
+        for row in csv.reader(path.read_text().splitlines()):
+            cells = [c for part in row for c in part.split()]
+            if not cells or cells[0].startswith("#"):
+                continue
+            try:
+                rows.append([float(c) for c in cells])
+            except ValueError:
+                if rows:  # only the first line may be a header
+                    raise
+        return [ObjectPrompt(box=_box(r, path)) for r in rows] or _empty(path)
+    except (ValueError, TypeError, KeyError, json.JSONDecodeError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(path, f"cannot read prompts ({exc})") from exc
+
+
+def _empty(path: Path) -> list[ObjectPrompt]:
+    raise InputError(path, "the prompt file holds no boxes or points")
+
+
+def _box(values, path: Path) -> np.ndarray:
+    box = np.asarray(values, dtype=np.float32).ravel()
+    if box.size not in (4, 6):
+        raise InputError(path, f"a box has 4 (2D) or 6 (3D) numbers, got {box.size}: {values}")
+    return box
+
+
+def _objects_from_json(data, path: Path) -> list[ObjectPrompt]:
+    if isinstance(data, dict):
+        data = data.get("objects", data.get("boxes"))
+    if not isinstance(data, list):
+        raise InputError(path, "expected a list of boxes or objects, or {'boxes': [...]}")
+    objects = []
+    for item in data:
+        if isinstance(item, dict):
+            pos = item.get("points") or []
+            neg = item.get("negative") or []
+            points = np.asarray(list(pos) + list(neg), dtype=np.float32) if pos or neg else None
+            labels = np.array([1] * len(pos) + [0] * len(neg)) if points is not None else None
+            objects.append(
+                ObjectPrompt(
+                    box=None if item.get("box") is None else _box(item["box"], path),
+                    points=points,
+                    point_labels=labels,
+                    slice_boxes={int(z): _box(b, path) for z, b in (item.get("slice_boxes") or {}).items()},
+                )
+            )
+        else:
+            objects.append(ObjectPrompt(box=_box(item, path)))
+    return objects or _empty(path)
