@@ -1,0 +1,139 @@
+"""Embedding speed per frozen encoder: batched cache path vs a naive one-slice loop, against the FLOP floor.
+
+For each encoder (full-size architecture; random weights give the same speed as pretrained ones) it prints
+slices per second of
+
+* the naive loop: one slice at a time, prepare + forward, autograd on (what a quick script would do);
+* the batched path of ``classify embed``: ``inference_mode``, batches of ``--batch-size``;
+
+the encoder's FLOPs per slice (torch's FlopCounterMode, 2 FLOPs per multiply-add) and the FLOP floor =
+FLOPs / this CPU's measured fp32 matmul rate, so that "% of floor" = floor time / measured time per slice.
+It also times training the linear head on cached-size embeddings next to training the CNN baseline.
+
+    python bench/embed_speed.py                      # litemedsam, dinov2_small, resnet50
+    python bench/embed_speed.py --encoders all --n 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import torch
+
+
+def matmul_rate(size: int = 1024, seconds: float = 2.0) -> float:
+    """Sustained fp32 matmul FLOP/s of this CPU with torch's current thread count."""
+    a = torch.randn(size, size)
+    b = torch.randn(size, size)
+    torch.mm(a, b)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.mm(a, b)
+        n += 1
+    return 2.0 * size**3 * n / (time.perf_counter() - start)
+
+
+def encoder_flops(encoder, size: int) -> float:
+    """FLOPs of one slice's forward pass (prepare excluded)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.rand(1, 3, size, size)
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        encoder.embed(x)
+    return float(counter.get_total_flops())
+
+
+def time_naive(encoder, slices: torch.Tensor) -> float:
+    """Seconds per slice: one slice at a time, autograd bookkeeping on."""
+    start = time.perf_counter()
+    for i in range(slices.shape[0]):
+        encoder.embed(encoder.prepare(slices[i : i + 1])).detach()
+    return (time.perf_counter() - start) / slices.shape[0]
+
+
+def time_batched(encoder, slices: torch.Tensor, batch_size: int) -> float:
+    """Seconds per slice on the cache's path: inference_mode, batches."""
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, slices.shape[0], batch_size):
+            encoder.embed(encoder.prepare(slices[i : i + batch_size]))
+    return (time.perf_counter() - start) / slices.shape[0]
+
+
+def head_vs_cnn(n: int = 300, dim: int = 256, epochs_head: int = 300, epochs_cnn: int = 12) -> tuple[float, float]:
+    """Seconds to train the linear head (cached embeddings) and the CNN (224 x 224 slices) on ``n`` slices."""
+    from medfoundry.training.cnn_baseline import CNNConfig, train_cnn
+    from medfoundry.training.heads import HeadConfig, train_linear_head
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(n) < 0.4).astype(int)
+    y[:2] = (0, 1)
+    emb = rng.normal(size=(n, dim)).astype(np.float32)
+    n_val = max(4, n // 8)
+    head = train_linear_head(
+        emb[n_val:], y[n_val:], emb[:n_val], y[:n_val], HeadConfig(epochs=epochs_head, patience=10**6)
+    )
+    imgs = rng.random((n, 224, 224), dtype=np.float32)
+    cnn = train_cnn(
+        imgs[n_val:], y[n_val:], imgs[:n_val], y[:n_val], CNNConfig(epochs=epochs_cnn, patience=10**6), progress=False
+    )
+    return head.seconds, cnn.seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--encoders", nargs="+", default=["litemedsam", "dinov2_small", "resnet50"], help="registry names, or 'all'"
+    )
+    parser.add_argument("--n", type=int, default=8, help="slices per measurement")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--skip-training", action="store_true", help="skip the head-vs-CNN training timing")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from medfoundry.modeling.encoders import build_encoder, encoder_names
+
+    names = encoder_names() if args.encoders == ["all"] else args.encoders
+    rate = matmul_rate()
+    print(
+        f"CPU: {os.cpu_count()} cores visible, torch threads {torch.get_num_threads()}, "
+        f"load average {os.getloadavg()[0]:.1f}; fp32 matmul {rate / 1e9:.1f} GFLOP/s"
+    )
+    print(
+        f"{'encoder':14s} {'GFLOP/slice':>11s} {'naive sl/s':>10s} {'batched sl/s':>12s} {'speed-up':>8s} "
+        f"{'floor sl/s':>10s} {'% of floor':>10s}"
+    )
+    slices = torch.rand(args.n, 224, 224)
+    for name in names:
+        if name == "rad_dino":  # same ViT-B/14 as dinov2_base, through transformers; built tiny unless weights
+            encoder = build_encoder(name, tiny=True)
+        elif name == "litemedsam":
+            encoder = build_encoder(name, pretrained=False)
+        else:
+            encoder = build_encoder(name, pretrained=False)
+        flops = encoder_flops(encoder, encoder.input_size)
+        with torch.inference_mode():
+            encoder.embed(encoder.prepare(slices[:2]))  # warm-up
+        naive = time_naive(encoder, slices)
+        batched = time_batched(encoder, slices, args.batch_size)
+        floor = flops / rate
+        label = name + (" (tiny)" if name == "rad_dino" else "")
+        print(
+            f"{label:14s} {flops / 1e9:11.2f} {1 / naive:10.2f} {1 / batched:12.2f} {naive / batched:7.2f}x "
+            f"{1 / floor:10.2f} {100 * floor / batched:9.0f}%"
+        )
+    if not args.skip_training:
+        head_s, cnn_s = head_vs_cnn()
+        print(
+            f"training on 300 slices: linear head (300 epochs, 256-d cached embeddings) {head_s:.1f} s; "
+            f"CNN baseline (12 epochs, 224 x 224) {cnn_s:.1f} s; ratio {cnn_s / head_s:.0f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()
