@@ -79,7 +79,7 @@ def test_linear_head_learns_a_separable_imbalanced_problem():
     x[:, 0] += 3.0 * y  # one informative direction
     x = x * 5 + 10  # badly scaled on purpose: the head standardises
     for imbalance in ("pos_weight", "balanced"):
-        cfg = HeadConfig(epochs=200, imbalance=imbalance, patience=30)
+        cfg = HeadConfig(epochs=100, lr=1e-2, imbalance=imbalance, patience=30)
         trained = train_linear_head(x[:300], y[:300], x[300:350], y[300:350], cfg)
         prob = predict_proba(trained.model, x[350:])
         assert binary_metrics(y[350:], prob, trained.threshold)["roc_auc"] > 0.95
