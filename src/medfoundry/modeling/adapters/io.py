@@ -1,0 +1,135 @@
+"""Adapter files: the trained parameters of one method plus its config and the identity of its base model.
+
+An adapter file is a ``torch.save`` dict (read with ``weights_only=True``)::
+
+    {"format": "medfoundry-adapter", "version": 1, "method": ..., "config": {...},
+     "base_fingerprint": ..., "base_name": ..., "state": {name: tensor}, "meta": {...}}
+
+Training checkpoints (``last.pt``) are adapter files with an extra ``train_state`` entry (optimiser, schedule,
+history) used to resume. Loading checks the method and the base model, and refuses a mismatch with a message
+that names the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from medfoundry.errors import InputError
+from medfoundry.io.atomic import atomic_path
+from medfoundry.modeling.adapters.base import METHODS, AdaptedLiteMedSAM, build_adapted
+
+FORMAT = "medfoundry-adapter"
+VERSION = 1
+
+
+def base_fingerprint(model: nn.Module) -> str:
+    """A short hash of a base model's weights (names, shapes and values)."""
+    from medfoundry.inference.encoder_backends import module_fingerprint
+
+    return module_fingerprint(model)
+
+
+def save_adapter(
+    model: AdaptedLiteMedSAM,
+    path: str | Path,
+    *,
+    base_fingerprint: str,
+    base_name: str = "lite_medsam",
+    meta: dict[str, Any] | None = None,
+    train_state: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``model``'s adapter (trained parameters + config) to ``path`` atomically."""
+    payload: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "method": model.method,
+        "config": dict(model.config),
+        "base_fingerprint": base_fingerprint,
+        "base_name": base_name,
+        "state": model.adapter_state(),
+        "meta": dict(meta or {}),
+    }
+    if train_state is not None:
+        payload["train_state"] = train_state
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def read_adapter(path: str | Path) -> dict[str, Any]:
+    """The contents of an adapter file, checked to be one."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "adapter file not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - every unreadable file gets the same message
+        raise InputError(path, f"cannot be read as an adapter file ({exc.__class__.__name__})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise InputError(path, "not a medfoundry adapter file (write one with 'medfoundry finetune')")
+    if payload.get("version", 0) > VERSION:
+        raise InputError(path, f"adapter format version {payload['version']} is newer than this medfoundry")
+    if payload.get("method") not in METHODS:
+        raise InputError(path, f"unknown adaptation method {payload.get('method')!r}")
+    return payload
+
+
+def load_adapter_into(
+    payload: dict[str, Any], base: nn.Module, path: str | Path | None = None, method: str | None = None
+) -> AdaptedLiteMedSAM:
+    """Build the adapted model for ``payload`` around ``base`` (consumed) and load the trained tensors."""
+    if method is not None and payload["method"] != method:
+        raise InputError(
+            path,
+            f"this adapter was trained with method {payload['method']!r}, not {method!r}; "
+            f"use --method {payload['method']} or another adapter",
+        )
+    found = base_fingerprint(base)
+    if payload["base_fingerprint"] != found:
+        raise InputError(
+            path,
+            f"this adapter was trained on another base model ({payload.get('base_name')}, weights fingerprint "
+            f"{payload['base_fingerprint']}); the given weights have fingerprint {found}. "
+            "Pass the --weights it was trained on",
+        )
+    model = build_adapted(base, payload["method"], payload["config"])
+    expected = set(model.adapter_state())
+    state = payload["state"]
+    if set(state) != expected:
+        missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+        raise InputError(
+            path,
+            f"adapter tensors do not fit the {payload['method']} model (missing {missing[:3]}, unexpected "
+            f"{extra[:3]}); the file is damaged or from another version",
+        )
+    try:
+        model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        line = str(exc).splitlines()[1:2] or [str(exc)[:200]]
+        raise InputError(path, f"adapter tensors do not fit the model ({line[0].strip()})") from exc
+    return model
+
+
+def load_adapted_model(
+    adapter: str | Path,
+    weights: str | Path | None = None,
+    *,
+    base_model: nn.Module | None = None,
+    method: str | None = None,
+    merge: bool = True,
+) -> nn.Module:
+    """The base LiteMedSAM (real or given ``weights``, or ``base_model``) with the adapter in ``adapter``
+    loaded, ready for :class:`~medfoundry.inference.predictor.LiteMedSAMPredictor` (LoRA merged when
+    ``merge``). ``method`` refuses an adapter of another method."""
+    payload = read_adapter(adapter)
+    if base_model is None:
+        from medfoundry.modeling.lite_medsam import build_lite_medsam
+
+        base_model = build_lite_medsam(weights=weights)
+    model = load_adapter_into(payload, base_model, adapter, method)
+    return model.for_inference() if merge else model.eval()
