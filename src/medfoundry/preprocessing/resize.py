@@ -51,8 +51,15 @@ class ResizeLongestSide:
         return F.pad(x, (0, self.target - w, 0, self.target - h)).contiguous()
 
     def apply_boxes(self, boxes: np.ndarray) -> np.ndarray:
-        """(N, 4) boxes ``[x0, y0, x1, y1]`` in original pixels -> model coordinates."""
-        return np.asarray(boxes, dtype=np.float32).reshape(-1, 4) * self.scale
+        """(N, 4) boxes ``[x0, y0, x1, y1]`` of inclusive pixel indices (a mask's bounding box) -> model coordinates.
+
+        The far edges map to the last model pixel that the pixel ``x1`` / ``y1`` covers, ``(x1 + 1) * s - 1``, which
+        is the box MedSAM computes from a mask resized to 256; near edges map to ``x0 * s``.
+        """
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) * self.scale
+        far = boxes[:, 2:] + (self.scale - 1.0)
+        boxes[:, 2:] = np.maximum(far, boxes[:, :2])
+        return boxes
 
     def apply_coords(self, coords: np.ndarray) -> np.ndarray:
         """(..., 2) points ``(x, y)`` in original pixels -> model coordinates."""
