@@ -254,7 +254,9 @@ class FusionUNet(nn.Module):
     def frozen_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The frozen encoder's feature maps for a batch of nnU-Net inputs, without autograd history."""
         with torch.no_grad():
-            maps = self.frozen.feature_maps(self.frozen.prepare(_to_unit_range(x)))
+            param = next(self.frozen.parameters(), None)
+            prepared = self.frozen.prepare(_to_unit_range(x))
+            maps = self.frozen.feature_maps(prepared if param is None else prepared.to(param.dtype))
         return [maps[i].detach().float() for i in self.feature_index]
 
     def forward(self, x: torch.Tensor):  # noqa: ANN201 - a tensor, or a list with deep supervision

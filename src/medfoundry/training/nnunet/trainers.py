@@ -116,6 +116,12 @@ def _make_trainer_classes() -> dict[str, type]:
             self.initial_lr = float(schedule.initial_lr)
             self.save_every = int(schedule.save_every)
 
+        def initialize(self) -> None:
+            if len(self.configuration_manager.pool_op_kernel_sizes) < 3:
+                # nnU-Net's deep-supervision weights are all zero (loss NaN) for a 2-stage U-Net (tiny images)
+                self.enable_deep_supervision = False
+            super().initialize()
+
         def _set_batch_size_and_oversample(self) -> None:
             super()._set_batch_size_and_oversample()
             if self.mf_schedule is not None and self.mf_schedule.batch_size and not self.is_ddp:
