@@ -105,3 +105,28 @@ def test_checkpoint_round_trip_preset_check_and_transfer(tmp_path):
     )
     with pytest.raises(InputError, match="do not fit"):
         model_from_checkpoint(load_checkpoint(tmp_path / "mismatch.pt"), tmp_path / "mismatch.pt")
+
+
+def test_sliding_window_prediction_keeps_the_input_grid_even_below_patch_size():
+    import numpy as np
+
+    from medfoundry.inference.sliding_window import predict_labels, predict_probabilities
+    from medfoundry.io import MedicalImage
+
+    torch.manual_seed(0)
+    model = build_tsfm("tiny", num_classes=2, patch_size=(16, 16, 16))
+    img = MedicalImage(
+        np.random.default_rng(0).normal(size=(7, 13, 40)).astype(np.float32),
+        (0.8, 1.2, 5.0),
+        (1.0, 2.0, 3.0),
+        (0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0),
+        modality="PET",
+    )
+    prep = {"spacing_xyz_mm": [2.0, 2.0, 2.0]}
+    probs = predict_probabilities(model, img, prep)
+    assert probs.shape == (2, 7, 13, 40) and 0 <= probs.min() and probs.max() <= 1
+    labels = predict_labels(model, img, prep, threshold=0.0)  # every voxel goes to its most probable class
+    assert labels.same_grid(img) and labels.array.shape == img.array.shape
+    assert np.array_equal(labels.array, probs.argmax(0) + 1)
+    with pytest.raises(InputError, match="3D volumes"):
+        predict_labels(model, MedicalImage(np.zeros((8, 8), np.float32), (1.0, 1.0)), prep)

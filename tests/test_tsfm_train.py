@@ -145,6 +145,10 @@ def test_pretrain_transfer_and_predict_cli(pools, tmp_path, monkeypatch, capsys)
     assert _cli(monkeypatch, bad + ["--preset", "small"] + common) == 2
     assert "checkpoint preset 'tiny' does not match the requested preset 'small'" in capsys.readouterr().err
 
+    neither = ["transfer", "--pool", str(pools["new"]), "--out", str(tmp_path / "y")]
+    assert _cli(monkeypatch, neither + common) == 2
+    assert "either --init CHECKPOINT (transfer) or --from-scratch" in capsys.readouterr().err
+
     ft_out = tmp_path / "ft"
     args = ["transfer", "--pool", str(pools["new"]), "--out", str(ft_out), "--init", str(pre_out / "model.pt")]
     assert _cli(monkeypatch, args + common) == 0
