@@ -81,8 +81,7 @@ def test_3d_box_needs_six_numbers(predictor):
     with pytest.raises(InputError, match=r"\[x0, y0, z0, x1, y1, z1\]"):
         segment_array(predictor, np.zeros((5, 32, 32), np.float32), [ObjectPrompt(box=[1, 1, 9, 9])], is_3d=True)
     with pytest.raises(InputError, match="outside slices"):
-        segment_array(predictor, np.zeros((5, 32, 32), np.float32), [ObjectPrompt(box=[1, 1, 7, 9, 9, 9])],
-                      is_3d=True)
+        segment_array(predictor, np.zeros((5, 32, 32), np.float32), [ObjectPrompt(box=[1, 1, 7, 9, 9, 9])], is_3d=True)
 
 
 class OraclePredictor:
@@ -142,8 +141,9 @@ def test_propagation_respects_the_box_z_range_and_per_slice_boxes():
     labels = segment_array(oracle, volume, [ObjectPrompt(box=[14, 14, 13, 26, 26, 17])], is_3d=True)
     assert np.nonzero(labels)[0].min() == 13 and np.nonzero(labels)[0].max() == 17
     oracle.embedded.clear()
-    labels = segment_array(oracle, volume, [ObjectPrompt(slice_boxes={12: [10, 10, 30, 30], 18: [10, 10, 30, 30]})],
-                           is_3d=True)
+    labels = segment_array(
+        oracle, volume, [ObjectPrompt(slice_boxes={12: [10, 10, 30, 30], 18: [10, 10, 30, 30]})], is_3d=True
+    )
     assert sorted(np.unique(np.nonzero(labels)[0])) == [12, 18] and sorted(oracle.embedded) == [12, 18]
 
 

