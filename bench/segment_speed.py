@@ -116,11 +116,11 @@ def cases():
     return images_2d, volumes
 
 
-def timed(fn, repeats):
+def timed(fn, repeats, *args, **kwargs):
     times, out = [], None
     for _ in range(repeats):
         start = time.perf_counter()
-        out = fn()
+        out = fn(*args, **kwargs)
         times.append(time.perf_counter() - start)
     return statistics.median(times), out
 
@@ -134,7 +134,7 @@ def dsc(a, b):
 def matmul_gflops(threads: int) -> float:
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     torch.mm(a, b)
-    best = min(timed(lambda: torch.mm(a, b), 5)[0] for _ in range(2))
+    best = min(timed(torch.mm, 5, a, b)[0] for _ in range(2))
     return 2 * 2048**3 / best / 1e9
 
 
@@ -176,8 +176,8 @@ def main(argv=None) -> int:
     print(f"{'2D image':<34}{'reference s':>12}{'ours s':>9}{'speed-up':>10}{'DSC ref/ours':>14}")
     ratios_2d = []
     for name, image, box in images_2d:
-        t_ref, m_ref = timed(lambda: ref_segment_2d(model, image, box), args.repeats)
-        t_ours, m_ours = timed(lambda: segment_array(ours, image, [ObjectPrompt(box=box)], is_3d=False), args.repeats)
+        t_ref, m_ref = timed(ref_segment_2d, args.repeats, model, image, box)
+        t_ours, m_ours = timed(segment_array, args.repeats, ours, image, [ObjectPrompt(box=box)], is_3d=False)
         ratios_2d.append(t_ref / t_ours)
         print(f"{name:<34}{t_ref:>12.2f}{t_ours:>9.2f}{t_ref / t_ours:>9.1f}x{dsc(m_ref, m_ours):>14.4f}")
 
@@ -187,8 +187,8 @@ def main(argv=None) -> int:
     )
     ratios_3d = []
     for name, volume, box in volumes:
-        t_ref, m_ref = timed(lambda: ref_segment_3d(model, volume, box), 1)
-        t_ours, m_ours = timed(lambda: segment_array(ours, volume, [ObjectPrompt(box=box)], is_3d=True), 1)
+        t_ref, m_ref = timed(ref_segment_3d, 1, model, volume, box)
+        t_ours, m_ours = timed(segment_array, 1, ours, volume, [ObjectPrompt(box=box)], is_3d=True)
         ratios_3d.append(t_ref / t_ours)
         n = int(np.unique(np.nonzero(m_ref)[0]).size)
         print(f"{name:<40}{n:>7}{t_ref:>12.2f}{t_ours:>9.2f}{t_ref / t_ours:>9.1f}x{dsc(m_ref, m_ours):>14.4f}")
