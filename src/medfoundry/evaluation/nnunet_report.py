@@ -210,14 +210,16 @@ def evaluate_run(
     variants: Sequence[str] | None = None,
     fractions: Sequence[float] | None = None,
     overwrite: bool = False,
+    cases: Sequence[str] | None = None,
 ) -> list[Summary]:
-    """Evaluate every predicted (variant, fraction) of a run on its test split; write tables, summary and plot."""
+    """Evaluate every predicted (variant, fraction) of a run on its test split (or ``cases`` of it); write tables,
+    summary and plot."""
     from medfoundry.training.nnunet.runtime import RunLayout, read_manifest
 
     manifest = read_manifest(run_dir)
     layout = RunLayout(Path(run_dir).resolve())
     labels = layout.dataset_raw(manifest["dataset_name"]) / "labelsTs"
-    gt_files = {case: labels / f"{case}.nii.gz" for case in manifest["test"]}
+    gt_files = {case: labels / f"{case}.nii.gz" for case in manifest["test"] if cases is None or case in cases}
     if not gt_files:
         raise InputError(run_dir, "this run has no test cases to evaluate")
     found = [
