@@ -1,0 +1,113 @@
+"""Turn 2D samples into model-space training inputs with MedSAM's preprocessing and the augmentations:
+flips (p = 0.5 each axis), box jitter (0 to ``jitter`` px added per side, in the 256-pixel model space) and
+random positive points drawn from the mask."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medfoundry.data.slices2d import Sample2D
+from medfoundry.inference.predictor import LiteMedSAMPredictor
+from medfoundry.preprocessing.resize import ResizeLongestSide
+
+
+@dataclass
+class Augment:
+    """Augmentation settings; ``Augment.none()`` gives the plain validation inputs."""
+
+    flip_prob: float = 0.5
+    jitter: int = 20
+    point_prob: float = 0.5
+    points: int = 1
+
+    @classmethod
+    def none(cls) -> Augment:
+        return cls(flip_prob=0.0, jitter=0, point_prob=0.0, points=0)
+
+
+def flip_code(rng: np.random.Generator, flip_prob: float) -> int:
+    """0 = none, 1 = left-right, 2 = up-down, 3 = both."""
+    return int(rng.random() < flip_prob) + 2 * int(rng.random() < flip_prob)
+
+
+def apply_flip(array: np.ndarray, code: int) -> np.ndarray:
+    """``array`` (H, W[, C]) flipped as ``code`` says."""
+    if code & 1:
+        array = array[:, ::-1]
+    if code & 2:
+        array = array[::-1]
+    return np.ascontiguousarray(array)
+
+
+def model_image(image: np.ndarray) -> torch.Tensor:
+    """(H, W[, 3]) intensities in [0, 1] -> (3, 256, 256) model input (resize longest side, min-max, pad)."""
+    tensor = LiteMedSAMPredictor.to_tensor(image)
+    return ResizeLongestSide(tuple(image.shape[:2])).apply_images(tensor)[0]
+
+
+def model_mask(mask: np.ndarray) -> torch.Tensor:
+    """(H, W) boolean mask -> (1, 256, 256) float target in model space (nearest resize, zero padding)."""
+    t = ResizeLongestSide(tuple(mask.shape[:2]))
+    h, w = t.resized_size
+    m = torch.from_numpy(mask.astype(np.float32))[None, None]
+    m = F.interpolate(m, size=(h, w), mode="nearest")
+    return F.pad(m, (0, t.target - w, 0, t.target - h))[0]
+
+
+def box_of(mask: torch.Tensor) -> np.ndarray:
+    """Bounding box ``[x0, y0, x1, y1]`` of a (1, H, W) model-space mask (pixel centres)."""
+    ys, xs = torch.nonzero(mask[0] > 0.5, as_tuple=True)
+    if len(ys) == 0:
+        return np.array([0, 0, 1, 1], dtype=np.float32)
+    return np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=np.float32)
+
+
+def jitter_box(box: np.ndarray, rng: np.random.Generator, jitter: int, limit: tuple[int, int]) -> np.ndarray:
+    """Enlarge each side by a random 0..``jitter`` px, clipped to ``limit`` = (h, w) of the resized image."""
+    if jitter <= 0:
+        return box
+    shift = rng.integers(0, jitter + 1, size=4).astype(np.float32)
+    h, w = limit
+    return np.array(
+        [max(0, box[0] - shift[0]), max(0, box[1] - shift[1]), min(w - 1, box[2] + shift[2]),
+         min(h - 1, box[3] + shift[3])],
+        dtype=np.float32,
+    )  # fmt: skip
+
+
+def random_points(mask: torch.Tensor, rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` random positive points ``(x, y)`` inside a (1, H, W) mask."""
+    ys, xs = torch.nonzero(mask[0] > 0.5, as_tuple=True)
+    if len(ys) == 0:
+        return np.zeros((n, 2), dtype=np.float32)
+    idx = rng.integers(0, len(ys), size=n)
+    return np.stack([xs[idx].numpy(), ys[idx].numpy()], -1).astype(np.float32)
+
+
+def prepare_targets(
+    samples: list[Sample2D], flips: list[int], rng: np.random.Generator, augment: Augment, with_points: bool
+) -> dict[str, torch.Tensor | None]:
+    """Targets and prompts for a batch whose images use ``flips``: (B, 1, 256, 256) targets, (B, 1, 4) boxes
+    and, with ``with_points``, (B, P, 2) positive points with labels."""
+    targets, boxes, points = [], [], []
+    for sample, code in zip(samples, flips, strict=True):
+        target = model_mask(apply_flip(sample.mask, code))
+        limit = ResizeLongestSide(tuple(sample.mask.shape[:2])).resized_size
+        targets.append(target)
+        boxes.append(jitter_box(box_of(target), rng, augment.jitter, limit))
+        if with_points:
+            points.append(random_points(target, rng, augment.points))
+    out: dict[str, torch.Tensor | None] = {
+        "targets": torch.stack(targets),
+        "boxes": torch.from_numpy(np.stack(boxes))[:, None, :],
+        "points": None,
+        "point_labels": None,
+    }
+    if with_points:
+        out["points"] = torch.from_numpy(np.stack(points))
+        out["point_labels"] = torch.ones(out["points"].shape[:2], dtype=torch.long)
+    return out

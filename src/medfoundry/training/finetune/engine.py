@@ -1,0 +1,270 @@
+"""The fine-tuning loop: AdamW on the adapter parameters, per-epoch validation (DSC / NSD), best and last
+checkpoints holding only the trained tensors, resume after interruption, and a training-curve PNG.
+
+Methods whose encoder stays frozen (``decoder``, ``classprompt``) reuse cached image embeddings (one per
+sample and flip), so an epoch costs decoder passes only.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from medfoundry.data.slices2d import Sample2D
+from medfoundry.errors import InputError
+from medfoundry.evaluation import dice, nsd
+from medfoundry.io.atomic import atomic_path
+from medfoundry.modeling.adapters.base import AdaptedLiteMedSAM
+from medfoundry.modeling.adapters.io import read_adapter, save_adapter
+from medfoundry.preprocessing.resize import ResizeLongestSide
+from medfoundry.training.finetune.augment import Augment, apply_flip, flip_code, model_image, prepare_targets
+from medfoundry.training.finetune.curves import save_curves
+from medfoundry.training.finetune.losses import make_loss
+from medfoundry.training.finetune.schedules import make_scheduler
+
+DEFAULT_LR = {"decoder": 1e-4, "lora": 1e-3, "dbsam": 3e-4, "classprompt": 1e-4}
+
+
+@dataclass
+class FinetuneConfig:
+    """Training settings (method options live in the adapter's own config)."""
+
+    epochs: int = 10
+    batch_size: int = 4
+    lr: float | None = None  # None: the method's default (DEFAULT_LR)
+    weight_decay: float = 0.01
+    loss: str = "dice+focal"
+    schedule: str = "warmup-exp"
+    warmup_steps: int = 10
+    decay: float = 0.995  # per step after warm-up
+    steps_per_epoch: int | None = None  # None: one pass over the training samples
+    flip_prob: float = 0.5
+    jitter: int = 20
+    point_prob: float = 0.5
+    points: int = 1
+    nsd_tolerance_mm: float = 2.0
+    seed: int = 0
+
+
+@dataclass
+class FinetuneResult:
+    """Where the checkpoints went and the per-epoch history."""
+
+    out_dir: Path
+    best: Path
+    last: Path
+    curves: Path
+    history: list[dict] = field(default_factory=list)
+    trainable: int = 0
+    total: int = 0
+    seconds_per_step: float = 0.0
+
+
+class EmbeddingCache:
+    """Image embeddings of a frozen encoder per (sample, flip), stored in float16."""
+
+    def __init__(self, model: AdaptedLiteMedSAM) -> None:
+        self.model = model
+        self.store: dict[tuple[int, int], torch.Tensor] = {}
+
+    def get(self, samples: list[Sample2D], ids: list[int], flips: list[int]) -> torch.Tensor:
+        missing = [(i, s, c) for i, s, c in zip(ids, samples, flips, strict=True) if (i, c) not in self.store]
+        if missing:
+            with torch.no_grad():
+                batch = torch.stack([model_image(apply_flip(s.image, c)) for _, s, c in missing])
+                emb = self.model.embed(batch)
+            for (i, _, c), e in zip(missing, emb, strict=True):
+                self.store[(i, c)] = e.half()
+        return torch.stack([self.store[(i, c)] for i, c in zip(ids, flips, strict=True)]).float()
+
+
+def modality_targets(model: AdaptedLiteMedSAM, samples: list[Sample2D]) -> torch.Tensor | None:
+    """Class indices of the samples' modalities for a class-prompt model (else ``None``)."""
+    if model.method != "classprompt":
+        return None
+    known = model.config["modalities"]
+    bad = sorted({s.modality for s in samples} - set(known))
+    if bad:
+        raise InputError(samples[0].source, f"modality {bad[0]} is not among the class prompts {known}")
+    return torch.tensor([known.index(s.modality) for s in samples], dtype=torch.long)
+
+
+@torch.no_grad()
+def evaluate_samples(
+    model: torch.nn.Module,
+    samples: list[Sample2D],
+    tolerance_mm: float = 2.0,
+    cache: EmbeddingCache | None = None,
+    progress: bool = False,
+) -> dict[str, float]:
+    """Mean DSC and NSD of ``model`` on samples, each prompted with its exact ground-truth box."""
+    model.eval()
+    dscs, nsds = [], []
+    for i, sample in enumerate(tqdm(samples, desc="validating", unit="slice", disable=not progress, leave=False)):
+        t = ResizeLongestSide(tuple(sample.mask.shape[:2]))
+        if cache is not None:
+            emb = cache.get([sample], [-(i + 1)], [0])
+        else:
+            emb = model.image_encoder(model_image(sample.image)[None])
+        box = torch.from_numpy(t.apply_boxes(sample.box()))[:, None, :]
+        if isinstance(model, AdaptedLiteMedSAM):
+            logits = model.decode(emb, box)["logits"]
+        else:
+            sparse, dense = model.prompt_encoder(points=None, boxes=box, masks=None)
+            logits, _ = model.mask_decoder(
+                image_embeddings=emb,
+                image_pe=model.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=False,
+            )
+        pred = (t.logits_to_original(logits)[0, 0] > 0).numpy()
+        dscs.append(dice(pred, sample.mask))
+        nsds.append(nsd(pred, sample.mask, sample.spacing, tolerance_mm))
+    return {"dsc": float(np.mean(dscs)), "nsd": float(np.mean(nsds))}
+
+
+def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
+    return {"numpy": json.dumps(rng.bit_generator.state), "torch": torch.get_rng_state()}
+
+
+def finetune(
+    model: AdaptedLiteMedSAM,
+    train: list[Sample2D],
+    val: list[Sample2D],
+    out_dir: str | Path,
+    *,
+    config: FinetuneConfig | None = None,
+    base_fingerprint: str,
+    base_name: str = "lite_medsam",
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+) -> FinetuneResult:
+    """Train ``model``'s adapter on ``train``, validate on ``val`` each epoch, write ``best.pt``, ``last.pt``,
+    ``history.json`` and ``curves.png`` to ``out_dir``. With ``resume`` it continues from ``last.pt``."""
+    config = config or FinetuneConfig()
+    if not train:
+        raise InputError(out_dir, "no training samples")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    best_path, last_path = out_dir / "best.pt", out_dir / "last.pt"
+    curves_path, history_path = out_dir / "curves.png", out_dir / "history.json"
+    lr = config.lr if config.lr is not None else DEFAULT_LR.get(model.method, 1e-4)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    params = model.trainable_parameters()
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
+    steps_per_epoch = config.steps_per_epoch or int(np.ceil(len(train) / config.batch_size))
+    scheduler = make_scheduler(optimizer, config.schedule, config.warmup_steps, config.decay)
+    loss_fn = make_loss(config.loss)
+    augment = Augment(config.flip_prob, config.jitter, config.point_prob, config.points)
+    cache = None if model.encoder_trainable else EmbeddingCache(model)
+    modality_all = modality_targets(model, train)
+    history: list[dict] = []
+    start_epoch, best_score = 0, -1.0
+    meta = {"train_config": asdict(config), "lr": lr, "train_cases": sorted({s.case for s in train})}
+
+    if resume and last_path.is_file():
+        payload = read_adapter(last_path)
+        if payload["method"] != model.method or payload["base_fingerprint"] != base_fingerprint:
+            raise InputError(last_path, f"holds a {payload['method']} run on another base; use a new output folder")
+        if payload["config"] != model.config:
+            raise InputError(last_path, f"was trained with options {payload['config']}, not {model.config}")
+        model.load_state_dict(payload["state"], strict=False)
+        state = payload["train_state"]
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        rng.bit_generator.state = json.loads(state["rng"]["numpy"])
+        torch.set_rng_state(state["rng"]["torch"])
+        history, start_epoch, best_score = state["history"], state["epoch"] + 1, state["best_score"]
+    elif not resume and (last_path.exists() or best_path.exists()):
+        raise InputError(out_dir, "holds a previous run (last.pt); pass --resume to continue or --overwrite")
+
+    trainable, total = model.count_parameters()
+    step_times: list[float] = []
+    for epoch in range(start_epoch, config.epochs):
+        model.train()
+        losses = []
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress)
+        order = rng.permutation(len(train))
+        for step in bar:
+            t0 = time.perf_counter()
+            idx = [int(order[(step * config.batch_size + j) % len(train)]) for j in range(config.batch_size)]
+            batch = [train[i] for i in idx]
+            flips = [flip_code(rng, augment.flip_prob) for _ in batch]
+            with_points = augment.points > 0 and rng.random() < augment.point_prob
+            prompts = prepare_targets(batch, flips, rng, augment, with_points)
+            if cache is not None:
+                emb = cache.get(batch, idx, flips)
+            else:
+                emb = model.embed(
+                    torch.stack([model_image(apply_flip(s.image, c)) for s, c in zip(batch, flips, strict=True)])
+                )
+            modality = None if modality_all is None else modality_all[idx]
+            out = model.decode(emb, prompts["boxes"], prompts["points"], prompts["point_labels"], modality)
+            loss = loss_fn(out["logits"], prompts["targets"])
+            if modality is not None:
+                loss = loss + model.config["modality_weight"] * F.cross_entropy(out["modality_logits"], modality)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if config.schedule != "plateau":
+                scheduler.step()
+            losses.append(float(loss.detach()))
+            step_times.append(time.perf_counter() - t0)
+            bar.set_postfix(loss=f"{np.mean(losses):.4f}")
+        scores = evaluate_samples(model, val, config.nsd_tolerance_mm, cache=cache) if val else {}
+        record = {
+            "epoch": epoch,
+            "train_loss": float(np.mean(losses)),
+            "val_dsc": scores.get("dsc"),
+            "val_nsd": scores.get("nsd"),
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds_per_step": float(np.mean(step_times[-len(losses) :])),
+        }
+        history.append(record)
+        if config.schedule == "plateau":
+            scheduler.step(scores.get("dsc", -record["train_loss"]))
+        score = scores.get("dsc", -record["train_loss"])
+        if score > best_score:
+            best_score = score
+            save_adapter(model, best_path, base_fingerprint=base_fingerprint, base_name=base_name,
+                         meta={**meta, "epoch": epoch, **record}, overwrite=True)  # fmt: skip
+        train_state = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": _rng_state(rng),
+            "history": history,
+            "epoch": epoch,
+            "best_score": best_score,
+        }
+        save_adapter(model, last_path, base_fingerprint=base_fingerprint, base_name=base_name,
+                     meta={**meta, "epoch": epoch}, train_state=train_state, overwrite=True)  # fmt: skip
+        with atomic_path(history_path, overwrite=True) as tmp:
+            tmp.write_text(json.dumps(history, indent=1))
+        save_curves(history, curves_path, title=f"{model.method} ({trainable:,} trainable parameters)")
+        if progress:
+            val_text = "" if not val else f", val DSC {record['val_dsc']:.3f} NSD {record['val_nsd']:.3f}"
+            tqdm.write(f"epoch {epoch + 1}: loss {record['train_loss']:.4f}{val_text}")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, record)
+    return FinetuneResult(
+        out_dir=out_dir,
+        best=best_path,
+        last=last_path,
+        curves=curves_path,
+        history=history,
+        trainable=trainable,
+        total=total,
+        seconds_per_step=float(np.mean(step_times)) if step_times else 0.0,
+    )
