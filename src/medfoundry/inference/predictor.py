@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from medfoundry.errors import InputError
-from medfoundry.inference.encoder_backends import EncoderBackend, make_encoder_backend
+from medfoundry.inference.decoder_backends import DecoderBackend, OnnxDecoder, TorchDecoder
+from medfoundry.inference.encoder_backends import EncoderBackend, OnnxEncoder, TorchEncoder
 from medfoundry.modeling.lite_medsam import build_lite_medsam
 from medfoundry.preprocessing.resize import ResizeLongestSide
 
@@ -60,6 +61,22 @@ class Prompts:
                 raise InputError(path, f"point {xy[bad][0].tolist()} lies outside the {w} x {h} (x by y) image")
 
 
+BACKENDS = ("fast", "torch", "onnx", "onnx-int8")
+FAST_BACKEND = "onnx-int8"
+
+
+def make_backends(model: torch.nn.Module, name: str = "fast") -> tuple[EncoderBackend, DecoderBackend]:
+    """Encoder and decoder runtimes for ``name``: ``torch`` (fp32 eager), ``onnx`` (ONNX Runtime fp32),
+    ``onnx-int8`` (int8 encoder weights, fp32 decoder) or ``fast`` (the quickest that keeps DSC >= 0.99 against
+    fp32 PyTorch, see ``bench/segment_speed.py``)."""
+    if name not in BACKENDS:
+        raise InputError(None, f"unknown backend {name!r}; use one of {BACKENDS}")
+    name = FAST_BACKEND if name == "fast" else name
+    if name == "torch":
+        return TorchEncoder(model.image_encoder), TorchDecoder(model)
+    return OnnxEncoder(model.image_encoder, int8=name == "onnx-int8"), OnnxDecoder(model)
+
+
 def fmt_box(box) -> str:
     """A box as ``[x0, y0, x1, y1]`` with compact numbers, for messages."""
     return "[" + ", ".join(f"{v:g}" for v in np.asarray(box).tolist()) + "]"
@@ -78,12 +95,14 @@ class LiteMedSAMPredictor:
         model: torch.nn.Module | None = None,
         weights: str | None = None,
         backend: str | EncoderBackend = "fast",
+        decoder: DecoderBackend | None = None,
     ) -> None:
         self.model = model if model is not None else build_lite_medsam(weights=weights)
         self.model.eval()
-        self.encoder = backend if isinstance(backend, EncoderBackend) else make_encoder_backend(self.model, backend)
-        with torch.inference_mode():
-            self._image_pe = self.model.prompt_encoder.get_dense_pe()
+        if isinstance(backend, EncoderBackend):
+            self.encoder, self.decoder = backend, decoder or TorchDecoder(self.model)
+        else:
+            self.encoder, self.decoder = make_backends(self.model, backend)
         self.reset_image()
 
     def reset_image(self) -> None:
@@ -129,14 +148,7 @@ class LiteMedSAMPredictor:
             )
         with torch.inference_mode():
             sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=None)
-            logits, _ = self.model.mask_decoder(
-                image_embeddings=self.embedding,
-                image_pe=self._image_pe,
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=False,
-            )
-        return logits
+            return self.decoder(self.embedding, sparse, dense)
 
     def predict(
         self,
