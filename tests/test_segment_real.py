@@ -103,7 +103,7 @@ def test_cli_bad_input_gives_one_clear_line(shared_data, tmp_path, capsys):
 
     image_path = str(shared_data / "pet-sts" / "STS_001" / "PET_image.nii.gz")
     out = str(tmp_path / "m.nii.gz")
-    err = _run_error(["segment", image_path, "--box", "1", "2", "0", "500", "600", "3", "--out", out], capsys)
+    err = _run_error(["segment", image_path, "--box", "500", "2", "0", "600", "600", "3", "--out", out], capsys)
     assert "outside" in err and "PET_image.nii.gz" in err
     err = _run_error(["segment", image_path, "--box", "20", "2", "0", "10", "6", "3", "--out", out], capsys)
     assert "x1 < x0" in err

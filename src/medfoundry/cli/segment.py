@@ -37,7 +37,9 @@ def add_parser(subparsers) -> None:
         metavar="N",
         help="one object's box: X0 Y0 X1 Y1 (2D) or X0 Y0 Z0 X1 Y1 Z1 (3D); repeat for more",
     )
-    prompts.add_argument("--boxes", metavar="FILE", help="JSON or CSV file of boxes / objects (see docs/cli.md)")
+    prompts.add_argument(
+        "--boxes", metavar="FILE", help="JSON or CSV file of boxes / objects (format in docs/segmentation.md)"
+    )
     prompts.add_argument(
         "--point",
         type=float,
