@@ -1,0 +1,167 @@
+"""Training engine (resume), training data checks, exemplar synthesis and the finetune / synthesize / segment
+CLIs on tiny runs with real PET slices."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from medfoundry.cli.main import main
+from medfoundry.data.slices2d import load_samples
+from medfoundry.data.synthesis import Slice2D, SynthesisConfig, synthesize_one
+from medfoundry.errors import InputError
+from medfoundry.io import MedicalImage, read_image, read_mask, write_image, write_mask
+from medfoundry.modeling.adapters.base import build_adapted
+from medfoundry.modeling.adapters.io import base_fingerprint, read_adapter
+from medfoundry.modeling.lite_medsam import build_tiny_lite_medsam
+from medfoundry.training.finetune import FinetuneConfig, finetune
+
+PET_GLOB = "*/PET_image.nii.gz"
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def pet_samples(shared_data):
+    return load_samples(shared_data / "pet-sts", image_glob=PET_GLOB, cases=["STS_001", "STS_002"], every=20,
+                        progress=False)  # fmt: skip
+
+
+def _run(samples, out, epochs, resume=False, on_epoch_end=None):
+    base = build_tiny_lite_medsam(seed=0)
+    fp = base_fingerprint(base)
+    model = build_adapted(base, "decoder")
+    cfg = FinetuneConfig(epochs=epochs, batch_size=1, steps_per_epoch=1, flip_prob=0.0, warmup_steps=1, lr=1e-3)
+    train, val = samples[:1], samples[-1:]
+    return finetune(model, train, val, out, config=cfg, base_fingerprint=fp, resume=resume, progress=False,
+                    on_epoch_end=on_epoch_end)  # fmt: skip
+
+
+def test_interrupted_run_resumes_to_the_same_adapter(pet_samples, tmp_path):
+    full = _run(pet_samples, tmp_path / "full", epochs=2)
+
+    def stop(epoch, record):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(pet_samples, tmp_path / "cut", epochs=2, on_epoch_end=stop)
+    assert read_adapter(tmp_path / "cut" / "last.pt")["train_state"]["epoch"] == 0
+    with pytest.raises(InputError, match="--resume"):
+        _run(pet_samples, tmp_path / "cut", epochs=2)
+    resumed = _run(pet_samples, tmp_path / "cut", epochs=2, resume=True)
+    assert [h["epoch"] for h in resumed.history] == [0, 1]
+    a, b = read_adapter(full.last)["state"], read_adapter(resumed.last)["state"]
+    assert set(a) == set(b)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key])
+    assert (tmp_path / "cut" / "curves.png").stat().st_size > 1000
+    hist = json.loads((tmp_path / "cut" / "history.json").read_text())
+    assert 0.0 <= hist[-1]["val_dsc"] <= 1.0 and 0.0 <= hist[-1]["val_nsd"] <= 1.0
+
+
+def _pair(tmp_path, name, image, mask, spacing=(2.0, 2.0)):
+    img = MedicalImage(image.astype(np.float32), spacing, modality="PET")
+    write_image(img, tmp_path / f"{name}_image.nii.gz")
+    write_mask(mask.astype(np.uint8), tmp_path / f"{name}_mask.nii.gz", reference=img)
+
+
+def test_training_folder_checks(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _pair(empty, "a", np.random.rand(32, 32), np.zeros((32, 32)))
+    with pytest.raises(InputError, match="no foreground"):
+        load_samples(empty, progress=False)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    img = MedicalImage(np.random.rand(32, 32).astype(np.float32), (2.0, 2.0), modality="PET")
+    write_image(img, bad / "a_image.nii.gz")
+    other = MedicalImage(np.ones((30, 32), np.uint8), (2.0, 2.0))
+    write_mask(other, bad / "a_mask.nii.gz")
+    with pytest.raises(InputError, match="a_mask"):
+        load_samples(bad, progress=False)
+    with pytest.raises(InputError, match="no image/mask pairs"):
+        load_samples(tmp_path / "empty", image_glob="*.png", progress=False)
+
+
+def test_synthesis_labels_and_positions(shared_data):
+    root = shared_data / "pet-sts" / "STS_003"
+    image = read_image(root / "PET_image.nii.gz", modality="PET")
+    mask = read_mask(root / "PET_mask.nii.gz", reference=image)
+    z = int(np.argmax(mask.array.reshape(mask.array.shape[0], -1).sum(1)))
+    labels = mask.array[z].astype(np.uint8)
+    ys, xs = np.nonzero(labels)
+    labels[(labels > 0) & (np.arange(labels.shape[1])[None, :] > np.median(xs))] = 2  # two classes
+    exemplar = Slice2D(image.array[z], labels, (1.0, 1.0), "STS_003")
+    bg_z = int(np.flatnonzero(~mask.array.reshape(mask.array.shape[0], -1).any(1))[0])
+    background = Slice2D(image.array[bg_z], np.zeros_like(labels), (1.0, 1.0), "STS_003")
+    cfg = SynthesisConfig()
+    rng = np.random.default_rng(0)
+    h, w = labels.shape
+    for _ in range(5):
+        synth, synth_labels = synthesize_one(exemplar, background, rng, cfg)
+        assert synth.shape == background.image.shape and synth_labels.shape == labels.shape
+        assert set(np.unique(synth_labels)) <= {0, 1, 2} and (synth_labels > 0).any()
+        # pasted pixels come from the (scaled) exemplar object, not from the background
+        inside = synth_labels > 0
+        assert not np.allclose(synth[inside], background.image[inside] * 1.0)
+        # each object lands near its exemplar position (relative coordinates)
+        for value in (1, 2):
+            if not (synth_labels == value).any():
+                continue
+            ey, ex = np.argwhere(labels == value).mean(0)
+            sy, sx = np.argwhere(synth_labels == value).mean(0)
+            assert abs(sy - ey) / h < 0.2 and abs(sx - ex) / w < 0.2
+
+
+def test_cli_synthesize_finetune_segment(shared_data, tmp_path, capsys):
+    pet = shared_data / "pet-sts"
+    syn = tmp_path / "syn"
+    assert main(["synthesize", str(pet), str(syn), "--image-glob", PET_GLOB, "--n-exemplars", "2", "--count", "3"]) == 0
+    manifest = json.loads((syn / "dataset.json").read_text())
+    assert manifest["modality"] == "PET" and len(manifest["pairs"]) == 3
+    assert manifest["exemplar_cases"] == ["STS_001", "STS_002"]
+    assert (syn / "synthesis.png").is_file()
+    assert main(["synthesize", str(pet), str(syn), "--image-glob", PET_GLOB, "--count", "3"]) == 2  # exists
+    assert main(["synthesize", str(pet), str(tmp_path / "s2"), "--image-glob", PET_GLOB,
+                 "--n-exemplars", "99"]) == 2  # fmt: skip
+    assert "only 30 cases" in capsys.readouterr().err
+    assert not (tmp_path / "s2").exists()
+
+    out = tmp_path / "run"
+    args = ["finetune", str(pet), str(out), "--image-glob", PET_GLOB, "--cases", "STS_001", "STS_002",
+            "--every", "30", "--extra", str(syn), "--method", "lora", "--epochs", "1", "--batch-size", "1",
+            "--steps-per-epoch", "1", "--tiny-model", "--threads", "2"]  # fmt: skip
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "lora:" in text and "trainable of" in text and "%" in text
+    payload = read_adapter(out / "best.pt")
+    assert payload["method"] == "lora" and payload["config"]["rank"] == 4
+    assert all("lora_" in k for k in payload["state"])
+    assert main(args) == 2  # a previous run is never clobbered
+    assert "--resume" in capsys.readouterr().err
+
+    # the adapter drives 'medfoundry segment' and refuses another base model
+    image = read_image(pet / "STS_001" / "PET_image.nii.gz", modality="PET")
+    mask = read_mask(pet / "STS_001" / "PET_mask.nii.gz", reference=image)
+    z = int(np.argmax(mask.array.reshape(mask.array.shape[0], -1).sum(1)))
+    slice_path = tmp_path / "slice.nii.gz"
+    write_image(MedicalImage(image.array[z], image.spacing[:2], modality="PET"), slice_path)
+    ys, xs = np.nonzero(mask.array[z])
+    box = [str(v) for v in (xs.min(), ys.min(), xs.max(), ys.max())]
+    seg = tmp_path / "seg.nii.gz"
+    code = main(["segment", str(slice_path), "--box", *box, "--out", str(seg), "--adapter", str(out / "best.pt"),
+                 "--backend", "torch", "--modality", "PET", "--no-progress"])  # fmt: skip
+    assert code == 0 and read_mask(seg).array.shape == mask.array[z].shape
+    from medfoundry.modeling.lite_medsam import packaged_weights_path
+
+    code = main(["segment", str(slice_path), "--box", *box, "--out", str(tmp_path / "seg2.nii.gz"),
+                 "--adapter", str(out / "best.pt"), "--weights", str(packaged_weights_path()),
+                 "--backend", "torch", "--no-progress"])  # fmt: skip
+    assert code == 2 and "another base model" in capsys.readouterr().err
+    assert not (tmp_path / "seg2.nii.gz").exists()
