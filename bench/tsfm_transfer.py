@@ -170,7 +170,7 @@ def evaluate(model_path: Path, test: list[tuple[Path, Path]], modality: str, dev
     for img_path, mask_path in test:
         image = read_image(img_path, modality=modality)
         gt = read_mask(mask_path, reference=image)
-        pred = predict_labels(model, image, ckpt["preprocessing"], overlap=0.5, device=device)
+        pred = predict_labels(model, image, ckpt["preprocessing"], overlap=0.5, sw_batch_size=4, device=device)
         scores.append(dice(pred.array == 1, gt.array > 0))
     return scores
 
@@ -264,8 +264,14 @@ def main(argv: list[str] | None = None) -> int:
             progress=False,
         )
         t_fit = time.time() - t0
+        t0 = time.time()
         scores = evaluate(work / name.replace(" ", "_") / "model.pt", test, modality, args.device)
-        results[name] = {"dice": scores, "train_s": t_fit, "loss": [h["loss"] for h in hist]}
+        results[name] = {
+            "dice": scores,
+            "train_s": t_fit,
+            "eval_s": time.time() - t0,
+            "loss": [h["loss"] for h in hist],
+        }
 
     # 4. report
     cls = task_cfg["classes"][0]
@@ -277,14 +283,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{pre_hist[-1]['loss']:.3f}",
         f"transfer: {args.transfer_epochs} epochs x {args.transfer_iters} it for both models",
         "",
-        f"| model | {cls} Dice mean ± sd | median | min | max | final loss | train s |",
-        "|---|---|---|---|---|---|---|",
+        f"| model | {cls} Dice mean ± sd | median | min | max | final loss | train s | test s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         d = np.asarray(r["dice"])
         lines.append(
             f"| {name} | {d.mean():.3f} ± {d.std():.3f} | {np.median(d):.3f} | {d.min():.3f} | {d.max():.3f} | "
-            f"{r['loss'][-1]:.3f} | {r['train_s']:.0f} |"
+            f"{r['loss'][-1]:.3f} | {r['train_s']:.0f} | {r['eval_s']:.0f} |"
         )
     lines.append("")
     lines.append(f"total {time.time() - t_start:.0f} s")

@@ -27,6 +27,7 @@ def add_parser(subparsers) -> None:
     g.add_argument("--out-dir", help="folder for the predicted label maps (IMAGE name + _tsfm.nii.gz)")
     g.add_argument("--modality", help="modality of the --predict images (default: the checkpoint's, if one)")
     g.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (default 0.5)")
+    g.add_argument("--sw-batch", type=int, default=4, help="windows per forward pass (default 4)")
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -66,7 +67,7 @@ def _predict(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     for image_path, out in tqdm(list(zip(args.predict, outs, strict=True)), desc="segmenting", unit="image"):
         image = read_image(image_path, modality=modality)
-        labels = predict_labels(model, image, prep, overlap=args.overlap, device=device)
+        labels = predict_labels(model, image, prep, overlap=args.overlap, sw_batch_size=args.sw_batch, device=device)
         write_mask(labels, out, reference=image, overwrite=args.overwrite)
         print(f"{image_path} -> {out}  ({', '.join(ckpt['classes'])} = 1..{len(ckpt['classes'])})")
     return 0
