@@ -36,7 +36,8 @@ class ClassPromptDecoder(nn.Module):
         )
         self.class_embed = nn.Embedding(k, dim)
         nn.init.zeros_(self.class_embed.weight)
-        self.prompt_modality: int | None = None  # fixed prompt at inference; None = the head chooses
+        # fixed class prompt at inference (-1: the head chooses); a buffer, so exported graphs see it
+        self.register_buffer("prompt_modality", torch.tensor(-1, dtype=torch.long))
         self.last_modality_logits: torch.Tensor | None = None
 
     def forward(
@@ -51,10 +52,8 @@ class ClassPromptDecoder(nn.Module):
         logits = self.head(image_embeddings.mean(dim=(2, 3)))
         self.last_modality_logits = logits
         if modality is None:
-            if self.prompt_modality is not None:
-                modality = torch.full((logits.shape[0],), self.prompt_modality, dtype=torch.long)
-            else:
-                modality = logits.argmax(dim=1)
+            chosen = logits.argmax(dim=1)
+            modality = torch.where(self.prompt_modality >= 0, self.prompt_modality.expand_as(chosen), chosen)
         prompt = self.class_embed(modality.to(logits.device))[:, None, :]
         if prompt.shape[0] != sparse_prompt_embeddings.shape[0] and prompt.shape[0] != 1:
             raise ValueError("one modality per image or per prompt set")
@@ -84,7 +83,7 @@ class ClassPromptLiteMedSAM(AdaptedLiteMedSAM):
 
     def set_modality_prompt(self, name: str | None) -> None:
         """Use modality ``name`` as the class prompt at inference (``None``: let the head choose)."""
-        self.mask_decoder.prompt_modality = None if name is None else self.modality_index(name)
+        self.mask_decoder.prompt_modality.fill_(-1 if name is None else self.modality_index(name))
 
     def decode(self, embeddings, boxes, points=None, point_labels=None, modality=None):
         pts = None if points is None else (points, point_labels)

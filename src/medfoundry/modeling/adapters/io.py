@@ -28,7 +28,7 @@ VERSION = 1
 
 def base_fingerprint(model: nn.Module) -> str:
     """A short hash of a base model's weights (names, shapes and values)."""
-    from medfoundry.inference.encoder_backends import module_fingerprint
+    from medfoundry.inference.onnx_export import module_fingerprint
 
     return module_fingerprint(model)
 
