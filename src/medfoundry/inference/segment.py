@@ -59,6 +59,33 @@ def _segment_2d(
     return labels
 
 
+def _plan_3d(obj: ObjectPrompt, shape: tuple[int, int, int], path: str | None) -> list[tuple[int, Prompts, tuple]]:
+    """Validate one 3D object and return its start slices: (z, prompts, propagation z-range or ())."""
+    if obj.slice_boxes:
+        steps = []
+        for z, box in sorted(obj.slice_boxes.items()):
+            if not 0 <= z < shape[0]:
+                raise InputError(path, f"per-slice box on slice {z} is outside slices 0..{shape[0] - 1}")
+            prompts = Prompts(boxes=box)
+            prompts.validate(shape[1:], path)
+            steps.append((z, prompts, ()))
+        return steps
+    if obj.box is not None:
+        if obj.points is not None:
+            raise InputError(path, "for 3D images give a box or points per object, not both")
+        box2d, z0, z1 = _check_box3d(obj.box, shape, path)
+        return [((z0 + z1) // 2, Prompts(boxes=box2d), (z0, z1))]
+    pts = obj.points
+    if pts.shape[1] != 3:
+        raise InputError(path, "a 3D image takes points (x, y, z)")
+    zs = np.unique(np.round(pts[:, 2]).astype(int))
+    if len(zs) != 1 or not 0 <= zs[0] < shape[0]:
+        raise InputError(path, f"an object's points must lie on one slice in 0..{shape[0] - 1}")
+    prompts = Prompts(points=pts[None, :, :2], point_labels=obj.point_labels[None])
+    prompts.validate(shape[1:], path)
+    return [(int(zs[0]), prompts, (0, shape[0] - 1))]
+
+
 def _segment_3d(
     predictor: LiteMedSAMPredictor,
     volume: np.ndarray,
@@ -68,38 +95,17 @@ def _segment_3d(
     progress: bool,
 ) -> np.ndarray:
     shape = volume.shape
+    plans = [_plan_3d(obj, shape, path) for obj in objects]  # every prompt is checked before any work
     labels = np.zeros(shape, dtype=label_dtype(len(objects), path))
     bar = tqdm(desc="slices encoded", unit="slice", disable=not progress, leave=False)
     embeddings = SliceEmbeddings(predictor, volume, on_compute=lambda z: bar.update(1))
     try:
-        for label, obj in enumerate(objects, start=1):
+        for label, plan in enumerate(plans, start=1):
             mask3d = np.zeros(shape, dtype=bool)
-            if obj.slice_boxes:
-                for z, box in sorted(obj.slice_boxes.items()):
-                    if not 0 <= z < shape[0]:
-                        raise InputError(path, f"per-slice box on slice {z} is outside slices 0..{shape[0] - 1}")
-                    prompts = Prompts(boxes=box)
-                    prompts.validate(shape[1:], path)
-                    mask3d[z] = segment_slice(predictor, embeddings, z, prompts, threshold)[0]
-            elif obj.box is not None:
-                if obj.points is not None:
-                    raise InputError(path, "for 3D images give a box or points per object, not both")
-                box2d, z0, z1 = _check_box3d(obj.box, shape, path)
-                z_mid = (z0 + z1) // 2
-                mask3d[z_mid] = segment_slice(predictor, embeddings, z_mid, Prompts(boxes=box2d), threshold)[0]
-                propagate(predictor, embeddings, z_mid, mask3d[z_mid], (z0, z1), mask3d, threshold)
-            else:
-                pts = obj.points
-                if pts.shape[1] != 3:
-                    raise InputError(path, "a 3D image takes points (x, y, z)")
-                zs = np.unique(np.round(pts[:, 2]).astype(int))
-                if len(zs) != 1 or not 0 <= zs[0] < shape[0]:
-                    raise InputError(path, f"an object's points must lie on one slice in 0..{shape[0] - 1}")
-                z = int(zs[0])
-                prompts = Prompts(points=pts[None, :, :2], point_labels=obj.point_labels[None])
-                prompts.validate(shape[1:], path)
+            for z, prompts, z_range in plan:
                 mask3d[z] = segment_slice(predictor, embeddings, z, prompts, threshold)[0]
-                propagate(predictor, embeddings, z, mask3d[z], (0, shape[0] - 1), mask3d, threshold)
+                if z_range:
+                    propagate(predictor, embeddings, z, mask3d[z], z_range, mask3d, threshold)
             labels[mask3d] = label
     finally:
         bar.close()
