@@ -154,3 +154,25 @@ def test_adapter_refuses_other_method_and_base(tmp_path):
         load_adapted_model(junk, base_model=build_tiny_lite_medsam(seed=0))
     with pytest.raises(InputError, match="not found"):
         load_adapted_model(tmp_path / "missing.pt", base_model=build_tiny_lite_medsam(seed=0))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["dbsam", "classprompt"])
+def test_adapted_model_runs_on_onnx_backends(method):
+    """DB-SAM changes the encoder and the class prompt the decoder: both still export to ONNX and match."""
+    import numpy as np
+
+    from medfoundry.inference.predictor import LiteMedSAMPredictor, Prompts
+
+    model = build_adapted(build_tiny_lite_medsam(seed=0), method)
+    with torch.no_grad():
+        for p in model.trainable_parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    model = model.for_inference()
+    image = np.random.default_rng(0).random((100, 120)).astype(np.float32)
+    logits = {}
+    for backend in ("torch", "onnx"):
+        predictor = LiteMedSAMPredictor(model=model, backend=backend)
+        predictor.set_image(image)
+        logits[backend] = predictor.predict_logits(Prompts(boxes=[[20, 20, 80, 70]]))
+    torch.testing.assert_close(logits["onnx"], logits["torch"], atol=1e-4, rtol=1e-4)
