@@ -184,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--patch", type=int, nargs=3, default=[16, 32, 32], metavar=("Z", "Y", "X"))
     p.add_argument("--pool-spacing", type=float, default=3.0, help="pretraining pool spacing, mm (isotropic)")
     p.add_argument("--task-spacing", type=float, default=4.0, help="transfer task spacing, mm (isotropic)")
-    p.add_argument("--pretrain-epochs", type=int, default=20)
-    p.add_argument("--transfer-epochs", type=int, default=12)
+    p.add_argument("--pretrain-epochs", type=int, default=15)
+    p.add_argument("--transfer-epochs", type=int, default=10)
     p.add_argument("--iters", type=int, default=50, help="pretraining iterations per epoch")
     p.add_argument("--transfer-iters", type=int, default=25, help="transfer iterations per epoch")
     p.add_argument("--batch-size", type=int, default=2)
@@ -319,7 +319,7 @@ def plot(results: dict, pre_hist: list[dict], cls: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
-    axes[0].plot([h["loss"] for h in pre_hist], marker=".")
+    axes[0].plot([h["epoch"] for h in pre_hist], [h["loss"] for h in pre_hist], marker=".")
     axes[0].set(title="pretraining loss (pool)", xlabel="epoch", ylabel="BCE + Dice")
     for name, r in results.items():
         axes[1].plot(range(1, len(r["loss"]) + 1), r["loss"], marker=".", label=name)
