@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     from medfoundry.modeling.tsfm import build_tsfm, load_checkpoint, model_for_transfer
     from medfoundry.training.tsfm import TrainSettings, fit
 
-    work = args.work
+    work = args.work.resolve()
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
