@@ -115,6 +115,7 @@ def fit(
     if model.config.num_classes != len(classes):
         raise InputError(pool_dir, f"the pool has {len(classes)} classes, the network {model.config.num_classes}")
     last = out_dir / LAST
+    model.to(env.device)  # before the optimizer, so resumed optimiser state lands on the right device
     optimizer = _optimizer(model, settings)
     history: list[dict] = []
     start = 0
@@ -129,7 +130,7 @@ def fit(
                 f"cannot resume: the checkpoint (preset {ckpt['config'].get('preset')!r}) differs from this run "
                 f"(preset {model.config.preset!r}) in {what}",
             )
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict({k: v.to(env.device) for k, v in ckpt["model"].items()})
         if ckpt.get("optimizer"):
             optimizer.load_state_dict(ckpt["optimizer"])
         history = list(ckpt.get("history", []))
@@ -158,7 +159,6 @@ def fit(
         drop_last=True,
         persistent_workers=settings.num_workers > 0,
     )
-    model.to(env.device)
     net: torch.nn.Module = model
     if env.distributed:
         net = DistributedDataParallel(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
