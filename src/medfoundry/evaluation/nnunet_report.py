@@ -252,4 +252,5 @@ def evaluate_run(
 
 def summary_markdown(summaries: Sequence[Summary]) -> str:
     """The comparison table: one row per (variant, fraction)."""
-    return markdown_table([asdict(s) for s in summaries], SUMMARY_COLUMNS)
+    rows = [dict(asdict(s), fraction=f"{s.fraction:g}%") for s in summaries]
+    return markdown_table(rows, SUMMARY_COLUMNS)
