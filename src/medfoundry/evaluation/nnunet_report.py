@@ -166,26 +166,27 @@ def plot_dice_vs_fraction(summaries: Sequence[Summary], path: str | Path, overwr
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=120)
-    for variant in dict.fromkeys(s.variant for s in summaries):
-        pts = sorted((s for s in summaries if s.variant == variant), key=lambda s: s.fraction)
-        x = [s.fraction for s in pts]
-        y = [s.dice for s in pts]
-        sd = [0.0 if math.isnan(s.dice_sd) else s.dice_sd for s in pts]
-        ax.errorbar(x, y, yerr=sd, marker="o", capsize=3, label=variant)
-    ax.set_xscale("log")
-    fractions = sorted({s.fraction for s in summaries})
-    ax.set_xticks(fractions)
-    ax.set_xticklabels([f"{f:g}%" for f in fractions])
-    ax.set_xlabel("training fraction")
-    ax.set_ylabel("Dice (cases with a lesion)")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        fig.savefig(tmp, format="png")
+    with plt.style.context("default"):  # nnU-Net imports seaborn, which changes the global style
+        fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=120)
+        for variant in dict.fromkeys(s.variant for s in summaries):
+            pts = sorted((s for s in summaries if s.variant == variant), key=lambda s: s.fraction)
+            x = [s.fraction for s in pts]
+            y = [s.dice for s in pts]
+            sd = [0.0 if math.isnan(s.dice_sd) else s.dice_sd for s in pts]
+            ax.errorbar(x, y, yerr=sd, marker="o", capsize=3, label=variant)
+        ax.set_xscale("log")
+        fractions = sorted({s.fraction for s in summaries})
+        ax.set_xticks(fractions)
+        ax.set_xticklabels([f"{f:g}%" for f in fractions])
+        ax.set_xlabel("training fraction")
+        ax.set_ylabel("Dice (cases with a lesion)")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = Path(path)
+        with atomic_path(path, overwrite=overwrite) as tmp:
+            fig.savefig(tmp, format="png")
     plt.close(fig)
     return path
 
