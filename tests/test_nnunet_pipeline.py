@@ -122,6 +122,17 @@ def test_cli_end_to_end_all_variants(planned_run: Path, capsys: pytest.CaptureFi
     assert float(per_case[0]["dice"]) == pytest.approx(dice(pred.array > 0, gt.array > 0), abs=1e-9)
     assert main(["nnunet", "evaluate", "--run-dir", str(run)]) == 2  # existing report kept
 
+    # the frozen encoder is rebuilt from the recorded spec and must be the one the model was trained with
+    from medfoundry.errors import WeightsError
+    from medfoundry.training.nnunet.predict import load_predictor
+
+    info_path = results / "nnUNetTrainerMF_nnDINO__nnUNetPlans__2d/fold_1/medfoundry_model.json"
+    info = json.loads(info_path.read_text())
+    info["fusion"]["seed"] = 1  # another random tiny encoder
+    info_path.write_text(json.dumps(info))
+    with pytest.raises(WeightsError, match="differ from the ones this model was trained with"):
+        load_predictor(run, "dino", 50)
+
 
 def test_interrupted_training_resumes_from_checkpoint(planned_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from medfoundry.training.nnunet.trainers import make_schedule, train, trainer_class
