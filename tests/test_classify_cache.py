@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_classify_data import synthetic_case
 
 from medfoundry.data.pet_slices import CaseSpec, SliceConfig, build_slice_dataset
 from medfoundry.errors import InputError
 from medfoundry.inference.embedding_cache import cache_key, embed_dataset, find_caches, open_cache
 from medfoundry.modeling.encoders import build_encoder
-from tests.test_classify_data import synthetic_case
 
 torch.set_num_threads(1)
 

@@ -9,10 +9,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_classify_data import synthetic_case, write_nifti
 
 from medfoundry.cli import classify
 from medfoundry.cli.main import COMMANDS
-from tests.test_classify_data import synthetic_case, write_nifti
 
 torch.set_num_threads(1)
 
