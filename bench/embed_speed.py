@@ -7,7 +7,8 @@ slices per second of
 * the batched path of ``classify embed``: ``inference_mode``, batches of ``--batch-size``;
 
 the encoder's FLOPs per slice (torch's FlopCounterMode, 2 FLOPs per multiply-add) and the FLOP floor =
-FLOPs / this CPU's measured fp32 matmul rate, so that "% of floor" = floor time / measured time per slice.
+FLOPs / this CPU's fp32 matmul rate (the better of two measurements taken just before and after the
+batched run, since the machine may be shared), so that "% of floor" = floor time / measured time per slice.
 It also times training the linear head on cached-size embeddings next to training the CNN baseline.
 
     python bench/embed_speed.py                      # litemedsam, dinov2_small, resnet50
@@ -120,12 +121,14 @@ def main() -> None:
         with torch.inference_mode():
             encoder.embed(encoder.prepare(slices[:2]))  # warm-up
         naive = time_naive(encoder, slices)
+        before = matmul_rate(seconds=1.0)  # re-measured around each batched run: the machine may be shared
         batched = time_batched(encoder, slices, args.batch_size)
-        floor = flops / rate
+        local_rate = max(before, matmul_rate(seconds=1.0))
+        floor = flops / local_rate
         label = name + (" (tiny)" if name == "rad_dino" else "")
         print(
             f"{label:14s} {flops / 1e9:11.2f} {1 / naive:10.2f} {1 / batched:12.2f} {naive / batched:7.2f}x "
-            f"{1 / floor:10.2f} {100 * floor / batched:9.0f}%"
+            f"{1 / floor:10.2f} {100 * floor / batched:9.0f}%  (matmul {local_rate / 1e9:.1f} GFLOP/s)"
         )
     if not args.skip_training:
         head_s, cnn_s = head_vs_cnn()
