@@ -36,7 +36,7 @@ def cached_onnx(module: torch.nn.Module, name: str, export: Callable[[Path], Non
 
     key = f"{name}-{module_fingerprint(module)}-torch{torch.__version__.split('+')[0]}-ort{onnxruntime.__version__}"
     fp32_path = cache_dir() / "onnx" / f"{key}.onnx"
-    target = fp32_path.with_name(f"{key}-int8.onnx") if int8 else fp32_path
+    target = fp32_path.with_name(f"{key}-int8pc.onnx") if int8 else fp32_path
     if target.exists():
         return target
     if not fp32_path.exists():
@@ -49,7 +49,11 @@ def cached_onnx(module: torch.nn.Module, name: str, export: Callable[[Path], Non
         with atomic_path(target, overwrite=True) as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             quantize_dynamic(
-                str(fp32_path), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"]
+                str(fp32_path),
+                str(tmp),
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                op_types_to_quantize=["MatMul", "Gemm"],
             )
     return target
 

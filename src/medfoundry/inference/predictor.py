@@ -62,13 +62,13 @@ class Prompts:
 
 
 BACKENDS = ("fast", "torch", "onnx", "onnx-int8")
-FAST_BACKEND = "onnx-int8"
+FAST_BACKEND = "onnx"  # int8 weights are ~1.2x faster but move masks to DSC 0.95-0.99 (bench/segment_speed.py)
 
 
 def make_backends(model: torch.nn.Module, name: str = "fast") -> tuple[EncoderBackend, DecoderBackend]:
     """Encoder and decoder runtimes for ``name``: ``torch`` (fp32 eager), ``onnx`` (ONNX Runtime fp32),
-    ``onnx-int8`` (int8 encoder weights, fp32 decoder) or ``fast`` (the quickest that keeps DSC >= 0.99 against
-    fp32 PyTorch, see ``bench/segment_speed.py``)."""
+    ``onnx-int8`` (int8 per-channel encoder weights, fp32 decoder) or ``fast`` (the quickest that keeps DSC >= 0.99
+    against fp32 PyTorch, see ``bench/segment_speed.py``: ``onnx``)."""
     if name not in BACKENDS:
         raise InputError(None, f"unknown backend {name!r}; use one of {BACKENDS}")
     name = FAST_BACKEND if name == "fast" else name
