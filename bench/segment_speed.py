@@ -97,11 +97,11 @@ def cases():
         gt = case.gts > 0
         z = int(np.argmax(gt.reshape(len(gt), -1).sum(1)))
         ys, xs = np.nonzero(gt[z])
-        images_2d.append((f"{path.stem[:22]} z={z}", vol[z], [xs.min(), ys.min(), xs.max(), ys.max()]))
+        images_2d.append((f"{path.stem[10:]} z={z}", vol[z], [xs.min(), ys.min(), xs.max(), ys.max()]))
         if not volumes or len(volumes) < 2 and "000015_01_01_081" in path.name:
             zz, yy, xx = np.nonzero(gt)
             volumes.append(
-                (f"CT lesion stack {path.stem[:22]}", vol, [xx.min(), yy.min(), zz.min(), xx.max(), yy.max(), zz.max()])
+                (f"CT stack {path.stem[10:]}", vol, [xx.min(), yy.min(), zz.min(), xx.max(), yy.max(), zz.max()])
             )
     pet = read_image(DATA / "pet-wholebody" / "STS_001" / "dicom" / "image")
     gt = read_mask(DATA / "pet-wholebody" / "STS_001" / "nifti" / "STS_001_FDG_PET_mask_GTV_Mass.nii.gz").array
