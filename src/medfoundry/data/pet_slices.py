@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from medfoundry.errors import InputError, OutputExistsError
+from medfoundry.io.atomic import swap_in_dir
 from medfoundry.io.image import MedicalImage
 
 SPLITS = ("train", "val", "test")
@@ -428,14 +428,7 @@ def build_slice_dataset(
             "n_abnormal": int(sum(r["label"] for r in rows)),
         }
         (tmp / "dataset.json").write_text(json.dumps(info, indent=1))
-        if out_dir.exists():  # overwrite: swap in the new folder, then drop the old one
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
+        swap_in_dir(tmp, out_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

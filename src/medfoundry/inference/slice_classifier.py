@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from medfoundry.errors import InputError, OutputExistsError, WeightsError
+from medfoundry.io.atomic import swap_in_dir
 
 
 @dataclass
@@ -193,14 +193,7 @@ def predict_scan(
         (tmp / "flagged_ranges.json").write_text(json.dumps(summary, indent=1))
         name = bundle["encoder"]["name"] + " + linear" if bundle["kind"] == "linear" else "baseline CNN"
         plot_profile(tmp / "z_profile.png", pred, f"{Path(scan).name}: {name}", lesion)
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
+        swap_in_dir(tmp, out_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

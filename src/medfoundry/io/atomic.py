@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,3 +43,18 @@ def atomic_path(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def swap_in_dir(tmp_dir: str | Path, out_dir: str | Path) -> Path:
+    """Move a finished ``tmp_dir`` to ``out_dir``; an existing ``out_dir`` is replaced only after the new one is
+    complete (the caller has already checked ``overwrite``)."""
+    tmp_dir, out_dir = Path(tmp_dir), Path(out_dir)
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out_dir, old)
+        os.replace(tmp_dir, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp_dir, out_dir)
+    return out_dir

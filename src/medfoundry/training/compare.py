@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from medfoundry.errors import InputError, OutputExistsError
+from medfoundry.io.atomic import swap_in_dir
 
 
 @dataclass
@@ -149,14 +149,7 @@ def run_comparison(
         (tmp / "summary.json").write_text(
             json.dumps({"rows": rows, "dataset": str(Path(dataset_dir).resolve())}, indent=1, default=float)
         )
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
+        swap_in_dir(tmp, out_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
