@@ -23,8 +23,33 @@ def _slices_to_show(labels: np.ndarray, gt: np.ndarray | None, max_slices: int) 
     return sorted(picks)[:max_slices]
 
 
-def save_overlay(image: np.ndarray, labels: np.ndarray, path: str | Path, *, gt: np.ndarray | None = None,
-                 is_3d: bool = False, title: str = "", max_slices: int = 4, overwrite: bool = False) -> Path:
+def _zoom_window(labels: np.ndarray, gt: np.ndarray | None, is_3d: bool, min_side: int = 48) -> tuple[slice, ...]:
+    """In-plane crop around all foreground (prediction and reference) with a margin as large as the object."""
+    fg = labels > 0 if gt is None else (labels > 0) | (gt > 0)
+    if is_3d:
+        fg = fg.any(axis=0)
+    if not fg.any():
+        return (slice(None), slice(None))
+    window = []
+    for axis in (0, 1):
+        idx = np.nonzero(fg.any(axis=1 - axis))[0]
+        centre, half = (idx.min() + idx.max()) / 2, max(idx.max() - idx.min() + 1, min_side / 2)
+        lo = int(max(0, np.floor(centre - half)))
+        window.append(slice(lo, int(min(fg.shape[axis], np.ceil(centre + half + 1)))))
+    return tuple(window)
+
+
+def save_overlay(
+    image: np.ndarray,
+    labels: np.ndarray,
+    path: str | Path,
+    *,
+    gt: np.ndarray | None = None,
+    is_3d: bool = False,
+    title: str = "",
+    max_slices: int = 4,
+    overwrite: bool = False,
+) -> Path:
     """Write a PNG of the image (in [0, 1]) with predicted outlines (colours) and ground truth (white, dashed)."""
     import matplotlib
 
@@ -36,6 +61,8 @@ def save_overlay(image: np.ndarray, labels: np.ndarray, path: str | Path, *, gt:
         panels = [(image[z], labels[z], None if gt is None else gt[z], f"slice {z}") for z in zs]
     else:
         panels = [(image, labels, gt, "")]
+    window = _zoom_window(labels, gt, is_3d)
+    panels = [tuple(None if a is None else a[window] for a in panel[:3]) + (panel[3],) for panel in panels]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4.3), squeeze=False)
     cmap = plt.get_cmap("tab10")
     for ax, (img, lab, ref, name) in zip(axes[0], panels, strict=True):
