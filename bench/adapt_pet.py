@@ -114,6 +114,7 @@ def main() -> None:
     ap.add_argument("--skip-memory", action="store_true", help="skip the LoRA vs full fine-tuning measurement")
     ap.add_argument("--memory-steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--loss", choices=["dice+focal", "bce+dice"], default="dice+focal", help="training loss")
     ap.add_argument("--measure", choices=["lora", "full"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -153,7 +154,9 @@ def main() -> None:
             base = build_lite_medsam()
             fp = base_fingerprint(base)
             model = build_adapted(base, method)
-            cfg = FinetuneConfig(epochs=args.epochs, batch_size=args.batch_size, steps_per_epoch=args.steps_per_epoch)
+            cfg = FinetuneConfig(
+                epochs=args.epochs, batch_size=args.batch_size, steps_per_epoch=args.steps_per_epoch, loss=args.loss
+            )
             t1 = time.perf_counter()
             with PeakRSS() as mem:
                 result = finetune(model, train + extra, [], work / f"{method}-{syn_name}", config=cfg,

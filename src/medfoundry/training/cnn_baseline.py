@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from medfoundry.training.heads import TrainedClassifier, choose_threshold, imbalance_setup
+from medfoundry.training.heads import TrainedClassifier, choose_threshold, fit_early_stopping, imbalance_setup
 
 
 class SliceCNN(nn.Module):
@@ -105,29 +105,21 @@ def train_cnn(
     loss_fn = nn.BCEWithLogitsLoss()
     xv = torch.from_numpy(np.asarray(x_val, np.float32))
     yv = torch.as_tensor(y_val).float()
-    best = (float("inf"), 0, {k: v.clone() for k, v in model.state_dict().items()})
-    history = []
-    for epoch in tqdm(range(config.epochs), desc="training CNN", unit="epoch", disable=not progress):
-        model.train()
-        total = 0.0
-        for xb, yb in loader:
-            optim.zero_grad()
-            loss = loss_fn(model(xb), yb)
-            loss.backward()
-            optim.step()
-            total += loss.item() * len(xb)
-        model.eval()
-        with torch.no_grad():
-            val_loss = float(loss_fn(model(xv), yv)) if len(xv) else total / len(x_train)
-        history.append({"epoch": epoch, "train_loss": total / len(x_train), "val_loss": val_loss})
-        if val_loss < best[0] - 1e-6:
-            best = (val_loss, epoch, {k: v.clone() for k, v in model.state_dict().items()})
-        elif epoch - best[1] >= config.patience:
-            break
-    model.load_state_dict(best[2])
+    best_epoch, history = fit_early_stopping(
+        model,
+        loader,
+        optim,
+        loss_fn,
+        xv,
+        yv,
+        loss_fn,
+        config.epochs,
+        config.patience,
+        progress=lambda r: tqdm(r, desc="training CNN", unit="epoch", disable=not progress),
+    )
     p_val = _probs(model, np.asarray(x_val, np.float32))
     threshold = choose_threshold(y_val, p_val, config.threshold_rule) if len(p_val) else 0.5
-    return TrainedClassifier(model.eval(), threshold, time.perf_counter() - start, best[1], history)
+    return TrainedClassifier(model.eval(), threshold, time.perf_counter() - start, best_epoch, history)
 
 
 def cnn_probabilities(model: SliceCNN, images: np.ndarray, batch_size: int = 64) -> np.ndarray:

@@ -102,6 +102,44 @@ def imbalance_setup(
     raise InputError(None, f"unknown imbalance option {imbalance!r}; use pos_weight, balanced or none")
 
 
+def fit_early_stopping(
+    model: nn.Module,
+    loader,
+    optim: torch.optim.Optimizer,
+    loss_fn,
+    x_val: torch.Tensor,
+    y_val: torch.Tensor,
+    val_loss_fn,
+    epochs: int,
+    patience: int,
+    progress=None,
+) -> tuple[int, list[dict]]:
+    """Train for up to ``epochs``, stop after ``patience`` epochs without a lower validation loss, and load the
+    best epoch's weights; returns (best epoch, per-epoch history). ``progress`` wraps the epoch range."""
+    best = (float("inf"), 0, {k: v.clone() for k, v in model.state_dict().items()})
+    history = []
+    n_train = len(loader.dataset)
+    for epoch in progress(range(epochs)) if progress else range(epochs):
+        model.train()
+        total = 0.0
+        for xb, yb in loader:
+            optim.zero_grad()
+            loss = loss_fn(model(xb), yb)
+            loss.backward()
+            optim.step()
+            total += loss.item() * len(xb)
+        model.eval()
+        with torch.no_grad():
+            val_loss = float(val_loss_fn(model(x_val), y_val)) if len(x_val) else total / n_train
+        history.append({"epoch": epoch, "train_loss": total / n_train, "val_loss": val_loss})
+        if val_loss < best[0] - 1e-6:
+            best = (val_loss, epoch, {k: v.clone() for k, v in model.state_dict().items()})
+        elif epoch - best[1] >= patience:
+            break
+    model.load_state_dict(best[2])
+    return best[1], history
+
+
 def train_linear_head(
     x_train: np.ndarray,
     y_train: np.ndarray,
@@ -130,31 +168,14 @@ def train_linear_head(
         generator=torch.Generator().manual_seed(config.seed),
     )
     optim = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    best = (float("inf"), 0, {k: v.clone() for k, v in head.state_dict().items()})
-    history = []
-    for epoch in range(config.epochs):
-        head.train()
-        total = 0.0
-        for xb, yb in loader:
-            optim.zero_grad()
-            loss = loss_fn(head(xb), yb)
-            loss.backward()
-            optim.step()
-            total += loss.item() * len(xb)
-        head.eval()
-        with torch.no_grad():
-            val_loss = float(val_loss_fn(head(xv), yv)) if len(xv) else total / len(xt)
-        history.append({"epoch": epoch, "train_loss": total / len(xt), "val_loss": val_loss})
-        if val_loss < best[0] - 1e-6:
-            best = (val_loss, epoch, {k: v.clone() for k, v in head.state_dict().items()})
-        elif epoch - best[1] >= config.patience:
-            break
-    head.load_state_dict(best[2])
+    best_epoch, history = fit_early_stopping(
+        head, loader, optim, loss_fn, xv, yv, val_loss_fn, config.epochs, config.patience
+    )
     head.eval()
     with torch.no_grad():
         p_val = torch.sigmoid(head(xv)).numpy() if len(xv) else np.zeros(0)
     threshold = choose_threshold(y_val, p_val, config.threshold_rule) if len(xv) else 0.5
-    return TrainedClassifier(head, threshold, time.perf_counter() - start, best[1], history)
+    return TrainedClassifier(head, threshold, time.perf_counter() - start, best_epoch, history)
 
 
 def predict_proba(model: nn.Module, x: np.ndarray | torch.Tensor, batch_size: int = 4096) -> np.ndarray:
