@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -28,13 +28,19 @@ def as_binary(mask: np.ndarray, name: str) -> np.ndarray:
     return out
 
 
-def check_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Both masks as bool arrays of the same 2D or 3D shape."""
-    p, g = as_binary(pred, "prediction"), as_binary(gt, "ground-truth")
+def check_pair(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    convert: Callable[[np.ndarray, str], np.ndarray] | None = None,
+    kind: str = "masks",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both arrays converted by ``convert`` (default: to bool masks), checked to share one 2D or 3D shape."""
+    convert = convert or as_binary
+    p, g = convert(pred, "prediction"), convert(gt, "ground-truth")
     if p.shape != g.shape:
         raise InputError(None, f"prediction shape {p.shape} differs from ground-truth shape {g.shape}")
     if p.ndim not in (2, 3):
-        raise InputError(None, f"masks must be 2D or 3D, got {p.ndim} dimensions (shape {p.shape})")
+        raise InputError(None, f"{kind} must be 2D or 3D, got {p.ndim} dimensions (shape {p.shape})")
     return p, g
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from scipy import ndimage
 
 from medfoundry.errors import InputError
-from medfoundry.evaluation._checks import check_spacing
+from medfoundry.evaluation._checks import check_pair, check_spacing
 from medfoundry.evaluation.lesions import lesion_errors
 from medfoundry.evaluation.overlap import dice_from_counts, iou_from_counts
 from medfoundry.evaluation.surface import surface_distances
@@ -60,12 +60,7 @@ def _as_labels(arr: np.ndarray, name: str) -> np.ndarray:
 
 
 def _check_maps(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    p, g = _as_labels(pred, "prediction"), _as_labels(gt, "ground-truth")
-    if p.shape != g.shape:
-        raise InputError(None, f"prediction shape {p.shape} differs from ground-truth shape {g.shape}")
-    if p.ndim not in (2, 3):
-        raise InputError(None, f"label maps must be 2D or 3D, got shape {p.shape}")
-    return p, g
+    return check_pair(pred, gt, _as_labels, "label maps")
 
 
 def _present_labels(arr: np.ndarray) -> list[int]:
