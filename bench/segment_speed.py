@@ -87,6 +87,7 @@ def ref_segment_3d(model, volume, box6):
 
 # ---------------------------------------------------------------- cases
 def cases():
+    from medfoundry.api import boxes_from_labels
     from medfoundry.io import read_image, read_mask, read_npz_case
     from medfoundry.preprocessing import normalize_intensity
 
@@ -96,23 +97,12 @@ def cases():
         vol = case.imgs.astype(np.float32) / 255.0
         gt = case.gts > 0
         z = int(np.argmax(gt.reshape(len(gt), -1).sum(1)))
-        ys, xs = np.nonzero(gt[z])
-        images_2d.append((f"{path.stem[10:]} z={z}", vol[z], [xs.min(), ys.min(), xs.max(), ys.max()]))
+        images_2d.append((f"{path.stem[10:]} z={z}", vol[z], boxes_from_labels(gt[z])[0]))
         if not volumes or len(volumes) < 2 and "000015_01_01_081" in path.name:
-            zz, yy, xx = np.nonzero(gt)
-            volumes.append(
-                (f"CT stack {path.stem[10:]}", vol, [xx.min(), yy.min(), zz.min(), xx.max(), yy.max(), zz.max()])
-            )
+            volumes.append((f"CT stack {path.stem[10:]}", vol, boxes_from_labels(gt)[0]))
     pet = read_image(DATA / "pet-wholebody" / "STS_001" / "dicom" / "image")
     gt = read_mask(DATA / "pet-wholebody" / "STS_001" / "nifti" / "STS_001_FDG_PET_mask_GTV_Mass.nii.gz").array
-    zz, yy, xx = np.nonzero(gt)
-    volumes.append(
-        (
-            "whole-body PET STS_001 (DICOM, SUV)",
-            normalize_intensity(pet),
-            [xx.min(), yy.min(), zz.min(), xx.max(), yy.max(), zz.max()],
-        )
-    )
+    volumes.append(("whole-body PET STS_001 (DICOM, SUV)", normalize_intensity(pet), boxes_from_labels(gt > 0)[0]))
     return images_2d, volumes
 
 

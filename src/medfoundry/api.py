@@ -139,13 +139,9 @@ def segment_npz(
             if not (boxes_from_gts and case.gts is not None):
                 raise InputError(src, "no 'boxes' key; add boxes or pass --boxes-from-gts for files with 'gts'")
             boxes = boxes_from_labels(case.gts)
-        image = case.to_image()
         objects = [ObjectPrompt(box=b) for b in np.asarray(boxes, dtype=np.float32)]
-        normalized = normalize_intensity(image)
-        segs = segment_array(
-            predictor, normalized, objects, is_3d=image.spatial_ndim == 3, path=str(src), progress=False
-        )
-        written.append(write_npz_segs(dst, segs, overwrite=overwrite))
+        result = segment_image(case.to_image(), objects, predictor, progress=False)
+        written.append(write_npz_segs(dst, result.labels.array, overwrite=overwrite))
     return written
 
 

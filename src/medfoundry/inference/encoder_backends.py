@@ -9,9 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from medfoundry.inference.onnx_export import cached_onnx, module_fingerprint, ort_session
-
-__all__ = ["EncoderBackend", "OnnxEncoder", "TorchEncoder", "module_fingerprint"]
+from medfoundry.inference.onnx_export import cached_onnx, ort_session
 
 
 class EncoderBackend:
