@@ -47,18 +47,14 @@ def test_dicom_reference_and_folder_path(case):
     assert list(masks) == ["GTV_Mass"]
     expected = read_mask(root / "nifti" / "STS_001_FDG_PET_mask_GTV_Mass.nii.gz")
     assert _dice(masks["GTV_Mass"].array, expected.array) >= 0.98
-    wrong = MedicalImage(
-        pet.array, pet.spacing, pet.origin, pet.direction, meta={"frame_of_reference_uid": "1.2.3"}
-    )
+    wrong = MedicalImage(pet.array, pet.spacing, pet.origin, pet.direction, meta={"frame_of_reference_uid": "1.2.3"})
     with pytest.raises(InputError, match="frame of reference"):
         read_rtstruct(root / "dicom" / "mask", wrong)
 
 
 def test_unknown_roi_lists_available(case):
     root, reference = case
-    with pytest.raises(
-        InputError, match=r"no ROI named 'Tumour'; available ROIs: \['GTV_Mass', 'GTV_Edema'\]"
-    ):
+    with pytest.raises(InputError, match=r"no ROI named 'Tumour'; available ROIs: \['GTV_Mass', 'GTV_Edema'\]"):
         read_rtstruct(root / "dicom" / "mask" / "1-1.dcm", reference, roi_names=["Tumour"])
 
 

@@ -46,9 +46,7 @@ def test_image_roundtrip_flipped_direction(brain, tmp_path, suffix):
 def test_oblique_direction_written_exactly(tmp_path):
     theta = np.deg2rad(20)
     rot = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]])
-    img = MedicalImage(
-        np.arange(60, dtype=np.int16).reshape(3, 4, 5), (0.7, 0.8, 2.5), (10.0, -5.0, 3.0), rot.ravel()
-    )
+    img = MedicalImage(np.arange(60, dtype=np.int16).reshape(3, 4, 5), (0.7, 0.8, 2.5), (10.0, -5.0, 3.0), rot.ravel())
     for suffix in (".nii.gz", ".nrrd", ".mha"):
         back = read_image(write_image(img, tmp_path / f"o{suffix}"))
         np.testing.assert_allclose(back.direction, img.direction, atol=1e-6)
@@ -77,9 +75,7 @@ def test_png_masks(tmp_path):
     labels[2:4, 3:6] = 1
     back = read_mask(write_mask(labels, tmp_path / "a.png", reference=ref))
     assert back.array.max() == 1 and np.array_equal(back.array, labels)  # values kept by default
-    scaled = read_mask(
-        write_mask(labels, tmp_path / "b.png", png_scale_binary=True)
-    )  # PNG: no geometry needed
+    scaled = read_mask(write_mask(labels, tmp_path / "b.png", png_scale_binary=True))  # PNG: no geometry needed
     assert set(np.unique(scaled.array)) == {0, 255}
     labels[0, 0] = 300
     with pytest.raises(InputError, match="npz"):

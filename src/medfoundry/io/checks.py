@@ -82,9 +82,7 @@ def grid_differences(image: MedicalImage, reference: MedicalImage, atol: float =
     return diffs
 
 
-def check_same_grid(
-    image: MedicalImage, reference: MedicalImage, path: str | Path | None, atol: float = 1e-3
-) -> None:
+def check_same_grid(image: MedicalImage, reference: MedicalImage, path: str | Path | None, atol: float = 1e-3) -> None:
     """Raise an InputError naming ``path`` and what differs when ``image`` is not on ``reference``'s grid."""
     diffs = grid_differences(image, reference, atol)
     if diffs:

@@ -67,9 +67,7 @@ def list_dicom_series(folder: str | Path) -> dict[str, DicomSeries]:
         if modality in NON_IMAGE_MODALITIES or "Rows" not in ds or "Columns" not in ds:
             continue
         uid = str(ds.get("SeriesInstanceUID", "")) or "(no SeriesInstanceUID)"
-        entry = series.setdefault(
-            uid, DicomSeries(uid, str(ds.get("SeriesDescription", "")), modality or "?", [])
-        )
+        entry = series.setdefault(uid, DicomSeries(uid, str(ds.get("SeriesDescription", "")), modality or "?", []))
         entry.files.append(path)
     return series
 
@@ -89,17 +87,13 @@ def read_dicom_series(
     if series_uid is None:
         if len(found) > 1:
             listing = "; ".join(str(s) for s in found.values())
-            raise InputError(
-                folder, f"{len(found)} DICOM series in this folder, pick one with series_uid=: {listing}"
-            )
+            raise InputError(folder, f"{len(found)} DICOM series in this folder, pick one with series_uid=: {listing}")
         series = next(iter(found.values()))
     elif series_uid in found:
         series = found[series_uid]
     else:
         listing = "; ".join(str(s) for s in found.values())
-        raise InputError(
-            folder, f"no series with SeriesInstanceUID {series_uid}; the folder holds: {listing}"
-        )
+        raise InputError(folder, f"no series with SeriesInstanceUID {series_uid}; the folder holds: {listing}")
     return _read_files(series.files, folder, modality, suv)
 
 
@@ -149,9 +143,7 @@ def _pixels(ds, path: Path) -> np.ndarray:
             reader.SetOutputPixelType(sitk.sitkFloat64)
             arr = sitk.GetArrayFromImage(reader.Execute())  # GDCM applies the rescale itself
         except Exception:
-            raise InputError(
-                path, f"cannot decode the DICOM pixel data ({type(exc).__name__}: {exc})"
-            ) from exc
+            raise InputError(path, f"cannot decode the DICOM pixel data ({type(exc).__name__}: {exc})") from exc
         slope, intercept = _rescale(ds)
         return (arr.reshape(arr.shape[-2:]) - intercept) / slope
 
@@ -195,9 +187,7 @@ def _read_files(files: list[Path], where: Path, modality: str | None, suv: bool)
         if not (np.allclose(r, row, atol=1e-4) and np.allclose(c, col, atol=1e-4)):
             raise InputError(path, "slice orientation differs from the rest of the series")
         if (ds.Rows, ds.Columns) != (first.Rows, first.Columns):
-            raise InputError(
-                path, f"slice size {ds.Rows}x{ds.Columns} differs from {first.Rows}x{first.Columns}"
-            )
+            raise InputError(path, f"slice size {ds.Rows}x{ds.Columns} differs from {first.Rows}x{first.Columns}")
         if int(ds.get("SamplesPerPixel", 1)) != 1:
             raise InputError(path, "colour slices in a volume series are not supported")
     normal = np.cross(row, col)
@@ -216,9 +206,7 @@ def _read_files(files: list[Path], where: Path, modality: str | None, suv: bool)
     dz = float((positions[-1] - positions[0]) / (len(positions) - 1))
     jitter = np.abs(positions - (positions[0] + dz * np.arange(len(positions))))
     if jitter.max() > 0.2 * dz or gaps.max() > 1.5 * gaps.min():
-        raise InputError(
-            where, f"uneven slice gaps from {gaps.min():.3f} to {gaps.max():.3f} mm (missing slices?)"
-        )
+        raise InputError(where, f"uneven slice gaps from {gaps.min():.3f} to {gaps.max():.3f} mm (missing slices?)")
     sorted_ds = [datasets[i] for i in order]
     arrays = [_pixels(ds, path) for path, ds in sorted_ds]
     rescales = [_rescale(ds) for _, ds in sorted_ds]
@@ -240,19 +228,11 @@ def _apply_rescale(arrays: list[np.ndarray], rescales: list[tuple[float, float]]
         lo = min(int(a.min()) + int(i) for a, (_, i) in zip(arrays, rescales, strict=True))
         hi = max(int(a.max()) + int(i) for a, (_, i) in zip(arrays, rescales, strict=True))
         dtype = next(
-            (
-                t
-                for t in (np.uint8, np.int16, np.uint16, np.int32)
-                if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max
-            ),
+            (t for t in (np.uint8, np.int16, np.uint16, np.int32) if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max),
             np.int64,
         )
-        return [
-            (a.astype(np.int64) + int(i)).astype(dtype) for a, (_, i) in zip(arrays, rescales, strict=True)
-        ]
-    return [
-        (a.astype(np.float64) * s + i).astype(np.float32) for a, (s, i) in zip(arrays, rescales, strict=True)
-    ]
+        return [(a.astype(np.int64) + int(i)).astype(dtype) for a, (_, i) in zip(arrays, rescales, strict=True)]
+    return [(a.astype(np.float64) * s + i).astype(np.float32) for a, (s, i) in zip(arrays, rescales, strict=True)]
 
 
 def _finish(array, spacing, origin, direction, modality, where, meta, rgb: bool) -> MedicalImage:
@@ -278,9 +258,7 @@ def _read_multiframe(path: Path, first, modality: str, meta: dict, suv: bool) ->
     try:
         sitk_image = sitk.ReadImage(str(path), sitk.sitkFloat32)
     except RuntimeError as exc:
-        raise InputError(
-            path, f"cannot read the multi-frame DICOM file ({str(exc).splitlines()[-1]})"
-        ) from exc
+        raise InputError(path, f"cannot read the multi-frame DICOM file ({str(exc).splitlines()[-1]})") from exc
     img = sitk_to_image(sitk_image, path, modality)
     img.meta.update(meta)
     return _maybe_suv(img, [first], [path], suv)
@@ -343,9 +321,7 @@ def suv_bw_factor(datasets: list, path: Path) -> tuple[float, dict]:
     if units == "GML":
         return 1.0, {"Units": units, "factor": 1.0}
     if units != "BQML":
-        raise InputError(
-            path, f"cannot convert PET Units {units} to SUV (only BQML is supported); pass suv=False"
-        )
+        raise InputError(path, f"cannot convert PET Units {units} to SUV (only BQML is supported); pass suv=False")
     weight = float(_need(ds, "PatientWeight", path))
     if weight <= 0:
         raise InputError(path, f"cannot convert PET to SUV: PatientWeight is {weight} kg")
@@ -418,9 +394,7 @@ def _elapsed_s(datasets: list, rp, path: Path) -> float:
         if elapsed < 0:  # scanned after midnight, dates unknown
             elapsed += 86400.0
     if elapsed < 0:
-        raise InputError(
-            path, f"cannot convert PET to SUV: the scan starts {-elapsed:.0f} s before the injection"
-        )
+        raise InputError(path, f"cannot convert PET to SUV: the scan starts {-elapsed:.0f} s before the injection")
     return elapsed
 
 

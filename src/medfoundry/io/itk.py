@@ -48,9 +48,7 @@ def _assemble(array, ncomp, spacing, origin, direction, path, modality) -> Medic
             rgb = True
             array = array[..., :3]
         else:
-            raise InputError(
-                path, f"{ncomp} values per voxel (shape {array.shape}); 4D image, give one 3D volume"
-            )
+            raise InputError(path, f"{ncomp} values per voxel (shape {array.shape}); 4D image, give one 3D volume")
     array = check_image_array(array, path, rgb=rgb)
     return MedicalImage(
         array=array,
@@ -77,9 +75,7 @@ def read_itk(path: str | Path, modality: str | None = None) -> MedicalImage:
     try:
         sitk_image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        raise InputError(
-            path, f"cannot read the file (truncated or not a valid image?){_sitk_reason(exc)}"
-        ) from exc
+        raise InputError(path, f"cannot read the file (truncated or not a valid image?){_sitk_reason(exc)}") from exc
     return sitk_to_image(sitk_image, path, modality)
 
 
@@ -97,20 +93,14 @@ def _read_nifti(path: Path, modality: str | None) -> MedicalImage | None:
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
-        raise InputError(
-            path, f"cannot read the file (truncated or not a valid image?){_sitk_reason(exc)}"
-        ) from exc
+        raise InputError(path, f"cannot read the file (truncated or not a valid image?){_sitk_reason(exc)}") from exc
     try:
         data = np.asanyarray(nib.load(path, mmap=False).dataobj)
     except Exception as exc:  # nibabel and gzip raise many types on damaged files
         reason = " ".join(str(exc).split())
         raise InputError(path, f"truncated or corrupt file ({type(exc).__name__}: {reason})") from exc
     size = tuple(reversed(reader.GetSize()))
-    if (
-        reader.GetNumberOfComponents() != 1
-        or data.dtype.fields is not None
-        or int(np.prod(size)) != data.size
-    ):
+    if reader.GetNumberOfComponents() != 1 or data.dtype.fields is not None or int(np.prod(size)) != data.size:
         return None  # vector / RGB NIfTI: SimpleITK's layout
     array = data.T.reshape(size)
     return _assemble(array, 1, reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection(), path, modality)
@@ -128,9 +118,7 @@ def image_to_sitk(img: MedicalImage, array: np.ndarray | None = None):
     return sitk_image
 
 
-def write_itk(
-    img: MedicalImage, path: str | Path, overwrite: bool = False, array: np.ndarray | None = None
-) -> Path:
+def write_itk(img: MedicalImage, path: str | Path, overwrite: bool = False, array: np.ndarray | None = None) -> Path:
     """Write ``img`` (or ``array`` on its grid) atomically to NIfTI / NRRD / MHA."""
     import SimpleITK as sitk
 

@@ -63,9 +63,7 @@ def _load(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except ValueError as exc:
-        raise InputError(
-            path, f"the npz holds Python objects, which are not loaded for safety ({exc})"
-        ) from exc
+        raise InputError(path, f"the npz holds Python objects, which are not loaded for safety ({exc})") from exc
     except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
         raise InputError(path, f"unreadable or truncated npz file ({type(exc).__name__}: {exc})") from exc
 
@@ -101,9 +99,7 @@ def read_npz_case(path: str | Path, spacing_order: Literal["xyz", "zyx"] = "xyz"
             boxes = boxes[None]
         if boxes.ndim != 2 or boxes.shape[1] != width:
             form = "[x0, y0, x1, y1]" if nd == 2 else "[x0, y0, z0, x1, y1, z1]"
-            raise InputError(
-                path, f"'boxes' has shape {boxes.shape}; a {nd}D case needs (N, {width}) rows {form}"
-            )
+            raise InputError(path, f"'boxes' has shape {boxes.shape}; a {nd}D case needs (N, {width}) rows {form}")
     origin = _geometry(data.get("origin"), nd, path, "origin")
     direction = _geometry(data.get("direction"), nd * nd, path, "direction")
     return NpzCase(imgs, gts, boxes, spacing, origin, direction, str(path))

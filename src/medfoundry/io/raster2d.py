@@ -89,9 +89,7 @@ def write_png(array: np.ndarray, path: str | Path, overwrite: bool = False, rgb:
     path = Path(path)
     array = np.asarray(array)
     if array.ndim != (3 if rgb else 2):
-        raise InputError(
-            path, f"PNG holds one 2D image; got shape {array.shape} (use .nii.gz, .nrrd or .npz)"
-        )
+        raise InputError(path, f"PNG holds one 2D image; got shape {array.shape} (use .nii.gz, .nrrd or .npz)")
     if array.dtype == bool:
         array = array.astype(np.uint8)
     if not np.issubdtype(array.dtype, np.integer):

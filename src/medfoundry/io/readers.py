@@ -46,9 +46,7 @@ def read_image(
         return read_raster(path, modality)
     if suffix in DICOM_SUFFIXES or _has_dicom_preamble(path):
         return read_dicom_file(path, modality, suv=suv)
-    raise InputError(
-        path, f"unsupported file type {suffix or '(no suffix)'!r}; supported: {', '.join(SUPPORTED)}"
-    )
+    raise InputError(path, f"unsupported file type {suffix or '(no suffix)'!r}; supported: {', '.join(SUPPORTED)}")
 
 
 def _has_dicom_preamble(path: Path) -> bool:

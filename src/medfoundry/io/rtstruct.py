@@ -69,8 +69,7 @@ def read_rtstruct(
     if unknown:
         raise InputError(path, f"no ROI named {', '.join(map(repr, unknown))}; available ROIs: {available}")
     contours = {
-        numbers.get(int(c.ReferencedROINumber)): c.get("ContourSequence", [])
-        for c in ds.get("ROIContourSequence", [])
+        numbers.get(int(c.ReferencedROINumber)): c.get("ContourSequence", []) for c in ds.get("ROIContourSequence", [])
     }
     to_index = _physical_to_index(reference)
     masks = {}

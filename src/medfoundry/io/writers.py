@@ -36,9 +36,7 @@ def write_image(img: MedicalImage, path: str | Path, overwrite: bool = False) ->
         return write_npz_image(img, path, key="imgs", overwrite=overwrite)
     if suffix == ".png":
         if img.spatial_ndim != 2:
-            raise InputError(
-                path, f"PNG holds one 2D image; got shape {img.array.shape} (use .nii.gz or .npz)"
-            )
+            raise InputError(path, f"PNG holds one 2D image; got shape {img.array.shape} (use .nii.gz or .npz)")
         return write_png(img.array, path, overwrite, rgb=img.is_rgb)
     return write_itk(img, path, overwrite)
 
