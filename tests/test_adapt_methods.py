@@ -117,6 +117,36 @@ def test_lora_rank_and_merge():
     torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
 
 
+def test_lora_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 256, 256)
+    boxes = torch.tensor([[[40.0, 50.0, 150.0, 160.0]], [[10.0, 20.0, 90.0, 100.0]]])
+    grads, saved = [], []
+    for stages in ([], [1, 2, 3]):
+        model = build_adapted(build_tiny_lite_medsam(seed=0), "lora", {"checkpoint_stages": stages})
+        with torch.no_grad():
+            for p in model.trainable_parameters():
+                p.normal_(0, 0.05)
+        model.train()
+        saved.append(0)
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            saved[-1] += t.numel()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = model(images, boxes)["logits"].square().mean()
+        loss.backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
+    assert saved[1] < 0.8 * saved[0]  # checkpointed stages keep only their inputs for backward
+    assert grads[0].keys() == grads[1].keys()
+    assert any("image_encoder.layers.2" in n and g.abs().sum() > 0 for n, g in grads[1].items())
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, atol=1e-6, rtol=1e-4, msg=name)
+    with pytest.raises(ValueError, match="stage 7"):
+        build_adapted(build_tiny_lite_medsam(seed=0), "lora", {"checkpoint_stages": [7]})
+
+
 def test_classprompt_modality_prompt():
     model = build_adapted(build_tiny_lite_medsam(seed=0), "classprompt")
     with torch.no_grad():

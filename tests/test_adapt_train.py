@@ -165,3 +165,18 @@ def test_cli_synthesize_finetune_segment(shared_data, tmp_path, capsys):
                  "--backend", "torch", "--no-progress"])  # fmt: skip
     assert code == 2 and "another base model" in capsys.readouterr().err
     assert not (tmp_path / "seg2.nii.gz").exists()
+
+
+def test_box_jitter_is_medsams_share_of_the_image():
+    from medfoundry.training.finetune.augment import jitter_box
+
+    rng = np.random.default_rng(0)
+    box = np.array([100.0, 80.0, 140.0, 120.0], dtype=np.float32)
+    shifts = np.stack([jitter_box(box, rng, 20, (256, 256)) - box for _ in range(2000)])
+    grow = shifts * np.array([-1, -1, 1, 1])  # every side moves outwards
+    assert grow.min() >= 0
+    # 0-20 px on MedSAM's 1024-pixel input is 0-5 px on the 256-pixel model input, spread over the range
+    assert grow.max() <= 5.0 and grow.max() > 4.5 and 2.0 < grow.mean() < 3.0
+    np.testing.assert_array_equal(jitter_box(box, rng, 0, (256, 256)), box)
+    edge = jitter_box(np.array([0.0, 0.0, 255.0, 200.0], dtype=np.float32), rng, 20, (201, 256))
+    assert edge[0] == 0 and edge[1] == 0 and edge[2] == 255 and edge[3] == 200

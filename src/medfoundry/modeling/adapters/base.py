@@ -9,10 +9,13 @@ parameters a method marks trainable (plus the buffers it adds, e.g. batch-norm s
 from __future__ import annotations
 
 import importlib
+import types
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 # method name -> module implementing ``build(base, **config)`` and ``DEFAULTS``
 METHODS: dict[str, str] = {
@@ -119,6 +122,26 @@ def freeze(module: nn.Module) -> nn.Module:
     for p in module.parameters():
         p.requires_grad_(False)
     return module
+
+
+def _checkpointed_stage_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A TinyViT stage's forward that recomputes each block's activations in backward while training."""
+    recompute = self.training and torch.is_grad_enabled()
+    for block in self.blocks:
+        x = checkpoint(block, x, use_reentrant=False) if recompute else block(x)
+    return self.downsample(x) if self.downsample is not None else x
+
+
+def checkpoint_stages(encoder: nn.Module, stages: Iterable[int]) -> None:
+    """Gradient checkpointing for the given TinyViT ``encoder.layers`` stages: their activations are recomputed
+    in backward instead of stored (less memory, one extra forward of those stages). Parameter names do not change.
+    """
+    layers = encoder.layers
+    for stage in stages:
+        if not 0 <= stage < len(layers):
+            raise ValueError(f"checkpoint stage {stage} does not exist; the encoder has stages 0..{len(layers) - 1}")
+        layer = layers[stage]
+        layer.forward = types.MethodType(_checkpointed_stage_forward, layer)
 
 
 def base_tensor_ptrs(base: nn.Module) -> set[int]:

@@ -3,6 +3,11 @@
 The TinyViT attention ``qkv`` / ``proj`` Linear layers and the mask decoder's attention ``q_proj`` / ``k_proj``
 / ``v_proj`` / ``out_proj`` get rank-``r`` bypasses; everything else stays frozen. For inference the bypasses are
 merged into the base weights, so the adapted model is a plain LiteMedSAM (ONNX encoder backends work as is).
+
+Gradients of the encoder LoRA layers flow back through the frozen encoder, so its activations are kept for
+backward. ``checkpoint_stages`` (default: stage 2, the six 64x64 blocks, the most activation memory per FLOP)
+recomputes those stages in backward instead: on a 2-core CPU with batch 2 this took peak memory from 0.52x to
+0.40x of full fine-tuning for about 3 % more step time (docs/adaptation.md).
 """
 
 from __future__ import annotations
@@ -11,9 +16,16 @@ from typing import Any
 
 from torch import nn
 
-from medfoundry.modeling.adapters.base import AdaptedLiteMedSAM
+from medfoundry.modeling.adapters.base import AdaptedLiteMedSAM, checkpoint_stages
 
-DEFAULTS: dict[str, Any] = {"rank": 4, "alpha": 8, "dropout": 0.0, "encoder": True, "decoder": True}
+DEFAULTS: dict[str, Any] = {
+    "rank": 4,
+    "alpha": 8,
+    "dropout": 0.0,
+    "encoder": True,
+    "decoder": True,
+    "checkpoint_stages": [2],
+}
 
 ENCODER_PATTERN = r"image_encoder\.layers\.\d+\.blocks\.\d+\.attn\.(qkv|proj)"
 DECODER_PATTERN = r"mask_decoder\.transformer\..*(q_proj|k_proj|v_proj|out_proj)"
@@ -56,4 +68,6 @@ def build(base: nn.Module, config: dict[str, Any], base_ptrs: set[int]) -> Adapt
     base = inject_adapter_in_model(lora_config, base)
     for name, p in base.named_parameters():
         p.requires_grad_("lora_" in name)
+    if config["encoder"]:
+        checkpoint_stages(base.image_encoder, config["checkpoint_stages"])
     return LoraLiteMedSAM(base, "lora", config, base_ptrs)

@@ -1,6 +1,10 @@
 """Turn 2D samples into model-space training inputs with MedSAM's preprocessing and the augmentations:
-flips (p = 0.5 each axis), box jitter (0 to ``jitter`` px added per side, in the 256-pixel model space) and
-random positive points drawn from the mask."""
+flips (p = 0.5 each axis), box jitter and random positive points drawn from the mask.
+
+Box jitter follows MedSAM: 0 to ``jitter`` px added per side on its 1024-pixel input (``jitter = 20``), i.e. the
+same share of the image on LiteMedSAM's 256-pixel input (0 to 5 px there, as in LiteMedSAM's own training). On
+PET, jitter measured in 256-pixel units (four times larger) made the fine-tuned decoder worse than zero-shot on
+exact boxes (docs/adaptation.md)."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import torch.nn.functional as F
 
 from medfoundry.data.slices2d import Sample2D
 from medfoundry.inference.predictor import LiteMedSAMPredictor
-from medfoundry.preprocessing.resize import ResizeLongestSide
+from medfoundry.preprocessing.resize import IMAGE_SIZE, ResizeLongestSide
 
 
 @dataclass
@@ -20,7 +24,7 @@ class Augment:
     """Augmentation settings; ``Augment.none()`` gives the plain validation inputs."""
 
     flip_prob: float = 0.5
-    jitter: int = 20
+    jitter: float = 20.0  # px per side on MedSAM's 1024-pixel frame
     point_prob: float = 0.5
     points: int = 1
 
@@ -66,11 +70,16 @@ def box_of(mask: torch.Tensor) -> np.ndarray:
     return np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=np.float32)
 
 
-def jitter_box(box: np.ndarray, rng: np.random.Generator, jitter: int, limit: tuple[int, int]) -> np.ndarray:
-    """Enlarge each side by a random 0..``jitter`` px, clipped to ``limit`` = (h, w) of the resized image."""
+MEDSAM_FRAME = 1024  # MedSAM's input size, the frame in which ``jitter`` is given
+
+
+def jitter_box(box: np.ndarray, rng: np.random.Generator, jitter: float, limit: tuple[int, int]) -> np.ndarray:
+    """Enlarge each side of a model-space box by a random 0..``jitter`` px of MedSAM's 1024-pixel frame,
+    clipped to ``limit`` = (h, w) of the resized image."""
     if jitter <= 0:
         return box
-    shift = rng.integers(0, jitter + 1, size=4).astype(np.float32)
+    scale = IMAGE_SIZE / MEDSAM_FRAME
+    shift = rng.uniform(0.0, jitter * scale, size=4).astype(np.float32)
     h, w = limit
     return np.array(
         [max(0, box[0] - shift[0]), max(0, box[1] - shift[1]), min(w - 1, box[2] + shift[2]),

@@ -48,7 +48,7 @@ class FinetuneConfig:
     decay: float = 0.995  # per step after warm-up
     steps_per_epoch: int | None = None  # None: one pass over the training samples
     flip_prob: float = 0.5
-    jitter: int = 20
+    jitter: float = 20.0  # box jitter per side, px on MedSAM's 1024 frame (5 px at 256)
     point_prob: float = 0.5
     points: int = 1
     nsd_tolerance_mm: float = 2.0
@@ -70,21 +70,23 @@ class FinetuneResult:
 
 
 class EmbeddingCache:
-    """Image embeddings of a frozen encoder per (sample, flip), stored in float16."""
+    """Image embeddings of a frozen encoder per (sample, flip), stored in float16. One cache may serve several
+    runs (and their validation) that share the same frozen base encoder."""
 
     def __init__(self, model: AdaptedLiteMedSAM) -> None:
         self.model = model
-        self.store: dict[tuple[int, int], torch.Tensor] = {}
+        self.store: dict[tuple[int, int], tuple[Sample2D, torch.Tensor]] = {}  # sample kept alive: ids stay unique
 
-    def get(self, samples: list[Sample2D], ids: list[int], flips: list[int]) -> torch.Tensor:
-        missing = [(i, s, c) for i, s, c in zip(ids, samples, flips, strict=True) if (i, c) not in self.store]
+    def get(self, samples: list[Sample2D], flips: list[int]) -> torch.Tensor:
+        """(B, 256, 64, 64) float32 embeddings of ``samples`` flipped as ``flips`` say."""
+        missing = [(s, c) for s, c in zip(samples, flips, strict=True) if (id(s), c) not in self.store]
         if missing:
             with torch.no_grad():
-                batch = torch.stack([model_image(apply_flip(s.image, c)) for _, s, c in missing])
+                batch = torch.stack([model_image(apply_flip(s.image, c)) for s, c in missing])
                 emb = self.model.embed(batch)
-            for (i, _, c), e in zip(missing, emb, strict=True):
-                self.store[(i, c)] = e.half()
-        return torch.stack([self.store[(i, c)] for i, c in zip(ids, flips, strict=True)]).float()
+            for (s, c), e in zip(missing, emb, strict=True):
+                self.store[(id(s), c)] = (s, e.half())
+        return torch.stack([self.store[(id(s), c)][1] for s, c in zip(samples, flips, strict=True)]).float()
 
 
 def modality_targets(model: AdaptedLiteMedSAM, samples: list[Sample2D]) -> torch.Tensor | None:
@@ -109,10 +111,10 @@ def evaluate_samples(
     """Mean DSC and NSD of ``model`` on samples, each prompted with its exact ground-truth box."""
     model.eval()
     dscs, nsds = [], []
-    for i, sample in enumerate(tqdm(samples, desc="validating", unit="slice", disable=not progress, leave=False)):
+    for sample in tqdm(samples, desc="validating", unit="slice", disable=not progress, leave=False):
         t = ResizeLongestSide(tuple(sample.mask.shape[:2]))
         if cache is not None:
-            emb = cache.get([sample], [-(i + 1)], [0])
+            emb = cache.get([sample], [0])
         else:
             emb = model.image_encoder(model_image(sample.image)[None])
         box = torch.from_numpy(t.apply_boxes(sample.box()))[:, None, :]
@@ -149,9 +151,13 @@ def finetune(
     resume: bool = False,
     progress: bool = True,
     on_epoch_end: Callable[[int, dict], None] | None = None,
+    cache: EmbeddingCache | None = None,
 ) -> FinetuneResult:
     """Train ``model``'s adapter on ``train``, validate on ``val`` each epoch, write ``best.pt``, ``last.pt``,
-    ``history.json`` and ``curves.png`` to ``out_dir``. With ``resume`` it continues from ``last.pt``."""
+    ``history.json`` and ``curves.png`` to ``out_dir``. With ``resume`` it continues from ``last.pt``.
+
+    ``cache`` lends embeddings of the same frozen base encoder from an earlier run (ignored when the method
+    trains inside the encoder)."""
     config = config or FinetuneConfig()
     if not train:
         raise InputError(out_dir, "no training samples")
@@ -168,7 +174,7 @@ def finetune(
     scheduler = make_scheduler(optimizer, config.schedule, config.warmup_steps, config.decay)
     loss_fn = make_loss(config.loss)
     augment = Augment(config.flip_prob, config.jitter, config.point_prob, config.points)
-    cache = None if model.encoder_trainable else EmbeddingCache(model)
+    cache = None if model.encoder_trainable else (cache or EmbeddingCache(model))
     modality_all = modality_targets(model, train)
     history: list[dict] = []
     start_epoch, best_score = 0, -1.0
@@ -205,7 +211,7 @@ def finetune(
             with_points = augment.points > 0 and rng.random() < augment.point_prob
             prompts = prepare_targets(batch, flips, rng, augment, with_points)
             if cache is not None:
-                emb = cache.get(batch, idx, flips)
+                emb = cache.get(batch, flips)
             else:
                 emb = model.embed(
                     torch.stack([model_image(apply_flip(s.image, c)) for s, c in zip(batch, flips, strict=True)])
