@@ -180,3 +180,21 @@ def test_box_jitter_is_medsams_share_of_the_image():
     np.testing.assert_array_equal(jitter_box(box, rng, 0, (256, 256)), box)
     edge = jitter_box(np.array([0.0, 0.0, 255.0, 200.0], dtype=np.float32), rng, 20, (201, 256))
     assert edge[0] == 0 and edge[1] == 0 and edge[2] == 255 and edge[3] == 200
+
+
+def test_shared_cache_and_loose_box_evaluation(pet_samples):
+    from medfoundry.training.finetune import evaluate_samples
+    from medfoundry.training.finetune.engine import EmbeddingCache
+
+    model = build_adapted(build_tiny_lite_medsam(seed=0), "decoder")
+    cache = EmbeddingCache(model)
+    samples = pet_samples[:3]
+    exact = evaluate_samples(model, samples, cache=cache, loose_jitter=0.0)
+    assert len(cache.store) == 3 and exact["dsc_loose"] == exact["dsc"] and exact["nsd_loose"] == exact["nsd"]
+    stored = {k: v[1] for k, v in cache.store.items()}
+    loose = evaluate_samples(model, samples, cache=cache, loose_jitter=20.0)
+    assert {k: v[1] for k, v in cache.store.items()} == stored  # second call: no new encoder work
+    assert loose["dsc"] == exact["dsc"] and set(loose) == {"dsc", "nsd", "dsc_loose", "nsd_loose"}
+    uncached = evaluate_samples(model, samples)
+    assert abs(uncached["dsc"] - exact["dsc"]) < 0.02  # float16 cache vs float32 embeddings
+    assert set(uncached) == {"dsc", "nsd"}

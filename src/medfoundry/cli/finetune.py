@@ -39,7 +39,13 @@ def add_parser(subparsers) -> None:
     t.add_argument("--loss", choices=["dice+focal", "bce+dice"], default="dice+focal",
                    help="dice+focal, or bce+dice (BCE + 0.8 Dice)")  # fmt: skip
     t.add_argument("--schedule", choices=["warmup-exp", "plateau"], default="warmup-exp")
+    t.add_argument("--jitter", type=float, default=20.0,
+                   help="box jitter: each side moved out by 0..PX px of MedSAM's 1024-pixel frame (default 20 = "
+                   "0..5 px on the 256-pixel input; 0 fits tight boxes best, see docs/adaptation.md)")  # fmt: skip
+    t.add_argument("--point-prob", type=float, default=0.5, help="share of steps that add a random positive point")
     t.add_argument("--rank", type=int, help="LoRA rank (default 4)")
+    t.add_argument("--checkpoint-stages", type=int, nargs="*", metavar="STAGE",
+                   help="LoRA: encoder stages recomputed in backward to save memory (default 2)")  # fmt: skip
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--resume", action="store_true", help="continue the interrupted run in OUT")
     t.add_argument("--overwrite", action="store_true", help="replace a previous run in OUT")
@@ -92,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
 
         base, base_name = build_lite_medsam(weights=args.weights), "lite_medsam"
     fingerprint = base_fingerprint(base)
-    options = {"rank": args.rank}
+    options = {"rank": args.rank, "checkpoint_stages": args.checkpoint_stages}
     if args.method == "classprompt":
         from medfoundry.io.image import MODALITIES
 
@@ -112,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
         loss=args.loss,
         schedule=args.schedule,
         steps_per_epoch=args.steps_per_epoch,
+        jitter=args.jitter,
+        point_prob=args.point_prob,
         seed=args.seed,
     )
     result = finetune(model, train, val, out, config=config, base_fingerprint=fingerprint, base_name=base_name,

@@ -26,7 +26,14 @@ from medfoundry.io.atomic import atomic_path
 from medfoundry.modeling.adapters.base import AdaptedLiteMedSAM
 from medfoundry.modeling.adapters.io import read_adapter, save_adapter
 from medfoundry.preprocessing.resize import ResizeLongestSide
-from medfoundry.training.finetune.augment import Augment, apply_flip, flip_code, model_image, prepare_targets
+from medfoundry.training.finetune.augment import (
+    Augment,
+    apply_flip,
+    flip_code,
+    jitter_box,
+    model_image,
+    prepare_targets,
+)
 from medfoundry.training.finetune.curves import save_curves
 from medfoundry.training.finetune.losses import make_loss
 from medfoundry.training.finetune.schedules import make_scheduler
@@ -100,6 +107,20 @@ def modality_targets(model: AdaptedLiteMedSAM, samples: list[Sample2D]) -> torch
     return torch.tensor([known.index(s.modality) for s in samples], dtype=torch.long)
 
 
+def _decode(model: torch.nn.Module, emb: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    if isinstance(model, AdaptedLiteMedSAM):
+        return model.decode(emb, box)["logits"]
+    sparse, dense = model.prompt_encoder(points=None, boxes=box, masks=None)
+    logits, _ = model.mask_decoder(
+        image_embeddings=emb,
+        image_pe=model.prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=False,
+    )
+    return logits
+
+
 @torch.no_grad()
 def evaluate_samples(
     model: torch.nn.Module,
@@ -107,32 +128,31 @@ def evaluate_samples(
     tolerance_mm: float = 2.0,
     cache: EmbeddingCache | None = None,
     progress: bool = False,
+    loose_jitter: float | None = None,
+    seed: int = 0,
 ) -> dict[str, float]:
-    """Mean DSC and NSD of ``model`` on samples, each prompted with its exact ground-truth box."""
+    """Mean DSC and NSD of ``model`` on samples, each prompted with its exact ground-truth box. With
+    ``loose_jitter`` also ``dsc_loose`` / ``nsd_loose`` with each box side moved out by a seeded random 0 to
+    ``loose_jitter`` px of MedSAM's 1024-pixel frame (as the training augmentation does), like a hand-drawn box."""
     model.eval()
-    dscs, nsds = [], []
+    rng = np.random.default_rng(seed)
+    scores: dict[str, list[float]] = {"dsc": [], "nsd": [], "dsc_loose": [], "nsd_loose": []}
     for sample in tqdm(samples, desc="validating", unit="slice", disable=not progress, leave=False):
         t = ResizeLongestSide(tuple(sample.mask.shape[:2]))
         if cache is not None:
             emb = cache.get([sample], [0])
         else:
             emb = model.image_encoder(model_image(sample.image)[None])
-        box = torch.from_numpy(t.apply_boxes(sample.box()))[:, None, :]
-        if isinstance(model, AdaptedLiteMedSAM):
-            logits = model.decode(emb, box)["logits"]
-        else:
-            sparse, dense = model.prompt_encoder(points=None, boxes=box, masks=None)
-            logits, _ = model.mask_decoder(
-                image_embeddings=emb,
-                image_pe=model.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=False,
-            )
-        pred = (t.logits_to_original(logits)[0, 0] > 0).numpy()
-        dscs.append(dice(pred, sample.mask))
-        nsds.append(nsd(pred, sample.mask, sample.spacing, tolerance_mm))
-    return {"dsc": float(np.mean(dscs)), "nsd": float(np.mean(nsds))}
+        exact = t.apply_boxes(sample.box())[0]
+        boxes = {"": exact}
+        if loose_jitter is not None:
+            boxes["_loose"] = jitter_box(exact, rng, loose_jitter, t.resized_size)
+        for suffix, box in boxes.items():
+            logits = _decode(model, emb, torch.from_numpy(np.asarray(box, dtype=np.float32))[None, None])
+            pred = (t.logits_to_original(logits)[0, 0] > 0).numpy()
+            scores["dsc" + suffix].append(dice(pred, sample.mask))
+            scores["nsd" + suffix].append(nsd(pred, sample.mask, sample.spacing, tolerance_mm))
+    return {k: float(np.mean(v)) for k, v in scores.items() if v}
 
 
 def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
