@@ -55,7 +55,8 @@ class AdaptedLiteMedSAM(nn.Module):
         point_labels: torch.Tensor | None = None,
         modality: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Logits (B, 1, 256, 256) from embeddings and prompts (one prompt set per image)."""
+        """Logits (B, 1, 256, 256) from embeddings and prompts (one prompt set per image), plus any extra
+        outputs of the method (see :meth:`extra_outputs`)."""
         pts = None if points is None else (points, point_labels)
         sparse, dense = self.prompt_encoder(points=pts, boxes=boxes, masks=None)
         logits, _ = self.mask_decoder(
@@ -64,8 +65,17 @@ class AdaptedLiteMedSAM(nn.Module):
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=False,
+            **self.decoder_kwargs(modality),
         )
-        return {"logits": logits}
+        return {"logits": logits, **self.extra_outputs()}
+
+    def decoder_kwargs(self, modality: torch.Tensor | None) -> dict[str, Any]:
+        """Extra keyword arguments a method's mask decoder takes (none for the plain decoder)."""
+        return {}
+
+    def extra_outputs(self) -> dict[str, torch.Tensor]:
+        """Outputs beyond the logits that the last :meth:`decode` produced (none by default)."""
+        return {}
 
     def forward(
         self,

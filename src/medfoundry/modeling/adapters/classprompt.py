@@ -85,18 +85,11 @@ class ClassPromptLiteMedSAM(AdaptedLiteMedSAM):
         """Use modality ``name`` as the class prompt at inference (``None``: let the head choose)."""
         self.mask_decoder.prompt_modality.fill_(-1 if name is None else self.modality_index(name))
 
-    def decode(self, embeddings, boxes, points=None, point_labels=None, modality=None):
-        pts = None if points is None else (points, point_labels)
-        sparse, dense = self.prompt_encoder(points=pts, boxes=boxes, masks=None)
-        logits, _ = self.mask_decoder(
-            image_embeddings=embeddings,
-            image_pe=self.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=False,
-            modality=modality,
-        )
-        return {"logits": logits, "modality_logits": self.mask_decoder.last_modality_logits}
+    def decoder_kwargs(self, modality: torch.Tensor | None) -> dict[str, Any]:
+        return {"modality": modality}
+
+    def extra_outputs(self) -> dict[str, torch.Tensor]:
+        return {"modality_logits": self.mask_decoder.last_modality_logits}
 
 
 def build(base: nn.Module, config: dict[str, Any], base_ptrs: set[int]) -> AdaptedLiteMedSAM:

@@ -107,20 +107,6 @@ def modality_targets(model: AdaptedLiteMedSAM, samples: list[Sample2D]) -> torch
     return torch.tensor([known.index(s.modality) for s in samples], dtype=torch.long)
 
 
-def _decode(model: torch.nn.Module, emb: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
-    if isinstance(model, AdaptedLiteMedSAM):
-        return model.decode(emb, box)["logits"]
-    sparse, dense = model.prompt_encoder(points=None, boxes=box, masks=None)
-    logits, _ = model.mask_decoder(
-        image_embeddings=emb,
-        image_pe=model.prompt_encoder.get_dense_pe(),
-        sparse_prompt_embeddings=sparse,
-        dense_prompt_embeddings=dense,
-        multimask_output=False,
-    )
-    return logits
-
-
 @torch.no_grad()
 def evaluate_samples(
     model: torch.nn.Module,
@@ -135,6 +121,8 @@ def evaluate_samples(
     ``loose_jitter`` also ``dsc_loose`` / ``nsd_loose`` with each box side moved out by a seeded random 0 to
     ``loose_jitter`` px of MedSAM's 1024-pixel frame (as the training augmentation does), like a hand-drawn box."""
     model.eval()
+    if not isinstance(model, AdaptedLiteMedSAM):  # a plain LiteMedSAM: the same modules, the same decode
+        model = AdaptedLiteMedSAM(model, "base", {}, set())
     rng = np.random.default_rng(seed)
     scores: dict[str, list[float]] = {"dsc": [], "nsd": [], "dsc_loose": [], "nsd_loose": []}
     for sample in tqdm(samples, desc="validating", unit="slice", disable=not progress, leave=False):
@@ -148,7 +136,7 @@ def evaluate_samples(
         if loose_jitter is not None:
             boxes["_loose"] = jitter_box(exact, rng, loose_jitter, t.resized_size)
         for suffix, box in boxes.items():
-            logits = _decode(model, emb, torch.from_numpy(np.asarray(box, dtype=np.float32))[None, None])
+            logits = model.decode(emb, torch.from_numpy(np.asarray(box, dtype=np.float32))[None, None])["logits"]
             pred = (t.logits_to_original(logits)[0, 0] > 0).numpy()
             scores["dsc" + suffix].append(dice(pred, sample.mask))
             scores["nsd" + suffix].append(nsd(pred, sample.mask, sample.spacing, tolerance_mm))
