@@ -76,7 +76,7 @@ def measure(kind: str, batch: int, steps: int) -> None:
     from medfoundry.data.slices2d import load_samples
     from medfoundry.modeling.adapters.base import build_adapted
     from medfoundry.modeling.lite_medsam import build_lite_medsam
-    from medfoundry.training.finetune.augment import Augment, model_image, prepare_targets
+    from medfoundry.training.finetune.augment import Augment, model_images, prepare_targets
     from medfoundry.training.finetune.losses import make_loss
 
     samples = load_samples(DATA, image_glob=GLOB, cases=["STS_001"], every=5, progress=False)[:batch]
@@ -88,7 +88,7 @@ def measure(kind: str, batch: int, steps: int) -> None:
     opt = torch.optim.AdamW(model.trainable_parameters(), lr=1e-5)
     loss_fn = make_loss("dice+focal")
     rng = np.random.default_rng(0)
-    images = torch.stack([model_image(s.image) for s in samples])
+    images = model_images(samples, [0] * len(samples))
     prompts = prepare_targets(samples, [0] * len(samples), rng, Augment.none(), False)
     times = []
     with PeakRSS() as mem:

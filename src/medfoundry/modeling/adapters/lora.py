@@ -7,7 +7,8 @@ merged into the base weights, so the adapted model is a plain LiteMedSAM (ONNX e
 Gradients of the encoder LoRA layers flow back through the frozen encoder, so its activations are kept for
 backward. ``checkpoint_stages`` (default: stage 2, the six 64x64 blocks, the most activation memory per FLOP)
 recomputes those stages in backward instead: on a 2-core CPU with batch 2 this took peak memory from 0.52x to
-0.40x of full fine-tuning for about 3 % more step time (docs/adaptation.md).
+0.41-0.43x of full fine-tuning; the step-time change stayed inside that machine's run-to-run noise
+(docs/adaptation.md).
 """
 
 from __future__ import annotations

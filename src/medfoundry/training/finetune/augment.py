@@ -53,6 +53,11 @@ def model_image(image: np.ndarray) -> torch.Tensor:
     return ResizeLongestSide(tuple(image.shape[:2])).apply_images(tensor)[0]
 
 
+def model_images(samples: list[Sample2D], flips: list[int]) -> torch.Tensor:
+    """(B, 3, 256, 256) model inputs of ``samples`` flipped as ``flips`` say."""
+    return torch.stack([model_image(apply_flip(s.image, c)) for s, c in zip(samples, flips, strict=True)])
+
+
 def model_mask(mask: np.ndarray) -> torch.Tensor:
     """(H, W) boolean mask -> (1, 256, 256) float target in model space (nearest resize, zero padding)."""
     t = ResizeLongestSide(tuple(mask.shape[:2]))

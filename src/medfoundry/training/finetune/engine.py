@@ -28,10 +28,10 @@ from medfoundry.modeling.adapters.io import read_adapter, save_adapter
 from medfoundry.preprocessing.resize import ResizeLongestSide
 from medfoundry.training.finetune.augment import (
     Augment,
-    apply_flip,
     flip_code,
     jitter_box,
     model_image,
+    model_images,
     prepare_targets,
 )
 from medfoundry.training.finetune.curves import save_curves
@@ -89,8 +89,7 @@ class EmbeddingCache:
         missing = [(s, c) for s, c in zip(samples, flips, strict=True) if (id(s), c) not in self.store]
         if missing:
             with torch.no_grad():
-                batch = torch.stack([model_image(apply_flip(s.image, c)) for s, c in missing])
-                emb = self.model.embed(batch)
+                emb = self.model.embed(model_images([s for s, _ in missing], [c for _, c in missing]))
             for (s, c), e in zip(missing, emb, strict=True):
                 self.store[(id(s), c)] = (s, e.half())
         return torch.stack([self.store[(id(s), c)][1] for s, c in zip(samples, flips, strict=True)]).float()
@@ -130,7 +129,7 @@ def evaluate_samples(
         if cache is not None:
             emb = cache.get([sample], [0])
         else:
-            emb = model.image_encoder(model_image(sample.image)[None])
+            emb = model.embed(model_image(sample.image)[None])
         exact = t.apply_boxes(sample.box())[0]
         boxes = {"": exact}
         if loose_jitter is not None:
@@ -221,9 +220,7 @@ def finetune(
             if cache is not None:
                 emb = cache.get(batch, flips)
             else:
-                emb = model.embed(
-                    torch.stack([model_image(apply_flip(s.image, c)) for s, c in zip(batch, flips, strict=True)])
-                )
+                emb = model.embed(model_images(batch, flips))
             modality = None if modality_all is None else modality_all[idx]
             out = model.decode(emb, prompts["boxes"], prompts["points"], prompts["point_labels"], modality)
             loss = loss_fn(out["logits"], prompts["targets"])
