@@ -234,7 +234,7 @@ async function main() {
 
   const nv = new niivue.Niivue({
     backColor: [0, 0, 0, 1], show3Dcrosshair: true, dragAndDropEnabled: false, isColorbar: false,
-    crosshairColor: [1, 1, 0, 0.8], multiplanarShowRender: 1, isRadiologicalConvention: false,
+    crosshairColor: [1, 1, 0, 0.6], crosshairWidth: 0.25, multiplanarShowRender: 1, multiplanarLayout: 2,
   });
   viewer.nv = nv;
   await nv.attachTo("gl");
