@@ -10,7 +10,7 @@ from medfoundry.api import segment_image
 from medfoundry.demo import sample_dir
 from medfoundry.inference.predictor import LiteMedSAMPredictor
 from medfoundry.inference.prompts import ObjectPrompt
-from medfoundry.io import read_image, read_mask
+from medfoundry.io import MedicalImage, read_image, read_mask
 from medfoundry.viewer import ViewerSession, create_app
 
 BOX = [11.0, 11.0, 18.0, 17.0]  # around the lesion of STS_008_PET on slice 25 (x0, y0, x1, y1)
@@ -126,3 +126,94 @@ def test_volume_and_labels_are_nifti_on_the_image_grid(client, pet, tmp_path):
     ras = np.array([-lps[0], -lps[1], lps[2], 1.0])
     assert np.allclose((ras_to_vox @ ras)[:3], index)
     assert info["windows"][0]["max"] == 10.0 and info["value_unit"] == "SUV"
+
+
+def test_points_and_coronal_prompts_equal_segment_image_on_that_plane(client, pet, predictor):
+    def plane_labels(array, objects):  # the 2D path of medfoundry segment on the plane's pixels
+        image2d = MedicalImage(np.ascontiguousarray(array), (1.0, 1.0), modality="PET")
+        return segment_image(image2d, objects, predictor, progress=False).labels.array
+
+    points = [[14.0, 14.0], [12.0, 16.0]]
+    response = client.post(
+        "/api/prompt", json={"object": 2, "index": SLICE, "points": points, "point_labels": [1, 0]}
+    ).json()
+    expected = plane_labels(pet.array[SLICE], [ObjectPrompt(points=points, point_labels=[1, 0])])
+    labels = read_labels(client, pet)
+    assert response["voxels"] == int(expected.sum()) > 0
+    assert np.array_equal(labels[SLICE] == 2, expected == 1)
+
+    y = 14  # a coronal plane through the lesion: in-slice coordinates are (x, z)
+    box = [11.0, 18.0, 18.0, 32.0]
+    response = client.post("/api/prompt", json={"object": 3, "axis": "y", "index": y, "box": box}).json()
+    expected = plane_labels(pet.array[:, y, :], [ObjectPrompt(box=box)])
+    labels = read_labels(client, pet)
+    assert response["voxels"] == int(expected.sum()) > 0
+    assert np.array_equal(labels[:, y, :] == 3, expected == 1)
+    assert not (labels == 3)[:, [i for i in range(pet.array.shape[1]) if i != y], :].any()
+
+
+def test_propagate_equals_segment_image_with_the_same_3d_box(client, pet, predictor):
+    box3d = [BOX[0], BOX[1], SLICE - 1, BOX[2], BOX[3], SLICE + 1]
+    response = client.post("/api/propagate", json={"object": 1, "box": box3d}).json()
+    expected = segment_image(pet, [ObjectPrompt(box=box3d)], predictor, progress=False).labels.array
+    assert response["voxels"] == int(expected.sum()) > 0
+    assert np.array_equal(read_labels(client, pet), expected)
+    bad = client.post("/api/propagate", json={"object": 1, "box": [*BOX[:2], 40, *BOX[2:], 30]})
+    assert bad.status_code == 400 and "z1 < z0" in bad.json()["error"]
+
+
+def read_labels(client, pet) -> np.ndarray:
+    """The label map the server holds now, read back through /api/labels."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "labels.nii.gz"
+        path.write_bytes(client.get("/api/labels").content)
+        return read_mask(path, reference=pet).array
+
+
+def test_cli_view_prints_a_tokenised_url_and_serves_the_api(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    image = sample_dir() / "STS_008_PET_image.nii.gz"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "medfoundry.cli.main", "view", str(image), "--modality", "PET", "--no-browser"]
+    bad = subprocess.run([*cmd, "--out", str(tmp_path / "x.txt")], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "x.txt" in bad.stderr and "Traceback" not in bad.stderr
+    proc = subprocess.Popen(
+        [*cmd, "--backend", "torch", "--out", str(tmp_path / "out.nii.gz")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        url = None
+        for line in proc.stdout:
+            if line.startswith("open http://127.0.0.1:"):
+                url = line.split()[1]
+                break
+        assert url and "?token=" in url, "no URL printed"
+        base, token = url.split("/?token=")
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"{base}/api/info?token={token}", timeout=5) as response:
+                    info = json.load(response)
+                break
+            except urllib.error.URLError:
+                import time
+
+                time.sleep(0.1)
+        assert info["modality"] == "PET" and info["shape_zyx"] == [51, 29, 30]
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(f"{base}/api/info", timeout=5)
+        assert denied.value.code == 401
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
