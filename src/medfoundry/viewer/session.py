@@ -139,6 +139,8 @@ class ViewerSession:
     def _check_index(self, axis: str, index: int) -> int:
         if axis not in AXES:
             raise InputError(None, f"axis must be one of {sorted(AXES)}, got {axis!r}")
+        if axis != "z" and self.image.spatial_ndim == 2:
+            raise InputError(None, "a 2D image has one slice: use axis 'z', index 0")
         n = self.volume.shape[AXES[axis]]
         if not isinstance(index, int) or not 0 <= index < n:
             raise InputError(None, f"slice {index!r} is outside 0..{n - 1} along {axis}")

@@ -126,6 +126,7 @@ async function sendPrompt() {
   if (cur.points.length) { body.points = cur.points; body.point_labels = cur.labels; }
   const started = performance.now();
   const result = await api("POST", "/api/prompt", body);
+  result.api_ms = Math.round(performance.now() - started);
   await refreshLabels();
   result.round_trip_ms = Math.round(performance.now() - started);
   viewer.prompts.push({ request: body, ...result });
