@@ -158,6 +158,11 @@ def test_propagate_equals_segment_image_with_the_same_3d_box(client, pet, predic
     expected = segment_image(pet, [ObjectPrompt(box=box3d)], predictor, progress=False).labels.array
     assert response["voxels"] == int(expected.sum()) > 0
     assert np.array_equal(read_labels(client, pet), expected)
+    # from the object's mask on slice 25 upwards only: slice 26 as before (same prompt), slice 24 gone
+    upward = client.post("/api/propagate", json={"object": 1, "from_slice": SLICE, "z_range": [SLICE, SLICE + 1]})
+    assert upward.json()["slices_embedded"] == 0  # both slices were encoded by the first propagation
+    expected[SLICE - 1] = 0
+    assert np.array_equal(read_labels(client, pet), expected)
     bad = client.post("/api/propagate", json={"object": 1, "box": [*BOX[:2], 40, *BOX[2:], 30]})
     assert bad.status_code == 400 and "z1 < z0" in bad.json()["error"]
 

@@ -110,9 +110,11 @@ def canvas_point(driver, voxel: tuple[float, float, float]) -> tuple[float, floa
     )
 
 
-def test_draw_a_box_in_chromium_save_and_match_segment(browser, real_model, tmp_path):
+def test_draw_a_box_in_chromium_save_propagate_and_match_segment(browser, real_model, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.expected_conditions import alert_is_present
+    from selenium.webdriver.support.ui import WebDriverWait
 
     image_path = sample_dir() / "STS_008_PET_image.nii.gz"
     image = read_image(image_path, modality="PET")
@@ -150,8 +152,46 @@ def test_draw_a_box_in_chromium_save_and_match_segment(browser, real_model, tmp_
         assert first["embedded"] and not second["embedded"]
 
         browser.find_element(By.ID, "save").click()
-        wait_for(browser, "viewer.saved && viewer.saved.path")
-        wait_for(browser, "document.body.dataset.state === 'ready'")
+        wait_for(browser, "viewer.saved && viewer.saved.path && document.body.dataset.state === 'ready'")
+        saved = read_mask(out, reference=image)  # raises unless spacing / origin / direction match the image
+        assert saved.same_grid(image)
+        x0, y0, x1, y1 = request["box"]
+        expected = segment(
+            image_path,
+            [ObjectPrompt(box=[x0, y0, SLICE, x1, y1, SLICE])],
+            tmp_path / "from_segment.nii.gz",
+            modality="PET",
+            predictor=predictor,
+            progress=False,
+        )
+        assert saved.array.sum() == overlay_voxels > 0
+        assert dice(saved.array > 0, expected.array > 0) == 1.0
+        assert np.array_equal(saved.array, read_mask(tmp_path / "from_segment.nii.gz").array)
+
+        # propagate the box within slices 24..26 (25 is their middle, as segment starts), save over the file
+        for field, value in (("prop-z0", SLICE - 1), ("prop-z1", SLICE + 1)):
+            browser.find_element(By.ID, field).clear()
+            browser.find_element(By.ID, field).send_keys(str(value))
+        browser.find_element(By.ID, "propagate").click()
+        wait_for(browser, "viewer.propagated && document.body.dataset.state === 'ready'")
+        browser.execute_script("viewer.saved = null")
+        browser.find_element(By.ID, "save").click()
+        confirm = WebDriverWait(browser, 30).until(alert_is_present())
+        assert "exists" in confirm.text
+        confirm.accept()
+        wait_for(browser, "viewer.saved && viewer.saved.path && document.body.dataset.state === 'ready'")
+        box3d = [x0, y0, SLICE - 1, x1, y1, SLICE + 1]
+        expected3d = segment(
+            image_path,
+            [ObjectPrompt(box=box3d)],
+            tmp_path / "3d.nii.gz",
+            modality="PET",
+            predictor=predictor,
+            progress=False,
+        )
+        propagated = read_mask(out, reference=image).array
+        assert dice(propagated > 0, expected3d.array > 0) == 1.0 and propagated.sum() > saved.array.sum()
+
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         select_layout(browser, "mpr3d")
         time.sleep(0.5)
@@ -160,21 +200,6 @@ def test_draw_a_box_in_chromium_save_and_match_segment(browser, real_model, tmp_
         shutil.copyfile(shot, SCREENSHOT)
     finally:
         server.stop()
-
-    saved = read_mask(out, reference=image)  # raises unless spacing / origin / direction match the image
-    assert saved.same_grid(image)
-    x0, y0, x1, y1 = request["box"]
-    expected = segment(
-        image_path,
-        [ObjectPrompt(box=[x0, y0, SLICE, x1, y1, SLICE])],
-        tmp_path / "from_segment.nii.gz",
-        modality="PET",
-        predictor=predictor,
-        progress=False,
-    )
-    assert saved.array.sum() == overlay_voxels > 0
-    assert dice(saved.array > 0, expected.array > 0) == 1.0
-    assert np.array_equal(saved.array, read_mask(tmp_path / "from_segment.nii.gz").array)
     print(
         f"\nbox to mask: cold {first['round_trip_ms']} ms (model {first['seconds'] * 1000:.0f} ms), "
         f"warm {second['round_trip_ms']} ms (model {second['seconds'] * 1000:.0f} ms)"

@@ -48,6 +48,7 @@ class PropagateRequest(_Request):
     box: list[float] | None = Field(None, min_length=6, max_length=6, description="[x0, y0, z0, x1, y1, z1]")
     start_z: int | None = None
     from_slice: int | None = None
+    z_range: list[int] | None = Field(None, min_length=2, max_length=2, description="with from_slice: [z0, z1]")
 
 
 class EraseRequest(_Request):
@@ -135,7 +136,7 @@ def create_app(session: ViewerSession, token: str | None = None) -> FastAPI:
     def propagate(req: PropagateRequest) -> dict:
         if (req.box is None) == (req.from_slice is None):
             raise InputError(None, "give either box [x0, y0, z0, x1, y1, z1] or from_slice")
-        return session.propagate(req.object, req.box, req.start_z, req.from_slice)
+        return session.propagate(req.object, req.box, req.start_z, req.from_slice, req.z_range)
 
     @app.post("/api/erase")
     def erase(req: EraseRequest) -> dict:

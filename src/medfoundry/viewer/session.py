@@ -207,14 +207,19 @@ class ViewerSession:
             }
 
     def propagate(
-        self, label: int, box: list[float] | None = None, start_z: int | None = None, from_slice: int | None = None
+        self,
+        label: int,
+        box: list[float] | None = None,
+        start_z: int | None = None,
+        from_slice: int | None = None,
+        z_range: list[int] | None = None,
     ) -> dict:
         """Segment an object in 3D as ``medfoundry segment`` does.
 
         ``box`` ``[x0, y0, z0, x1, y1, z1]``: segmented on slice ``start_z`` (default the middle slice, as
         ``segment``), then propagated slice by slice within z0..z1 until the mask vanishes. Or ``from_slice``:
-        propagate the object's current mask on that axial slice through the whole volume. The object's other
-        voxels are replaced.
+        propagate the object's current mask on that axial slice within ``z_range`` (default the whole volume).
+        The object's other voxels are replaced.
         """
         label = self._check_object(label)
         depth = self.volume.shape[0]
@@ -239,7 +244,14 @@ class ViewerSession:
                 mask3d[z] = segment_slice(self.predictor, embeddings, z, prompts, self.threshold)[0]
             elif from_slice is not None:
                 z = self._check_index("z", from_slice)
-                z_range = (0, depth - 1)
+                if z_range is None:
+                    z_range = (0, depth - 1)
+                else:
+                    if len(z_range) != 2:
+                        raise InputError(None, f"z_range takes [z0, z1], got {z_range}")
+                    z_range = (self._check_index("z", z_range[0]), self._check_index("z", z_range[1]))
+                if not z_range[0] <= z <= z_range[1]:
+                    raise InputError(None, f"from_slice {z} is outside z_range {list(z_range)}")
                 mask3d[z] = self.labels[z] == label
                 if not mask3d[z].any():
                     raise InputError(None, f"object {label} has no voxels on slice {z} to propagate")

@@ -177,14 +177,21 @@ function currentAxialSlice() {
 
 async function propagate() {
   const cur = viewer.current;
+  const last = viewer.info.shape_zyx[0] - 1;
+  const bound = (id, fallback) => {
+    const v = Number($(id).value);
+    return Number.isInteger(v) ? Math.min(last, Math.max(0, v)) : fallback;
+  };
+  const z0 = bound("prop-z0", 0), z1 = bound("prop-z1", last);
   let body;
   if (cur && cur.axis === "z" && cur.box && !cur.points.length && cur.object === viewer.object) {
     const [x0, y0, x1, y1] = cur.box;
-    body = { object: cur.object, box: [x0, y0, 0, x1, y1, viewer.info.shape_zyx[0] - 1], start_z: cur.index };
+    body = { object: cur.object, box: [x0, y0, z0, x1, y1, z1], start_z: cur.index };
   } else {
-    body = { object: viewer.object, from_slice: currentAxialSlice() };
+    body = { object: viewer.object, from_slice: currentAxialSlice(), z_range: [z0, z1] };
   }
   const result = await api("POST", "/api/propagate", body);
+  viewer.propagated = result;
   await refreshLabels();
   status(`object ${result.label}: ${result.voxels} voxels on slices ${result.slices.join("–")} ` +
     `(${result.seconds.toFixed(1)} s, ${result.slices_embedded} slices encoded)`);
@@ -240,6 +247,8 @@ async function main() {
   viewer.nv = nv;
   await nv.attachTo("gl");
   await nv.loadVolumes([{ url: `/api/volume?token=${TOKEN}`, name: "image.nii.gz", colormap: "gray" }]);
+  $("prop-z0").max = $("prop-z1").max = String(info.shape_zyx[0] - 1);
+  $("prop-z1").value = String(info.shape_zyx[0] - 1);
   const select = $("window");
   info.windows.forEach((w, i) => select.add(new Option(w.name, String(i))));
   setWindow(0);
