@@ -222,3 +222,19 @@ def test_cli_view_prints_a_tokenised_url_and_serves_the_api(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_existing_labels_are_loaded_for_correction(pet, predictor, tmp_path):
+    gt = read_mask(sample_dir() / "STS_008_PET_mask.nii.gz", reference=pet)
+    session = ViewerSession(pet, out=tmp_path / "fixed.nii.gz", labels=gt, predictor=predictor)
+    with TestClient(create_app(session, token="t"), headers={"X-Medfoundry-Token": "t"}) as client:
+        assert client.get("/api/info").json()["labels"] == [1]
+        (row,) = client.get("/api/stats").json()["labels"]
+        assert row["voxels"] == int((gt.array == 1).sum())
+        assert row["suv_mean"] == pytest.approx(float(pet.array[gt.array == 1].mean()), abs=1e-3)
+        client.post("/api/erase", json={"object": 1, "axis": "z", "index": SLICE})
+        client.post("/api/save", json={})
+    fixed = read_mask(tmp_path / "fixed.nii.gz", reference=pet).array
+    expected = gt.array.copy()
+    expected[SLICE] = 0
+    assert np.array_equal(fixed, expected)

@@ -70,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"medfoundry view: {args.image} ({image.modality}, {'x'.join(map(str, image.spatial_shape))})")
     if args.out:
         print(f"saving to {args.out}" + (" (exists: saving asks for confirmation)" if Path(args.out).exists() else ""))
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {args.host}: other machines can reach the viewer (token required, no TLS)")
     print(f"open {server.url}\n(Ctrl-C to stop)", flush=True)
     server.run(open_browser=not args.no_browser)
     return 0
