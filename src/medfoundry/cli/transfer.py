@@ -91,11 +91,11 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(None, "give either --init CHECKPOINT (transfer) or --from-scratch --preset NAME")
     if args.threads:
         torch.set_num_threads(args.threads)
+    ckpt = load_checkpoint(args.init) if args.init else None  # a refused file stops before any other work
     index = load_pool_index(args.pool)
     k = len(index["classes"])
     patch = tuple(args.patch_size or index["patch_size_zyx"])
-    if args.init:
-        ckpt = load_checkpoint(args.init)
+    if ckpt is not None:
         model = model_for_transfer(ckpt, k, args.init, preset=args.preset, patch_size=patch)
         info = {"init": str(args.init), "pretrained_classes": ckpt["classes"]}
     else:
