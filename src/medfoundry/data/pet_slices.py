@@ -16,8 +16,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from medfoundry.errors import InputError, OutputExistsError
-from medfoundry.io.atomic import swap_in_dir
+from medfoundry.io.atomic import atomic_dir
 from medfoundry.io.image import MedicalImage
 
 SPLITS = ("train", "val", "test")
@@ -368,9 +366,7 @@ def build_slice_dataset(
         raise OutputExistsError(out_dir)
     _check_cases(cases)
     assignment = patient_split([c.patient_id for c in cases], fractions, seed, pinned)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         (tmp / "slices").mkdir()
         rows: list[dict] = []
         case_records = []
@@ -428,10 +424,6 @@ def build_slice_dataset(
             "n_abnormal": int(sum(r["label"] for r in rows)),
         }
         (tmp / "dataset.json").write_text(json.dumps(info, indent=1))
-        swap_in_dir(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return SliceDataset(out_dir)
 
 

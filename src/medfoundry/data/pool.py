@@ -30,9 +30,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +41,7 @@ from tqdm import tqdm
 from medfoundry.data.patches import check_patch_fits, class_locations, sample_patch
 from medfoundry.data.preprocess3d import CTStats, ct_statistics, preprocess_volume, target_shape
 from medfoundry.errors import InputError, OutputExistsError
+from medfoundry.io.atomic import atomic_dir
 
 POOL_FORMAT = "medfoundry-pool/1"
 MODALITIES_3D = ("CT", "MR", "PET", "OTHER")
@@ -277,9 +275,7 @@ def build_pool(config: PoolConfig, out_dir: str | Path, overwrite: bool = False)
         loaded.append((source, img_path, image, pool_label))
     ct = ct_statistics(np.concatenate(ct_values)) if ct_values else None
     weights = config.sampling_weights()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir, overwrite=overwrite) as work:
         (work / "cases").mkdir()
         entries = []
         for (source, img_path, image, pool_label), weight in tqdm(
@@ -321,12 +317,6 @@ def build_pool(config: PoolConfig, out_dir: str | Path, overwrite: bool = False)
             "cases": entries,
         }
         (work / "pool.json").write_text(json.dumps(index, indent=2))
-        if out_dir.exists():  # overwrite: only ever a previous pool (checked above)
-            shutil.rmtree(out_dir)
-        os.replace(work, out_dir)
-    finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
     return index
 
 

@@ -7,8 +7,6 @@ SUV), so the trainer normalises synthetic and real slices alike."""
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from tqdm.auto import tqdm
 
 from medfoundry.errors import InputError, OutputExistsError
 from medfoundry.io import MedicalImage, write_image, write_mask
+from medfoundry.io.atomic import atomic_dir
 
 
 @dataclass
@@ -142,9 +141,7 @@ def synthesize_dataset(
     if count < 1:
         raise InputError(None, f"asked for {count} synthetic images; give at least 1")
     rng = np.random.default_rng(seed)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         entries, shown = [], []
         for i in tqdm(range(count), desc="synthesizing", unit="image", disable=not progress):
             ex = exemplars[int(rng.integers(len(exemplars)))]
@@ -164,12 +161,6 @@ def synthesize_dataset(
         (tmp / "dataset.json").write_text(json.dumps(manifest, indent=1))
         if picture:
             save_synthesis_picture(shown, tmp / "synthesis.png")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

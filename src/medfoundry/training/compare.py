@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,7 +17,8 @@ import numpy as np
 import torch
 
 from medfoundry.errors import InputError, OutputExistsError
-from medfoundry.io.atomic import swap_in_dir
+from medfoundry.io.atomic import atomic_dir
+from medfoundry.io.torchfile import plain
 
 
 @dataclass
@@ -31,7 +30,7 @@ class ComparisonResult:
 
 
 def _save_bundle(path: Path, bundle: dict) -> None:
-    torch.save(bundle, path)
+    torch.save(plain(bundle), path)  # tensors and plain values only: read back with weights_only=True
 
 
 def run_comparison(
@@ -125,9 +124,7 @@ def run_comparison(
         f"({va.size} slices, rule '{threshold_rule}'); heads: imbalance '{imbalance}'.\n\n"
     )
     markdown = header + comparison_markdown(rows, extra=("train_seconds",))
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir, overwrite=True) as tmp:  # ``overwrite`` was checked before the training
         (tmp / "models").mkdir()
         (tmp / "table.md").write_text(markdown)
         write_comparison_csv(rows, tmp / "table.csv")
@@ -149,8 +146,4 @@ def run_comparison(
         (tmp / "summary.json").write_text(
             json.dumps({"rows": rows, "dataset": str(Path(dataset_dir).resolve())}, indent=1, default=float)
         )
-        swap_in_dir(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return ComparisonResult(rows, markdown)
