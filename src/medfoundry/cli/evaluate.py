@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medfoundry.cli.common import add_overwrite, add_progress, positive_float, positive_int
 from medfoundry.errors import InputError, OutputExistsError
 
 
@@ -22,8 +23,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("pred", type=Path, help="prediction file or folder")
     p.add_argument("gt", type=Path, help="ground-truth file or folder")
     p.add_argument("--out", type=Path, required=True, help="CSV with one row per case and class")
-    p.add_argument("--tolerance", type=float, default=2.0, metavar="MM", help="NSD tolerance in mm (default 2)")
-    p.add_argument("--labels", type=int, nargs="+", metavar="L", help="classes to score (default: every label present)")
+    p.add_argument(
+        "--tolerance", type=positive_float, default=2.0, metavar="MM", help="NSD tolerance in mm (default 2)"
+    )
+    p.add_argument(
+        "--labels", type=positive_int, nargs="+", metavar="L", help="classes to score (default: every label present)"
+    )
     p.add_argument(
         "--challenge-compat",
         action="store_true",
@@ -32,8 +37,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument("--summary", type=Path, metavar="CSV", help="also write the per-class means as CSV")
     p.add_argument("--plot", type=Path, metavar="PNG", help="also draw the per-class distributions")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_overwrite(p, "existing output files")
+    add_progress(p)
     return p
 
 

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from medfoundry.cli.common import add_model_options, add_window_options, predictor_from_args, window_from_args
+from medfoundry.cli.common import (
+    add_model_options,
+    add_overwrite,
+    add_progress,
+    add_window_options,
+    finite_float,
+    predictor_from_args,
+    probability,
+    window_from_args,
+)
 
 EPILOG = """examples:
   medfoundry segment ct.nii.gz --box 120 80 30 180 140 45 --out tumour.nii.gz --overlay tumour.png
@@ -30,7 +39,7 @@ def add_parser(subparsers) -> None:
     prompts = p.add_argument_group("prompts (one of --box / --boxes / --point is required)")
     prompts.add_argument(
         "--box",
-        type=float,
+        type=finite_float,
         nargs="+",
         action="append",
         default=[],
@@ -42,7 +51,7 @@ def add_parser(subparsers) -> None:
     )
     prompts.add_argument(
         "--point",
-        type=float,
+        type=finite_float,
         nargs="+",
         action="append",
         default=[],
@@ -51,7 +60,7 @@ def add_parser(subparsers) -> None:
     )
     prompts.add_argument(
         "--negative",
-        type=float,
+        type=finite_float,
         nargs="+",
         action="append",
         default=[],
@@ -60,9 +69,9 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--out", required=True, help="output label map (.nii.gz, .nrrd, .mha, .npz or .png)")
     p.add_argument("--overlay", metavar="PNG", help="also write a picture of the mask over the image")
-    p.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--threshold", type=probability, default=0.5, help="probability threshold (default 0.5)")
+    add_overwrite(p, "existing output files")
+    add_progress(p)
     add_window_options(p)
     add_model_options(p)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from medfoundry.cli.common import add_model_options, predictor_from_args
+from medfoundry.cli.common import add_model_options, add_overwrite, add_progress, predictor_from_args
 
 
 def add_parser(subparsers) -> None:
@@ -21,8 +21,8 @@ def add_parser(subparsers) -> None:
         action="store_true",
         help="for files without 'boxes', use one box per label of 'gts' (for evaluation runs)",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_overwrite(p, "existing outputs")
+    add_progress(p)
     add_model_options(p)
 
 
