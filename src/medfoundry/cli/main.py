@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from medfoundry import __version__
-from medfoundry.errors import MedfoundryError
+from medfoundry.errors import MedfoundryError, MedfoundryWarning
 
 # sub-command name -> module that implements it (listed in the order ``--help`` shows them)
 COMMANDS: dict[str, str] = {
@@ -61,14 +62,35 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     module = importlib.import_module(COMMANDS[args.command])
+    from medfoundry.io.dicom import show_progress
+
+    shown = show_progress(not getattr(args, "no_progress", False))
     try:
-        return int(module.run(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning(args.command)
+            warnings.simplefilter("always", MedfoundryWarning)
+            return int(module.run(args) or 0)
     except MedfoundryError as exc:
         print(f"medfoundry {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"medfoundry {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        show_progress(shown)
+
+
+def _one_line_warning(command: str):
+    """``warnings.showwarning`` that prints medfoundry's own warnings as one line (others as Python does)."""
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001 - warnings API
+        if issubclass(category, MedfoundryWarning):
+            print(f"medfoundry {command}: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    return show
 
 
 if __name__ == "__main__":

@@ -81,13 +81,13 @@ def objects_from_args(args: argparse.Namespace) -> list:
     import numpy as np
 
     from medfoundry.errors import InputError
-    from medfoundry.inference.prompts import ObjectPrompt, load_prompt_file
+    from medfoundry.inference.prompts import ObjectPrompt, check_box, load_prompt_file
 
     objects = []
     for box in args.box:
         if len(box) not in (4, 6):
             raise InputError(None, f"--box takes 4 (2D) or 6 (3D) numbers, got {len(box)}: {box}")
-        objects.append(ObjectPrompt(box=box))
+        objects.append(ObjectPrompt(box=check_box(box, "--box", need_area=True)))
     if args.boxes:
         objects.extend(load_prompt_file(args.boxes))
     if args.negative and not args.point:
@@ -105,10 +105,8 @@ def objects_from_args(args: argparse.Namespace) -> list:
 
 def run(args: argparse.Namespace) -> int:
     from medfoundry.api import segment
-    from medfoundry.io import check_writable
 
     objects = objects_from_args(args)
-    check_writable(args.out, args.overwrite)
     labels = segment(
         args.image,
         objects,
@@ -116,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         overlay=args.overlay,
         modality=args.modality,
         window=window_from_args(args),
-        predictor=predictor_from_args(args),
+        predictor=lambda: predictor_from_args(args),  # built once the image and outputs are checked
         threshold=args.threshold,
         overwrite=args.overwrite,
         progress=not args.no_progress,

@@ -38,6 +38,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from medfoundry.api import warn_if_no_contrast
     from medfoundry.errors import InputError
     from medfoundry.inference.sliding_window import predict_labels
     from medfoundry.io import read_image, write_mask
@@ -68,6 +69,7 @@ def _predict(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     for image_path, out in tqdm(list(zip(args.predict, outs, strict=True)), desc="segmenting", unit="image"):
         image = read_image(image_path, modality=modality)
+        warn_if_no_contrast(image)
         labels = predict_labels(model, image, prep, overlap=args.overlap, sw_batch_size=args.sw_batch, device=device)
         write_mask(labels, out, reference=image, overwrite=args.overwrite)
         print(f"{image_path} -> {out}  ({', '.join(ckpt['classes'])} = 1..{len(ckpt['classes'])})")

@@ -101,10 +101,72 @@ def _load_mapping(path: Path) -> dict:
         else:
             data = json.loads(text)
     except Exception as exc:  # noqa: BLE001 - parser errors vary by format
-        raise InputError(path, f"cannot parse the pool config: {exc}") from None
+        detail = " ".join(str(exc).split())  # YAML's messages span several lines
+        raise InputError(path, f"cannot parse the pool config: {detail}") from None
     if not isinstance(data, dict):
         raise InputError(path, "the pool config must be a mapping with 'classes' and 'sources'")
+    _check_schema(data, path)
     return data
+
+
+def _kind(value) -> str:
+    return "a mapping" if isinstance(value, dict) else "a list" if isinstance(value, list) else repr(value)[:40]
+
+
+def _want(ok: bool, path: Path, key: str, expected: str, value) -> None:
+    if not ok:
+        raise InputError(path, f"'{key}' must be {expected}, got {_kind(value)}")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_schema(data: dict, path: Path) -> None:
+    """The types of every known key (the key path is named in the message); values are checked later."""
+    opt = data.get
+    _want(isinstance(opt("name", ""), str), path, "name", "a string", opt("name"))
+    classes = opt("classes", [])
+    _want(isinstance(classes, list), path, "classes", "a list of class names", classes)
+    for i, c in enumerate(classes):
+        _want(isinstance(c, (str, int)) and not isinstance(c, bool), path, f"classes[{i}]", "a name", c)
+    for key, kind in (("spacing_xyz_mm", "numbers"), ("patch_size_zyx", "integers")):
+        if key in data:
+            value = data[key]
+            ok = isinstance(value, list) and all(
+                _is_number(v) if kind == "numbers" else isinstance(v, int) and not isinstance(v, bool) for v in value
+            )
+            _want(ok, path, key, f"a list of three {kind}", value)
+    if "foreground_share" in data:
+        _want(
+            _is_number(data["foreground_share"]),
+            path,
+            "foreground_share",
+            "a number in [0, 1]",
+            data["foreground_share"],
+        )
+    sources = opt("sources", [])
+    _want(isinstance(sources, list), path, "sources", "a list of source mappings", sources)
+    for i, src in enumerate(sources):
+        where = f"sources[{i}]"
+        _want(isinstance(src, dict), path, where, "a mapping (name, modality, root, labels, ...)", src)
+        for key in ("name", "modality", "root", "image_glob", "unmapped"):
+            if src.get(key) is not None:
+                _want(isinstance(src[key], str), path, f"{where}.{key}", "a string", src[key])
+        if "labels" in src:
+            labels = src["labels"]
+            _want(isinstance(labels, dict), path, f"{where}.labels", "a mapping of label id -> class name", labels)
+            for sid, cls in labels.items():
+                _want(isinstance(cls, str), path, f"{where}.labels.{sid}", "a class name", cls)
+        if "cases" in src:
+            _want(isinstance(src["cases"], list), path, f"{where}.cases", "a list of {image, label}", src["cases"])
+            for j, case in enumerate(src["cases"]):
+                ok = isinstance(case, dict) and all(isinstance(case.get(k), str) for k in ("image", "label"))
+                _want(ok, path, f"{where}.cases[{j}]", "a mapping with 'image' and 'label' paths", case)
+        if "label_from_image" in src:
+            value = src["label_from_image"]
+            ok = isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)
+            _want(ok, path, f"{where}.label_from_image", "two strings [old, new]", value)
 
 
 def _triple(value, kind, path: Path, key: str) -> tuple:
