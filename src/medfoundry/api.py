@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from medfoundry.errors import BatchFailures, InputError, MedfoundryError, MedfoundryWarning
 from medfoundry.inference.predictor import LiteMedSAMPredictor
 from medfoundry.inference.prompts import ObjectPrompt
-from medfoundry.inference.segment import segment_array
+from medfoundry.inference.segment import check_prompts, segment_array
 from medfoundry.io import MedicalImage, check_writable, read_image, read_npz_case, write_mask, write_npz_segs
 from medfoundry.io.atomic import check_outputs
 from medfoundry.preprocessing.intensity import IntensityWindow, normalize_intensity
@@ -81,9 +81,10 @@ def segment_image(
     """Segment an image already in memory; object i becomes label i."""
     if image.spatial_ndim not in (2, 3):
         raise InputError(image.path, f"expected a 2D or 3D image, got shape {image.array.shape}")
+    check_prompts(objects, image.array.shape, image.spatial_ndim == 3, image.path)  # before the model loads
     warn_if_no_contrast(image)
-    predictor = _resolve_predictor(predictor)
     normalized = normalize_intensity(image, window)
+    predictor = _resolve_predictor(predictor)
     labels = segment_array(
         predictor,
         normalized,
@@ -170,7 +171,6 @@ def segment_npz(
     existing = [t for t in targets if t.exists()]
     if existing and not overwrite:
         raise InputError(existing[0], f"output exists ({len(existing)} of {len(targets)}); pass --overwrite")
-    predictor = _resolve_predictor(predictor)
     written: list[Path] = []
     failed: list[tuple[str, str]] = []
     for src, dst in tqdm(list(zip(files, targets, strict=True)), desc="cases", unit="case", disable=not progress):
@@ -182,7 +182,10 @@ def segment_npz(
                     raise InputError(src, "no 'boxes' key; add boxes or pass --boxes-from-gts for files with 'gts'")
                 boxes = boxes_from_labels(case.gts)
             objects = [ObjectPrompt(box=b) for b in np.asarray(boxes, dtype=np.float32)]
-            result = segment_image(case.to_image(), objects, predictor, progress=False)
+            image = case.to_image()
+            check_prompts(objects, image.array.shape, image.spatial_ndim == 3, str(src))
+            predictor = _resolve_predictor(predictor)  # loaded at the first usable file
+            result = segment_image(image, objects, predictor, progress=False)
             written.append(write_npz_segs(dst, result.labels.array, overwrite=overwrite))
         except MedfoundryError as exc:
             if not keep_going:

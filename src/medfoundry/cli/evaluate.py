@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from medfoundry.cli.common import add_overwrite, add_progress, positive_float, positive_int
-from medfoundry.errors import InputError, OutputExistsError
+from medfoundry.errors import InputError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -44,12 +44,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, write the CSV (and optional summary / plot) atomically, print the per-class means."""
-    outputs = [p for p in (args.out, args.summary, args.plot) if p is not None]
-    if len({p.resolve() for p in outputs}) != len(outputs):
-        raise InputError(None, "--out, --summary and --plot must be different files")
-    for p in outputs:  # refuse before any work, and before anything is written
-        if p.exists() and not args.overwrite:
-            raise OutputExistsError(p)
+    from medfoundry.io.atomic import check_outputs
+
+    # refuse before any work: the same path twice, an existing file, a parent that is a file...
+    outputs = check_outputs(args.out, args.summary, args.plot, overwrite=args.overwrite)
     if args.plot is not None and args.plot.suffix.lower() != ".png":
         raise InputError(args.plot, "the plot is written as PNG; give a .png path")
 

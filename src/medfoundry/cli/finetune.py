@@ -74,16 +74,16 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from medfoundry.data.slices2d import load_samples, split_cases
     from medfoundry.errors import InputError
+    from medfoundry.io.atomic import check_writable
     from medfoundry.modeling.adapters.base import build_adapted
     from medfoundry.modeling.adapters.io import base_fingerprint
     from medfoundry.training.finetune import FinetuneConfig, finetune
 
     set_threads(args)
-    out = Path(args.out)
+    out = check_writable(args.out, overwrite=True, folder=True, create=False)  # a file here is refused at once
     previous = [out / n for n in ("last.pt", "best.pt") if (out / n).exists()]
     if previous and not (args.resume or args.overwrite):
         raise InputError(out, "holds a previous run (last.pt); pass --resume to continue it or --overwrite")

@@ -338,6 +338,9 @@ def _check_cases(cases: Sequence[CaseSpec]) -> None:
             raise InputError(case.image, f"case id {case.case_id!r} may only hold letters, digits, '-', '_', '.'")
         if case.mask is None:
             raise InputError(case.image, f"case {case.case_id}: a lesion mask is needed to label the slices")
+        for path in (case.image, case.mask):  # every file is there before any volume is sliced
+            if not Path(path).exists():
+                raise InputError(path, f"case {case.case_id}: no such file or folder")
         seen.add(case.case_id)
 
 

@@ -409,9 +409,12 @@ def load_pool_index(pool_dir: str | Path) -> dict:
     path = Path(pool_dir) / "pool.json"
     if not path.is_file():
         raise InputError(pool_dir, "not a preprocessed pool (no pool.json); run 'medfoundry pool' first")
-    index = json.loads(path.read_text())
-    if index.get("format") != POOL_FORMAT:
-        raise InputError(path, f"unknown pool format {index.get('format')!r}")
+    try:
+        index = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"cannot read the pool index ({type(exc).__name__})") from None
+    if not isinstance(index, dict) or index.get("format") != POOL_FORMAT:
+        raise InputError(path, "not a medfoundry pool index (unknown format)")
     return index
 
 
