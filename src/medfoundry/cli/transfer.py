@@ -47,15 +47,6 @@ def _predict(args: argparse.Namespace) -> int:
 
     require(args, "model", "out_dir")
     set_threads(args)
-    ckpt = load_checkpoint(args.model)
-    model = model_from_checkpoint(ckpt, args.model, args.preset)
-    prep = ckpt["preprocessing"]
-    modality = args.modality
-    if modality is None:
-        mods = prep.get("modalities", [])
-        if len(mods) != 1:
-            raise InputError(args.model, f"the model was trained on {mods}; say --modality for the images")
-        modality = mods[0]
     outs = []
     for image_path in args.predict:  # refuse existing outputs before any work
         name = Path(image_path).name
@@ -66,6 +57,15 @@ def _predict(args: argparse.Namespace) -> int:
         out = Path(args.out_dir) / f"{name}_tsfm.nii.gz"
         check_writable(out, args.overwrite)
         outs.append(out)
+    ckpt = load_checkpoint(args.model)
+    model = model_from_checkpoint(ckpt, args.model, args.preset)
+    prep = ckpt["preprocessing"]
+    modality = args.modality
+    if modality is None:
+        mods = prep.get("modalities", [])
+        if len(mods) != 1:
+            raise InputError(args.model, f"the model was trained on {mods}; say --modality for the images")
+        modality = mods[0]
     device = resolve_device(args.device)
     for image_path, out in tqdm(list(zip(args.predict, outs, strict=True)), desc="segmenting", unit="image"):
         image = read_image(image_path, modality=modality)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medfoundry.errors import InputError, OutputExistsError
-from medfoundry.io.atomic import atomic_dir
+from medfoundry.errors import InputError
+from medfoundry.io.atomic import atomic_dir, check_writable
 from medfoundry.io.image import MedicalImage
 
 SPLITS = ("train", "val", "test")
@@ -364,9 +364,7 @@ def build_slice_dataset(
     """Read, slice and store every case; the folder appears complete or not at all (atomic rename)."""
     from tqdm.auto import tqdm
 
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise OutputExistsError(out_dir)
+    out_dir = check_writable(out_dir, overwrite, folder=True, create=False)  # before any work
     _check_cases(cases)
     assignment = patient_split([c.patient_id for c in cases], fractions, seed, pinned)
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:

@@ -40,8 +40,8 @@ from tqdm import tqdm
 
 from medfoundry.data.patches import check_patch_fits, class_locations, sample_patch
 from medfoundry.data.preprocess3d import CTStats, ct_statistics, preprocess_volume, target_shape
-from medfoundry.errors import InputError, OutputExistsError
-from medfoundry.io.atomic import atomic_dir
+from medfoundry.errors import InputError
+from medfoundry.io.atomic import atomic_dir, check_writable
 
 POOL_FORMAT = "medfoundry-pool/1"
 MODALITIES_3D = ("CT", "MR", "PET", "OTHER")
@@ -312,9 +312,7 @@ def build_pool(config: PoolConfig, out_dir: str | Path, overwrite: bool = False)
     Everything is checked (files, label ids, patch fit) before anything is written, and the pool is
     written into a temporary folder that replaces ``out_dir`` at the end. Returns the pool index.
     """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise OutputExistsError(out_dir)
+    out_dir = check_writable(out_dir, overwrite, folder=True, create=False)  # before any work
     if out_dir.exists() and not (out_dir / "pool.json").is_file():
         raise InputError(out_dir, "exists and is not a preprocessed pool; choose a new folder")
     class_ids = config.class_ids

@@ -14,9 +14,9 @@ import numpy as np
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from medfoundry.errors import InputError, OutputExistsError
+from medfoundry.errors import InputError
 from medfoundry.io import MedicalImage, write_image, write_mask
-from medfoundry.io.atomic import atomic_dir
+from medfoundry.io.atomic import atomic_dir, check_writable
 
 
 @dataclass
@@ -130,9 +130,7 @@ def synthesize_dataset(
     ``syn_NNNN_image.nii.gz`` / ``syn_NNNN_mask.nii.gz`` plus ``dataset.json`` (read by ``finetune``) and
     ``synthesis.png``. The folder appears only when complete."""
     cfg = config or SynthesisConfig()
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise OutputExistsError(out_dir)
+    out_dir = check_writable(out_dir, overwrite, folder=True, create=False)  # before any work
     exemplars, backgrounds = exemplar_and_background_slices(pairs)
     if not exemplars:
         raise InputError(None, "the exemplars have no foreground: nothing to cut out")

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medfoundry.errors import InputError, OutputExistsError, WeightsError
-from medfoundry.io.atomic import atomic_dir
+from medfoundry.errors import InputError, WeightsError
+from medfoundry.io.atomic import atomic_dir, check_writable
 
 
 @dataclass
@@ -138,9 +138,7 @@ def predict_scan(
     """Probabilities for every slice of ``scan``; writes CSV, JSON ranges and the z-profile PNG atomically."""
     from medfoundry.data.pet_slices import CaseSpec, SliceConfig, read_case, slice_volume
 
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise OutputExistsError(out_dir)
+    out_dir = check_writable(out_dir, overwrite, folder=True, create=False)  # before any work
     bundle = load_bundle(model)
     cfg = dict(bundle["preprocessing"]["config"])
     cfg["grid"] = tuple(cfg["grid"])

@@ -58,8 +58,8 @@ def _check_parent(path: Path) -> None:
         raise InputError(path, f"cannot write here: {parent} is a virtual system folder")
 
 
-def check_writable(path: str | Path, overwrite: bool = False, folder: bool = False, create: bool = True) -> Path:
-    """Refuse a bad output ``path`` before any work; create its parent folder when ``create``.
+def check_writable(path: str | Path, overwrite: bool = False, folder: bool = False, create: bool = False) -> Path:
+    """Refuse a bad output ``path`` before any work (nothing is created unless ``create``: then its parent folder).
 
     Refused: an existing ``path`` unless ``overwrite``; a folder where a file is expected (or a file where a
     ``folder`` is expected); a parent that is a file, not writable, or under ``/proc`` / ``/sys``.
@@ -103,7 +103,7 @@ def atomic_path(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
 
     Nothing on disk changes if the body raises, and an existing ``path`` is refused unless ``overwrite``.
     """
-    target = check_writable(path, overwrite)
+    target = check_writable(path, overwrite, create=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=_full_suffix(target), dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -143,7 +143,7 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     An existing ``path`` is refused unless ``overwrite``, and then replaced only after the new folder is complete
     (:func:`swap_in_dir`). If the body raises, the old output is untouched and the temporary folder is removed.
     """
-    target = check_writable(path, overwrite, folder=True)
+    target = check_writable(path, overwrite, folder=True, create=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         os.chmod(tmp, default_mode(folder=True))

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medfoundry.errors import InputError, OutputExistsError
-from medfoundry.io.atomic import atomic_dir
+from medfoundry.errors import InputError
+from medfoundry.io.atomic import atomic_dir, check_writable
 from medfoundry.io.torchfile import plain
 
 
@@ -59,9 +59,7 @@ def run_comparison(
     from medfoundry.training.cnn_baseline import CNNConfig, cnn_probabilities, train_cnn
     from medfoundry.training.heads import HeadConfig, predict_proba, train_linear_head
 
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise OutputExistsError(out_dir)
+    out_dir = check_writable(out_dir, overwrite, folder=True, create=False)  # before any work
     dataset = SliceDataset(dataset_dir)
     if caches:
         opened = [open_cache(c, dataset) for c in caches]
