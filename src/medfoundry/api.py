@@ -203,22 +203,40 @@ def evaluate(
     *,
     tolerance_mm: float = 2.0,
     challenge_compat: bool = False,
+    labels: list[int] | None = None,
+    summary: str | Path | None = None,
+    plot: str | Path | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ):
-    """Score predictions against ground truth (files or folders) and write the per-case CSV to ``out``."""
+    """Score predictions against ground truth (files or folders) and write the per-case CSV to ``out`` (and the
+    per-class means to ``summary``, the distributions to the PNG ``plot``). Every output is checked first."""
     from medfoundry.evaluation import evaluate_files
 
-    check_writable(out, overwrite)
+    check_outputs(out, summary, plot, overwrite=overwrite)
+    if plot is not None and Path(plot).suffix.lower() != ".png":
+        raise InputError(plot, "the plot is written as PNG; give a .png path")
     evaluator = evaluate_files(
-        pred, gt, tolerance_mm=tolerance_mm, challenge_compat=challenge_compat, progress=progress
+        pred, gt, tolerance_mm=tolerance_mm, challenge_compat=challenge_compat, labels=labels, progress=progress
     )
     evaluator.write_csv(out, overwrite=overwrite)
+    if summary is not None:
+        evaluator.write_summary_csv(summary, overwrite=overwrite)
+    if plot is not None:
+        from medfoundry.evaluation.plots import plot_metrics
+
+        plot_metrics(evaluator, plot, overwrite=overwrite)
     return evaluator
 
 
-def demo(out_dir: str | Path = "medfoundry-demo-output", *, overwrite: bool = False, backend: str = "fast"):
+def demo(
+    out_dir: str | Path = "medfoundry-demo-output",
+    *,
+    overwrite: bool = False,
+    backend: str = "fast",
+    progress: bool = True,
+):
     """Run the bundled demo (see :mod:`medfoundry.demo`)."""
     from medfoundry.demo import run_demo
 
-    return run_demo(out_dir, overwrite=overwrite, backend=backend)
+    return run_demo(out_dir, overwrite=overwrite, backend=backend, progress=progress)

@@ -21,7 +21,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medfoundry.demo import run_demo
+    from medfoundry.api import demo
 
-    run_demo(args.out, overwrite=args.overwrite, backend=args.backend, progress=not args.no_progress)
+    demo(args.out, overwrite=args.overwrite, backend=args.backend, progress=not args.no_progress)
     return 0

@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from medfoundry.cli.common import add_overwrite, add_progress, positive_float, positive_int
-from medfoundry.errors import InputError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -44,30 +43,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, write the CSV (and optional summary / plot) atomically, print the per-class means."""
-    from medfoundry.io.atomic import check_outputs
+    from medfoundry.api import evaluate
 
-    # refuse before any work: the same path twice, an existing file, a parent that is a file...
-    outputs = check_outputs(args.out, args.summary, args.plot, overwrite=args.overwrite)
-    if args.plot is not None and args.plot.suffix.lower() != ".png":
-        raise InputError(args.plot, "the plot is written as PNG; give a .png path")
-
-    from medfoundry.evaluation.files import evaluate_files
-
-    evaluator = evaluate_files(
+    evaluator = evaluate(  # checks every output before any work
         args.pred,
         args.gt,
+        args.out,
         tolerance_mm=args.tolerance,
         challenge_compat=args.challenge_compat,
         labels=args.labels,
+        summary=args.summary,
+        plot=args.plot,
+        overwrite=args.overwrite,
         progress=not args.no_progress,
     )
-    evaluator.write_csv(args.out, overwrite=args.overwrite)
-    if args.summary is not None:
-        evaluator.write_summary_csv(args.summary, overwrite=args.overwrite)
-    if args.plot is not None:
-        from medfoundry.evaluation.plots import plot_metrics
-
-        plot_metrics(evaluator, args.plot, overwrite=args.overwrite)
+    outputs = [p for p in (args.out, args.summary, args.plot) if p is not None]
     n_cases = len({r["case"] for r in evaluator.rows})
     mode = "MedSAM-on-laptop 2024 scoring" if args.challenge_compat else f"NSD tolerance {args.tolerance:g} mm"
     print(f"{n_cases} case(s), {mode}; per-class means (NaN-aware):")

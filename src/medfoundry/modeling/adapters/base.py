@@ -151,7 +151,9 @@ def checkpoint_stages(encoder: nn.Module, stages: Iterable[int]) -> None:
     layers = encoder.layers
     for stage in stages:
         if not 0 <= stage < len(layers):
-            raise ValueError(f"checkpoint stage {stage} does not exist; the encoder has stages 0..{len(layers) - 1}")
+            raise InputError(
+                None, f"checkpoint stage {stage} does not exist; the encoder has stages 0..{len(layers) - 1}"
+            )
         layer = layers[stage]
         layer.forward = types.MethodType(_checkpointed_stage_forward, layer)
 
