@@ -137,3 +137,24 @@ def test_cli_refuses_a_payload(argv, evil, tmp_path, capsys):
     assert len(err.splitlines()) == 1 and str(path) in err and "Traceback" not in err
     assert not marker.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_nnunet_checkpoint_with_numpy_log_values_loads(tmp_path):
+    """nnU-Net's own checkpoints log numpy floats and hold a torch.device: data, read without running code."""
+    import numpy as np
+
+    from medfoundry.io.torchfile import load_torch_file
+
+    path = tmp_path / "checkpoint_final.pth"
+    ckpt = {
+        "network_weights": {"w": torch.ones(2)},
+        "logging": {"mean_fg_dice": [np.float64(0.5), np.float32(0.25)], "epoch": [np.int64(3)]},
+        "init_args": {"device": torch.device("cpu"), "fold": 0},
+        "inference_allowed_mirroring_axes": (0, 1),
+    }
+    torch.save(ckpt, path)
+    loaded = load_torch_file(path, "nnU-Net checkpoint", numpy_scalars=True)
+    assert loaded["logging"]["mean_fg_dice"] == [0.5, 0.25] and loaded["init_args"]["device"] == torch.device("cpu")
+    assert torch.equal(loaded["network_weights"]["w"], torch.ones(2))
+    with pytest.raises(MedfoundryError, match="numpy"):  # without the numpy allowance the same file is refused
+        load_torch_file(path, "checkpoint")
