@@ -62,7 +62,7 @@ def check_box(values, path: str | Path | None = None, need_area: bool = False) -
         half = raw.size // 2
         lo, hi = raw[:half], raw[half:]
         if hi[0] < lo[0] or hi[1] < lo[1]:
-            raise InputError(path, f"box {shown} is inverted: give x0 <= x1 and y0 <= y1")
+            raise InputError(path, f"box {shown} is inverted (x1 < x0 or y1 < y0): give x0 <= x1 and y0 <= y1")
         if need_area and (hi[0] == lo[0] or hi[1] == lo[1]):
             raise InputError(path, f"box {shown} has no area (zero width or height): give x0 < x1 and y0 < y1")
         if half == 3 and hi[2] < lo[2]:
