@@ -21,6 +21,7 @@ from torch import nn
 
 from medfoundry.errors import InputError
 from medfoundry.io.atomic import atomic_path
+from medfoundry.io.torchfile import plain
 from medfoundry.modeling.adapters.base import METHODS, AdaptedLiteMedSAM, build_adapted
 
 FORMAT = "medfoundry-adapter"
@@ -58,7 +59,7 @@ def save_adapter(
     if train_state is not None:
         payload["train_state"] = train_state
     with atomic_path(path, overwrite=overwrite) as tmp:
-        torch.save(payload, tmp)
+        torch.save(plain(payload), tmp)  # tensors and plain values only: read back with weights_only=True
     return Path(path)
 
 
@@ -89,7 +90,7 @@ def _same_kind(value: Any, default: Any) -> bool:
     if isinstance(default, float):
         return isinstance(value, (int, float)) and math.isfinite(value)
     if isinstance(default, list):
-        return isinstance(value, list) and all(_same_kind(v, default[0]) for v in value) if default else True
+        return isinstance(value, (list, tuple)) and (not default or all(_same_kind(v, default[0]) for v in value))
     return isinstance(value, type(default))
 
 
