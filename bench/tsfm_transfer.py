@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -194,20 +193,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --work folder (after the run)")
     p.add_argument("--quick", action="store_true", help="shortened setting: 10 x 20 pretraining, 8 x 20 transfer")
     args = p.parse_args(argv)
     if args.quick:
         args.pretrain_epochs, args.iters, args.transfer_epochs, args.transfer_iters = 10, 20, 8, 20
     torch.set_num_threads(args.threads)
 
+    from medfoundry.io.atomic import atomic_dir
+
+    # an existing --work folder is refused unless --overwrite, and replaced only once this run has finished
+    with atomic_dir(args.work.resolve(), overwrite=args.overwrite) as work:
+        return _bench(args, work)
+
+
+def _bench(args: argparse.Namespace, work: Path) -> int:
+    """The whole benchmark, written into ``work`` (a temporary folder that becomes --work at the end)."""
     from medfoundry.data.pool import build_pool, load_pool_config
     from medfoundry.modeling.tsfm import build_tsfm, load_checkpoint, model_for_transfer
     from medfoundry.training.tsfm import TrainSettings, fit
 
-    work = args.work.resolve()
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
     t_start = time.time()
 
     # 1. pools
@@ -308,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     plot(results, pre_hist, cls, work / "tsfm_transfer.png")
-    print(f"wrote {work / 'results.md'}, {work / 'tsfm_transfer.png'}")
+    print(f"wrote {args.work / 'results.md'}, {args.work / 'tsfm_transfer.png'}")
     return 0
 
 

@@ -6,17 +6,20 @@ refusing to replace existing outputs unless ``overwrite=True``.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from medfoundry.errors import InputError
+from medfoundry.errors import BatchFailures, InputError, MedfoundryError, MedfoundryWarning
 from medfoundry.inference.predictor import LiteMedSAMPredictor
 from medfoundry.inference.prompts import ObjectPrompt
-from medfoundry.inference.segment import segment_array
+from medfoundry.inference.segment import check_prompts, segment_array
 from medfoundry.io import MedicalImage, check_writable, read_image, read_npz_case, write_mask, write_npz_segs
+from medfoundry.io.atomic import check_outputs
 from medfoundry.preprocessing.intensity import IntensityWindow, normalize_intensity
 
 
@@ -39,6 +42,34 @@ def make_predictor(
     return LiteMedSAMPredictor(weights=None if weights is None else str(weights), backend=backend)
 
 
+PredictorArg = LiteMedSAMPredictor | Callable[[], LiteMedSAMPredictor] | None
+
+
+def warn_if_no_contrast(image: MedicalImage) -> bool:
+    """Warn (:class:`MedfoundryWarning`) when every voxel has the same value (all zero, one voxel, constant):
+    the model then sees a blank picture and the mask says nothing about the image. Returns True if it warned."""
+    array = image.array
+    if array.size and float(array.max()) == float(array.min()):
+        what = "one voxel" if array.size == 1 else f"every voxel is {float(array.flat[0]):g}"
+        warnings.warn(
+            f"{image.path or 'image'}: the image has no contrast ({what}); the mask will not reflect anything in it",
+            MedfoundryWarning,
+            stacklevel=3,
+        )
+        return True
+    return False
+
+
+def _resolve_predictor(predictor: PredictorArg) -> LiteMedSAMPredictor:
+    """The predictor itself, one built now from a factory (so inputs and outputs are checked before the model
+    loads), or the default one."""
+    if predictor is None:
+        return make_predictor()
+    if isinstance(predictor, LiteMedSAMPredictor) or not callable(predictor):
+        return predictor
+    return predictor()
+
+
 def segment_image(
     image: MedicalImage,
     objects: list[ObjectPrompt],
@@ -50,8 +81,10 @@ def segment_image(
     """Segment an image already in memory; object i becomes label i."""
     if image.spatial_ndim not in (2, 3):
         raise InputError(image.path, f"expected a 2D or 3D image, got shape {image.array.shape}")
-    predictor = predictor or make_predictor()
+    check_prompts(objects, image.array.shape, image.spatial_ndim == 3, image.path)  # before the model loads
+    warn_if_no_contrast(image)
     normalized = normalize_intensity(image, window)
+    predictor = _resolve_predictor(predictor)
     labels = segment_array(
         predictor,
         normalized,
@@ -72,15 +105,16 @@ def segment(
     overlay: str | Path | None = None,
     modality: str | None = None,
     window: IntensityWindow | None = None,
-    predictor: LiteMedSAMPredictor | None = None,
+    predictor: PredictorArg = None,
     threshold: float = 0.5,
     overwrite: bool = False,
     progress: bool = True,
 ) -> MedicalImage:
-    """Segment the image file ``image_path`` from prompts and write the label map to ``out`` (same geometry)."""
-    check_writable(out, overwrite)
-    if overlay is not None:
-        check_writable(overlay, overwrite)
+    """Segment the image file ``image_path`` from prompts and write the label map to ``out`` (same geometry).
+
+    Every output path is checked before any work (distinct, writable place, not existing unless ``overwrite``).
+    """
+    check_outputs(out, overlay, overwrite=overwrite)
     image = read_image(image_path, modality=modality)
     result = segment_image(image, objects, predictor, window, threshold, progress)
     write_mask(result.labels, out, reference=image, overwrite=overwrite)
@@ -113,16 +147,23 @@ def segment_npz(
     in_dir: str | Path,
     out_dir: str | Path,
     *,
-    predictor: LiteMedSAMPredictor | None = None,
+    predictor: PredictorArg = None,
     boxes_from_gts: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    keep_going: bool = True,
 ) -> list[Path]:
     """Segment every MedSAM challenge ``.npz`` in ``in_dir`` (``imgs`` + ``boxes``) into ``out_dir``/same name
-    with key ``segs``. ``boxes_from_gts`` takes one box per label of ``gts`` when a file has no ``boxes``."""
+    with key ``segs``. ``boxes_from_gts`` takes one box per label of ``gts`` when a file has no ``boxes``.
+
+    A file that cannot be used is skipped (``keep_going``, the default) and the run goes on; at the end
+    :class:`~medfoundry.errors.BatchFailures` lists the files done and the ones that failed. With
+    ``keep_going=False`` the first bad file stops the run (the files written before it stay).
+    """
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     if not in_dir.is_dir():
-        raise InputError(in_dir, "input folder not found")
+        raise InputError(in_dir, "input folder not found" if not in_dir.exists() else "is not a folder")
+    check_writable(out_dir, overwrite=True, folder=True)
     files = sorted(in_dir.glob("*.npz"))
     if not files:
         raise InputError(in_dir, "no .npz files in the input folder")
@@ -130,18 +171,28 @@ def segment_npz(
     existing = [t for t in targets if t.exists()]
     if existing and not overwrite:
         raise InputError(existing[0], f"output exists ({len(existing)} of {len(targets)}); pass --overwrite")
-    predictor = predictor or make_predictor()
-    written = []
+    written: list[Path] = []
+    failed: list[tuple[str, str]] = []
     for src, dst in tqdm(list(zip(files, targets, strict=True)), desc="cases", unit="case", disable=not progress):
-        case = read_npz_case(src)
-        boxes = case.boxes
-        if boxes is None:
-            if not (boxes_from_gts and case.gts is not None):
-                raise InputError(src, "no 'boxes' key; add boxes or pass --boxes-from-gts for files with 'gts'")
-            boxes = boxes_from_labels(case.gts)
-        objects = [ObjectPrompt(box=b) for b in np.asarray(boxes, dtype=np.float32)]
-        result = segment_image(case.to_image(), objects, predictor, progress=False)
-        written.append(write_npz_segs(dst, result.labels.array, overwrite=overwrite))
+        try:
+            case = read_npz_case(src)
+            boxes = case.boxes
+            if boxes is None:
+                if not (boxes_from_gts and case.gts is not None):
+                    raise InputError(src, "no 'boxes' key; add boxes or pass --boxes-from-gts for files with 'gts'")
+                boxes = boxes_from_labels(case.gts)
+            objects = [ObjectPrompt(box=b) for b in np.asarray(boxes, dtype=np.float32)]
+            image = case.to_image()
+            check_prompts(objects, image.array.shape, image.spatial_ndim == 3, str(src))
+            predictor = _resolve_predictor(predictor)  # loaded at the first usable file
+            result = segment_image(image, objects, predictor, progress=False)
+            written.append(write_npz_segs(dst, result.labels.array, overwrite=overwrite))
+        except MedfoundryError as exc:
+            if not keep_going:
+                raise
+            failed.append((src.name, getattr(exc, "problem", None) or str(exc)))
+    if failed:
+        raise BatchFailures(in_dir, written, failed)
     return written
 
 
@@ -152,22 +203,40 @@ def evaluate(
     *,
     tolerance_mm: float = 2.0,
     challenge_compat: bool = False,
+    labels: list[int] | None = None,
+    summary: str | Path | None = None,
+    plot: str | Path | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ):
-    """Score predictions against ground truth (files or folders) and write the per-case CSV to ``out``."""
+    """Score predictions against ground truth (files or folders) and write the per-case CSV to ``out`` (and the
+    per-class means to ``summary``, the distributions to the PNG ``plot``). Every output is checked first."""
     from medfoundry.evaluation import evaluate_files
 
-    check_writable(out, overwrite)
+    check_outputs(out, summary, plot, overwrite=overwrite)
+    if plot is not None and Path(plot).suffix.lower() != ".png":
+        raise InputError(plot, "the plot is written as PNG; give a .png path")
     evaluator = evaluate_files(
-        pred, gt, tolerance_mm=tolerance_mm, challenge_compat=challenge_compat, progress=progress
+        pred, gt, tolerance_mm=tolerance_mm, challenge_compat=challenge_compat, labels=labels, progress=progress
     )
     evaluator.write_csv(out, overwrite=overwrite)
+    if summary is not None:
+        evaluator.write_summary_csv(summary, overwrite=overwrite)
+    if plot is not None:
+        from medfoundry.evaluation.plots import plot_metrics
+
+        plot_metrics(evaluator, plot, overwrite=overwrite)
     return evaluator
 
 
-def demo(out_dir: str | Path = "medfoundry-demo-output", *, overwrite: bool = False, backend: str = "fast"):
+def demo(
+    out_dir: str | Path = "medfoundry-demo-output",
+    *,
+    overwrite: bool = False,
+    backend: str = "fast",
+    progress: bool = True,
+):
     """Run the bundled demo (see :mod:`medfoundry.demo`)."""
     from medfoundry.demo import run_demo
 
-    return run_demo(out_dir, overwrite=overwrite, backend=backend)
+    return run_demo(out_dir, overwrite=overwrite, backend=backend, progress=progress)

@@ -28,3 +28,18 @@ class OutputExistsError(MedfoundryError, FileExistsError):
 
 class WeightsError(MedfoundryError, FileNotFoundError):
     """A weights file is missing or is not the expected one."""
+
+
+class MedfoundryWarning(UserWarning):
+    """Something the user should know about an input that is still used (e.g. an image without contrast)."""
+
+
+class BatchFailures(MedfoundryError):
+    """Some items of a batch failed (the others were written); ``done`` and ``failed`` list them."""
+
+    def __init__(self, where: str | Path, done: list, failed: list[tuple[str, str]]):
+        self.done, self.failed = list(done), list(failed)
+        shown = "; ".join(f"{name}: {why}" for name, why in self.failed[:3])
+        more = f"; and {len(self.failed) - 3} more" if len(self.failed) > 3 else ""
+        total = len(self.done) + len(self.failed)
+        super().__init__(f"{where}: {len(self.failed)} of {total} files failed ({shown}{more})")

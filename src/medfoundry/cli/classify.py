@@ -10,6 +10,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medfoundry.cli.common import (
+    add_overwrite,
+    add_seed,
+    finite_float,
+    fraction,
+    nonnegative_int,
+    positive_int,
+    probability,
+)
+
 ENCODER_CHOICES = ("litemedsam", "dinov2_small", "dinov2_base", "convnext_base", "resnet50", "rad_dino")
 
 
@@ -37,27 +47,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument(
         "--grid",
         nargs=3,
-        type=int,
+        type=nonnegative_int,
         default=(400, 400, 300),
         metavar=("X", "Y", "Z"),
         help="voxel counts every volume is resampled to (0 keeps the native count); default 400 400 300",
     )
-    b.add_argument("--size", type=int, default=224, help="slice side in pixels (default 224)")
-    b.add_argument("--min-lesion-voxels", type=int, default=1, help="lesion voxels that make a slice abnormal")
-    b.add_argument("--min-slice-max", type=float, default=0.0, help="drop slices whose maximum is <= this")
+    b.add_argument("--size", type=positive_int, default=224, help="slice side in pixels (default 224)")
+    b.add_argument("--min-lesion-voxels", type=positive_int, default=1, help="lesion voxels that make a slice abnormal")
+    b.add_argument("--min-slice-max", type=finite_float, default=0.0, help="drop slices whose maximum is <= this")
     b.add_argument("--binarize", action="store_true", help="count every non-zero mask label as lesion")
-    b.add_argument("--lesion-labels", nargs="+", type=int, help="mask labels that count as lesion")
-    b.add_argument("--split", nargs=3, type=float, default=(0.75, 0.15, 0.10), metavar=("TRAIN", "VAL", "TEST"))
-    b.add_argument("--seed", type=int, default=0, help="seed of the patient split")
+    b.add_argument("--lesion-labels", nargs="+", type=positive_int, help="mask labels that count as lesion")
+    b.add_argument("--split", nargs=3, type=fraction, default=(0.75, 0.15, 0.10), metavar=("TRAIN", "VAL", "TEST"))
+    add_seed(b, "patient split")
     b.add_argument("--test-patients", nargs="+", default=[], help="patients forced into the test split")
-    b.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
+    add_overwrite(b, "an existing dataset folder")
 
     e = steps.add_parser("embed", help="embed every slice once with a frozen encoder (cached, resumable)")
     e.add_argument("dataset", type=Path, help="slice dataset folder (from 'classify build')")
     e.add_argument("--encoder", default="litemedsam", choices=ENCODER_CHOICES)
     e.add_argument("--weights", type=Path, help="local weights file or Hugging Face folder (never downloaded)")
     e.add_argument("--cache", type=Path, help="cache root (default DATASET/embeddings)")
-    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--batch-size", type=positive_int, default=16)
     e.add_argument("--tiny", action="store_true", help="small random-initialised variant (smoke tests only)")
 
     c = steps.add_parser("compare", help="linear head per cached encoder + CNN baseline; test-split table")
@@ -67,10 +77,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--no-cnn", action="store_true", help="skip the CNN baseline")
     c.add_argument("--imbalance", choices=("pos_weight", "balanced", "none"), default="pos_weight")
     c.add_argument("--threshold-rule", choices=("f1", "youden"), default="f1", help="chosen on the val split")
-    c.add_argument("--head-epochs", type=int, default=300)
-    c.add_argument("--cnn-epochs", type=int, default=12)
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--overwrite", action="store_true")
+    c.add_argument("--head-epochs", type=positive_int, default=300)
+    c.add_argument("--cnn-epochs", type=positive_int, default=12)
+    add_seed(c, "head and CNN training")
+    add_overwrite(c, "an existing output folder")
 
     p = steps.add_parser("predict", help="per-slice abnormality probability, z-profile plot, flagged ranges")
     p.add_argument("scan", type=Path, help="PET volume (NIfTI/NRRD/MHA or DICOM series folder)")
@@ -78,8 +88,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--mask", type=Path, help="optional lesion mask: shades the true lesion slices in the plot")
     p.add_argument("--weights", type=Path, help="encoder weights, if they moved since 'embed'")
-    p.add_argument("--threshold", type=float, help="override the threshold chosen on the val split")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--threshold", type=probability, help="override the threshold chosen on the val split")
+    add_overwrite(p, "an existing output folder")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,8 +1,136 @@
-"""Options shared by the segmentation commands (model, backend, intensity window)."""
+"""Options shared by the commands, declared once: ``--overwrite``, ``--threads``, ``--device``, ``--no-progress``,
+``--seed`` (same names, types, ranges and defaults in every verb), the segmentation model and intensity-window
+options, and the validated argparse types every numeric option uses (a bad value is one line naming the option,
+exit code 2, before any work)."""
 
 from __future__ import annotations
 
 import argparse
+import math
+import re
+
+# --- validated argparse types ---------------------------------------------------------------------------------
+
+
+def _number(text: str, kind: type) -> float | int:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
+        ) from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def int_range(lo: int | None = None, hi: int | None = None):
+    """An argparse type: an integer in ``[lo, hi]``."""
+
+    def parse(text: str) -> int:
+        value = _number(text, int)
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            bound = f">= {lo}" if hi is None else f"in {lo}..{hi}"
+            raise argparse.ArgumentTypeError(f"expected an integer {bound}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def float_range(lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False):
+    """An argparse type: a finite number in the interval from ``lo`` to ``hi`` (open ends when asked)."""
+
+    def parse(text: str) -> float:
+        value = _number(text, float)
+        bad = (lo is not None and (value < lo or (lo_open and value == lo))) or (
+            hi is not None and (value > hi or (hi_open and value == hi))
+        )
+        if bad:
+            left = "" if lo is None else ("(" if lo_open else "[") + f"{lo:g}"
+            right = "" if hi is None else f"{hi:g}" + (")" if hi_open else "]")
+            raise argparse.ArgumentTypeError(f"expected a number in {left or '(-inf'}, {right or 'inf)'}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+positive_int = int_range(1)
+nonnegative_int = int_range(0)
+finite_float = float_range()
+positive_float = float_range(0.0, lo_open=True)
+nonnegative_float = float_range(0.0)
+probability = float_range(0.0, 1.0, lo_open=True, hi_open=True)
+fraction = float_range(0.0, 1.0)
+percent = float_range(0.0, 100.0, lo_open=True)
+
+_DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+
+
+def device_type(text: str) -> str:
+    """An argparse type: ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (availability is checked when it is used)."""
+    value = text.strip().lower()
+    if not _DEVICE.match(value):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N or mps, got {text!r}")
+    return value
+
+
+# --- shared option groups ------------------------------------------------------------------------------------
+
+
+def add_overwrite(parser: argparse.ArgumentParser, what: str = "existing outputs") -> None:
+    """``--overwrite``: replace ``what`` (refused without it)."""
+    parser.add_argument("--overwrite", action="store_true", help=f"replace {what}")
+
+
+def add_threads(parser: argparse.ArgumentParser) -> None:
+    """``--threads N`` (>= 1; default: torch's, all cores)."""
+    parser.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads (default: all cores)")
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    """``--device`` (default: cuda when available, else cpu; the same in every verb)."""
+    parser.add_argument(
+        "--device", type=device_type, default=None, help="cpu, cuda or cuda:N (default: cuda when available, else cpu)"
+    )
+
+
+def add_progress(parser: argparse.ArgumentParser) -> None:
+    """``--no-progress`` (``--quiet`` is an alias): hide progress bars, including DICOM reading."""
+    parser.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="hide progress bars")
+
+
+def add_seed(parser: argparse.ArgumentParser, what: str = "random numbers") -> None:
+    """``--seed`` (integer >= 0, default 0)."""
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help=f"seed of the {what} (default 0)")
+
+
+def resolve_device(device: str | None) -> str:
+    """``device`` checked against this machine; ``None`` means cuda when available, else cpu."""
+    import torch
+
+    from medfoundry.errors import InputError
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError("--device", f"{device} asked for, but no CUDA GPU is available here")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise InputError("--device", f"{device}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise InputError("--device", "mps asked for, but it is not available here")
+    return device
+
+
+def set_threads(args: argparse.Namespace) -> None:
+    """Apply ``--threads`` (when given) to torch."""
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +149,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         help="runtime: fast = ONNX Runtime fp32 (default); onnx-int8 = int8 encoder weights (quicker, masks within "
         "DSC 0.95-0.99 of fp32); torch = eager PyTorch",
     )
-    group.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: all cores)")
+    add_threads(group)
 
 
 def add_window_options(parser: argparse.ArgumentParser) -> None:
@@ -38,18 +166,18 @@ def add_window_options(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="CT window preset: soft-tissue (default), lung, bone, brain, liver, mediastinum",
     )
-    group.add_argument("--level", type=float, help="window level (with --width), e.g. 40 for CT soft tissue")
-    group.add_argument("--width", type=float, help="window width (with --level), e.g. 400")
+    group.add_argument("--level", type=finite_float, help="window level (with --width), e.g. 40 for CT soft tissue")
+    group.add_argument("--width", type=positive_float, help="window width (with --level), e.g. 400")
     group.add_argument(
         "--suv-range",
-        type=float,
+        type=finite_float,
         nargs=2,
         metavar=("LOW", "HIGH"),
         help="PET SUV range mapped to [0, 1] (default 0 10)",
     )
     group.add_argument(
         "--percentiles",
-        type=float,
+        type=float_range(0.0, 100.0),
         nargs=2,
         metavar=("LOW", "HIGH"),
         help="MR/other percentile window (default 0.5 99.5)",
@@ -71,10 +199,7 @@ def window_from_args(args: argparse.Namespace):
 
 def predictor_from_args(args: argparse.Namespace):
     """The predictor the model options describe (threads set first)."""
-    import torch
-
     from medfoundry.api import make_predictor
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args)
     return make_predictor(weights=args.weights, backend=args.backend, adapter=args.adapter)

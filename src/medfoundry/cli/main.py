@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from medfoundry import __version__
-from medfoundry.errors import MedfoundryError
+from medfoundry.errors import MedfoundryError, MedfoundryWarning
 
 # sub-command name -> module that implements it (listed in the order ``--help`` shows them)
 COMMANDS: dict[str, str] = {
@@ -30,9 +31,16 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line naming the option (exit code 2), no usage dump."""
+
+    def error(self, message: str):  # noqa: ANN201 - argparse's signature
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every registered sub-command."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="medfoundry",
         description="Foundation models for medical image segmentation and abnormality detection.",
         epilog="Run 'medfoundry COMMAND --help' for the options of one command.",
@@ -47,19 +55,43 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error (already printed in one line)
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     if not getattr(args, "command", None):
         parser.print_help()
         return 1
     module = importlib.import_module(COMMANDS[args.command])
+    from medfoundry.io.dicom import show_progress
+
+    shown = show_progress(not getattr(args, "no_progress", False))
     try:
-        return int(module.run(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning(args.command)
+            warnings.simplefilter("always", MedfoundryWarning)
+            return int(module.run(args) or 0)
     except MedfoundryError as exc:
         print(f"medfoundry {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"medfoundry {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        show_progress(shown)
+
+
+def _one_line_warning(command: str):
+    """``warnings.showwarning`` that prints medfoundry's own warnings as one line (others as Python does)."""
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001 - warnings API
+        if issubclass(category, MedfoundryWarning):
+            print(f"medfoundry {command}: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    return show
 
 
 if __name__ == "__main__":

@@ -21,6 +21,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medfoundry.cli.common import (
+    add_device,
+    add_overwrite,
+    add_seed,
+    float_range,
+    int_range,
+    nonnegative_int,
+    percent,
+    positive_float,
+    positive_int,
+    resolve_device,
+)
+
 VARIANT_CHOICES = ("baseline", "sam", "convnext1", "convnext2", "dino")
 SCHEDULE_CHOICES = ("nnunet", "cpu", "tiny")
 
@@ -42,67 +55,74 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--mask", default="{case}/PET_mask.nii.gz", help="mask path pattern under DATA with {case}")
     p.add_argument("--patient-regex", help="regex whose first group maps a case id to its patient id")
     p.add_argument("--modality", default="PET", help="channel name in dataset.json (CT selects nnU-Net's CT norm)")
-    p.add_argument("--dataset-id", type=int, default=501, help="nnU-Net dataset id (1..999)")
+    p.add_argument("--dataset-id", type=int_range(1, 999), default=501, help="nnU-Net dataset id (1..999)")
     p.add_argument("--name", default="PETSTS", help="nnU-Net dataset name")
-    p.add_argument("--test-fraction", type=float, default=0.2, help="share of patients held out for testing")
     p.add_argument(
-        "--fractions", type=float, nargs="+", default=[100, 50, 10, 5, 1], help="training fractions in percent"
+        "--test-fraction",
+        type=float_range(0.0, 1.0, lo_open=True, hi_open=True),
+        default=0.2,
+        help="share of patients held out for testing",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the patient shuffle")
+    p.add_argument(
+        "--fractions", type=percent, nargs="+", default=[100, 50, 10, 5, 1], help="training fractions in percent"
+    )
+    add_seed(p, "patient shuffle")
     p.add_argument("--binarize", action="store_true", help="treat every non-zero mask label as one foreground")
-    p.add_argument("--max-cases", type=int, help="use only the first N cases (smoke runs)")
-    p.add_argument("--overwrite", action="store_true", help="re-export into an existing run of the same dataset")
+    p.add_argument("--max-cases", type=positive_int, help="use only the first N cases (smoke runs)")
+    add_overwrite(p, "an existing export of the same dataset")
 
     q = steps.add_parser("plan", help="nnU-Net fingerprint, planning and 2D preprocessing")
     q.add_argument("--run-dir", type=Path, required=True)
-    q.add_argument("--processes", type=int, default=1, help="nnU-Net worker processes (default 1)")
-    q.add_argument("--gpu-memory-gb", type=float, help="nnU-Net planner's GPU memory target (default: its own)")
-    q.add_argument("--overwrite", action="store_true", help="plan again, replacing the preprocessed data")
+    q.add_argument("--processes", type=positive_int, default=1, help="nnU-Net worker processes (default 1)")
+    q.add_argument(
+        "--gpu-memory-gb", type=positive_float, help="nnU-Net planner's GPU memory target (default: its own)"
+    )
+    add_overwrite(q, "the preprocessed data (plan again)")
 
     t = steps.add_parser("train", help="train one variant on one training fraction with nnU-Net's trainer")
     t.add_argument("--run-dir", type=Path, required=True)
     t.add_argument("--variant", choices=VARIANT_CHOICES, default="baseline")
-    t.add_argument("--fraction", type=float, default=100.0, help="training fraction in percent (prepared)")
+    t.add_argument("--fraction", type=percent, default=100.0, help="training fraction in percent (prepared)")
     t.add_argument(
         "--schedule",
         choices=SCHEDULE_CHOICES,
         default="cpu",
         help="nnunet: 1000 x 250 iterations, plan's batch; cpu: 8 x 25 at batch 4; tiny: 1 x 2 at batch 2",
     )
-    t.add_argument("--epochs", type=int, help="override the schedule's epochs")
-    t.add_argument("--iterations", type=int, help="override iterations per epoch")
-    t.add_argument("--val-iterations", type=int, help="override validation iterations per epoch")
-    t.add_argument("--batch-size", type=int, help="override the batch size (default: schedule, else plan)")
-    t.add_argument("--lr", type=float, help="override the initial learning rate (nnU-Net: 0.01)")
+    t.add_argument("--epochs", type=positive_int, help="override the schedule's epochs")
+    t.add_argument("--iterations", type=positive_int, help="override iterations per epoch")
+    t.add_argument("--val-iterations", type=positive_int, help="override validation iterations per epoch")
+    t.add_argument("--batch-size", type=positive_int, help="override the batch size (default: schedule, else plan)")
+    t.add_argument("--lr", type=positive_float, help="override the initial learning rate (nnU-Net: 0.01)")
     t.add_argument(
         "--encoder",
         help="frozen encoder: sam: litemedsam (default) or mobilesam; dino: dinov2_base (default) or dinov2_small",
     )
     t.add_argument("--encoder-weights", type=Path, help="local weights file of the frozen encoder")
-    t.add_argument("--encoder-input-size", type=int, help="slice size fed to the frozen encoder")
+    t.add_argument("--encoder-input-size", type=positive_int, help="slice size fed to the frozen encoder")
     t.add_argument("--tiny-encoder", action="store_true", help="small random encoder of the family (tests)")
-    t.add_argument("--device", default="cpu", help="cpu or cuda")
-    t.add_argument("--workers", type=int, help="nnU-Net data-augmentation processes (0 = in-process)")
-    t.add_argument("--seed", type=int, default=0)
+    add_device(t)
+    t.add_argument("--workers", type=nonnegative_int, help="nnU-Net data-augmentation processes (0 = in-process)")
+    add_seed(t)
     t.add_argument("--resume", action="store_true", help="continue an interrupted training from its checkpoint")
-    t.add_argument("--overwrite", action="store_true", help="retrain, replacing an existing model")
+    add_overwrite(t, "an existing model (retrain)")
 
     r = steps.add_parser("predict", help="predict the test split (or given volumes) with one trained model")
     r.add_argument("--run-dir", type=Path, required=True)
     r.add_argument("--variant", choices=VARIANT_CHOICES, default="baseline")
-    r.add_argument("--fraction", type=float, default=100.0)
+    r.add_argument("--fraction", type=percent, default=100.0)
     r.add_argument("--input", type=Path, nargs="+", help="volumes or folders (default: the run's test split)")
     r.add_argument("--out", type=Path, help="output folder (default RUN/predictions/VARIANT/fFRACTION)")
-    r.add_argument("--device", default="cpu")
+    add_device(r)
     r.add_argument("--mirroring", action="store_true", help="nnU-Net's mirroring test-time augmentation (x4)")
-    r.add_argument("--overwrite", action="store_true")
+    add_overwrite(r, "existing predictions")
 
     e = steps.add_parser("evaluate", help="tables (markdown + CSV) and a Dice-vs-fraction plot of all predictions")
     e.add_argument("--run-dir", type=Path, required=True)
     e.add_argument("--out", type=Path, help="report folder (default RUN/reports)")
     e.add_argument("--variants", nargs="+", choices=VARIANT_CHOICES)
-    e.add_argument("--fractions", type=float, nargs="+")
-    e.add_argument("--overwrite", action="store_true")
+    e.add_argument("--fractions", type=percent, nargs="+")
+    add_overwrite(e, "an existing report")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -179,7 +199,7 @@ def _train(args: argparse.Namespace) -> int:
         args.fraction,
         schedule,
         fusion,
-        device=args.device,
+        device=resolve_device(args.device),
         resume=args.resume,
         overwrite=args.overwrite,
         data_workers=args.workers,
@@ -198,7 +218,7 @@ def _predict(args: argparse.Namespace) -> int:
         args.fraction,
         inputs=args.input,
         out_dir=args.out,
-        device=args.device,
+        device=resolve_device(args.device),
         mirroring=args.mirroring,
         overwrite=args.overwrite,
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from medfoundry.cli.common import add_overwrite
+
 
 def add_parser(subparsers) -> None:
     """Register the sub-command (no heavy imports here)."""
@@ -17,7 +19,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("config", help="pool config (.json, .yaml); see docs/tsfm.md")
     p.add_argument("--out", help="output folder for the preprocessed pool (needed unless --check)")
     p.add_argument("--check", action="store_true", help="only validate the config and list its sources")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing pool in OUT")
+    add_overwrite(p, "an existing pool in OUT")
 
 
 def _table(cfg) -> str:

@@ -4,26 +4,42 @@ from __future__ import annotations
 
 import argparse
 
+from medfoundry.cli.common import (
+    add_device,
+    add_overwrite,
+    add_progress,
+    add_seed,
+    add_threads,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    resolve_device,
+    set_threads,
+)
+
 
 def add_training_args(p: argparse.ArgumentParser, epochs: int) -> None:
     """Options shared by pretrain and transfer."""
     p.add_argument("--pool", required=False, help="preprocessed pool folder (made by 'medfoundry pool')")
     p.add_argument("--out", required=False, help="output folder: last.pt (every epoch), model.pt, loss.png")
-    p.add_argument("--epochs", type=int, default=epochs, help=f"epochs (default {epochs})")
-    p.add_argument("--iters", type=int, default=250, help="iterations per epoch and process (default 250)")
-    p.add_argument("--batch-size", type=int, default=2, help="patches per iteration and process (default 2)")
-    p.add_argument("--lr", type=float, default=1e-2, help="initial learning rate, poly decay (default 1e-2)")
+    p.add_argument("--epochs", type=positive_int, default=epochs, help=f"epochs (default {epochs})")
+    p.add_argument("--iters", type=positive_int, default=250, help="iterations per epoch and process (default 250)")
+    p.add_argument("--batch-size", type=positive_int, default=2, help="patches per iteration and process (default 2)")
+    p.add_argument("--lr", type=positive_float, default=1e-2, help="initial learning rate, poly decay (default 1e-2)")
     p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd", help="SGD Nesterov 0.99 or AdamW")
-    p.add_argument("--weight-decay", type=float, default=1e-3)
-    p.add_argument("--patch-size", type=int, nargs=3, metavar=("Z", "Y", "X"), help="patch size (default: the pool's)")
-    p.add_argument("--workers", type=int, default=0, help="data-loader worker processes (default 0)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--weight-decay", type=nonnegative_float, default=1e-3)
+    p.add_argument(
+        "--patch-size", type=positive_int, nargs=3, metavar=("Z", "Y", "X"), help="patch size (default: the pool's)"
+    )
+    p.add_argument("--workers", type=nonnegative_int, default=0, help="data-loader worker processes (default 0)")
+    add_seed(p)
     p.add_argument("--no-mirror", action="store_true", help="no random mirroring of patches")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    add_device(p)
+    add_threads(p)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.add_argument("--overwrite", action="store_true", help="start over even if OUT/last.pt exists")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_overwrite(p, "OUT/last.pt (start over)")
+    add_progress(p)
 
 
 def add_parser(subparsers) -> None:
@@ -67,7 +83,6 @@ def require(args: argparse.Namespace, *names: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the network for the pool's classes and train it."""
-    import torch
 
     from medfoundry.data.pool import load_pool_index
     from medfoundry.modeling.tsfm.network import build_tsfm
@@ -75,11 +90,10 @@ def run(args: argparse.Namespace) -> int:
     from medfoundry.training.tsfm import fit
 
     require(args, "pool", "out")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args)
     index = load_pool_index(args.pool)
     patch = tuple(args.patch_size or index["patch_size_zyx"])
-    env = init_distributed(args.device)
+    env = init_distributed(resolve_device(args.device))
     try:
         model = build_tsfm(args.preset, num_classes=len(index["classes"]), patch_size=patch)
         fit(
@@ -92,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
             resume=args.resume,
             overwrite=args.overwrite,
             info={"pool": str(args.pool), "world_size": env.world_size},
-            progress=not args.quiet,
+            progress=not args.no_progress,
         )
     finally:
         cleanup(env)

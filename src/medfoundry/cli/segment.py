@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from medfoundry.cli.common import add_model_options, add_window_options, predictor_from_args, window_from_args
+from medfoundry.cli.common import (
+    add_model_options,
+    add_overwrite,
+    add_progress,
+    add_window_options,
+    finite_float,
+    predictor_from_args,
+    probability,
+    window_from_args,
+)
 
 EPILOG = """examples:
   medfoundry segment ct.nii.gz --box 120 80 30 180 140 45 --out tumour.nii.gz --overlay tumour.png
@@ -30,7 +39,7 @@ def add_parser(subparsers) -> None:
     prompts = p.add_argument_group("prompts (one of --box / --boxes / --point is required)")
     prompts.add_argument(
         "--box",
-        type=float,
+        type=finite_float,
         nargs="+",
         action="append",
         default=[],
@@ -42,7 +51,7 @@ def add_parser(subparsers) -> None:
     )
     prompts.add_argument(
         "--point",
-        type=float,
+        type=finite_float,
         nargs="+",
         action="append",
         default=[],
@@ -51,7 +60,7 @@ def add_parser(subparsers) -> None:
     )
     prompts.add_argument(
         "--negative",
-        type=float,
+        type=finite_float,
         nargs="+",
         action="append",
         default=[],
@@ -60,9 +69,9 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--out", required=True, help="output label map (.nii.gz, .nrrd, .mha, .npz or .png)")
     p.add_argument("--overlay", metavar="PNG", help="also write a picture of the mask over the image")
-    p.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--threshold", type=probability, default=0.5, help="probability threshold (default 0.5)")
+    add_overwrite(p, "existing output files")
+    add_progress(p)
     add_window_options(p)
     add_model_options(p)
 
@@ -72,13 +81,13 @@ def objects_from_args(args: argparse.Namespace) -> list:
     import numpy as np
 
     from medfoundry.errors import InputError
-    from medfoundry.inference.prompts import ObjectPrompt, load_prompt_file
+    from medfoundry.inference.prompts import ObjectPrompt, check_box, load_prompt_file
 
     objects = []
     for box in args.box:
         if len(box) not in (4, 6):
             raise InputError(None, f"--box takes 4 (2D) or 6 (3D) numbers, got {len(box)}: {box}")
-        objects.append(ObjectPrompt(box=box))
+        objects.append(ObjectPrompt(box=check_box(box, "--box", need_area=True)))
     if args.boxes:
         objects.extend(load_prompt_file(args.boxes))
     if args.negative and not args.point:
@@ -96,10 +105,8 @@ def objects_from_args(args: argparse.Namespace) -> list:
 
 def run(args: argparse.Namespace) -> int:
     from medfoundry.api import segment
-    from medfoundry.io import check_writable
 
     objects = objects_from_args(args)
-    check_writable(args.out, args.overwrite)
     labels = segment(
         args.image,
         objects,
@@ -107,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         overlay=args.overlay,
         modality=args.modality,
         window=window_from_args(args),
-        predictor=predictor_from_args(args),
+        predictor=lambda: predictor_from_args(args),  # built once the image and outputs are checked
         threshold=args.threshold,
         overwrite=args.overwrite,
         progress=not args.no_progress,

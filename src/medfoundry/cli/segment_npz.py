@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from medfoundry.cli.common import add_model_options, predictor_from_args
+from medfoundry.cli.common import add_model_options, add_overwrite, add_progress, predictor_from_args
 
 
 def add_parser(subparsers) -> None:
@@ -21,21 +21,31 @@ def add_parser(subparsers) -> None:
         action="store_true",
         help="for files without 'boxes', use one box per label of 'gts' (for evaluation runs)",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument(
+        "--stop-on-error", action="store_true", help="stop at the first bad file (default: skip it, report at the end)"
+    )
+    add_overwrite(p, "existing outputs")
+    add_progress(p)
     add_model_options(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from medfoundry.api import segment_npz
+    from medfoundry.errors import BatchFailures
 
-    written = segment_npz(
-        args.in_dir,
-        args.out_dir,
-        predictor=predictor_from_args(args),
-        boxes_from_gts=args.boxes_from_gts,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-    )
+    try:
+        written = segment_npz(
+            args.in_dir,
+            args.out_dir,
+            predictor=lambda: predictor_from_args(args),  # built after the folders are checked
+            boxes_from_gts=args.boxes_from_gts,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+            keep_going=not args.stop_on_error,
+        )
+    except BatchFailures as exc:
+        print(f"done: {len(exc.done)} file(s) in {args.out_dir}: " + ", ".join(p.name for p in exc.done))
+        print(f"failed: {len(exc.failed)} file(s): " + ", ".join(name for name, _ in exc.failed))
+        raise
     print(f"wrote {len(written)} file(s) to {args.out_dir}")
     return 0

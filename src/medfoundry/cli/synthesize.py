@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from medfoundry.cli.common import add_overwrite, add_seed, positive_int
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -18,15 +20,15 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("exemplars", help="folder of NAME_image/NAME_mask pairs (or images/ + labels/)")
     p.add_argument("out", help="output folder (must not exist unless --overwrite)")
-    p.add_argument("--count", type=int, default=100, help="number of synthetic images M (default 100)")
-    p.add_argument("--exemplars-n", "--n-exemplars", dest="n_exemplars", type=int,
+    p.add_argument("--count", type=positive_int, default=100, help="number of synthetic images M (default 100)")
+    p.add_argument("--exemplars-n", "--n-exemplars", dest="n_exemplars", type=positive_int,
                    help="use the first N cases as exemplars (error if fewer exist)")  # fmt: skip
     p.add_argument("--cases", nargs="+", metavar="CASE", help="exemplar cases (sub-folder names)")
     p.add_argument("--image-glob", metavar="GLOB", help="only images matching GLOB, e.g. '*/PET_image.nii.gz'")
     p.add_argument("--modality", type=str.upper, choices=["CT", "MR", "PET", "OTHER"],
                    help="modality of the images (default: from file names)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true", help="replace OUT")
+    add_seed(p)
+    add_overwrite(p, "OUT")
 
 
 def run(args: argparse.Namespace) -> int:

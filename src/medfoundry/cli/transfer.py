@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from medfoundry.cli.common import float_range, positive_int, resolve_device, set_threads
 from medfoundry.cli.pretrain import add_training_args, require, settings_from
 
 
@@ -26,16 +27,18 @@ def add_parser(subparsers) -> None:
     g.add_argument("--model", help="checkpoint used by --predict (e.g. OUT/model.pt)")
     g.add_argument("--out-dir", help="folder for the predicted label maps (IMAGE name + _tsfm.nii.gz)")
     g.add_argument("--modality", help="modality of the --predict images (default: the checkpoint's, if one)")
-    g.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (default 0.5)")
-    g.add_argument("--sw-batch", type=int, default=4, help="windows per forward pass (default 4)")
+    g.add_argument(
+        "--overlap", type=float_range(0.0, 1.0, hi_open=True), default=0.5, help="sliding-window overlap (default 0.5)"
+    )
+    g.add_argument("--sw-batch", type=positive_int, default=4, help="windows per forward pass (default 4)")
 
 
 def _predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import torch
     from tqdm import tqdm
 
+    from medfoundry.api import warn_if_no_contrast
     from medfoundry.errors import InputError
     from medfoundry.inference.sliding_window import predict_labels
     from medfoundry.io import read_image, write_mask
@@ -43,17 +46,7 @@ def _predict(args: argparse.Namespace) -> int:
     from medfoundry.modeling.tsfm.checkpoint import load_checkpoint, model_from_checkpoint
 
     require(args, "model", "out_dir")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    ckpt = load_checkpoint(args.model)
-    model = model_from_checkpoint(ckpt, args.model, args.preset)
-    prep = ckpt["preprocessing"]
-    modality = args.modality
-    if modality is None:
-        mods = prep.get("modalities", [])
-        if len(mods) != 1:
-            raise InputError(args.model, f"the model was trained on {mods}; say --modality for the images")
-        modality = mods[0]
+    set_threads(args)
     outs = []
     for image_path in args.predict:  # refuse existing outputs before any work
         name = Path(image_path).name
@@ -64,9 +57,19 @@ def _predict(args: argparse.Namespace) -> int:
         out = Path(args.out_dir) / f"{name}_tsfm.nii.gz"
         check_writable(out, args.overwrite)
         outs.append(out)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    ckpt = load_checkpoint(args.model)
+    model = model_from_checkpoint(ckpt, args.model, args.preset)
+    prep = ckpt["preprocessing"]
+    modality = args.modality
+    if modality is None:
+        mods = prep.get("modalities", [])
+        if len(mods) != 1:
+            raise InputError(args.model, f"the model was trained on {mods}; say --modality for the images")
+        modality = mods[0]
+    device = resolve_device(args.device)
     for image_path, out in tqdm(list(zip(args.predict, outs, strict=True)), desc="segmenting", unit="image"):
         image = read_image(image_path, modality=modality)
+        warn_if_no_contrast(image)
         labels = predict_labels(model, image, prep, overlap=args.overlap, sw_batch_size=args.sw_batch, device=device)
         write_mask(labels, out, reference=image, overwrite=args.overwrite)
         print(f"{image_path} -> {out}  ({', '.join(ckpt['classes'])} = 1..{len(ckpt['classes'])})")
@@ -77,7 +80,6 @@ def run(args: argparse.Namespace) -> int:
     """Fine-tune (or train from scratch) on a pool; or segment with --predict."""
     if args.predict:
         return _predict(args)
-    import torch
 
     from medfoundry.data.pool import load_pool_index
     from medfoundry.errors import InputError
@@ -89,20 +91,19 @@ def run(args: argparse.Namespace) -> int:
     require(args, "pool", "out")
     if bool(args.init) == bool(args.from_scratch):
         raise InputError(None, "give either --init CHECKPOINT (transfer) or --from-scratch --preset NAME")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args)
+    ckpt = load_checkpoint(args.init) if args.init else None  # a refused file stops before any other work
     index = load_pool_index(args.pool)
     k = len(index["classes"])
     patch = tuple(args.patch_size or index["patch_size_zyx"])
-    if args.init:
-        ckpt = load_checkpoint(args.init)
+    if ckpt is not None:
         model = model_for_transfer(ckpt, k, args.init, preset=args.preset, patch_size=patch)
         info = {"init": str(args.init), "pretrained_classes": ckpt["classes"]}
     else:
         require(args, "preset")
         model = build_tsfm(args.preset, num_classes=k, patch_size=patch)
         info = {"init": None}
-    env = init_distributed(args.device)
+    env = init_distributed(resolve_device(args.device))
     info.update(pool=str(args.pool), world_size=env.world_size)
     try:
         fit(
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             resume=args.resume,
             overwrite=args.overwrite,
             info=info,
-            progress=not args.quiet,
+            progress=not args.no_progress,
         )
     finally:
         cleanup(env)

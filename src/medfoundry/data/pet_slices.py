@@ -16,16 +16,14 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from medfoundry.errors import InputError, OutputExistsError
-from medfoundry.io.atomic import swap_in_dir
+from medfoundry.errors import InputError
+from medfoundry.io.atomic import atomic_dir, check_writable
 from medfoundry.io.image import MedicalImage
 
 SPLITS = ("train", "val", "test")
@@ -340,6 +338,9 @@ def _check_cases(cases: Sequence[CaseSpec]) -> None:
             raise InputError(case.image, f"case id {case.case_id!r} may only hold letters, digits, '-', '_', '.'")
         if case.mask is None:
             raise InputError(case.image, f"case {case.case_id}: a lesion mask is needed to label the slices")
+        for path in (case.image, case.mask):  # every file is there before any volume is sliced
+            if not Path(path).exists():
+                raise InputError(path, f"case {case.case_id}: no such file or folder")
         seen.add(case.case_id)
 
 
@@ -363,14 +364,10 @@ def build_slice_dataset(
     """Read, slice and store every case; the folder appears complete or not at all (atomic rename)."""
     from tqdm.auto import tqdm
 
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise OutputExistsError(out_dir)
+    out_dir = check_writable(out_dir, overwrite, folder=True, create=False)  # before any work
     _check_cases(cases)
     assignment = patient_split([c.patient_id for c in cases], fractions, seed, pinned)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         (tmp / "slices").mkdir()
         rows: list[dict] = []
         case_records = []
@@ -428,10 +425,6 @@ def build_slice_dataset(
             "n_abnormal": int(sum(r["label"] for r in rows)),
         }
         (tmp / "dataset.json").write_text(json.dumps(info, indent=1))
-        swap_in_dir(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return SliceDataset(out_dir)
 
 

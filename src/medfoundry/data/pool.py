@@ -30,9 +30,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +40,8 @@ from tqdm import tqdm
 
 from medfoundry.data.patches import check_patch_fits, class_locations, sample_patch
 from medfoundry.data.preprocess3d import CTStats, ct_statistics, preprocess_volume, target_shape
-from medfoundry.errors import InputError, OutputExistsError
+from medfoundry.errors import InputError
+from medfoundry.io.atomic import atomic_dir, check_writable
 
 POOL_FORMAT = "medfoundry-pool/1"
 MODALITIES_3D = ("CT", "MR", "PET", "OTHER")
@@ -103,10 +101,72 @@ def _load_mapping(path: Path) -> dict:
         else:
             data = json.loads(text)
     except Exception as exc:  # noqa: BLE001 - parser errors vary by format
-        raise InputError(path, f"cannot parse the pool config: {exc}") from None
+        detail = " ".join(str(exc).split())  # YAML's messages span several lines
+        raise InputError(path, f"cannot parse the pool config: {detail}") from None
     if not isinstance(data, dict):
         raise InputError(path, "the pool config must be a mapping with 'classes' and 'sources'")
+    _check_schema(data, path)
     return data
+
+
+def _kind(value) -> str:
+    return "a mapping" if isinstance(value, dict) else "a list" if isinstance(value, list) else repr(value)[:40]
+
+
+def _want(ok: bool, path: Path, key: str, expected: str, value) -> None:
+    if not ok:
+        raise InputError(path, f"'{key}' must be {expected}, got {_kind(value)}")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_schema(data: dict, path: Path) -> None:
+    """The types of every known key (the key path is named in the message); values are checked later."""
+    opt = data.get
+    _want(isinstance(opt("name", ""), str), path, "name", "a string", opt("name"))
+    classes = opt("classes", [])
+    _want(isinstance(classes, list), path, "classes", "a list of class names", classes)
+    for i, c in enumerate(classes):
+        _want(isinstance(c, (str, int)) and not isinstance(c, bool), path, f"classes[{i}]", "a name", c)
+    for key, kind in (("spacing_xyz_mm", "numbers"), ("patch_size_zyx", "integers")):
+        if key in data:
+            value = data[key]
+            ok = isinstance(value, list) and all(
+                _is_number(v) if kind == "numbers" else isinstance(v, int) and not isinstance(v, bool) for v in value
+            )
+            _want(ok, path, key, f"a list of three {kind}", value)
+    if "foreground_share" in data:
+        _want(
+            _is_number(data["foreground_share"]),
+            path,
+            "foreground_share",
+            "a number in [0, 1]",
+            data["foreground_share"],
+        )
+    sources = opt("sources", [])
+    _want(isinstance(sources, list), path, "sources", "a list of source mappings", sources)
+    for i, src in enumerate(sources):
+        where = f"sources[{i}]"
+        _want(isinstance(src, dict), path, where, "a mapping (name, modality, root, labels, ...)", src)
+        for key in ("name", "modality", "root", "image_glob", "unmapped"):
+            if src.get(key) is not None:
+                _want(isinstance(src[key], str), path, f"{where}.{key}", "a string", src[key])
+        if "labels" in src:
+            labels = src["labels"]
+            _want(isinstance(labels, dict), path, f"{where}.labels", "a mapping of label id -> class name", labels)
+            for sid, cls in labels.items():
+                _want(isinstance(cls, str), path, f"{where}.labels.{sid}", "a class name", cls)
+        if "cases" in src:
+            _want(isinstance(src["cases"], list), path, f"{where}.cases", "a list of {image, label}", src["cases"])
+            for j, case in enumerate(src["cases"]):
+                ok = isinstance(case, dict) and all(isinstance(case.get(k), str) for k in ("image", "label"))
+                _want(ok, path, f"{where}.cases[{j}]", "a mapping with 'image' and 'label' paths", case)
+        if "label_from_image" in src:
+            value = src["label_from_image"]
+            ok = isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)
+            _want(ok, path, f"{where}.label_from_image", "two strings [old, new]", value)
 
 
 def _triple(value, kind, path: Path, key: str) -> tuple:
@@ -252,9 +312,7 @@ def build_pool(config: PoolConfig, out_dir: str | Path, overwrite: bool = False)
     Everything is checked (files, label ids, patch fit) before anything is written, and the pool is
     written into a temporary folder that replaces ``out_dir`` at the end. Returns the pool index.
     """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise OutputExistsError(out_dir)
+    out_dir = check_writable(out_dir, overwrite, folder=True, create=False)  # before any work
     if out_dir.exists() and not (out_dir / "pool.json").is_file():
         raise InputError(out_dir, "exists and is not a preprocessed pool; choose a new folder")
     class_ids = config.class_ids
@@ -277,9 +335,7 @@ def build_pool(config: PoolConfig, out_dir: str | Path, overwrite: bool = False)
         loaded.append((source, img_path, image, pool_label))
     ct = ct_statistics(np.concatenate(ct_values)) if ct_values else None
     weights = config.sampling_weights()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir, overwrite=overwrite) as work:
         (work / "cases").mkdir()
         entries = []
         for (source, img_path, image, pool_label), weight in tqdm(
@@ -321,12 +377,6 @@ def build_pool(config: PoolConfig, out_dir: str | Path, overwrite: bool = False)
             "cases": entries,
         }
         (work / "pool.json").write_text(json.dumps(index, indent=2))
-        if out_dir.exists():  # overwrite: only ever a previous pool (checked above)
-            shutil.rmtree(out_dir)
-        os.replace(work, out_dir)
-    finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
     return index
 
 
@@ -357,9 +407,12 @@ def load_pool_index(pool_dir: str | Path) -> dict:
     path = Path(pool_dir) / "pool.json"
     if not path.is_file():
         raise InputError(pool_dir, "not a preprocessed pool (no pool.json); run 'medfoundry pool' first")
-    index = json.loads(path.read_text())
-    if index.get("format") != POOL_FORMAT:
-        raise InputError(path, f"unknown pool format {index.get('format')!r}")
+    try:
+        index = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"cannot read the pool index ({type(exc).__name__})") from None
+    if not isinstance(index, dict) or index.get("format") != POOL_FORMAT:
+        raise InputError(path, "not a medfoundry pool index (unknown format)")
     return index
 
 

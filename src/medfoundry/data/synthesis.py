@@ -7,8 +7,6 @@ SUV), so the trainer normalises synthetic and real slices alike."""
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +14,9 @@ import numpy as np
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from medfoundry.errors import InputError, OutputExistsError
+from medfoundry.errors import InputError
 from medfoundry.io import MedicalImage, write_image, write_mask
+from medfoundry.io.atomic import atomic_dir, check_writable
 
 
 @dataclass
@@ -131,9 +130,7 @@ def synthesize_dataset(
     ``syn_NNNN_image.nii.gz`` / ``syn_NNNN_mask.nii.gz`` plus ``dataset.json`` (read by ``finetune``) and
     ``synthesis.png``. The folder appears only when complete."""
     cfg = config or SynthesisConfig()
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise OutputExistsError(out_dir)
+    out_dir = check_writable(out_dir, overwrite, folder=True, create=False)  # before any work
     exemplars, backgrounds = exemplar_and_background_slices(pairs)
     if not exemplars:
         raise InputError(None, "the exemplars have no foreground: nothing to cut out")
@@ -142,9 +139,7 @@ def synthesize_dataset(
     if count < 1:
         raise InputError(None, f"asked for {count} synthetic images; give at least 1")
     rng = np.random.default_rng(seed)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         entries, shown = [], []
         for i in tqdm(range(count), desc="synthesizing", unit="image", disable=not progress):
             ex = exemplars[int(rng.integers(len(exemplars)))]
@@ -164,12 +159,6 @@ def synthesize_dataset(
         (tmp / "dataset.json").write_text(json.dumps(manifest, indent=1))
         if picture:
             save_synthesis_picture(shown, tmp / "synthesis.png")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

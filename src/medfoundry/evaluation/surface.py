@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from medfoundry.errors import InputError
 from medfoundry.evaluation._checks import check_pair, check_spacing
 
 
@@ -88,7 +89,7 @@ class SurfaceDistances:
     def nsd(self, tolerance_mm: float) -> float:
         """Surface Dice at ``tolerance_mm``; 1.0 if both surfaces are empty, 0.0 if exactly one is."""
         if tolerance_mm < 0 or not np.isfinite(tolerance_mm):
-            raise ValueError(f"tolerance_mm must be finite and >= 0, got {tolerance_mm}")
+            raise InputError(None, f"tolerance_mm must be finite and >= 0, got {tolerance_mm}")
         if self.gt_empty and self.pred_empty:
             return 1.0
         total = self.areas_gt.sum() + self.areas_pred.sum()
@@ -101,7 +102,7 @@ class SurfaceDistances:
     def robust_hausdorff(self, percentile: float = 95.0) -> float:
         """Area-weighted ``percentile`` Hausdorff distance (mm); 0.0 if both empty, NaN if exactly one is."""
         if not 0.0 <= percentile <= 100.0:
-            raise ValueError(f"percentile must be in [0, 100], got {percentile}")
+            raise InputError(None, f"percentile must be in [0, 100], got {percentile}")
         if self.gt_empty and self.pred_empty:
             return 0.0
         if self.gt_empty or self.pred_empty:

@@ -10,9 +10,7 @@ and ``manifest.json`` says ``"complete": true``. A complete cache is reused with
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ import numpy as np
 import torch
 
 from medfoundry.errors import InputError
+from medfoundry.io.atomic import atomic_path
 
 CACHE_FORMAT = 1
 
@@ -31,21 +30,13 @@ def cache_key(encoder_name: str, weights_id: str, preprocessing_hash: str) -> st
 
 
 def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npy", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, overwrite=True) as tmp:
         np.save(tmp, array)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def _write_json_atomic(path: Path, obj: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(obj, handle, indent=1)
-    os.replace(tmp, path)
+    with atomic_path(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1))
 
 
 @dataclass

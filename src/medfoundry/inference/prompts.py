@@ -30,17 +30,44 @@ class ObjectPrompt:
 
     def __post_init__(self) -> None:
         if self.box is not None:
-            self.box = np.asarray(self.box, dtype=np.float32).ravel()
+            self.box = check_box(self.box)
         if self.points is not None:
             self.points = np.asarray(self.points, dtype=np.float32)
+            if not np.isfinite(self.points).all():
+                raise InputError(None, "point coordinates must be finite numbers (a voxel index)")
             self.points = self.points.reshape(-1, self.points.shape[-1])
             labels = np.ones(len(self.points)) if self.point_labels is None else self.point_labels
             self.point_labels = np.asarray(labels, dtype=np.int64).ravel()
             if len(self.point_labels) != len(self.points):
                 raise InputError(None, f"{len(self.points)} points but {len(self.point_labels)} point labels")
-        self.slice_boxes = {int(z): np.asarray(b, dtype=np.float32).ravel() for z, b in self.slice_boxes.items()}
+        self.slice_boxes = {int(z): check_box(b) for z, b in self.slice_boxes.items()}
         if self.box is None and self.points is None and not self.slice_boxes:
             raise InputError(None, "an object needs a box, points or per-slice boxes")
+
+
+MAX_COORDINATE = 1e6  # voxel indices beyond this are typos (no image is a million voxels wide)
+
+
+def check_box(values, path: str | Path | None = None, need_area: bool = False) -> np.ndarray:
+    """A box as float32 ``[x0, y0, x1, y1]`` or ``[x0, y0, z0, x1, y1, z1]`` (inclusive voxel indices); refused
+    when a value is not finite or absurdly large, or the box is inverted (x1 < x0, y1 < y0, z1 < z0). With
+    ``need_area`` (boxes typed by a user) a box without area (x0 == x1 or y0 == y1) is refused too."""
+    raw = np.asarray(values, dtype=np.float64).ravel()
+    shown = "[" + " ".join(f"{v:g}" for v in raw) + "]"
+    if not np.isfinite(raw).all():
+        raise InputError(path, f"box {shown}: every coordinate must be a finite number")
+    if np.abs(raw).max(initial=0) > MAX_COORDINATE:
+        raise InputError(path, f"box {shown}: coordinates are voxel indices; {np.abs(raw).max():g} is far too large")
+    if raw.size in (4, 6):
+        half = raw.size // 2
+        lo, hi = raw[:half], raw[half:]
+        if hi[0] < lo[0] or hi[1] < lo[1]:
+            raise InputError(path, f"box {shown} is inverted (x1 < x0 or y1 < y0): give x0 <= x1 and y0 <= y1")
+        if need_area and (hi[0] == lo[0] or hi[1] == lo[1]):
+            raise InputError(path, f"box {shown} has no area (zero width or height): give x0 < x1 and y0 < y1")
+        if half == 3 and hi[2] < lo[2]:
+            raise InputError(path, f"box {shown} has z1 < z0")
+    return raw.astype(np.float32)
 
 
 def load_prompt_file(path: str | Path) -> list[ObjectPrompt]:
@@ -79,10 +106,10 @@ def _empty(path: Path) -> list[ObjectPrompt]:
 
 
 def _box(values, path: Path) -> np.ndarray:
-    box = np.asarray(values, dtype=np.float32).ravel()
+    box = np.asarray(values, dtype=np.float64).ravel()
     if box.size not in (4, 6):
         raise InputError(path, f"a box has 4 (2D) or 6 (3D) numbers, got {box.size}: {values}")
-    return box
+    return check_box(box, path, need_area=True)
 
 
 def _objects_from_json(data, path: Path) -> list[ObjectPrompt]:

@@ -25,6 +25,26 @@ def _check_box3d(box: np.ndarray, shape: tuple[int, int, int], path: str | None)
     return box2d, max(0, int(round(z0))), min(shape[0] - 1, int(round(z1)))
 
 
+def _check_2d(objects: list[ObjectPrompt], size: tuple[int, int], path: str | None) -> None:
+    for obj in objects:
+        if obj.slice_boxes or (obj.box is not None and obj.box.size != 4):
+            raise InputError(path, "a 2D image takes boxes [x0, y0, x1, y1] (no z)")
+        if obj.points is not None and obj.points.shape[1] != 2:
+            raise InputError(path, "a 2D image takes points (x, y) (no z)")
+        Prompts(boxes=obj.box, points=obj.points, point_labels=obj.point_labels).validate(size, path)
+
+
+def check_prompts(objects: list[ObjectPrompt], shape: tuple[int, ...], is_3d: bool, path: str | None = None) -> None:
+    """Check every prompt against the image shape ((Z, H, W) or (H, W[, 3])) before any model work."""
+    if not objects:
+        raise InputError(path, "no prompts given: pass at least one box or point")
+    if is_3d:
+        for obj in objects:
+            _plan_3d(obj, tuple(shape[:3]), path)
+    else:
+        _check_2d(objects, tuple(shape[:2]), path)
+
+
 def _segment_2d(
     predictor: LiteMedSAMPredictor,
     image: np.ndarray,
@@ -33,12 +53,7 @@ def _segment_2d(
     threshold: float,
 ) -> np.ndarray:
     size = image.shape[:2]
-    for obj in objects:
-        if obj.slice_boxes or (obj.box is not None and obj.box.size != 4):
-            raise InputError(path, "a 2D image takes boxes [x0, y0, x1, y1] (no z)")
-        if obj.points is not None and obj.points.shape[1] != 2:
-            raise InputError(path, "a 2D image takes points (x, y) (no z)")
-        Prompts(boxes=obj.box, points=obj.points, point_labels=obj.point_labels).validate(size, path)
+    _check_2d(objects, size, path)
     predictor.set_image(image)
     labels = np.zeros(size, dtype=label_dtype(len(objects), path))
     # decode objects with the same prompt layout together, in one batch each

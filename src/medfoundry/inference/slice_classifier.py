@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from medfoundry.errors import InputError, OutputExistsError, WeightsError
-from medfoundry.io.atomic import swap_in_dir
+from medfoundry.errors import InputError, WeightsError
+from medfoundry.io.atomic import atomic_dir, check_writable
 
 
 @dataclass
@@ -140,9 +138,7 @@ def predict_scan(
     """Probabilities for every slice of ``scan``; writes CSV, JSON ranges and the z-profile PNG atomically."""
     from medfoundry.data.pet_slices import CaseSpec, SliceConfig, read_case, slice_volume
 
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise OutputExistsError(out_dir)
+    out_dir = check_writable(out_dir, overwrite, folder=True, create=False)  # before any work
     bundle = load_bundle(model)
     cfg = dict(bundle["preprocessing"]["config"])
     cfg["grid"] = tuple(cfg["grid"])
@@ -164,9 +160,7 @@ def predict_scan(
     ranges = flagged_ranges(flags, stack.source_slice, stack.z_mm, prob, extent)
     pred = ScanPrediction(prob, stack.slice_index, stack.source_slice, stack.z_mm, thr, ranges)
     lesion = stack.lesion_voxels >= config.min_lesion_voxels if mask_img is not None else None
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         with (tmp / "slice_probabilities.csv").open("w", newline="") as handle:
             writer = csv.writer(handle)
             cols = ["grid_slice", "source_first", "source_last", "z_mm", "probability", "flagged"]
@@ -193,8 +187,4 @@ def predict_scan(
         (tmp / "flagged_ranges.json").write_text(json.dumps(summary, indent=1))
         name = bundle["encoder"]["name"] + " + linear" if bundle["kind"] == "linear" else "baseline CNN"
         plot_profile(tmp / "z_profile.png", pred, f"{Path(scan).name}: {name}", lesion)
-        swap_in_dir(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return pred

@@ -1,4 +1,14 @@
-"""Atomic, non-clobbering output: write to a temporary file beside the target, then rename."""
+"""Atomic, non-clobbering output: write to a temporary sibling (file or folder), then swap it in with a rename.
+
+* :func:`check_writable` / :func:`check_outputs` refuse a bad output path before any work: an existing output
+  without ``overwrite``, a folder where a file is expected (or the reverse), a parent that is a file or cannot be
+  written, two outputs that are the same path.
+* :func:`atomic_path` (one file) and :func:`atomic_dir` (one folder) yield a temporary sibling; the target is
+  replaced only when the body finished, and an old output is removed only after the new one is in place. On error
+  nothing changes and no temporary is left behind.
+* Outputs get the mode a plain ``open(path, "w")`` / ``mkdir`` would give (``0o666`` / ``0o777`` minus the
+  umask), not the private ``0o600`` / ``0o700`` of :mod:`tempfile`.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +16,80 @@ import contextlib
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from medfoundry.errors import OutputExistsError
+from medfoundry.errors import InputError, OutputExistsError
 
 
-def check_writable(path: str | Path, overwrite: bool = False) -> Path:
-    """Refuse an existing ``path`` unless ``overwrite``; create its parent folder."""
+def _umask() -> int:
+    """The process umask (read without changing it where /proc allows)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_mode(folder: bool = False) -> int:
+    """The mode a normal file (``0o666``) or folder (``0o777``) write gets under the current umask."""
+    return (0o777 if folder else 0o666) & ~_umask()
+
+
+def _check_parent(path: Path) -> None:
+    """The nearest existing ancestor of ``path`` must be a writable folder (missing ones are created later)."""
+    parent = path.parent
+    while not parent.exists():
+        if parent.parent == parent:
+            break
+        if parent.is_symlink():  # dangling link
+            raise InputError(path, f"cannot create the output folder {parent} (dangling link)")
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(path, f"cannot write here: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(path, f"cannot write here: no write permission in {parent}")
+    if parent.resolve().parts[1:2] in (("proc",), ("sys",)):
+        raise InputError(path, f"cannot write here: {parent} is a virtual system folder")
+
+
+def check_writable(path: str | Path, overwrite: bool = False, folder: bool = False, create: bool = False) -> Path:
+    """Refuse a bad output ``path`` before any work (nothing is created unless ``create``: then its parent folder).
+
+    Refused: an existing ``path`` unless ``overwrite``; a folder where a file is expected (or a file where a
+    ``folder`` is expected); a parent that is a file, not writable, or under ``/proc`` / ``/sys``.
+    """
     path = Path(path)
+    if path.is_dir() and not folder:
+        raise InputError(path, "is a folder; give a file name for this output")
+    if path.exists() and not path.is_dir() and folder:
+        raise InputError(path, "is a file; this output is a folder")
     if path.exists() and not overwrite:
         raise OutputExistsError(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _check_parent(path)
+    if create:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(path, f"cannot create the output folder ({exc.strerror or exc})") from None
     return path
+
+
+def check_outputs(*paths: str | Path | None, overwrite: bool = False) -> list[Path]:
+    """:func:`check_writable` on every given output (``None`` skipped), and refuse two that are the same file."""
+    given = [Path(p) for p in paths if p is not None]
+    seen: dict[Path, Path] = {}
+    for path in given:
+        key = Path(os.path.abspath(path))
+        if key in seen:
+            raise InputError(path, f"is given for two outputs ({seen[key]} and {path}); give each its own path")
+        seen[key] = path
+    return [check_writable(p, overwrite) for p in given]
 
 
 def _full_suffix(path: Path) -> str:
@@ -32,7 +103,7 @@ def atomic_path(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
 
     Nothing on disk changes if the body raises, and an existing ``path`` is refused unless ``overwrite``.
     """
-    target = check_writable(path, overwrite)
+    target = check_writable(path, overwrite, create=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=_full_suffix(target), dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -40,21 +111,46 @@ def atomic_path(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
         yield tmp_path
         if target.exists() and not overwrite:  # appeared while we were writing
             raise OutputExistsError(target)
+        if tmp_path.is_file():
+            os.chmod(tmp_path, default_mode())
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
 
 
 def swap_in_dir(tmp_dir: str | Path, out_dir: str | Path) -> Path:
-    """Move a finished ``tmp_dir`` to ``out_dir``; an existing ``out_dir`` is replaced only after the new one is
-    complete (the caller has already checked ``overwrite``)."""
+    """Move a finished ``tmp_dir`` to ``out_dir``; an existing ``out_dir`` is moved aside, and removed only after
+    the new one is in place (put back if the swap fails). The caller has already checked ``overwrite``."""
     tmp_dir, out_dir = Path(tmp_dir), Path(out_dir)
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out_dir, old)
+    if not out_dir.exists():
         os.replace(tmp_dir, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
+        return out_dir
+    old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
+    os.replace(out_dir, old)
+    try:
         os.replace(tmp_dir, out_dir)
+    except BaseException:
+        os.replace(old, out_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
     return out_dir
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path``; on success it becomes ``path``.
+
+    An existing ``path`` is refused unless ``overwrite``, and then replaced only after the new folder is complete
+    (:func:`swap_in_dir`). If the body raises, the old output is untouched and the temporary folder is removed.
+    """
+    target = check_writable(path, overwrite, folder=True, create=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        os.chmod(tmp, default_mode(folder=True))
+        yield tmp
+        if target.exists() and not overwrite:  # appeared while we were writing
+            raise OutputExistsError(target)
+        swap_in_dir(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

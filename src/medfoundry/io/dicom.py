@@ -398,9 +398,19 @@ def _elapsed_s(datasets: list, rp, path: Path) -> float:
     return elapsed
 
 
+_SHOW_PROGRESS = True
+
+
+def show_progress(enabled: bool) -> bool:
+    """Turn the DICOM reading bar on or off for this process (``--no-progress``); returns the previous setting."""
+    global _SHOW_PROGRESS
+    previous, _SHOW_PROGRESS = _SHOW_PROGRESS, bool(enabled)
+    return previous
+
+
 def _progress(items: list, desc: str):
-    """tqdm over long lists only (no bar for a handful of files)."""
-    if len(items) < 50:
+    """tqdm over long lists only (no bar for a handful of files, none after ``show_progress(False)``)."""
+    if len(items) < 50 or not _SHOW_PROGRESS:
         return items
     from tqdm import tqdm
 

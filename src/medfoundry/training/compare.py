@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medfoundry.errors import InputError, OutputExistsError
-from medfoundry.io.atomic import swap_in_dir
+from medfoundry.errors import InputError
+from medfoundry.io.atomic import atomic_dir, check_writable
+from medfoundry.io.torchfile import plain
 
 
 @dataclass
@@ -31,7 +30,7 @@ class ComparisonResult:
 
 
 def _save_bundle(path: Path, bundle: dict) -> None:
-    torch.save(bundle, path)
+    torch.save(plain(bundle), path)  # tensors and plain values only: read back with weights_only=True
 
 
 def run_comparison(
@@ -60,9 +59,7 @@ def run_comparison(
     from medfoundry.training.cnn_baseline import CNNConfig, cnn_probabilities, train_cnn
     from medfoundry.training.heads import HeadConfig, predict_proba, train_linear_head
 
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise OutputExistsError(out_dir)
+    out_dir = check_writable(out_dir, overwrite, folder=True, create=False)  # before any work
     dataset = SliceDataset(dataset_dir)
     if caches:
         opened = [open_cache(c, dataset) for c in caches]
@@ -125,9 +122,7 @@ def run_comparison(
         f"({va.size} slices, rule '{threshold_rule}'); heads: imbalance '{imbalance}'.\n\n"
     )
     markdown = header + comparison_markdown(rows, extra=("train_seconds",))
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir, overwrite=True) as tmp:  # ``overwrite`` was checked before the training
         (tmp / "models").mkdir()
         (tmp / "table.md").write_text(markdown)
         write_comparison_csv(rows, tmp / "table.csv")
@@ -149,8 +144,4 @@ def run_comparison(
         (tmp / "summary.json").write_text(
             json.dumps({"rows": rows, "dataset": str(Path(dataset_dir).resolve())}, indent=1, default=float)
         )
-        swap_in_dir(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return ComparisonResult(rows, markdown)

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from medfoundry.errors import InputError
+
 # method name -> module implementing ``build(base, **config)`` and ``DEFAULTS``
 METHODS: dict[str, str] = {
     "decoder": "medfoundry.modeling.adapters.decoder",
@@ -149,7 +151,9 @@ def checkpoint_stages(encoder: nn.Module, stages: Iterable[int]) -> None:
     layers = encoder.layers
     for stage in stages:
         if not 0 <= stage < len(layers):
-            raise ValueError(f"checkpoint stage {stage} does not exist; the encoder has stages 0..{len(layers) - 1}")
+            raise InputError(
+                None, f"checkpoint stage {stage} does not exist; the encoder has stages 0..{len(layers) - 1}"
+            )
         layer = layers[stage]
         layer.forward = types.MethodType(_checkpointed_stage_forward, layer)
 
@@ -162,7 +166,7 @@ def base_tensor_ptrs(base: nn.Module) -> set[int]:
 def method_module(method: str):
     """The module implementing ``method``; unknown names raise ``ValueError`` listing the known ones."""
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; use one of {sorted(METHODS)}")
+        raise InputError(None, f"unknown method {method!r}; use one of {sorted(METHODS)}")
     return importlib.import_module(METHODS[method])
 
 

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medfoundry.errors import InputError
 from medfoundry.modeling.adapters.base import AdaptedLiteMedSAM
 
 DEFAULTS: dict[str, Any] = {"conv_size": 128, "heads": 8, "points": 4, "se_ratio": 0.25, "gate_bias": 3.0}
@@ -123,7 +124,7 @@ class DeformableAttention(nn.Module):
     def __init__(self, dim: int, heads: int, points: int) -> None:
         super().__init__()
         if dim % heads:
-            raise ValueError(f"dim {dim} is not divisible by {heads} heads")
+            raise InputError(None, f"dim {dim} is not divisible by {heads} heads")
         self.heads, self.points = heads, points
         self.offsets = nn.Linear(dim, heads * points * 2)
         self.weights = nn.Linear(dim, heads * points)

@@ -12,6 +12,7 @@ that names the file.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from torch import nn
 
 from medfoundry.errors import InputError
 from medfoundry.io.atomic import atomic_path
+from medfoundry.io.torchfile import plain
 from medfoundry.modeling.adapters.base import METHODS, AdaptedLiteMedSAM, build_adapted
 
 FORMAT = "medfoundry-adapter"
@@ -57,7 +59,7 @@ def save_adapter(
     if train_state is not None:
         payload["train_state"] = train_state
     with atomic_path(path, overwrite=overwrite) as tmp:
-        torch.save(payload, tmp)
+        torch.save(plain(payload), tmp)  # tensors and plain values only: read back with weights_only=True
     return Path(path)
 
 
@@ -76,7 +78,42 @@ def read_adapter(path: str | Path) -> dict[str, Any]:
         raise InputError(path, f"adapter format version {payload['version']} is newer than this medfoundry")
     if payload.get("method") not in METHODS:
         raise InputError(path, f"unknown adaptation method {payload.get('method')!r}")
+    check_adapter_config(payload["method"], payload.get("config"), path)
     return payload
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, int):
+        return isinstance(value, int)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and math.isfinite(value)
+    if isinstance(default, list):
+        return isinstance(value, (list, tuple)) and (not default or all(_same_kind(v, default[0]) for v in value))
+    return isinstance(value, type(default))
+
+
+def check_adapter_config(method: str, config: Any, path: str | Path | None = None) -> None:
+    """Refuse an adapter config whose keys or value types differ from the method's defaults (e.g. a string
+    ``rank``), or whose sizes are not positive, before any model is built."""
+    from medfoundry.modeling.adapters.base import method_module
+
+    defaults = method_module(method).DEFAULTS
+    if not isinstance(config, dict):
+        raise InputError(path, f"adapter config must be a mapping, got {type(config).__name__}")
+    for key, value in config.items():
+        if key not in defaults:
+            raise InputError(path, f"adapter config: unknown key {key!r} for method {method!r}")
+        default = defaults[key]
+        if not _same_kind(value, default):
+            raise InputError(
+                path, f"adapter config: {key!r} must be like {default!r} ({type(default).__name__}), got {value!r}"
+            )
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "gate_bias" and value < 0:
+            raise InputError(path, f"adapter config: {key!r} must not be negative, got {value!r}")
+        if key in ("rank", "hidden", "conv_size", "heads", "points") and value < 1:
+            raise InputError(path, f"adapter config: {key!r} must be at least 1, got {value!r}")
 
 
 def load_adapter_into(

@@ -17,6 +17,7 @@ from typing import Any
 
 from torch import nn
 
+from medfoundry.errors import InputError
 from medfoundry.modeling.adapters.base import AdaptedLiteMedSAM, checkpoint_stages
 
 DEFAULTS: dict[str, Any] = {
@@ -36,7 +37,7 @@ def target_pattern(config: dict[str, Any]) -> str:
     """The peft ``target_modules`` regular expression for the configured parts."""
     parts = ([ENCODER_PATTERN] if config["encoder"] else []) + ([DECODER_PATTERN] if config["decoder"] else [])
     if not parts:
-        raise ValueError("LoRA needs encoder=True and/or decoder=True")
+        raise InputError(None, "LoRA needs encoder=True and/or decoder=True")
     return "|".join(f"({p})" for p in parts)
 
 

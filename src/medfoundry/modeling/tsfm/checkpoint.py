@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from medfoundry.errors import InputError
 from medfoundry.io.atomic import atomic_path
+from medfoundry.io.torchfile import load_torch_file, plain
 from medfoundry.modeling.tsfm.network import HEAD_PREFIX, TSFM
 from medfoundry.modeling.tsfm.presets import TSFMConfig
 
@@ -23,26 +24,25 @@ def save_checkpoint(path: str | Path, payload: dict, overwrite: bool = True) -> 
 
 
 def make_payload(model: TSFM, classes: list[str], preprocessing: dict, **extra) -> dict:
-    """The checkpoint dict: format tag, model config, class names (label ids 1..K), preprocessing, weights."""
+    """The checkpoint dict: format tag, model config, class names (label ids 1..K), preprocessing, weights.
+
+    Everything but the tensors is stored as plain dicts / lists / str / int / float, so the file loads with
+    ``torch.load(..., weights_only=True)``.
+    """
     return {
         "format": CHECKPOINT_FORMAT,
-        "config": model.config.to_dict(),
-        "classes": list(classes),
-        "preprocessing": dict(preprocessing),
+        "config": plain(model.config.to_dict()),
+        "classes": [str(c) for c in classes],
+        "preprocessing": plain(dict(preprocessing)),
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        **extra,
+        **plain(extra),
     }
 
 
 def load_checkpoint(path: str | Path) -> dict:
     """Read a TSFM checkpoint; :class:`InputError` if it is missing, unreadable or not a TSFM checkpoint."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a broken file
-        raise InputError(path, f"cannot read the checkpoint ({type(exc).__name__}: {exc})") from None
+    ckpt = load_torch_file(path, "TSFM checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise InputError(path, "not a medfoundry TSFM checkpoint")
     return ckpt

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from medfoundry.errors import InputError
 from medfoundry.modeling.tsfm.blocks import DownBlock, ResStage, UpBlock, _norm
 from medfoundry.modeling.tsfm.bottleneck import TransformerBottleneck
 from medfoundry.modeling.tsfm.presets import TSFMConfig, get_preset
@@ -36,7 +37,7 @@ class TSFM(nn.Module):
         """(B, in_channels, D, H, W) -> logits (B, num_classes, D, H, W); sizes divisible by the stride."""
         stride = self.config.stride
         if any(s % stride for s in x.shape[2:]):
-            raise ValueError(f"TSFM input size {tuple(x.shape[2:])} must be divisible by {stride}")
+            raise InputError(None, f"TSFM input size {tuple(x.shape[2:])} must be divisible by {stride}")
         skips = []
         x = self.stem(x)
         for stage in self.encoder:

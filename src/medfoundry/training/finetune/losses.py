@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 import torch
 
+from medfoundry.errors import InputError
+
 LOSSES = ("dice+focal", "bce+dice")
 
 
@@ -18,4 +20,4 @@ def make_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
         return DiceFocalLoss(sigmoid=True, gamma=2.0, alpha=0.25, reduction="mean")
     if name == "bce+dice":
         return DiceCELoss(sigmoid=True, lambda_dice=0.8, lambda_ce=1.0, reduction="mean")
-    raise ValueError(f"unknown loss {name!r}; use one of {LOSSES}")
+    raise InputError(None, f"unknown loss {name!r}; use one of {LOSSES}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from medfoundry.errors import InputError
+
 SCHEDULES = ("warmup-exp", "plateau")
 
 
@@ -22,4 +24,4 @@ def make_scheduler(
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     if name == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=2)
-    raise ValueError(f"unknown schedule {name!r}; use one of {SCHEDULES}")
+    raise InputError(None, f"unknown schedule {name!r}; use one of {SCHEDULES}")

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
-import tempfile
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from medfoundry.errors import InputError, OutputExistsError
+from medfoundry.io.atomic import atomic_dir
 from medfoundry.training.nnunet.runtime import (
     MANIFEST_FORMAT,
     RunLayout,
@@ -203,8 +202,7 @@ def export_dataset(
         raise OutputExistsError(target)
     by_case = {c.case: c for c in cases}
     layout.raw.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dataset_name}.", dir=layout.raw))
-    try:
+    with atomic_dir(target, overwrite=overwrite) as staging:
         for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
             (staging / sub).mkdir()
         masks: dict[str, np.ndarray] = {}
@@ -271,17 +269,7 @@ def export_dataset(
             "folds": {k: i for i, k in enumerate(split.fractions)},
             "cases": records,
         }
-        if target.exists():  # overwrite: move the old copy away only now that the new one is complete
-            old_copy = Path(tempfile.mkdtemp(prefix=f".{dataset_name}.old.", dir=layout.raw))
-            target.rename(old_copy / "dataset")
-            staging.rename(target)
-            shutil.rmtree(old_copy, ignore_errors=True)
-        else:
-            staging.rename(target)
-        write_manifest(layout.root, manifest, overwrite=True)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    write_manifest(layout.root, manifest, overwrite=True)
     return manifest
 
 

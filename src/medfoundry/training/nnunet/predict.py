@@ -17,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from medfoundry.errors import InputError, OutputExistsError, WeightsError
+from medfoundry.io.torchfile import load_torch_file
 from medfoundry.training.nnunet.fusion import FusionSpec
 from medfoundry.training.nnunet.runtime import (
     CONFIGURATION,
@@ -55,7 +56,9 @@ def load_predictor(
         from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
         from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-        checkpoint_data = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        checkpoint_data = load_torch_file(ckpt_path, "nnU-Net checkpoint", numpy_scalars=True)
+        if not isinstance(checkpoint_data, dict) or "network_weights" not in checkpoint_data:
+            raise InputError(ckpt_path, "not an nnU-Net checkpoint (no network_weights)")
         if checkpoint_data.get("trainer_name") != trainer_name(variant):
             raise InputError(ckpt_path, f"was written by {checkpoint_data.get('trainer_name')}, not {variant}")
         plans_manager = PlansManager(plans)

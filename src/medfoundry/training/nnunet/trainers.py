@@ -276,8 +276,16 @@ def train(
         trainer = cls(plans=plans, configuration=CONFIGURATION, fold=fold, dataset_json=dataset_json, device=dev)
         trainer.configure(schedule, fusion)
         if resume and found:
+            # nnU-Net's loader unpickles with weights_only=False: first prove the file holds only tensors and
+            # plain values (weights_only=True, refuses a code payload), then let nnU-Net restore its state
             from nnunetv2.run.run_training import maybe_load_checkpoint
 
+            from medfoundry.io.torchfile import load_torch_file
+
+            for name in ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth"):
+                if name in found:
+                    load_torch_file(folder / name, "nnU-Net checkpoint", numpy_scalars=True)
+                    break
             maybe_load_checkpoint(trainer, continue_training=True, validation_only=False)
         else:
             trainer.initialize()
