@@ -15,15 +15,10 @@ from medfoundry.evaluation.classification import (
     plot_curves,
     write_comparison_csv,
 )
-from medfoundry.training.cnn_baseline import CNNConfig, SliceCNN, cnn_probabilities, train_cnn
-from medfoundry.training.heads import (
-    HeadConfig,
-    LinearHead,
-    choose_threshold,
-    imbalance_setup,
-    predict_proba,
-    train_linear_head,
-)
+from medfoundry.modeling.heads import LinearHead, predict_proba
+from medfoundry.modeling.slice_cnn import SliceCNN
+from medfoundry.training.cnn_baseline import CNNConfig, cnn_probabilities, train_cnn
+from medfoundry.training.heads import HeadConfig, choose_threshold, imbalance_setup, train_linear_head
 
 torch.set_num_threads(1)
 

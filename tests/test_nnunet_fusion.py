@@ -9,12 +9,12 @@ import torch
 from torch import nn
 
 from medfoundry.errors import InputError, WeightsError
-from medfoundry.training.nnunet.fusion import (
+from medfoundry.modeling.encoders.sam_tinyvit import build_sam_tinyvit
+from medfoundry.modeling.fusion import (
     FusionSpec,
     FusionUNet,
     assign_levels,
     build_fusion_network,
-    build_sam_tinyvit,
     level_strides,
 )
 

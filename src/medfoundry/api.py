@@ -1,4 +1,4 @@
-"""The Python API with the same verbs as the CLI: ``segment``, ``segment_npz``, ``evaluate``, ``demo``.
+"""The Python API with the same verbs as the CLI: ``segment``, ``segment_npz``, ``evaluate``.
 
 Each function reads files with :mod:`medfoundry.io`, runs the model, and writes results with the input's geometry,
 refusing to replace existing outputs unless ``overwrite=True``.
@@ -164,10 +164,3 @@ def evaluate(
     )
     evaluator.write_csv(out, overwrite=overwrite)
     return evaluator
-
-
-def demo(out_dir: str | Path = "medfoundry-demo-output", *, overwrite: bool = False, backend: str = "fast"):
-    """Run the bundled demo (see :mod:`medfoundry.demo`)."""
-    from medfoundry.demo import run_demo
-
-    return run_demo(out_dir, overwrite=overwrite, backend=backend)

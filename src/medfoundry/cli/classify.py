@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-ENCODER_CHOICES = ("litemedsam", "dinov2_small", "dinov2_base", "convnext_base", "resnet50", "rad_dino")
+from medfoundry.modeling.registry import ENCODERS
+
+ENCODER_CHOICES = tuple(ENCODERS)  # plain names: the registry imports no torch
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-METHOD_CHOICES = ("decoder", "lora", "dbsam", "classprompt")
+from medfoundry.modeling.registry import ADAPTERS
+
+METHOD_CHOICES = tuple(ADAPTERS)  # plain names: the registry imports no torch
 
 
 def add_parser(subparsers) -> None:

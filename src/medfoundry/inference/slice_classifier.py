@@ -18,6 +18,8 @@ import torch
 
 from medfoundry.errors import InputError, OutputExistsError, WeightsError
 from medfoundry.io.atomic import swap_in_dir
+from medfoundry.modeling.heads import LinearHead, predict_proba
+from medfoundry.modeling.slice_cnn import SliceCNN
 
 
 @dataclass
@@ -76,13 +78,10 @@ def flagged_ranges(
 
 def _scan_probabilities(bundle: dict, images: np.ndarray, weights: str | Path | None) -> np.ndarray:
     if bundle["kind"] == "cnn":
-        from medfoundry.training.cnn_baseline import SliceCNN, cnn_probabilities
-
         model = SliceCNN(bundle["input_size"], tuple(bundle["channels"]))
         model.load_state_dict(bundle["state_dict"])
-        return cnn_probabilities(model, images)
+        return predict_proba(model, np.asarray(images, np.float32), batch_size=64)
     from medfoundry.modeling.encoders import build_encoder
-    from medfoundry.training.heads import LinearHead, predict_proba
 
     enc_info = bundle["encoder"]
     weights = weights if weights is not None else bundle.get("weights_path")

@@ -57,8 +57,9 @@ def run_comparison(
         write_comparison_csv,
     )
     from medfoundry.inference.embedding_cache import find_caches, open_cache
+    from medfoundry.modeling.heads import predict_proba
     from medfoundry.training.cnn_baseline import CNNConfig, cnn_probabilities, train_cnn
-    from medfoundry.training.heads import HeadConfig, predict_proba, train_linear_head
+    from medfoundry.training.heads import HeadConfig, train_linear_head
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:

@@ -21,6 +21,7 @@ from torch import nn
 from medfoundry.errors import InputError
 from medfoundry.io.atomic import atomic_path
 from medfoundry.modeling.adapters.base import METHODS, AdaptedLiteMedSAM, build_adapted
+from medfoundry.modeling.fingerprint import module_fingerprint
 
 FORMAT = "medfoundry-adapter"
 VERSION = 1
@@ -28,8 +29,6 @@ VERSION = 1
 
 def base_fingerprint(model: nn.Module) -> str:
     """A short hash of a base model's weights (names, shapes and values)."""
-    from medfoundry.inference.onnx_export import module_fingerprint
-
     return module_fingerprint(model)
 
 

@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from medfoundry.data.slices2d import Sample2D
-from medfoundry.inference.predictor import LiteMedSAMPredictor
-from medfoundry.preprocessing.resize import IMAGE_SIZE, ResizeLongestSide
+from medfoundry.preprocessing.resize import IMAGE_SIZE, ResizeLongestSide, image_to_tensor
 
 
 @dataclass
@@ -49,7 +48,7 @@ def apply_flip(array: np.ndarray, code: int) -> np.ndarray:
 
 def model_image(image: np.ndarray) -> torch.Tensor:
     """(H, W[, 3]) intensities in [0, 1] -> (3, 256, 256) model input (resize longest side, min-max, pad)."""
-    tensor = LiteMedSAMPredictor.to_tensor(image)
+    tensor = image_to_tensor(image)
     return ResizeLongestSide(tuple(image.shape[:2])).apply_images(tensor)[0]
 
 

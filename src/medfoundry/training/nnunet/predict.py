@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from medfoundry.errors import InputError, OutputExistsError, WeightsError
-from medfoundry.training.nnunet.fusion import FusionSpec
+from medfoundry.modeling.fusion import FusionSpec
 from medfoundry.training.nnunet.runtime import (
     CONFIGURATION,
     RunLayout,

@@ -3,7 +3,7 @@
 All classes subclass nnU-Net's own :class:`nnUNetTrainer`, so data loading, oversampling of foreground patches,
 augmentation, the Dice + cross-entropy loss with deep supervision, the poly learning-rate schedule, logging and
 checkpointing are nnU-Net's. The fusion trainers only replace :meth:`build_network_architecture` (nnU-Net's planned
-U-Net wrapped in :class:`~medfoundry.training.nnunet.fusion.FusionUNet`).
+U-Net wrapped in :class:`~medfoundry.modeling.fusion.FusionUNet`).
 
 nnU-Net's command-line tools find trainers by class name inside the ``nnunetv2`` package; these classes live in
 medfoundry instead, so :func:`train` instantiates them directly with nnU-Net's constructor arguments (plans,
@@ -21,7 +21,7 @@ import torch
 
 from medfoundry.errors import InputError, OutputExistsError
 from medfoundry.io.atomic import atomic_path
-from medfoundry.training.nnunet.fusion import VARIANTS, FusionSpec, build_fusion_network
+from medfoundry.modeling.fusion import VARIANTS, FusionSpec, build_fusion_network
 from medfoundry.training.nnunet.runtime import (
     CONFIGURATION,
     PLANS_IDENTIFIER,
