@@ -17,6 +17,7 @@ from medfoundry.inference.predictor import LiteMedSAMPredictor
 from medfoundry.inference.prompts import ObjectPrompt
 from medfoundry.inference.segment import segment_array
 from medfoundry.io import MedicalImage, check_writable, read_image, read_npz_case, write_mask, write_npz_segs
+from medfoundry.preprocessing.boxes import label_boxes
 from medfoundry.preprocessing.intensity import IntensityWindow, normalize_intensity
 
 
@@ -100,13 +101,7 @@ def segment(
 
 def boxes_from_labels(labels: np.ndarray) -> np.ndarray:
     """One bounding box per label of a ground-truth map: (N, 4) in 2D, (N, 6) ``[x0, y0, z0, x1, y1, z1]`` in 3D."""
-    boxes = []
-    for value in (v for v in np.unique(labels) if v):
-        idx = np.nonzero(labels == value)
-        lo = [int(i.min()) for i in idx][::-1]
-        hi = [int(i.max()) for i in idx][::-1]
-        boxes.append(lo + hi)
-    return np.asarray(boxes, dtype=np.float32).reshape(-1, 2 * labels.ndim)
+    return label_boxes(labels)
 
 
 def segment_npz(

@@ -44,6 +44,7 @@ from tqdm import tqdm
 from medfoundry.data.patches import check_patch_fits, class_locations, sample_patch
 from medfoundry.data.preprocess3d import CTStats, ct_statistics, preprocess_volume, target_shape
 from medfoundry.errors import InputError, OutputExistsError
+from medfoundry.io.paths import split_suffix
 
 POOL_FORMAT = "medfoundry-pool/1"
 MODALITIES_3D = ("CT", "MR", "PET", "OTHER")
@@ -343,11 +344,7 @@ def pad_to(image: np.ndarray, label: np.ndarray, size: tuple[int, ...]) -> tuple
 
 
 def _case_stem(path: Path) -> str:
-    name = path.name
-    for ext in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".npz"):
-        if name.endswith(ext):
-            name = name[: -len(ext)]
-            break
+    name = split_suffix(path)[0]
     parent = path.parent.name
     return f"{parent}_{name}" if parent else name
 

@@ -21,6 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from medfoundry.evaluation._checks import check_pair, check_spacing
+from medfoundry.preprocessing.boxes import mask_slices
 
 
 @functools.lru_cache(maxsize=64)
@@ -53,17 +54,6 @@ def _neighbour_codes(padded: np.ndarray) -> np.ndarray:
         sl = tuple(slice(o, o + n) for o, n in zip(offset, out_shape, strict=True))
         code |= padded[sl].astype(np.uint8) << np.uint8(n_bits - 1 - bit)
     return code
-
-
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """Slices of the bounding box of ``mask``; None when it is empty."""
-    slices = []
-    for axis in range(mask.ndim):
-        proj = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        if proj.size == 0:
-            return None
-        slices.append(slice(int(proj[0]), int(proj[-1]) + 1))
-    return tuple(slices)
 
 
 @dataclass(frozen=True)
@@ -145,7 +135,7 @@ def surface_distances(
     p, g = check_pair(pred, gt)
     sp = check_spacing(spacing, p.ndim)
     empty = np.zeros(0, dtype=np.float64)
-    box = _bounding_box(p | g)
+    box = mask_slices(p | g)
     if box is None:
         return SurfaceDistances(empty, empty, empty, empty)
     p = np.pad(p[box], 1)
