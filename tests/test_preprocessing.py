@@ -92,3 +92,24 @@ def test_label_boxes_match_an_independent_reference():
     assert label_boxes(np.zeros((4, 4), np.int32)).shape == (0, 4)
     assert mask_box(np.zeros((3, 3), bool)) is None
     np.testing.assert_array_equal(mask_box(labels[5] == 5), [0, 15, 29, 15])
+
+
+@pytest.mark.parametrize("shape", [(10, 15, 20), (33, 47, 61)])
+def test_resample_volume_matches_simpleitk_over_the_same_field_of_view(shape):
+    import SimpleITK as sitk
+
+    from medfoundry.preprocessing.resample import resample_volume
+
+    vol = np.random.default_rng(0).random((20, 30, 40)).astype(np.float32)
+    src = sitk.GetImageFromArray(vol)  # unit spacing, origin 0
+    scale = [n_in / n_out for n_in, n_out in zip(vol.shape[::-1], shape[::-1], strict=True)]
+    origin = [(s - 1) / 2 for s in scale]  # outer voxel edges kept
+    ref = sitk.GetArrayFromImage(
+        sitk.Resample(src, list(shape[::-1]), sitk.Transform(), sitk.sitkLinear, origin, scale, src.GetDirection())
+    )
+    out = resample_volume(vol, shape)
+    assert out.dtype == np.float32 and out.shape == shape
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+    labels = (vol > 0.7).astype(np.uint8)
+    half = resample_volume(labels, (10, 15, 20), is_label=True)
+    assert half.dtype == np.uint8 and set(np.unique(half)) <= {0, 1}

@@ -27,6 +27,7 @@ import numpy as np
 from medfoundry.errors import InputError, OutputExistsError
 from medfoundry.io.atomic import swap_in_dir
 from medfoundry.io.image import MedicalImage
+from medfoundry.preprocessing.resample import resample_volume
 
 SPLITS = ("train", "val", "test")
 MANIFEST_FIELDS = (
@@ -108,16 +109,6 @@ class SliceStack:
 # ----------------------------------------------------------------------------------------------- volumes
 
 
-def _to_sitk(img: MedicalImage, array: np.ndarray | None = None):
-    import SimpleITK as sitk
-
-    out = sitk.GetImageFromArray(img.array if array is None else array)
-    out.SetSpacing(img.spacing)
-    out.SetOrigin(img.origin)
-    out.SetDirection(img.direction)
-    return out
-
-
 def grid_geometry(img: MedicalImage, grid: Sequence[int]) -> tuple[tuple[int, ...], tuple[float, ...], tuple]:
     """Size, spacing and origin (ITK order) of ``grid`` voxels covering ``img``'s field of view."""
     size_in = np.array(img.array.shape[::-1][:3], dtype=float)  # (x, y, z)
@@ -131,27 +122,12 @@ def grid_geometry(img: MedicalImage, grid: Sequence[int]) -> tuple[tuple[int, ..
 
 
 def resample_to_grid(img: MedicalImage, grid: Sequence[int], label: bool = False) -> MedicalImage:
-    """``img`` resampled (SimpleITK; linear, or nearest for labels) onto ``grid`` voxels over the same FOV."""
-    import SimpleITK as sitk
-
+    """``img`` resampled (linear, or nearest for labels) onto ``grid`` voxels over the same field of view."""
     size, spacing, origin = grid_geometry(img, grid)
     if size == tuple(img.array.shape[::-1]):
         return img
-    src = _to_sitk(img, img.array if label else img.array.astype(np.float32, copy=False))
-    out = sitk.Resample(
-        src,
-        [int(s) for s in size],
-        sitk.Transform(),
-        sitk.sitkNearestNeighbor if label else sitk.sitkLinear,
-        origin,
-        spacing,
-        img.direction,
-        0,
-        src.GetPixelID(),
-    )
-    return MedicalImage(
-        sitk.GetArrayFromImage(out), spacing, origin, img.direction, img.modality, img.path, dict(img.meta)
-    )
+    array = resample_volume(img.array, tuple(size[::-1]), is_label=label)
+    return MedicalImage(array, spacing, origin, img.direction, img.modality, img.path, dict(img.meta))
 
 
 def lesion_mask(mask: MedicalImage, config: SliceConfig) -> np.ndarray:
