@@ -26,18 +26,8 @@ from medfoundry.preprocessing.boxes import mask_slices
 
 @functools.lru_cache(maxsize=64)
 def _area_table(spacing: tuple[float, ...]) -> np.ndarray:
-    """Surfel area (3D, mm^2) or contour length (2D, mm) for each neighbourhood code, in float64."""
-    import torch
-
-    if len(spacing) == 3:
-        try:  # the exact normal table (multiples of 1/8), so that the areas are computed in float64
-            from monai.metrics.utils import _get_neighbour_code_to_normals_table
-
-            normals = _get_neighbour_code_to_normals_table().to(torch.float64).numpy()  # (256, K, 3)
-            s = np.array([spacing[1] * spacing[2], spacing[0] * spacing[2], spacing[0] * spacing[1]])
-            return np.linalg.norm(normals * s, axis=-1).sum(-1)
-        except (ImportError, AttributeError):  # pragma: no cover - older/newer MONAI: public float32 table
-            pass
+    """Surfel area (3D, mm^2) or contour length (2D, mm) for each neighbourhood code: MONAI's public table
+    (``monai.metrics.utils.get_code_to_measure_table``), as float64."""
     from monai.metrics.utils import get_code_to_measure_table
 
     table, _ = get_code_to_measure_table(spacing)
