@@ -2,7 +2,7 @@
 
 As in the PET foundation-model paper: Dice and IoU are averaged over the cases with a non-empty ground truth (a
 lesion-free case has no defined overlap), false-positive and false-negative volumes (autoPET definitions, in ml)
-over all cases. Foreground = any label > 0. Metrics come from :mod:`medfoundry.evaluation`.
+over all cases. Foreground = any label > 0. Metrics come from :class:`medfoundry.evaluation.SegmentationEvaluator`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from medfoundry.errors import InputError, OutputExistsError
+from medfoundry.evaluation import SegmentationEvaluator
 from medfoundry.io.atomic import atomic_path
 
 CASE_COLUMNS = ("case", "gt_ml", "pred_ml", "dice", "iou", "fpv_ml", "fnv_ml")
@@ -51,25 +52,32 @@ class Summary:
     fnv_ml: float
 
 
+def _case_result(row: dict) -> CaseResult:
+    """A report row from a :class:`SegmentationEvaluator` row (Dice / IoU only where there is a lesion)."""
+    has_gt = row["gt_voxels"] > 0
+    return CaseResult(
+        case=row["case"],
+        gt_ml=float(row["gt_ml"]),
+        pred_ml=float(row["pred_ml"]),
+        dice=float(row["dsc"]) if has_gt else None,
+        iou=float(row["iou"]) if has_gt else None,
+        fpv_ml=float(row["fpv_ml"]),
+        fnv_ml=float(row["fnv_ml"]),
+    )
+
+
+def _add_case(
+    evaluator: SegmentationEvaluator, case: str, pred: np.ndarray, gt: np.ndarray, spacing_zyx: Sequence[float]
+) -> CaseResult:
+    if np.shape(pred) != np.shape(gt):
+        raise InputError(case, f"prediction shape {np.shape(pred)} differs from ground truth {np.shape(gt)}")
+    foreground = [(np.asarray(a) > 0).astype(np.uint8) for a in (pred, gt)]  # foreground = any label > 0
+    return _case_result(evaluator.add(case, *foreground, spacing_zyx)[0])
+
+
 def case_metrics(case: str, pred: np.ndarray, gt: np.ndarray, spacing_zyx: Sequence[float]) -> CaseResult:
     """Metrics of one case from binary-izable label arrays and the spacing in array order (mm)."""
-    from medfoundry.evaluation import dice, iou, lesion_fp_fn_volume
-
-    if pred.shape != gt.shape:
-        raise InputError(case, f"prediction shape {pred.shape} differs from ground truth {gt.shape}")
-    p, g = np.asarray(pred) > 0, np.asarray(gt) > 0
-    voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
-    fpv, fnv = lesion_fp_fn_volume(p, g, spacing_zyx)
-    has_gt = bool(g.any())
-    return CaseResult(
-        case=case,
-        gt_ml=float(g.sum()) * voxel_ml,
-        pred_ml=float(p.sum()) * voxel_ml,
-        dice=float(dice(p, g)) if has_gt else None,
-        iou=float(iou(p, g)) if has_gt else None,
-        fpv_ml=float(fpv),
-        fnv_ml=float(fnv),
-    )
+    return _add_case(SegmentationEvaluator(labels=[1]), case, pred, gt, spacing_zyx)
 
 
 def evaluate_folder(pred_dir: str | Path, gt_files: dict[str, Path], suffix: str = ".nii.gz") -> list[CaseResult]:
@@ -77,6 +85,7 @@ def evaluate_folder(pred_dir: str | Path, gt_files: dict[str, Path], suffix: str
     from medfoundry.io import read_mask
 
     pred_dir = Path(pred_dir)
+    evaluator = SegmentationEvaluator(labels=[1])
     results = []
     for case, gt_path in sorted(gt_files.items()):
         pred_path = pred_dir / f"{case}{suffix}"
@@ -84,7 +93,7 @@ def evaluate_folder(pred_dir: str | Path, gt_files: dict[str, Path], suffix: str
             raise InputError(pred_path, f"prediction for case {case} is missing; run 'medfoundry nnunet predict'")
         gt = read_mask(gt_path)
         pred = read_mask(pred_path, reference=gt)
-        results.append(case_metrics(case, pred.array, gt.array, gt.spacing_zyx))
+        results.append(_add_case(evaluator, case, pred.array, gt.array, gt.spacing_zyx))
     return results
 
 
