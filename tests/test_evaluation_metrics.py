@@ -348,3 +348,14 @@ def test_challenge_mode_3d_matches_reference_with_anisotropic_spacing():
     ev = SegmentationEvaluator(challenge_compat=True)
     ev.add("c", seg, gt, sp)
     assert ev.per_case()[0] == {"case": "c", "label": "all", "dsc": res["dsc"], "nsd": res["nsd"], "nsd_computed": True}
+
+
+def test_label_maps_go_through_the_one_label_check():
+    gt = np.zeros((4, 5, 6), np.uint8)
+    gt[1:3, 1:3, 1:3] = 2
+    pred = gt.astype(np.float32)
+    pred[1, 1, 1] = 0.5
+    with pytest.raises(InputError, match="prediction label map has 1 non-integer"):
+        evaluate_case(pred, gt)
+    with pytest.raises(InputError, match="ground-truth label map has negative labels"):
+        evaluate_case(gt, gt.astype(np.int16) - 1)

@@ -23,6 +23,7 @@ from medfoundry.evaluation.lesions import lesion_errors
 from medfoundry.evaluation.overlap import dice_from_counts, iou_from_counts
 from medfoundry.evaluation.surface import surface_distances
 from medfoundry.io.atomic import atomic_path
+from medfoundry.io.checks import to_labels
 from medfoundry.preprocessing.boxes import label_slices
 
 METRICS = ("dsc", "iou", "nsd", "hd95", "assd", "fpv_ml", "fnv_ml")
@@ -44,19 +45,8 @@ CHALLENGE_DSC_THRESHOLD = 0.2
 
 
 def _as_labels(arr: np.ndarray, name: str) -> np.ndarray:
-    """A non-negative integer label map (bool and integral floats accepted)."""
-    a = np.asarray(arr)
-    if a.dtype == bool:
-        return a.view(np.uint8)
-    if a.dtype.kind == "f":
-        if not np.isfinite(a).all() or np.any(a != np.round(a)):
-            raise InputError(None, f"{name} label map has non-integer values; expected integer class labels")
-        a = a.astype(np.int64)
-    elif a.dtype.kind not in "iu":
-        raise InputError(None, f"{name} label map has dtype {a.dtype}; expected integer class labels")
-    if a.dtype.kind == "i" and a.size and a.min() < 0:
-        raise InputError(None, f"{name} label map has negative labels (min {a.min()})")
-    return a
+    """A non-negative integer label map (bool and integral floats accepted): :func:`medfoundry.io.to_labels`."""
+    return to_labels(arr, None, what=f"{name} label map")
 
 
 def _check_maps(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
