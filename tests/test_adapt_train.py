@@ -184,10 +184,10 @@ def test_box_jitter_is_medsams_share_of_the_image():
 
 def test_shared_cache_and_loose_box_evaluation(pet_samples):
     from medfoundry.training.finetune import evaluate_samples
-    from medfoundry.training.finetune.engine import EmbeddingCache
+    from medfoundry.training.finetune.engine import MemoryEmbeddingCache
 
     model = build_adapted(build_tiny_lite_medsam(seed=0), "decoder")
-    cache = EmbeddingCache(model)
+    cache = MemoryEmbeddingCache(model)
     samples = pet_samples[:3]
     exact = evaluate_samples(model, samples, cache=cache, loose_jitter=0.0)
     assert len(cache.store) == 3 and exact["dsc_loose"] == exact["dsc"] and exact["nsd_loose"] == exact["nsd"]

@@ -111,6 +111,19 @@ MOVED = {
     "medfoundry.training.nnunet.fusion": ("FusionUNet", "medfoundry.modeling.fusion"),
     "medfoundry.evaluation.nnunet_report": ("summarize", "medfoundry.training.nnunet.report"),
 }
+# module -> (old name, new name): renamed classes
+RENAMED = {
+    "medfoundry.training.finetune.engine": ("EmbeddingCache", "MemoryEmbeddingCache"),
+    "medfoundry.inference.embedding_cache": ("EmbeddingCache", "DiskEmbeddingCache"),
+}
+
+
+@pytest.mark.parametrize("module_name", sorted(RENAMED))
+def test_renamed_classes_warn_and_forward(module_name):
+    old, new = RENAMED[module_name]
+    module = importlib.import_module(module_name)
+    with pytest.warns(DeprecationWarning, match=new):
+        assert getattr(module, old) is getattr(module, new)
 
 
 @pytest.mark.parametrize("old", sorted(MOVED))

@@ -4,27 +4,34 @@ from __future__ import annotations
 
 import importlib
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 
-def moved(old: str, new: str, names: Iterable[str] | None = None) -> Callable[[str], object]:
-    """A module-level ``__getattr__`` for ``old`` that forwards ``names`` (every name when None) to module ``new``.
+def moved(old: str, new: str, names: Iterable[str] | Mapping[str, str] | None = None) -> Callable[[str], object]:
+    """A module-level ``__getattr__`` for module ``old`` that forwards to module ``new``.
 
+    ``names``: the moved names (every name when None), or a mapping old name -> new name for renamed ones.
     Each access warns with a :class:`DeprecationWarning` naming the new path.
     """
-    wanted = None if names is None else frozenset(names)
+    if names is None:
+        renames = None
+    elif isinstance(names, Mapping):
+        renames = dict(names)
+    else:
+        renames = {n: n for n in names}
 
     def __getattr__(name: str) -> object:
-        if name.startswith("__") or (wanted is not None and name not in wanted):
+        if name.startswith("__") or (renames is not None and name not in renames):
             raise AttributeError(f"module {old!r} has no attribute {name!r}")
         target = importlib.import_module(new)
-        if not hasattr(target, name):
+        new_name = name if renames is None else renames[name]
+        if not hasattr(target, new_name):
             raise AttributeError(f"module {old!r} has no attribute {name!r}")
         warnings.warn(
-            f"{old}.{name} moved to {new}.{name}; the old path will be removed in the next release",
+            f"{old}.{name} moved to {new}.{new_name}; the old path will be removed in the next release",
             DeprecationWarning,
             stacklevel=2,
         )
-        return getattr(target, name)
+        return getattr(target, new_name)
 
     return __getattr__

@@ -48,9 +48,7 @@ def load_bundle(path: str | Path) -> dict:
     return bundle
 
 
-def flagged_ranges(
-    flags: np.ndarray, source_slice: np.ndarray, z_mm: np.ndarray, prob: np.ndarray, source_extent: np.ndarray
-) -> list[dict]:
+def flagged_ranges(flags: np.ndarray, z_mm: np.ndarray, prob: np.ndarray, source_extent: np.ndarray) -> list[dict]:
     """Runs of consecutive flagged slices as original-scan slice ranges with their z extent (mm)."""
     ranges = []
     i = 0
@@ -160,7 +158,7 @@ def predict_scan(
     lo = np.floor(stack.slice_index * nz_src / n_grid).astype(int)
     hi = np.maximum(lo, np.ceil((stack.slice_index + 1) * nz_src / n_grid).astype(int) - 1)
     extent = np.stack([lo, np.minimum(hi, nz_src - 1)], axis=1)
-    ranges = flagged_ranges(flags, stack.source_slice, stack.z_mm, prob, extent)
+    ranges = flagged_ranges(flags, stack.z_mm, prob, extent)
     pred = ScanPrediction(prob, stack.slice_index, stack.source_slice, stack.z_mm, thr, ranges)
     lesion = stack.lesion_voxels >= config.min_lesion_voxels if mask_img is not None else None
     out_dir.parent.mkdir(parents=True, exist_ok=True)

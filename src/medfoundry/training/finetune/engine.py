@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from medfoundry._deprecated import moved
 from medfoundry.data.slices2d import Sample2D
 from medfoundry.errors import InputError
 from medfoundry.evaluation import dice, nsd
@@ -39,6 +40,9 @@ from medfoundry.training.finetune.losses import make_loss
 from medfoundry.training.finetune.schedules import make_scheduler
 
 DEFAULT_LR = {"decoder": 1e-4, "lora": 1e-3, "dbsam": 3e-4, "classprompt": 1e-4}
+
+# renamed; the old name works for one more release
+__getattr__ = moved(__name__, __name__, {"EmbeddingCache": "MemoryEmbeddingCache"})
 
 
 @dataclass
@@ -76,9 +80,10 @@ class FinetuneResult:
     seconds_per_step: float = 0.0
 
 
-class EmbeddingCache:
-    """Image embeddings of a frozen encoder per (sample, flip), stored in float16. One cache may serve several
-    runs (and their validation) that share the same frozen base encoder."""
+class MemoryEmbeddingCache:
+    """In-memory image embeddings of a frozen encoder per (sample, flip), stored in float16 (the on-disk cache of
+    ``classify embed`` is :class:`medfoundry.inference.embedding_cache.DiskEmbeddingCache`). One cache may serve
+    several runs (and their validation) that share the same frozen base encoder."""
 
     def __init__(self, model: AdaptedLiteMedSAM) -> None:
         self.model = model
@@ -111,7 +116,7 @@ def evaluate_samples(
     model: torch.nn.Module,
     samples: list[Sample2D],
     tolerance_mm: float = 2.0,
-    cache: EmbeddingCache | None = None,
+    cache: MemoryEmbeddingCache | None = None,
     progress: bool = False,
     loose_jitter: float | None = None,
     seed: int = 0,
@@ -158,7 +163,7 @@ def finetune(
     resume: bool = False,
     progress: bool = True,
     on_epoch_end: Callable[[int, dict], None] | None = None,
-    cache: EmbeddingCache | None = None,
+    cache: MemoryEmbeddingCache | None = None,
 ) -> FinetuneResult:
     """Train ``model``'s adapter on ``train``, validate on ``val`` each epoch, write ``best.pt``, ``last.pt``,
     ``history.json`` and ``curves.png`` to ``out_dir``. With ``resume`` it continues from ``last.pt``.
@@ -181,7 +186,7 @@ def finetune(
     scheduler = make_scheduler(optimizer, config.schedule, config.warmup_steps, config.decay)
     loss_fn = make_loss(config.loss)
     augment = Augment(config.flip_prob, config.jitter, config.point_prob, config.points)
-    cache = None if model.encoder_trainable else (cache or EmbeddingCache(model))
+    cache = None if model.encoder_trainable else (cache or MemoryEmbeddingCache(model))
     modality_all = modality_targets(model, train)
     history: list[dict] = []
     start_epoch, best_score = 0, -1.0
