@@ -71,7 +71,7 @@ class SliceConfig:
             "size": int(self.size),
             "min_slice_max": float(self.min_slice_max),
             "intensity": "slice / slice max, uint8 [0, 255] -> [0, 1]",
-            "resample": "sitk linear (image), nearest (mask); slices: sitk linear + Gaussian anti-aliasing",
+            "resample": "MONAI Resize trilinear (image), nearest-exact (mask); slices: sitk linear + Gaussian AA",
             "format": FORMAT_VERSION,
         }
 
