@@ -20,6 +20,7 @@ from medfoundry.modeling.tsfm.checkpoint import load_checkpoint, make_payload, s
 from medfoundry.modeling.tsfm.loss import PartialLabelBCEDiceLoss
 from medfoundry.modeling.tsfm.network import TSFM
 from medfoundry.training.distributed import DistEnv, all_mean, barrier
+from medfoundry.training.resume import resume_or_refuse
 
 LAST = "last.pt"
 FINAL = "model.pt"
@@ -119,7 +120,7 @@ def fit(
     optimizer = _optimizer(model, settings)
     history: list[dict] = []
     start = 0
-    if last.exists() and resume:
+    if resume_or_refuse(out_dir, [last] if last.exists() else [], resume=resume, overwrite=overwrite):
         ckpt = load_checkpoint(last)
         mine = model.config.to_dict()
         diff = sorted(k for k in set(mine) | set(ckpt["config"]) if mine.get(k) != ckpt["config"].get(k))
@@ -135,10 +136,6 @@ def fit(
             optimizer.load_state_dict(ckpt["optimizer"])
         history = list(ckpt.get("history", []))
         start = int(ckpt["epoch"])
-    elif last.exists() and not overwrite:
-        raise InputError(
-            last, "a checkpoint of an earlier run is here; pass --resume to continue it or --overwrite to start over"
-        )
     if start >= settings.epochs and env.is_main:
         print(f"{last}: already trained for {start} epochs (asked for {settings.epochs}); nothing to do")
 

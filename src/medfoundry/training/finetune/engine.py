@@ -38,6 +38,7 @@ from medfoundry.training.finetune.augment import (
 from medfoundry.training.finetune.curves import save_curves
 from medfoundry.training.finetune.losses import make_loss
 from medfoundry.training.finetune.schedules import make_scheduler
+from medfoundry.training.resume import resume_or_refuse
 
 DEFAULT_LR = {"decoder": 1e-4, "lora": 1e-3, "dbsam": 3e-4, "classprompt": 1e-4}
 
@@ -192,7 +193,8 @@ def finetune(
     start_epoch, best_score = 0, -1.0
     meta = {"train_config": asdict(config), "lr": lr, "train_cases": sorted({s.case for s in train})}
 
-    if resume and last_path.is_file():
+    earlier = [p for p in (last_path, best_path) if p.exists()]
+    if resume_or_refuse(out_dir, earlier, resume=resume) and last_path.is_file():
         payload = read_adapter(last_path)
         if payload["method"] != model.method or payload["base_fingerprint"] != base_fingerprint:
             raise InputError(last_path, f"holds a {payload['method']} run on another base; use a new output folder")
@@ -205,8 +207,6 @@ def finetune(
         rng.bit_generator.state = json.loads(state["rng"]["numpy"])
         torch.set_rng_state(state["rng"]["torch"])
         history, start_epoch, best_score = state["history"], state["epoch"] + 1, state["best_score"]
-    elif not resume and (last_path.exists() or best_path.exists()):
-        raise InputError(out_dir, "holds a previous run (last.pt); pass --resume to continue or --overwrite")
 
     trainable, total = model.count_parameters()
     step_times: list[float] = []

@@ -30,6 +30,7 @@ from medfoundry.training.nnunet.runtime import (
     fraction_fold,
     nnunet_environment,
 )
+from medfoundry.training.resume import resume_or_refuse
 
 MODEL_INFO = "medfoundry_model.json"
 
@@ -161,19 +162,14 @@ def train(
             raise InputError(None, f"fusion spec is for {fusion.variant}, not {variant}")
     elif fusion is not None:
         raise InputError(None, "the baseline takes no frozen encoder")
-    if resume and overwrite:
-        raise InputError(None, "choose --resume (continue) or --overwrite (start again), not both")
     manifest, plans, dataset_json = load_plans(run_dir)
     fold = fraction_fold(manifest, fraction)
     folder = model_folder(run_dir, manifest["dataset_name"], variant, fold)
     found = _checkpoints(folder)
     info_path = folder / MODEL_INFO
-    if found and not (resume or overwrite):
-        if "checkpoint_final.pth" in found:
-            raise OutputExistsError(folder)
-        raise InputError(
-            folder, f"holds an interrupted training ({', '.join(found)}); pass --resume to continue or --overwrite"
-        )
+    if "checkpoint_final.pth" in found and not (resume or overwrite):
+        raise OutputExistsError(folder)
+    resuming = resume_or_refuse(folder, found, resume=resume, overwrite=overwrite, what="an interrupted training")
     if resume and "checkpoint_final.pth" in found:
         print(f"{folder}: already trained (checkpoint_final.pth); nothing to resume")
         return folder
@@ -196,10 +192,10 @@ def train(
         raise InputError(None, "--device cuda asked for, but no CUDA GPU is available here")
     with nnunet_environment(run_dir, data_workers=data_workers):
         cls = trainer_class(variant)
-        plans = dict(plans, continue_training=bool(resume and found))
+        plans = dict(plans, continue_training=resuming)
         trainer = cls(plans=plans, configuration=CONFIGURATION, fold=fold, dataset_json=dataset_json, device=dev)
         trainer.configure(schedule, fusion)
-        if resume and found:
+        if resuming:
             from nnunetv2.run.run_training import maybe_load_checkpoint
 
             maybe_load_checkpoint(trainer, continue_training=True, validation_only=False)
