@@ -152,6 +152,47 @@ def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
     return {"numpy": json.dumps(rng.bit_generator.state), "torch": torch.get_rng_state()}
 
 
+def _restore(model: AdaptedLiteMedSAM, last_path: Path, base_fingerprint: str, optimizer, scheduler, rng) -> dict:
+    """Load ``last.pt`` into the model, optimiser, schedule and random generators; returns its train state."""
+    payload = read_adapter(last_path)
+    if payload["method"] != model.method or payload["base_fingerprint"] != base_fingerprint:
+        raise InputError(last_path, f"holds a {payload['method']} run on another base; use a new output folder")
+    if payload["config"] != model.config:
+        raise InputError(last_path, f"was trained with options {payload['config']}, not {model.config}")
+    model.load_state_dict(payload["state"], strict=False)
+    state = payload["train_state"]
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    rng.bit_generator.state = json.loads(state["rng"]["numpy"])
+    torch.set_rng_state(state["rng"]["torch"])
+    return state
+
+
+def _train_step(model, batch, flips, prompts, cache, modality, loss_fn, optimizer) -> float:
+    """One optimiser step on a batch of prepared prompts and targets; returns the loss."""
+    emb = cache.get(batch, flips) if cache is not None else model.embed(model_images(batch, flips))
+    out = model.decode(emb, prompts["boxes"], prompts["points"], prompts["point_labels"], modality)
+    loss = loss_fn(out["logits"], prompts["targets"])
+    if modality is not None:
+        loss = loss + model.config["modality_weight"] * F.cross_entropy(out["modality_logits"], modality)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+def _save_epoch(model, out_dir: Path, optimizer, scheduler, rng, train_state: dict, base_fingerprint: str,
+                base_name: str, meta: dict, title: str) -> None:  # fmt: skip
+    """``last.pt`` (adapter + everything needed to resume), ``history.json`` and ``curves.png``."""
+    state = {**train_state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "rng": _rng_state(rng)}  # fmt: skip
+    save_adapter(model, out_dir / "last.pt", base_fingerprint=base_fingerprint, base_name=base_name, meta=meta,
+                 train_state=state, overwrite=True)  # fmt: skip
+    with atomic_path(out_dir / "history.json", overwrite=True) as tmp:
+        tmp.write_text(json.dumps(train_state["history"], indent=1))
+    save_curves(train_state["history"], out_dir / "curves.png", title=title)
+
+
 def finetune(
     model: AdaptedLiteMedSAM,
     train: list[Sample2D],
@@ -177,7 +218,7 @@ def finetune(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     best_path, last_path = out_dir / "best.pt", out_dir / "last.pt"
-    curves_path, history_path = out_dir / "curves.png", out_dir / "history.json"
+    curves_path = out_dir / "curves.png"
     lr = config.lr if config.lr is not None else DEFAULT_LR.get(model.method, 1e-4)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -195,17 +236,7 @@ def finetune(
 
     earlier = [p for p in (last_path, best_path) if p.exists()]
     if resume_or_refuse(out_dir, earlier, resume=resume) and last_path.is_file():
-        payload = read_adapter(last_path)
-        if payload["method"] != model.method or payload["base_fingerprint"] != base_fingerprint:
-            raise InputError(last_path, f"holds a {payload['method']} run on another base; use a new output folder")
-        if payload["config"] != model.config:
-            raise InputError(last_path, f"was trained with options {payload['config']}, not {model.config}")
-        model.load_state_dict(payload["state"], strict=False)
-        state = payload["train_state"]
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        rng.bit_generator.state = json.loads(state["rng"]["numpy"])
-        torch.set_rng_state(state["rng"]["torch"])
+        state = _restore(model, last_path, base_fingerprint, optimizer, scheduler, rng)
         history, start_epoch, best_score = state["history"], state["epoch"] + 1, state["best_score"]
 
     trainable, total = model.count_parameters()
@@ -222,21 +253,11 @@ def finetune(
             flips = [flip_code(rng, augment.flip_prob) for _ in batch]
             with_points = augment.points > 0 and rng.random() < augment.point_prob
             prompts = prepare_targets(batch, flips, rng, augment, with_points)
-            if cache is not None:
-                emb = cache.get(batch, flips)
-            else:
-                emb = model.embed(model_images(batch, flips))
             modality = None if modality_all is None else modality_all[idx]
-            out = model.decode(emb, prompts["boxes"], prompts["points"], prompts["point_labels"], modality)
-            loss = loss_fn(out["logits"], prompts["targets"])
-            if modality is not None:
-                loss = loss + model.config["modality_weight"] * F.cross_entropy(out["modality_logits"], modality)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss = _train_step(model, batch, flips, prompts, cache, modality, loss_fn, optimizer)
             if config.schedule != "plateau":
                 scheduler.step()
-            losses.append(float(loss.detach()))
+            losses.append(loss)
             step_times.append(time.perf_counter() - t0)
             bar.set_postfix(loss=f"{np.mean(losses):.4f}")
         scores = evaluate_samples(model, val, config.nsd_tolerance_mm, cache=cache) if val else {}
@@ -256,19 +277,9 @@ def finetune(
             best_score = score
             save_adapter(model, best_path, base_fingerprint=base_fingerprint, base_name=base_name,
                          meta={**meta, "epoch": epoch, **record}, overwrite=True)  # fmt: skip
-        train_state = {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": _rng_state(rng),
-            "history": history,
-            "epoch": epoch,
-            "best_score": best_score,
-        }
-        save_adapter(model, last_path, base_fingerprint=base_fingerprint, base_name=base_name,
-                     meta={**meta, "epoch": epoch}, train_state=train_state, overwrite=True)  # fmt: skip
-        with atomic_path(history_path, overwrite=True) as tmp:
-            tmp.write_text(json.dumps(history, indent=1))
-        save_curves(history, curves_path, title=f"{model.method} ({trainable:,} trainable parameters)")
+        train_state = {"history": history, "epoch": epoch, "best_score": best_score}
+        _save_epoch(model, out_dir, optimizer, scheduler, rng, train_state, base_fingerprint, base_name,
+                    {**meta, "epoch": epoch}, f"{model.method} ({trainable:,} trainable parameters)")  # fmt: skip
         if progress:
             val_text = "" if not val else f", val DSC {record['val_dsc']:.3f} NSD {record['val_nsd']:.3f}"
             tqdm.write(f"epoch {epoch + 1}: loss {record['train_loss']:.4f}{val_text}")
