@@ -134,7 +134,7 @@ def main() -> None:
     from medfoundry.modeling.adapters.io import base_fingerprint
     from medfoundry.modeling.lite_medsam import build_lite_medsam
     from medfoundry.training.finetune import FinetuneConfig, evaluate_samples, finetune
-    from medfoundry.training.finetune.engine import EmbeddingCache
+    from medfoundry.training.finetune.engine import MemoryEmbeddingCache
 
     train_cases, test_cases = split(args.train_patients)
     train = load_samples(DATA, image_glob=GLOB, cases=train_cases, every=args.every, progress=False)
@@ -142,7 +142,7 @@ def main() -> None:
     print(f"train: {len(train)} slices from {train_cases}; test: {len(test)} slices from {len(test_cases)} patients")
     rows = []
     t0 = time.perf_counter()
-    shared = EmbeddingCache(build_adapted(build_lite_medsam(), "decoder"))  # base-encoder test embeddings
+    shared = MemoryEmbeddingCache(build_adapted(build_lite_medsam(), "decoder"))  # base-encoder test embeddings
     zero = evaluate_samples(build_lite_medsam(), test, cache=shared, progress=True, loose_jitter=LOOSE)
     rows.append(("zero-shot", "-", zero, 0, 0.0, 0.0, 0.0))
     print(f"zero-shot: DSC {zero['dsc']:.4f} NSD {zero['nsd']:.4f} ({time.perf_counter() - t0:.0f} s)")

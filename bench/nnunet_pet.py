@@ -59,11 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
-    from medfoundry.evaluation.nnunet_report import evaluate_run, summary_markdown
+    from medfoundry.modeling.fusion import FusionSpec
     from medfoundry.training.nnunet.export import manifest_summary, prepare
-    from medfoundry.training.nnunet.fusion import FusionSpec
     from medfoundry.training.nnunet.plan import plan_and_preprocess
     from medfoundry.training.nnunet.predict import held_out_inputs, load_predictor, predict_volumes
+    from medfoundry.training.nnunet.report import evaluate_run, summary_markdown
     from medfoundry.training.nnunet.runtime import RunLayout
     from medfoundry.training.nnunet.trainers import make_schedule, train
 

@@ -15,7 +15,7 @@ from medfoundry.data.synthesis import Slice2D, SynthesisConfig, synthesize_one
 from medfoundry.errors import InputError
 from medfoundry.io import MedicalImage, read_image, read_mask, write_image, write_mask
 from medfoundry.modeling.adapters.base import build_adapted
-from medfoundry.modeling.adapters.io import base_fingerprint, read_adapter
+from medfoundry.modeling.adapters.io import base_fingerprint, load_adapted_model, read_adapter
 from medfoundry.modeling.lite_medsam import build_tiny_lite_medsam
 from medfoundry.training.finetune import FinetuneConfig, finetune
 
@@ -62,7 +62,13 @@ def test_interrupted_run_resumes_to_the_same_adapter(pet_samples, tmp_path):
         torch.testing.assert_close(a[key], b[key])
     assert (tmp_path / "cut" / "curves.png").stat().st_size > 1000
     hist = json.loads((tmp_path / "cut" / "history.json").read_text())
-    assert 0.0 <= hist[-1]["val_dsc"] <= 1.0 and 0.0 <= hist[-1]["val_nsd"] <= 1.0
+    # the recorded validation scores are those of the saved last adapter on the validation slice
+    from medfoundry.training.finetune import evaluate_samples
+
+    last = load_adapted_model(tmp_path / "cut" / "last.pt", base_model=build_tiny_lite_medsam(seed=0), merge=False)
+    check = evaluate_samples(last, pet_samples[-1:])
+    assert hist[-1]["val_dsc"] == pytest.approx(check["dsc"], abs=0.02)  # float16 cache vs float32 embeddings
+    assert hist[-1]["val_nsd"] == pytest.approx(check["nsd"], abs=0.02)
 
 
 def _pair(tmp_path, name, image, mask, spacing=(2.0, 2.0)):
@@ -158,6 +164,17 @@ def test_cli_synthesize_finetune_segment(shared_data, tmp_path, capsys):
     code = main(["segment", str(slice_path), "--box", *box, "--out", str(seg), "--adapter", str(out / "best.pt"),
                  "--backend", "torch", "--modality", "PET", "--no-progress"])  # fmt: skip
     assert code == 0 and read_mask(seg).array.shape == mask.array[z].shape
+    # the same labels as the API with that adapter (so the CLI loaded and used it)
+    from medfoundry.api import make_predictor, segment_image
+    from medfoundry.inference.prompts import ObjectPrompt
+
+    expected = segment_image(
+        read_image(slice_path, modality="PET"),
+        [ObjectPrompt(box=[float(v) for v in box])],
+        make_predictor(backend="torch", adapter=out / "best.pt"),
+        progress=False,
+    )
+    np.testing.assert_array_equal(read_mask(seg).array, expected.labels.array)
     from medfoundry.modeling.lite_medsam import packaged_weights_path
 
     code = main(["segment", str(slice_path), "--box", *box, "--out", str(tmp_path / "seg2.nii.gz"),
@@ -184,10 +201,10 @@ def test_box_jitter_is_medsams_share_of_the_image():
 
 def test_shared_cache_and_loose_box_evaluation(pet_samples):
     from medfoundry.training.finetune import evaluate_samples
-    from medfoundry.training.finetune.engine import EmbeddingCache
+    from medfoundry.training.finetune.engine import MemoryEmbeddingCache
 
     model = build_adapted(build_tiny_lite_medsam(seed=0), "decoder")
-    cache = EmbeddingCache(model)
+    cache = MemoryEmbeddingCache(model)
     samples = pet_samples[:3]
     exact = evaluate_samples(model, samples, cache=cache, loose_jitter=0.0)
     assert len(cache.store) == 3 and exact["dsc_loose"] == exact["dsc"] and exact["nsd_loose"] == exact["nsd"]

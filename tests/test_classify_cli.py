@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import json
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 from test_classify_data import synthetic_case, write_nifti
 
 from medfoundry.cli import classify
-from medfoundry.cli.main import COMMANDS
+from medfoundry.cli.main import COMMANDS, build_parser
 
 torch.set_num_threads(1)
 
@@ -42,8 +43,18 @@ def cases_csv(tmp_path):
     return tmp_path / "cases.csv"
 
 
-def test_registered():
-    assert COMMANDS["classify"] == "medfoundry.cli.classify"
+def test_registered_on_the_real_parser():
+    parser = build_parser()
+    argvs = {
+        "build": ["x"],
+        "embed": ["x"],
+        "compare": ["x", "--out", "o"],
+        "predict": ["x", "--model", "m", "--out", "o"],
+    }
+    for step, rest in argvs.items():
+        args = parser.parse_args(["classify", step, *rest])
+        assert (args.command, args.step) == ("classify", step)
+    assert importlib.import_module(COMMANDS["classify"]).run is classify.run  # main() dispatches here
 
 
 def test_four_steps_end_to_end(cases_csv, tmp_path, capsys):

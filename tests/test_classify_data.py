@@ -162,4 +162,8 @@ def test_real_pet_crops_native_grid(shared_data, tmp_path):
         expected += (m.reshape(m.shape[0], -1).sum(1)[keep] >= 1).astype(int).tolist()
     ds = build_slice_dataset(cases, tmp_path / "ds", SliceConfig(grid=(0, 0, 0), size=64), progress=False)
     assert ds.labels.tolist() == expected
-    assert SliceDataset(tmp_path / "ds").preprocessing_hash == ds.preprocessing_hash
+    # the preprocessing hash identifies the pixels: a rebuild gives the same one, another slice size another
+    build_slice_dataset(cases, tmp_path / "again", SliceConfig(grid=(0, 0, 0), size=64), progress=False)
+    smaller = build_slice_dataset(cases, tmp_path / "small", SliceConfig(grid=(0, 0, 0), size=32), progress=False)
+    assert SliceDataset(tmp_path / "again").preprocessing_hash == ds.preprocessing_hash
+    assert smaller.preprocessing_hash != ds.preprocessing_hash

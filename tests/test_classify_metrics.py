@@ -15,15 +15,10 @@ from medfoundry.evaluation.classification import (
     plot_curves,
     write_comparison_csv,
 )
-from medfoundry.training.cnn_baseline import CNNConfig, SliceCNN, cnn_probabilities, train_cnn
-from medfoundry.training.heads import (
-    HeadConfig,
-    LinearHead,
-    choose_threshold,
-    imbalance_setup,
-    predict_proba,
-    train_linear_head,
-)
+from medfoundry.modeling.heads import LinearHead, predict_proba
+from medfoundry.modeling.slice_cnn import SliceCNN
+from medfoundry.training.cnn_baseline import CNNConfig, cnn_probabilities, train_cnn
+from medfoundry.training.heads import HeadConfig, choose_threshold, imbalance_setup, train_linear_head
 
 torch.set_num_threads(1)
 
@@ -123,3 +118,15 @@ def test_table_and_plots(tmp_path):
     plot_confusions(rows, tmp_path / "cm.png")
     for name in ("roc.png", "pr.png", "cm.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_flagged_ranges_are_runs_in_original_slices():
+    from medfoundry.inference.slice_classifier import flagged_ranges
+
+    flags = np.array([0, 1, 1, 0, 1], bool)
+    z = np.array([0.0, 5.0, 10.0, 15.0, 20.0])
+    prob = np.array([0.1, 0.7, 0.9, 0.2, 0.6])
+    extent = np.array([[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]])
+    ranges = flagged_ranges(flags, z, prob, extent)
+    assert [(r["first_slice"], r["last_slice"], r["grid_slices"]) for r in ranges] == [(2, 5, [1, 2]), (8, 9, [4, 4])]
+    assert [r["max_probability"] for r in ranges] == [0.9, 0.6] and ranges[0]["z_to_mm"] == 10.0

@@ -173,3 +173,34 @@ def test_folder_copy_of_truncated_png(tmp_path):
         read_image(tmp_path / "b.png")
     shutil.copy(tmp_path / "a.png", tmp_path / "c.png")
     assert read_image(tmp_path / "c.png").array.shape == (64, 64)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("case.nii.gz", ("case", ".nii.gz")),
+        ("CASE.NII.GZ", ("CASE", ".nii.gz")),
+        ("a.b.nhdr", ("a.b", ".nhdr")),
+        ("x.nrrd", ("x", ".nrrd")),
+        ("x.mha", ("x", ".mha")),
+        ("x.mhd", ("x", ".mhd")),
+        ("IM0001.dcm", ("IM0001", ".dcm")),
+        ("x.npz", ("x", ".npz")),
+        ("x.PNG", ("x", ".png")),
+        ("notes.txt", ("notes", ".txt")),
+        ("README", ("README", "")),
+    ],
+)
+def test_split_suffix_knows_every_format(name, expected):
+    from medfoundry.io.paths import split_suffix
+
+    assert split_suffix(name) == expected
+
+
+def test_every_readable_suffix_is_a_format_suffix():
+    from medfoundry.io.dicom import DICOM_SUFFIXES
+    from medfoundry.io.itk import ITK_READ_SUFFIXES
+    from medfoundry.io.paths import FORMAT_SUFFIXES
+    from medfoundry.io.raster2d import RASTER_SUFFIXES
+
+    assert set(ITK_READ_SUFFIXES) | set(RASTER_SUFFIXES) | set(DICOM_SUFFIXES) | {".npz"} <= set(FORMAT_SUFFIXES)

@@ -9,12 +9,12 @@ import torch
 from torch import nn
 
 from medfoundry.errors import InputError, WeightsError
-from medfoundry.training.nnunet.fusion import (
+from medfoundry.modeling.encoders.sam_tinyvit import build_sam_tinyvit
+from medfoundry.modeling.fusion import (
     FusionSpec,
     FusionUNet,
     assign_levels,
     build_fusion_network,
-    build_sam_tinyvit,
     level_strides,
 )
 
@@ -118,3 +118,19 @@ def test_mobilesam_checkpoint_layout_loads(tmp_path: Path) -> None:
     assert loaded.input_size == 1024 and loaded.mean != (0.0, 0.0, 0.0)
     assert all(torch.equal(a, b) for a, b in zip(enc.state_dict().values(), loaded.state_dict().values(), strict=True))
     assert len(loaded.weights_id) == 64
+
+
+@pytest.mark.parametrize("variant", ["baseline", "sam", "convnext1", "convnext2", "dino"])
+def test_trainer_classes_are_module_level_and_picklable(variant: str) -> None:
+    import pickle
+
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from medfoundry.training.nnunet import nnunet_trainers
+    from medfoundry.training.nnunet.trainers import trainer_class, trainer_name
+
+    cls = trainer_class(variant)
+    assert issubclass(cls, nnUNetTrainer) and cls.variant == variant
+    assert cls.__name__ == trainer_name(variant) and "<locals>" not in cls.__qualname__
+    assert getattr(nnunet_trainers, cls.__name__) is cls
+    assert pickle.loads(pickle.dumps(cls)) is cls

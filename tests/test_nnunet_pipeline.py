@@ -18,8 +18,8 @@ import torch
 
 from medfoundry.cli.main import main
 from medfoundry.errors import InputError
-from medfoundry.evaluation.nnunet_report import CaseResult, case_metrics, summarize
 from medfoundry.io import MedicalImage, read_image, read_mask, write_image, write_mask
+from medfoundry.training.nnunet.report import CaseResult, case_metrics, summarize
 
 VARIANTS = ("baseline", "sam", "convnext1", "convnext2", "dino")
 SPACING = (4.0, 4.0, 3.27)

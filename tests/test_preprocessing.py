@@ -73,3 +73,43 @@ def test_resize_pad_scales_boxes_and_inverts_exactly():
     assert back.shape == image.shape
     dice = 2 * (back & (image > 0)).sum() / (back.sum() + (image > 0).sum())
     assert dice > 0.98
+
+
+def test_label_boxes_match_an_independent_reference():
+    from medfoundry.preprocessing.boxes import label_boxes, mask_box
+
+    rng = np.random.default_rng(3)
+    labels = np.zeros((7, 20, 30), dtype=np.uint8)
+    labels[1:3, 4:9, 10:12] = 2
+    labels[5, 15, 0:30] = 5
+    labels[rng.random(labels.shape) < 0.002] = 0
+    expected = []
+    for value in (2, 5):  # per label: min / max of its voxel coordinates, x first
+        zz, yy, xx = np.where(labels == value)
+        expected.append([xx.min(), yy.min(), zz.min(), xx.max(), yy.max(), zz.max()])
+    np.testing.assert_array_equal(label_boxes(labels), np.array(expected, dtype=np.float32))
+    np.testing.assert_array_equal(label_boxes(labels[1] > 0), [[10, 4, 11, 8]])
+    assert label_boxes(np.zeros((4, 4), np.int32)).shape == (0, 4)
+    assert mask_box(np.zeros((3, 3), bool)) is None
+    np.testing.assert_array_equal(mask_box(labels[5] == 5), [0, 15, 29, 15])
+
+
+@pytest.mark.parametrize("shape", [(10, 15, 20), (33, 47, 61)])
+def test_resample_volume_matches_simpleitk_over_the_same_field_of_view(shape):
+    import SimpleITK as sitk
+
+    from medfoundry.preprocessing.resample import resample_volume
+
+    vol = np.random.default_rng(0).random((20, 30, 40)).astype(np.float32)
+    src = sitk.GetImageFromArray(vol)  # unit spacing, origin 0
+    scale = [n_in / n_out for n_in, n_out in zip(vol.shape[::-1], shape[::-1], strict=True)]
+    origin = [(s - 1) / 2 for s in scale]  # outer voxel edges kept
+    ref = sitk.GetArrayFromImage(
+        sitk.Resample(src, list(shape[::-1]), sitk.Transform(), sitk.sitkLinear, origin, scale, src.GetDirection())
+    )
+    out = resample_volume(vol, shape)
+    assert out.dtype == np.float32 and out.shape == shape
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+    labels = (vol > 0.7).astype(np.uint8)
+    half = resample_volume(labels, (10, 15, 20), is_label=True)
+    assert half.dtype == np.uint8 and set(np.unique(half)) <= {0, 1}

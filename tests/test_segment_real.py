@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import shutil
 
@@ -148,5 +149,8 @@ def test_demo_writes_masks_overlays_and_metrics(tmp_path, capsys):
         assert pred.same_grid(read_image(sample_dir() / f"{name}_image.nii.gz"), atol=1e-6)
         assert pred.array.any()
         assert (tmp_path / "demo" / f"{name}_overlay.png").stat().st_size > 1000
-    rows = (tmp_path / "demo" / "metrics.csv").read_text().splitlines()
-    assert rows[0].startswith("case") and len(rows) == 3
+    with (tmp_path / "demo" / "metrics.csv").open() as handle:
+        dsc = {r["case"]: float(r["dsc"]) for r in csv.DictReader(handle)}
+    # docs/segmentation.md measured 0.740 (PET) and 0.590 (CT) with the fast (ONNX fp32) backend
+    assert set(dsc) == {"STS_008_PET", "STS_008_CT"}
+    assert dsc["STS_008_PET"] > 0.70 and dsc["STS_008_CT"] > 0.55, dsc

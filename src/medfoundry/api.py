@@ -1,4 +1,4 @@
-"""The Python API with the same verbs as the CLI: ``segment``, ``segment_npz``, ``evaluate``, ``demo``.
+"""The Python API with the same verbs as the CLI: ``segment``, ``segment_npz``, ``evaluate``.
 
 Each function reads files with :mod:`medfoundry.io`, runs the model, and writes results with the input's geometry,
 refusing to replace existing outputs unless ``overwrite=True``.
@@ -20,6 +20,7 @@ from medfoundry.inference.prompts import ObjectPrompt
 from medfoundry.inference.segment import check_prompts, segment_array
 from medfoundry.io import MedicalImage, check_writable, read_image, read_npz_case, write_mask, write_npz_segs
 from medfoundry.io.atomic import check_outputs
+from medfoundry.preprocessing.boxes import label_boxes
 from medfoundry.preprocessing.intensity import IntensityWindow, normalize_intensity
 
 
@@ -134,13 +135,7 @@ def segment(
 
 def boxes_from_labels(labels: np.ndarray) -> np.ndarray:
     """One bounding box per label of a ground-truth map: (N, 4) in 2D, (N, 6) ``[x0, y0, z0, x1, y1, z1]`` in 3D."""
-    boxes = []
-    for value in (v for v in np.unique(labels) if v):
-        idx = np.nonzero(labels == value)
-        lo = [int(i.min()) for i in idx][::-1]
-        hi = [int(i.max()) for i in idx][::-1]
-        boxes.append(lo + hi)
-    return np.asarray(boxes, dtype=np.float32).reshape(-1, 2 * labels.ndim)
+    return label_boxes(labels)
 
 
 def segment_npz(
@@ -227,16 +222,3 @@ def evaluate(
 
         plot_metrics(evaluator, plot, overwrite=overwrite)
     return evaluator
-
-
-def demo(
-    out_dir: str | Path = "medfoundry-demo-output",
-    *,
-    overwrite: bool = False,
-    backend: str = "fast",
-    progress: bool = True,
-):
-    """Run the bundled demo (see :mod:`medfoundry.demo`)."""
-    from medfoundry.demo import run_demo
-
-    return run_demo(out_dir, overwrite=overwrite, backend=backend, progress=progress)

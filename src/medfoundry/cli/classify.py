@@ -19,8 +19,9 @@ from medfoundry.cli.common import (
     positive_int,
     probability,
 )
+from medfoundry.modeling.registry import ENCODERS
 
-ENCODER_CHOICES = ("litemedsam", "dinov2_small", "dinov2_base", "convnext_base", "resnet50", "rad_dino")
+ENCODER_CHOICES = tuple(ENCODERS)  # plain names: the registry imports no torch
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -21,7 +21,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medfoundry.api import demo
+    from medfoundry.demo import run_demo
 
-    demo(args.out, overwrite=args.overwrite, backend=args.backend, progress=not args.no_progress)
+    run_demo(args.out, overwrite=args.overwrite, backend=args.backend, progress=not args.no_progress)
     return 0

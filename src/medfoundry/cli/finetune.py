@@ -16,8 +16,9 @@ from medfoundry.cli.common import (
     positive_int,
     set_threads,
 )
+from medfoundry.modeling.registry import ADAPTERS
 
-METHOD_CHOICES = ("decoder", "lora", "dbsam", "classprompt")
+METHOD_CHOICES = tuple(ADAPTERS)  # plain names: the registry imports no torch
 
 
 def add_parser(subparsers) -> None:

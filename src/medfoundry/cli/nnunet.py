@@ -33,8 +33,9 @@ from medfoundry.cli.common import (
     positive_int,
     resolve_device,
 )
+from medfoundry.modeling.registry import NNUNET_VARIANTS
 
-VARIANT_CHOICES = ("baseline", "sam", "convnext1", "convnext2", "dino")
+VARIANT_CHOICES = NNUNET_VARIANTS  # plain names: the registry imports no torch
 SCHEDULE_CHOICES = ("nnunet", "cpu", "tiny")
 
 
@@ -167,7 +168,7 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from medfoundry.training.nnunet.fusion import FusionSpec
+    from medfoundry.modeling.fusion import FusionSpec
     from medfoundry.training.nnunet.trainers import make_schedule, train
 
     schedule = make_schedule(
@@ -227,7 +228,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from medfoundry.evaluation.nnunet_report import evaluate_run, summary_markdown
+    from medfoundry.training.nnunet.report import evaluate_run, summary_markdown
 
     summaries = evaluate_run(
         args.run_dir, out_dir=args.out, variants=args.variants, fractions=args.fractions, overwrite=args.overwrite

@@ -43,17 +43,14 @@ def _predict(args: argparse.Namespace) -> int:
     from medfoundry.inference.sliding_window import predict_labels
     from medfoundry.io import read_image, write_mask
     from medfoundry.io.atomic import check_writable
+    from medfoundry.io.paths import split_suffix
     from medfoundry.modeling.tsfm.checkpoint import load_checkpoint, model_from_checkpoint
 
     require(args, "model", "out_dir")
     set_threads(args)
     outs = []
     for image_path in args.predict:  # refuse existing outputs before any work
-        name = Path(image_path).name
-        for ext in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
-            if name.endswith(ext):
-                name = name[: -len(ext)]
-                break
+        name = split_suffix(image_path)[0]
         out = Path(args.out_dir) / f"{name}_tsfm.nii.gz"
         check_writable(out, args.overwrite)
         outs.append(out)

@@ -42,6 +42,7 @@ from medfoundry.data.patches import check_patch_fits, class_locations, sample_pa
 from medfoundry.data.preprocess3d import CTStats, ct_statistics, preprocess_volume, target_shape
 from medfoundry.errors import InputError
 from medfoundry.io.atomic import atomic_dir, check_writable
+from medfoundry.io.paths import split_suffix
 
 POOL_FORMAT = "medfoundry-pool/1"
 MODALITIES_3D = ("CT", "MR", "PET", "OTHER")
@@ -393,11 +394,7 @@ def pad_to(image: np.ndarray, label: np.ndarray, size: tuple[int, ...]) -> tuple
 
 
 def _case_stem(path: Path) -> str:
-    name = path.name
-    for ext in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".npz"):
-        if name.endswith(ext):
-            name = name[: -len(ext)]
-            break
+    name = split_suffix(path)[0]
     parent = path.parent.name
     return f"{parent}_{name}" if parent else name
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
-from monai.transforms import Resize
+
+from medfoundry.preprocessing.resample import resample_volume
 
 CT_PERCENTILES = (0.5, 99.5)
 
@@ -28,20 +28,6 @@ class CTStats:
 def target_shape(shape: tuple[int, ...], spacing_zyx: tuple[float, ...], target_zyx: tuple[float, ...]):
     """Array shape after resampling from ``spacing_zyx`` to ``target_zyx`` (at least 1 voxel per axis)."""
     return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing_zyx, target_zyx, strict=True))
-
-
-def resample(array: np.ndarray, shape: tuple[int, ...], is_label: bool = False) -> np.ndarray:
-    """Resample a (z, y, x) array onto ``shape`` with MONAI's Resize (trilinear; nearest for labels)."""
-    if tuple(array.shape) == tuple(shape):
-        return array.copy()
-    mode = "nearest-exact" if is_label else "trilinear"
-    kwargs = {} if is_label else {"anti_aliasing": False}
-    src = torch.as_tensor(array[None].astype(np.float32 if not is_label else np.int32))
-    if is_label:
-        src = src.float()
-    out = Resize(spatial_size=shape, mode=mode, **kwargs)(src)
-    out = np.asarray(out.detach().cpu().numpy() if hasattr(out, "detach") else out)[0]
-    return np.rint(out).astype(array.dtype) if is_label else out.astype(np.float32)
 
 
 def ct_statistics(foreground_values: np.ndarray) -> CTStats:
@@ -74,6 +60,6 @@ def preprocess_volume(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Normalise then resample an image (and nearest-resample its label map) to ``target_zyx`` spacing."""
     shape = target_shape(array.shape, spacing_zyx, target_zyx)
-    image = resample(normalise(array, modality, ct), shape)
-    lbl = None if label is None else resample(label, shape, is_label=True)
+    image = resample_volume(normalise(array, modality, ct), shape)
+    lbl = None if label is None else resample_volume(label, shape, is_label=True)
     return image, lbl

@@ -23,10 +23,11 @@ from tqdm.auto import tqdm
 
 from medfoundry.errors import InputError
 from medfoundry.io import MedicalImage, read_image, read_mask
-from medfoundry.io.readers import file_suffix
+from medfoundry.io.paths import FORMAT_SUFFIXES, split_suffix
+from medfoundry.preprocessing.boxes import mask_box
 from medfoundry.preprocessing.intensity import IntensityWindow, normalize_intensity
 
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".npz", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
+IMAGE_SUFFIXES = tuple(s for s in FORMAT_SUFFIXES if s not in (".dcm", ".dicom", ".ima"))  # single files
 _MODALITY_TOKENS = {"PET": "PET", "PT": "PET", "FDG": "PET", "CT": "CT", "MR": "MR", "MRI": "MR"}
 
 
@@ -45,8 +46,10 @@ class Sample2D:
 
     def box(self) -> np.ndarray:
         """The mask's bounding box ``[x0, y0, x1, y1]`` in pixels."""
-        ys, xs = np.nonzero(self.mask)
-        return np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=np.float32)
+        box = mask_box(self.mask)
+        if box is None:
+            raise InputError(self.source, f"{self.case}: empty mask has no box")
+        return box
 
 
 def guess_modality(path: str | Path) -> str:
@@ -56,11 +59,6 @@ def guess_modality(path: str | Path) -> str:
         if token in _MODALITY_TOKENS:
             return _MODALITY_TOKENS[token]
     return "OTHER"
-
-
-def _strip_suffix(name: str) -> str:
-    suffix = file_suffix(name)
-    return name[: -len(suffix)] if suffix else name
 
 
 def find_pairs(root: str | Path, image_glob: str | None = None) -> list[tuple[Path, Path]]:
@@ -84,9 +82,9 @@ def find_pairs(root: str | Path, image_glob: str | None = None) -> list[tuple[Pa
     pairs = []
     pattern = image_glob or "**/*"
     for image in sorted(root.glob(pattern)):
-        if not image.is_file() or file_suffix(image) not in IMAGE_SUFFIXES:
+        if not image.is_file() or split_suffix(image)[1] not in IMAGE_SUFFIXES:
             continue
-        stem, suffix = _strip_suffix(image.name), file_suffix(image)
+        stem, suffix = split_suffix(image)
         mask = None
         if stem.endswith("_image"):
             for tag in ("_mask", "_label", "_labels", "_seg", "_gt"):
@@ -116,7 +114,7 @@ def case_name(image: Path, root: Path) -> str:
     rel = image.relative_to(root) if image.is_relative_to(root) else Path(image.name)
     if len(rel.parts) > 1 and rel.parts[0] not in ("images",):
         return rel.parts[0]
-    stem = _strip_suffix(image.name)
+    stem = split_suffix(image)[0]
     return re.sub(r"_image$", "", stem)
 
 

@@ -16,7 +16,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from medfoundry.errors import InputError
 from medfoundry.evaluation._checks import check_pair, check_spacing
@@ -24,6 +23,8 @@ from medfoundry.evaluation.lesions import lesion_errors
 from medfoundry.evaluation.overlap import dice_from_counts, iou_from_counts
 from medfoundry.evaluation.surface import surface_distances
 from medfoundry.io.atomic import atomic_path
+from medfoundry.io.checks import to_labels
+from medfoundry.preprocessing.boxes import label_slices
 
 METRICS = ("dsc", "iou", "nsd", "hd95", "assd", "fpv_ml", "fnv_ml")
 COLUMNS = (
@@ -44,19 +45,8 @@ CHALLENGE_DSC_THRESHOLD = 0.2
 
 
 def _as_labels(arr: np.ndarray, name: str) -> np.ndarray:
-    """A non-negative integer label map (bool and integral floats accepted)."""
-    a = np.asarray(arr)
-    if a.dtype == bool:
-        return a.view(np.uint8)
-    if a.dtype.kind == "f":
-        if not np.isfinite(a).all() or np.any(a != np.round(a)):
-            raise InputError(None, f"{name} label map has non-integer values; expected integer class labels")
-        a = a.astype(np.int64)
-    elif a.dtype.kind not in "iu":
-        raise InputError(None, f"{name} label map has dtype {a.dtype}; expected integer class labels")
-    if a.dtype.kind == "i" and a.size and a.min() < 0:
-        raise InputError(None, f"{name} label map has negative labels (min {a.min()})")
-    return a
+    """A non-negative integer label map (bool and integral floats accepted): :func:`medfoundry.io.to_labels`."""
+    return to_labels(arr, None, what=f"{name} label map")
 
 
 def _check_maps(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -75,16 +65,6 @@ def _note(n_gt: int, n_pred: int) -> str:
     if n_pred == 0:
         return "empty prediction"
     return ""
-
-
-def _label_boxes(arr: np.ndarray, labels: Sequence[int]) -> dict[int, tuple[slice, ...] | None]:
-    """Bounding box of each wanted label (one pass over the array)."""
-    wanted = [lab for lab in labels if lab > 0]
-    if not wanted:
-        return {}
-    max_label = min(int(arr.max()) if arr.size else 0, max(wanted))
-    boxes = ndimage.find_objects(arr, max_label=max_label) if max_label > 0 else []
-    return {lab: (boxes[lab - 1] if lab <= len(boxes) else None) for lab in wanted}
 
 
 def _union_box(a: tuple[slice, ...] | None, b: tuple[slice, ...] | None) -> tuple[slice, ...] | None:
@@ -118,7 +98,7 @@ def evaluate_case(
         if any(v <= 0 for v in labs):
             raise InputError(None, f"labels must be positive class values (0 is background), got {labs}")
     voxel_ml = float(np.prod(sp)) / 1000.0
-    boxes_p, boxes_g = _label_boxes(p, labs), _label_boxes(g, labs)
+    boxes_p, boxes_g = label_slices(p, labs), label_slices(g, labs)
     rows = []
     for lab in labs:
         box = _union_box(boxes_p.get(lab), boxes_g.get(lab))
@@ -174,7 +154,7 @@ def challenge_case_metrics(
             raise InputError(None, "challenge mode needs the spacing of a 3D case")
         sp = check_spacing(spacing, 3)
     labs = list(range(1, int(g.max()) + 1)) if g.size else []
-    boxes_p, boxes_g = _label_boxes(p, labs), _label_boxes(g, labs)
+    boxes_p, boxes_g = label_slices(p, labs), label_slices(g, labs)
     masks, dscs = [], []
     for lab in labs:
         box = _union_box(boxes_p.get(lab), boxes_g.get(lab))

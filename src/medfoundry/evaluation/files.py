@@ -10,14 +10,13 @@ import numpy as np
 from medfoundry.errors import InputError
 from medfoundry.evaluation.evaluator import SegmentationEvaluator
 from medfoundry.io.image import MedicalImage
+from medfoundry.io.paths import split_suffix
 
 _MAX_LISTED = 5
 
 
 def _suffix(path: Path) -> str:
-    from medfoundry.io.readers import file_suffix
-
-    return file_suffix(path)
+    return split_suffix(path)[1]
 
 
 def _readable_suffixes() -> tuple[str, ...]:
@@ -31,8 +30,7 @@ def _readable_suffixes() -> tuple[str, ...]:
 def case_name(path: str | Path) -> str:
     """File name without its format suffix (``a.nii.gz`` -> ``a``)."""
     path = Path(path)
-    suffix = _suffix(path)
-    return path.name[: len(path.name) - len(suffix)] if suffix and not path.is_dir() else path.name
+    return path.name if path.is_dir() else split_suffix(path)[0]
 
 
 def _npz_without_spacing(path: Path) -> bool:

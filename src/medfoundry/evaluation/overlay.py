@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from medfoundry.io.atomic import atomic_path
+from medfoundry.preprocessing.boxes import mask_slices
 
 
 def _slices_to_show(labels: np.ndarray, gt: np.ndarray | None, max_slices: int) -> list[int]:
@@ -28,12 +29,13 @@ def _zoom_window(labels: np.ndarray, gt: np.ndarray | None, is_3d: bool, min_sid
     fg = labels > 0 if gt is None else (labels > 0) | (gt > 0)
     if is_3d:
         fg = fg.any(axis=0)
-    if not fg.any():
+    slices = mask_slices(fg)
+    if slices is None:
         return (slice(None), slice(None))
     window = []
-    for axis in (0, 1):
-        idx = np.nonzero(fg.any(axis=1 - axis))[0]
-        centre, half = (idx.min() + idx.max()) / 2, max(idx.max() - idx.min() + 1, min_side / 2)
+    for axis, extent in enumerate(slices):
+        first, last = extent.start, extent.stop - 1
+        centre, half = (first + last) / 2, max(last - first + 1, min_side / 2)
         lo = int(max(0, np.floor(centre - half)))
         window.append(slice(lo, int(min(fg.shape[axis], np.ceil(centre + half + 1)))))
     return tuple(window)

@@ -22,22 +22,13 @@ from scipy import ndimage
 
 from medfoundry.errors import InputError
 from medfoundry.evaluation._checks import check_pair, check_spacing
+from medfoundry.preprocessing.boxes import mask_slices
 
 
 @functools.lru_cache(maxsize=64)
 def _area_table(spacing: tuple[float, ...]) -> np.ndarray:
-    """Surfel area (3D, mm^2) or contour length (2D, mm) for each neighbourhood code, in float64."""
-    import torch
-
-    if len(spacing) == 3:
-        try:  # the exact normal table (multiples of 1/8), so that the areas are computed in float64
-            from monai.metrics.utils import _get_neighbour_code_to_normals_table
-
-            normals = _get_neighbour_code_to_normals_table().to(torch.float64).numpy()  # (256, K, 3)
-            s = np.array([spacing[1] * spacing[2], spacing[0] * spacing[2], spacing[0] * spacing[1]])
-            return np.linalg.norm(normals * s, axis=-1).sum(-1)
-        except (ImportError, AttributeError):  # pragma: no cover - older/newer MONAI: public float32 table
-            pass
+    """Surfel area (3D, mm^2) or contour length (2D, mm) for each neighbourhood code: MONAI's public table
+    (``monai.metrics.utils.get_code_to_measure_table``), as float64."""
     from monai.metrics.utils import get_code_to_measure_table
 
     table, _ = get_code_to_measure_table(spacing)
@@ -54,17 +45,6 @@ def _neighbour_codes(padded: np.ndarray) -> np.ndarray:
         sl = tuple(slice(o, o + n) for o, n in zip(offset, out_shape, strict=True))
         code |= padded[sl].astype(np.uint8) << np.uint8(n_bits - 1 - bit)
     return code
-
-
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """Slices of the bounding box of ``mask``; None when it is empty."""
-    slices = []
-    for axis in range(mask.ndim):
-        proj = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        if proj.size == 0:
-            return None
-        slices.append(slice(int(proj[0]), int(proj[-1]) + 1))
-    return tuple(slices)
 
 
 @dataclass(frozen=True)
@@ -146,7 +126,7 @@ def surface_distances(
     p, g = check_pair(pred, gt)
     sp = check_spacing(spacing, p.ndim)
     empty = np.zeros(0, dtype=np.float64)
-    box = _bounding_box(p | g)
+    box = mask_slices(p | g)
     if box is None:
         return SurfaceDistances(empty, empty, empty, empty)
     p = np.pad(p[box], 1)

@@ -18,10 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medfoundry._deprecated import moved
 from medfoundry.errors import InputError
 from medfoundry.io.atomic import atomic_path
 
 CACHE_FORMAT = 1
+
+# renamed; the old name works for one more release
+__getattr__ = moved(__name__, __name__, {"EmbeddingCache": "DiskEmbeddingCache"})
 
 
 def cache_key(encoder_name: str, weights_id: str, preprocessing_hash: str) -> str:
@@ -40,7 +44,7 @@ def _write_json_atomic(path: Path, obj: dict) -> None:
 
 
 @dataclass
-class EmbeddingCache:
+class DiskEmbeddingCache:
     """A complete cache folder: embeddings (float16) plus the manifest that identifies them."""
 
     path: Path
@@ -57,7 +61,7 @@ class EmbeddingCache:
         return self.manifest["encoder"]["name"]
 
 
-def open_cache(path: str | Path, dataset=None) -> EmbeddingCache:
+def open_cache(path: str | Path, dataset=None) -> DiskEmbeddingCache:
     """Open a complete cache folder; with ``dataset``, refuse one written for other slices."""
     path = Path(path)
     manifest_path = path / "manifest.json"
@@ -72,7 +76,7 @@ def open_cache(path: str | Path, dataset=None) -> EmbeddingCache:
         )
     if dataset is not None:
         check_cache_matches(path, manifest, dataset)
-    return EmbeddingCache(path, manifest)
+    return DiskEmbeddingCache(path, manifest)
 
 
 def check_cache_matches(path: Path, manifest: dict, dataset, encoder=None) -> None:
@@ -106,7 +110,7 @@ def embed_dataset(
     weights_path: str | Path | None = None,
     progress: bool = True,
     max_chunks: int | None = None,
-) -> EmbeddingCache | None:
+) -> DiskEmbeddingCache | None:
     """Embed every slice of ``dataset`` once with a frozen ``encoder``; reuse or resume the cache.
 
     ``max_chunks`` stops after that many new chunks (returns ``None``: the cache stays resumable); it is how
@@ -122,7 +126,7 @@ def embed_dataset(
         manifest = json.loads(manifest_path.read_text())
         check_cache_matches(folder, manifest, dataset, encoder)
         if manifest.get("complete") and (folder / "embeddings.npy").is_file():
-            return EmbeddingCache(folder, manifest)
+            return DiskEmbeddingCache(folder, manifest)
         if int(manifest.get("chunk_rows", chunk_rows)) != chunk_rows:
             chunk_rows = int(manifest["chunk_rows"])  # resume with the chunking already on disk
     else:
@@ -180,10 +184,10 @@ def embed_dataset(
     )
     _write_json_atomic(manifest_path, manifest)
     shutil.rmtree(chunks, ignore_errors=True)
-    return EmbeddingCache(folder, manifest)
+    return DiskEmbeddingCache(folder, manifest)
 
 
-def find_caches(cache_root: str | Path, dataset) -> list[EmbeddingCache]:
+def find_caches(cache_root: str | Path, dataset) -> list[DiskEmbeddingCache]:
     """Every complete cache under ``cache_root`` written for ``dataset``'s slices."""
     found = []
     root = Path(cache_root)
@@ -195,5 +199,5 @@ def find_caches(cache_root: str | Path, dataset) -> list[EmbeddingCache]:
             continue
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("complete") and manifest.get("preprocessing_hash") == dataset.preprocessing_hash:
-            found.append(EmbeddingCache(sub, manifest))
+            found.append(DiskEmbeddingCache(sub, manifest))
     return found

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from collections.abc import Callable
@@ -11,22 +10,13 @@ from pathlib import Path
 import torch
 
 from medfoundry.io.atomic import atomic_path
+from medfoundry.modeling.fingerprint import module_fingerprint
 
 
 def cache_dir() -> Path:
     """Folder for exported models: ``$MEDFOUNDRY_CACHE`` or ``~/.cache/medfoundry``."""
     root = os.environ.get("MEDFOUNDRY_CACHE") or Path.home() / ".cache" / "medfoundry"
     return Path(root)
-
-
-def module_fingerprint(module: torch.nn.Module) -> str:
-    """SHA-256 (first 16 hex digits) over a module's parameter and buffer names, shapes and values."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def cached_onnx(module: torch.nn.Module, name: str, export: Callable[[Path], None], int8: bool = False) -> Path:

@@ -11,7 +11,7 @@ from medfoundry.errors import InputError
 from medfoundry.inference.decoder_backends import DecoderBackend, OnnxDecoder, TorchDecoder
 from medfoundry.inference.encoder_backends import EncoderBackend, OnnxEncoder, TorchEncoder
 from medfoundry.modeling.lite_medsam import build_lite_medsam
-from medfoundry.preprocessing.resize import ResizeLongestSide
+from medfoundry.preprocessing.resize import ResizeLongestSide, image_to_tensor
 
 
 @dataclass
@@ -110,15 +110,7 @@ class LiteMedSAMPredictor:
         self.embedding: torch.Tensor | None = None
         self.transform: ResizeLongestSide | None = None
 
-    @staticmethod
-    def to_tensor(image: np.ndarray) -> torch.Tensor:
-        """(H, W) or (H, W, 3) array -> (1, C, H, W) float tensor."""
-        image = np.asarray(image, dtype=np.float32)
-        if image.ndim == 2:
-            return torch.from_numpy(image)[None, None]
-        if image.ndim == 3 and image.shape[-1] in (3, 4):
-            return torch.from_numpy(np.ascontiguousarray(image[..., :3].transpose(2, 0, 1)))[None]
-        raise InputError(None, f"expected an (H, W) or (H, W, 3) image, got shape {image.shape}")
+    to_tensor = staticmethod(image_to_tensor)
 
     def embed(self, images: list[np.ndarray]) -> torch.Tensor:
         """Image embeddings (B, 256, 64, 64) for a list of same-size 2D images."""

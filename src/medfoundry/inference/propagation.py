@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from medfoundry.inference.predictor import LiteMedSAMPredictor, Prompts
+from medfoundry.preprocessing.boxes import mask_box as tight_box
 
 # margin added around the previous slice's mask box, in model pixels (MedSAM's bbox_shift)
 BOX_MARGIN_MODEL_PX = 3.0
@@ -16,19 +17,12 @@ BOX_MARGIN_MODEL_PX = 3.0
 
 def mask_box(mask: np.ndarray, margin: float, size: tuple[int, int]) -> np.ndarray | None:
     """Bounding box ``[x0, y0, x1, y1]`` of a 2D mask grown by ``margin`` pixels and clipped; None if empty."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
+    box = tight_box(mask)
+    if box is None:
         return None
     h, w = size
-    return np.array(
-        [
-            max(0.0, xs.min() - margin),
-            max(0.0, ys.min() - margin),
-            min(w - 1.0, xs.max() + margin),
-            min(h - 1.0, ys.max() + margin),
-        ],
-        dtype=np.float32,
-    )
+    grown = box + np.array([-margin, -margin, margin, margin], dtype=np.float32)
+    return np.clip(grown, 0.0, np.array([w - 1.0, h - 1.0, w - 1.0, h - 1.0], dtype=np.float32))
 
 
 class SliceEmbeddings:

@@ -16,6 +16,8 @@ import torch
 
 from medfoundry.errors import InputError, WeightsError
 from medfoundry.io.atomic import atomic_dir, check_writable
+from medfoundry.modeling.heads import LinearHead, predict_proba
+from medfoundry.modeling.slice_cnn import SliceCNN
 
 
 @dataclass
@@ -44,9 +46,7 @@ def load_bundle(path: str | Path) -> dict:
     return bundle
 
 
-def flagged_ranges(
-    flags: np.ndarray, source_slice: np.ndarray, z_mm: np.ndarray, prob: np.ndarray, source_extent: np.ndarray
-) -> list[dict]:
+def flagged_ranges(flags: np.ndarray, z_mm: np.ndarray, prob: np.ndarray, source_extent: np.ndarray) -> list[dict]:
     """Runs of consecutive flagged slices as original-scan slice ranges with their z extent (mm)."""
     ranges = []
     i = 0
@@ -74,13 +74,10 @@ def flagged_ranges(
 
 def _scan_probabilities(bundle: dict, images: np.ndarray, weights: str | Path | None) -> np.ndarray:
     if bundle["kind"] == "cnn":
-        from medfoundry.training.cnn_baseline import SliceCNN, cnn_probabilities
-
         model = SliceCNN(bundle["input_size"], tuple(bundle["channels"]))
         model.load_state_dict(bundle["state_dict"])
-        return cnn_probabilities(model, images)
+        return predict_proba(model, np.asarray(images, np.float32), batch_size=64)
     from medfoundry.modeling.encoders import build_encoder
-    from medfoundry.training.heads import LinearHead, predict_proba
 
     enc_info = bundle["encoder"]
     weights = weights if weights is not None else bundle.get("weights_path")
@@ -157,7 +154,7 @@ def predict_scan(
     lo = np.floor(stack.slice_index * nz_src / n_grid).astype(int)
     hi = np.maximum(lo, np.ceil((stack.slice_index + 1) * nz_src / n_grid).astype(int) - 1)
     extent = np.stack([lo, np.minimum(hi, nz_src - 1)], axis=1)
-    ranges = flagged_ranges(flags, stack.source_slice, stack.z_mm, prob, extent)
+    ranges = flagged_ranges(flags, stack.z_mm, prob, extent)
     pred = ScanPrediction(prob, stack.slice_index, stack.source_slice, stack.z_mm, thr, ranges)
     lesion = stack.lesion_voxels >= config.min_lesion_voxels if mask_img is not None else None
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 
 from medfoundry.data.preprocess3d import CTStats, normalise, target_shape
 from medfoundry.errors import InputError
 from medfoundry.io.image import MedicalImage
 from medfoundry.modeling.tsfm.network import TSFM
+from medfoundry.preprocessing.resample import resample_channels
 
 
 @torch.no_grad()
@@ -35,12 +35,11 @@ def predict_probabilities(
     target_zyx = tuple(reversed(preprocessing["spacing_xyz_mm"]))
     arr = normalise(image.array, image.modality, ct)
     shape = target_shape(arr.shape, image.spacing_zyx, target_zyx)
-    x = torch.from_numpy(arr)[None, None].to(device)
-    x = F.interpolate(x, size=shape, mode="trilinear", align_corners=False)
+    x = resample_channels(torch.from_numpy(arr)[None].to(device), shape)[None]
     roi = tuple(model.config.patch_size)
     model = model.to(device).eval()
     logits = sliding_window_inference(x, roi, sw_batch_size, model, overlap=overlap, mode="gaussian", progress=progress)
-    logits = F.interpolate(logits, size=image.spatial_shape, mode="trilinear", align_corners=False)
+    logits = resample_channels(logits[0], image.spatial_shape)[None]
     return torch.sigmoid(logits)[0].cpu().numpy()
 
 

@@ -3,7 +3,7 @@
 from medfoundry.io.atomic import atomic_path, check_writable
 from medfoundry.io.checks import check_same_grid, grid_differences, label_dtype, to_labels
 from medfoundry.io.dicom import DicomSeries, list_dicom_series, read_dicom_series, suv_bw_factor
-from medfoundry.io.image import MODALITIES, MedicalImage, MedicalImageError
+from medfoundry.io.image import MODALITIES, MedicalImage
 from medfoundry.io.npz import NpzCase, read_npz_case, write_npz_image, write_npz_segs
 from medfoundry.io.readers import read_image, read_mask
 from medfoundry.io.rtstruct import list_rois, read_rtstruct
@@ -13,7 +13,6 @@ __all__ = [
     "MODALITIES",
     "DicomSeries",
     "MedicalImage",
-    "MedicalImageError",
     "NpzCase",
     "atomic_path",
     "check_same_grid",

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from medfoundry.errors import InputError, OutputExistsError
+from medfoundry.io.paths import split_suffix
 
 
 def _umask() -> int:
@@ -92,11 +93,6 @@ def check_outputs(*paths: str | Path | None, overwrite: bool = False) -> list[Pa
     return [check_writable(p, overwrite) for p in given]
 
 
-def _full_suffix(path: Path) -> str:
-    """``.nii.gz`` for ``a.nii.gz``: writers pick the format from the whole suffix."""
-    return "".join(path.suffixes[-2:]) if path.name.endswith(".gz") else path.suffix
-
-
 @contextlib.contextmanager
 def atomic_path(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path with the target's suffix; on success it replaces ``path`` in one rename.
@@ -104,7 +100,7 @@ def atomic_path(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     Nothing on disk changes if the body raises, and an existing ``path`` is refused unless ``overwrite``.
     """
     target = check_writable(path, overwrite, create=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=_full_suffix(target), dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=split_suffix(target)[1], dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -42,30 +42,33 @@ def label_dtype(max_label: int, path: str | Path | None = None) -> type:
     raise InputError(path, f"label {max_label} does not fit in uint32")
 
 
-def to_labels(array: np.ndarray, path: str | Path | None) -> np.ndarray:
-    """Integer labels >= 0 in the smallest unsigned dtype; non-integer or negative values are refused."""
+def to_labels(array: np.ndarray, path: str | Path | None, what: str = "mask") -> np.ndarray:
+    """Integer labels >= 0 in the smallest unsigned dtype; non-integer or negative values are refused.
+
+    The one label-map check (readers, writers, npz files and the metrics); ``what`` names the array in messages.
+    """
     array = np.asarray(array)
     if array.size == 0:
-        raise InputError(path, f"the mask is empty (shape {array.shape})")
+        raise InputError(path, f"the {what} is empty (shape {array.shape})")
     if array.dtype == bool:
         return array.astype(np.uint8)
     if np.issubdtype(array.dtype, np.floating):
         bad = int(np.count_nonzero(~np.isfinite(array)))
         if bad:
-            raise InputError(path, f"{bad} mask voxels are NaN or infinite")
+            raise InputError(path, f"{bad} {what} voxels are NaN or infinite")
         frac = array != np.round(array)
         if frac.any():
             example = float(array[frac].flat[0])
             raise InputError(
                 path,
-                f"the mask has {int(frac.sum())} non-integer values (e.g. {example:g}); "
-                "a mask holds integer labels (is this an image?)",
+                f"the {what} has {int(frac.sum())} non-integer values (e.g. {example:g}); "
+                f"a {what} holds integer labels (is this an image?)",
             )
     elif not np.issubdtype(array.dtype, np.integer):
-        raise InputError(path, f"unsupported mask voxel type {array.dtype}")
+        raise InputError(path, f"unsupported {what} voxel type {array.dtype}")
     lo, hi = array.min(), array.max()
     if lo < 0:
-        raise InputError(path, f"the mask has negative labels (min {lo:g}); labels must be >= 0")
+        raise InputError(path, f"the {what} has negative labels (min {lo:g}); labels must be >= 0")
     return array.astype(label_dtype(int(hi), path), copy=False)
 
 

@@ -290,24 +290,32 @@ def _need(ds, tag: str, path: Path, within: str = ""):
     return value
 
 
-def _parse_tm(value: str) -> timedelta:
-    """A DICOM TM ('HHMMSS.FFFFFF', 'HHMM', 'HH:MM:SS') as time since midnight."""
-    text = str(value).strip().replace(":", "")
-    hours = int(text[0:2])
-    minutes = int(text[2:4]) if len(text) >= 4 else 0
-    seconds = float(text[4:]) if len(text) > 4 else 0.0
-    return timedelta(hours=hours, minutes=minutes, seconds=seconds)
+def _since_midnight(t) -> timedelta:
+    return timedelta(hours=t.hour, minutes=t.minute, seconds=t.second, microseconds=t.microsecond)
+
+
+def _parse_tm(value) -> timedelta:
+    """A DICOM TM (pydicom's parser; the old 'HH:MM:SS' form too) as time since midnight."""
+    from pydicom.valuerep import TM
+
+    return _since_midnight(TM(str(value).strip().replace(":", "")))
 
 
 def _parse_da(value) -> date | None:
+    """A DICOM DA (pydicom's parser), None when empty."""
+    from pydicom.valuerep import DA
+
     text = str(value or "").strip()
-    return datetime.strptime(text[:8], "%Y%m%d").date() if len(text) >= 8 else None
+    return DA(text) if text else None
 
 
 def _parse_dt(value) -> tuple[date | None, timedelta]:
-    """A DICOM DT ('YYYYMMDDHHMMSS.FFFFFF&ZZXX') as (date, time since midnight); the offset is ignored."""
-    text = str(value).strip().split("+")[0].split("-")[0]
-    return _parse_da(text[:8]), _parse_tm(text[8:] or "00")
+    """A DICOM DT (pydicom's parser) as (date, time since midnight); a UTC offset is ignored, as the other times
+    of the series carry none."""
+    from pydicom.valuerep import DT
+
+    stamp = DT(str(value).strip())
+    return stamp.date(), _since_midnight(stamp)
 
 
 def suv_bw_factor(datasets: list, path: Path) -> tuple[float, dict]:
@@ -358,6 +366,15 @@ def suv_bw_factor(datasets: list, path: Path) -> tuple[float, dict]:
 
 def _elapsed_s(datasets: list, rp, path: Path) -> float:
     """Seconds from injection to the series reference time."""
+    try:
+        return _elapsed_from_headers(datasets, rp, path)
+    except ValueError as exc:  # pydicom's DA / TM / DT refuse a malformed value
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(path, f"cannot convert PET to SUV: {exc}") from exc
+
+
+def _elapsed_from_headers(datasets: list, rp, path: Path) -> float:
     ds = datasets[0]
     series_day = _parse_da(ds.get("SeriesDate"))
     reference = None

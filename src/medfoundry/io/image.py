@@ -20,9 +20,6 @@ from medfoundry.errors import InputError
 MODALITIES = ("CT", "MR", "PET", "RGB", "OTHER")
 
 
-MedicalImageError = InputError
-
-
 @dataclass
 class MedicalImage:
     """An image or mask array with spacing (mm), origin (mm), direction cosines and modality."""
@@ -40,21 +37,19 @@ class MedicalImage:
         nd = self.spatial_ndim
         self.spacing = tuple(float(s) for s in self.spacing)
         if len(self.spacing) != nd:
-            raise MedicalImageError(
-                self.path, f"spacing has {len(self.spacing)} values but the image has {nd} spatial axes"
-            )
+            raise InputError(self.path, f"spacing has {len(self.spacing)} values but the image has {nd} spatial axes")
         if any(not np.isfinite(s) or s <= 0 for s in self.spacing):
-            raise MedicalImageError(self.path, f"spacing must be positive and finite, got {self.spacing}")
+            raise InputError(self.path, f"spacing must be positive and finite, got {self.spacing}")
         self.origin = tuple(float(o) for o in self.origin) if len(self.origin) else (0.0,) * nd
         if len(self.direction):
             self.direction = tuple(float(d) for d in self.direction)
         else:
             self.direction = tuple(np.eye(nd).ravel().tolist())
         if len(self.origin) != nd or len(self.direction) != nd * nd:
-            raise MedicalImageError(self.path, f"origin/direction do not match {nd} spatial axes")
+            raise InputError(self.path, f"origin/direction do not match {nd} spatial axes")
         self.modality = self.modality.upper()
         if self.modality not in MODALITIES:
-            raise MedicalImageError(self.path, f"unknown modality {self.modality!r}; use one of {MODALITIES}")
+            raise InputError(self.path, f"unknown modality {self.modality!r}; use one of {MODALITIES}")
 
     @property
     def is_rgb(self) -> bool:
@@ -87,7 +82,7 @@ class MedicalImage:
         """A copy with a new array of the same spatial shape and the same geometry."""
         array = np.asarray(array)
         if tuple(array.shape[: self.spatial_ndim]) != self.spatial_shape:
-            raise MedicalImageError(
+            raise InputError(
                 self.path,
                 f"new array shape {array.shape} does not match the image grid {self.spatial_shape}",
             )

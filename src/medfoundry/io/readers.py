@@ -12,6 +12,7 @@ from medfoundry.io.dicom import DICOM_SUFFIXES, read_dicom_file, read_dicom_seri
 from medfoundry.io.image import MedicalImage
 from medfoundry.io.itk import ITK_READ_SUFFIXES, read_itk
 from medfoundry.io.npz import read_npz_image
+from medfoundry.io.paths import split_suffix
 from medfoundry.io.raster2d import RASTER_SUFFIXES, read_raster
 
 SUPPORTED = ITK_READ_SUFFIXES + (".npz",) + RASTER_SUFFIXES + DICOM_SUFFIXES + ("DICOM series folder",)
@@ -19,8 +20,7 @@ SUPPORTED = ITK_READ_SUFFIXES + (".npz",) + RASTER_SUFFIXES + DICOM_SUFFIXES + (
 
 def file_suffix(path: str | Path) -> str:
     """The format suffix, lower case, two parts for ``.nii.gz``."""
-    name = Path(path).name.lower()
-    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+    return split_suffix(path)[1]
 
 
 def read_image(

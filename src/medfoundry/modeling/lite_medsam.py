@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 
 from medfoundry.errors import WeightsError
+from medfoundry.preprocessing.resize import IMAGE_SIZE
 
 WEIGHTS_FILENAME = "lite_medsam.pth"
 WEIGHTS_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
-IMAGE_SIZE = 256  # the model's input side, in pixels
 EMBED_SIZE = 64  # the image embedding's side
 
 

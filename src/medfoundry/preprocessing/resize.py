@@ -13,7 +13,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medfoundry.modeling.lite_medsam import IMAGE_SIZE
+from medfoundry.errors import InputError
+
+IMAGE_SIZE = 256  # LiteMedSAM's input side, in pixels
+
+
+def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W) or (H, W, 3) array -> (1, C, H, W) float tensor."""
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 2:
+        return torch.from_numpy(image)[None, None]
+    if image.ndim == 3 and image.shape[-1] in (3, 4):
+        return torch.from_numpy(np.ascontiguousarray(image[..., :3].transpose(2, 0, 1)))[None]
+    raise InputError(None, f"expected an (H, W) or (H, W, 3) image, got shape {image.shape}")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The from-scratch baseline: a 3-block CNN (conv, batch norm, ReLU, max pool) + three fully connected layers.
+"""Training of the from-scratch baseline (:class:`medfoundry.modeling.slice_cnn.SliceCNN`).
 
 Trained on the stored slices with a weighted sampler so that every minibatch is balanced between normal and
 abnormal slices; the best-validation-loss epoch is kept and the threshold is chosen on the validation split.
@@ -7,7 +7,6 @@ abnormal slices; the best-validation-loss epoch is kept and the threshold is cho
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,47 +14,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from medfoundry._deprecated import moved
+from medfoundry.modeling import slice_cnn as _model
+from medfoundry.modeling.heads import predict_proba as _predict_proba
 from medfoundry.training.heads import TrainedClassifier, choose_threshold, fit_early_stopping, imbalance_setup
 
-
-class SliceCNN(nn.Module):
-    """``(B, 1, S, S)`` slice in ``[0, 1]`` -> ``(B,)`` logit; :meth:`predict` applies the sigmoid."""
-
-    def __init__(
-        self, input_size: int = 224, channels: Sequence[int] = (16, 32, 64), hidden: Sequence[int] = (128, 32)
-    ):
-        super().__init__()
-        blocks, c_in = [], 1
-        for c_out in channels:
-            blocks += [
-                nn.Conv2d(c_in, c_out, 3, padding=1),
-                nn.BatchNorm2d(c_out),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
-            ]
-            c_in = c_out
-        self.features = nn.Sequential(*blocks)
-        side = input_size // 2 ** len(channels)
-        self.input_size = input_size
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(c_in * side * side, hidden[0]),
-            nn.ReLU(inplace=True),
-            nn.Dropout(0.3),
-            nn.Linear(hidden[0], hidden[1]),
-            nn.ReLU(inplace=True),
-            nn.Linear(hidden[1], 1),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (the loss applies the sigmoid for numerical stability)."""
-        if x.ndim == 3:
-            x = x[:, None]
-        return self.classifier(self.features(x)).squeeze(-1)
-
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Sigmoid probability of 'abnormal'."""
-        return torch.sigmoid(self.forward(x))
+# moved to medfoundry.modeling.slice_cnn; the old name works for one more release
+__getattr__ = moved(__name__, "medfoundry.modeling.slice_cnn", ("SliceCNN",))
 
 
 @dataclass
@@ -72,15 +37,6 @@ class CNNConfig:
     patience: int = 5
 
 
-def _probs(model: SliceCNN, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    model.eval()
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(images), batch_size):
-            out.append(model.predict(torch.from_numpy(images[i : i + batch_size])).numpy())
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
-
-
 def train_cnn(
     x_train: np.ndarray,
     y_train: np.ndarray,
@@ -92,7 +48,7 @@ def train_cnn(
     """Train :class:`SliceCNN` on ``(n, S, S)`` float slices in ``[0, 1]`` with balanced minibatches."""
     torch.manual_seed(config.seed)
     start = time.perf_counter()
-    model = SliceCNN(x_train.shape[-1], config.channels)
+    model = _model.SliceCNN(x_train.shape[-1], config.channels)
     _, sampler = imbalance_setup(y_train, "balanced", config.seed)
     loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(
@@ -117,11 +73,11 @@ def train_cnn(
         config.patience,
         progress=lambda r: tqdm(r, desc="training CNN", unit="epoch", disable=not progress),
     )
-    p_val = _probs(model, np.asarray(x_val, np.float32))
+    p_val = _predict_proba(model, np.asarray(x_val, np.float32), batch_size=64)
     threshold = choose_threshold(y_val, p_val, config.threshold_rule) if len(p_val) else 0.5
     return TrainedClassifier(model.eval(), threshold, time.perf_counter() - start, best_epoch, history)
 
 
-def cnn_probabilities(model: SliceCNN, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+def cnn_probabilities(model: nn.Module, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Probabilities of 'abnormal' for ``(n, S, S)`` slices in ``[0, 1]``."""
-    return _probs(model, np.asarray(images, np.float32), batch_size)
+    return _predict_proba(model, np.asarray(images, np.float32), batch_size)

@@ -33,6 +33,93 @@ def _save_bundle(path: Path, bundle: dict) -> None:
     torch.save(plain(bundle), path)  # tensors and plain values only: read back with weights_only=True
 
 
+@dataclass
+class _Scored:
+    """One trained model: table name, bundle key, test metrics, test probabilities and its model bundle."""
+
+    name: str
+    key: str
+    row: dict
+    prob: np.ndarray
+    bundle: dict
+
+
+def _linear_head(cache, dataset, splits, head_cfg, preprocessing: dict) -> _Scored:
+    """A linear head on one embedding cache, scored on the test split."""
+    from medfoundry.evaluation.classification import binary_metrics
+    from medfoundry.modeling.heads import predict_proba
+    from medfoundry.training.heads import train_linear_head
+
+    tr, va, te = splits
+    labels = dataset.labels
+    emb = np.asarray(cache.embeddings, dtype=np.float32)
+    trained = train_linear_head(emb[tr], labels[tr], emb[va], labels[va], head_cfg)
+    prob = predict_proba(trained.model, emb[te])
+    bundle = {
+        "kind": "linear",
+        "encoder": cache.manifest["encoder"],
+        "weights_path": cache.manifest.get("weights_path"),
+        "head_dim": int(emb.shape[1]),
+        "dropout": head_cfg.dropout,
+        "state_dict": trained.model.state_dict(),
+        "threshold": trained.threshold,
+        "preprocessing": preprocessing,
+        "train": {**asdict(head_cfg), "seconds": trained.seconds, "best_epoch": trained.best_epoch},
+    }
+    row = {**binary_metrics(labels[te], prob, trained.threshold), "train_seconds": trained.seconds}
+    return _Scored(f"{cache.encoder_name} + linear", cache.encoder_name, row, prob, bundle)
+
+
+def _cnn_baseline(dataset, splits, cnn_cfg, preprocessing: dict, progress: bool) -> _Scored:
+    """The from-scratch CNN on the stored slices, scored on the test split."""
+    from medfoundry.evaluation.classification import binary_metrics
+    from medfoundry.training.cnn_baseline import cnn_probabilities, train_cnn
+
+    tr, va, te = splits
+    labels = dataset.labels
+    x_tr, x_va, x_te = dataset.images(tr), dataset.images(va), dataset.images(te)
+    trained = train_cnn(x_tr, labels[tr], x_va, labels[va], cnn_cfg, progress=progress)
+    prob = cnn_probabilities(trained.model, x_te)
+    bundle = {
+        "kind": "cnn",
+        "input_size": int(x_tr.shape[-1]),
+        "channels": list(cnn_cfg.channels),
+        "state_dict": trained.model.state_dict(),
+        "threshold": trained.threshold,
+        "preprocessing": preprocessing,
+        "train": {**asdict(cnn_cfg), "seconds": trained.seconds, "best_epoch": trained.best_epoch},
+    }
+    row = {**binary_metrics(labels[te], prob, trained.threshold), "train_seconds": trained.seconds}
+    return _Scored("baseline CNN", "cnn", row, prob, bundle)
+
+
+def _write_outputs(folder: Path, scored: list[_Scored], markdown: str, dataset, te: np.ndarray, dataset_dir) -> None:
+    """Tables, plots, test probabilities, model bundles and summary into ``folder``."""
+    from medfoundry.evaluation.classification import plot_confusions, plot_curves, write_comparison_csv
+
+    rows = {s.name: s.row for s in scored}
+    curves = {s.name: (dataset.labels[te], s.prob) for s in scored}
+    (folder / "models").mkdir()
+    (folder / "table.md").write_text(markdown)
+    write_comparison_csv(rows, folder / "table.csv")
+    plot_curves(curves, folder / "roc.png", "roc")
+    plot_curves(curves, folder / "pr.png", "pr")
+    plot_confusions(rows, folder / "confusion.png")
+    with (folder / "test_probabilities.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["row", "case_id", "slice_index", "label", *(s.name for s in scored)])
+        for i, r in enumerate(te):
+            meta = dataset.rows[int(r)]
+            writer.writerow(
+                [int(r), meta["case_id"], meta["slice_index"], meta["label"]] + [f"{s.prob[i]:.5f}" for s in scored]
+            )
+    for s in scored:
+        _save_bundle(folder / "models" / f"{s.key}.pt", s.bundle)
+    (folder / "summary.json").write_text(
+        json.dumps({"rows": rows, "dataset": str(Path(dataset_dir).resolve())}, indent=1, default=float)
+    )
+
+
 def run_comparison(
     dataset_dir: str | Path,
     out_dir: str | Path,
@@ -48,16 +135,10 @@ def run_comparison(
 ) -> ComparisonResult:
     """Train and score every model; the output folder appears complete or not at all."""
     from medfoundry.data.pet_slices import SliceDataset
-    from medfoundry.evaluation.classification import (
-        binary_metrics,
-        comparison_markdown,
-        plot_confusions,
-        plot_curves,
-        write_comparison_csv,
-    )
+    from medfoundry.evaluation.classification import comparison_markdown
     from medfoundry.inference.embedding_cache import find_caches, open_cache
-    from medfoundry.training.cnn_baseline import CNNConfig, cnn_probabilities, train_cnn
-    from medfoundry.training.heads import HeadConfig, predict_proba, train_linear_head
+    from medfoundry.training.cnn_baseline import CNNConfig
+    from medfoundry.training.heads import HeadConfig
 
     out_dir = check_writable(out_dir, overwrite, folder=True, create=False)  # before any work
     dataset = SliceDataset(dataset_dir)
@@ -69,53 +150,18 @@ def run_comparison(
         raise InputError(
             dataset_dir, "nothing to compare: no complete embedding cache for this dataset and --no-cnn given"
         )
-    labels = dataset.labels
-    tr, va, te = (dataset.split_rows(s) for s in ("train", "val", "test"))
+    splits = tuple(dataset.split_rows(s) for s in ("train", "val", "test"))
+    _, va, te = splits
     if te.size == 0:
         raise InputError(dataset_dir, "the test split is empty; rebuild with a non-zero test fraction")
-    rows: dict[str, dict] = {}
-    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    bundles: dict[str, dict] = {}
-    test_probs: dict[str, np.ndarray] = {}
     preprocessing = {"config": dataset.info["config"], "preprocessing_hash": dataset.preprocessing_hash}
     head_cfg = HeadConfig(epochs=head_epochs, imbalance=imbalance, threshold_rule=threshold_rule, seed=seed)
-    for cache in opened:
-        emb = np.asarray(cache.embeddings, dtype=np.float32)
-        trained = train_linear_head(emb[tr], labels[tr], emb[va], labels[va], head_cfg)
-        prob = predict_proba(trained.model, emb[te])
-        name = f"{cache.encoder_name} + linear"
-        rows[name] = {**binary_metrics(labels[te], prob, trained.threshold), "train_seconds": trained.seconds}
-        curves[name] = (labels[te], prob)
-        test_probs[name] = prob
-        bundles[cache.encoder_name] = {
-            "kind": "linear",
-            "encoder": cache.manifest["encoder"],
-            "weights_path": cache.manifest.get("weights_path"),
-            "head_dim": int(emb.shape[1]),
-            "dropout": head_cfg.dropout,
-            "state_dict": trained.model.state_dict(),
-            "threshold": trained.threshold,
-            "preprocessing": preprocessing,
-            "train": {**asdict(head_cfg), "seconds": trained.seconds, "best_epoch": trained.best_epoch},
-        }
+    scored = [_linear_head(cache, dataset, splits, head_cfg, preprocessing) for cache in opened]
     if cnn:
         cnn_cfg = CNNConfig(epochs=cnn_epochs, threshold_rule=threshold_rule, seed=seed)
-        x_tr, x_va, x_te = dataset.images(tr), dataset.images(va), dataset.images(te)
-        trained = train_cnn(x_tr, labels[tr], x_va, labels[va], cnn_cfg, progress=progress)
-        prob = cnn_probabilities(trained.model, x_te)
-        rows["baseline CNN"] = {**binary_metrics(labels[te], prob, trained.threshold), "train_seconds": trained.seconds}
-        curves["baseline CNN"] = (labels[te], prob)
-        test_probs["baseline CNN"] = prob
-        bundles["cnn"] = {
-            "kind": "cnn",
-            "input_size": int(x_tr.shape[-1]),
-            "channels": list(cnn_cfg.channels),
-            "state_dict": trained.model.state_dict(),
-            "threshold": trained.threshold,
-            "preprocessing": preprocessing,
-            "train": {**asdict(cnn_cfg), "seconds": trained.seconds, "best_epoch": trained.best_epoch},
-        }
-    n_pos = int(labels[te].sum())
+        scored.append(_cnn_baseline(dataset, splits, cnn_cfg, preprocessing, progress))
+    rows = {s.name: s.row for s in scored}
+    n_pos = int(dataset.labels[te].sum())
     header = (
         f"Test split: {te.size} slices ({n_pos} abnormal) from "
         f"{len({dataset.rows[r]['patient_id'] for r in te})} patients; thresholds chosen on the val split "
@@ -123,25 +169,5 @@ def run_comparison(
     )
     markdown = header + comparison_markdown(rows, extra=("train_seconds",))
     with atomic_dir(out_dir, overwrite=True) as tmp:  # ``overwrite`` was checked before the training
-        (tmp / "models").mkdir()
-        (tmp / "table.md").write_text(markdown)
-        write_comparison_csv(rows, tmp / "table.csv")
-        plot_curves(curves, tmp / "roc.png", "roc")
-        plot_curves(curves, tmp / "pr.png", "pr")
-        plot_confusions(rows, tmp / "confusion.png")
-        with (tmp / "test_probabilities.csv").open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            names = list(test_probs)
-            writer.writerow(["row", "case_id", "slice_index", "label", *names])
-            for i, r in enumerate(te):
-                meta = dataset.rows[int(r)]
-                writer.writerow(
-                    [int(r), meta["case_id"], meta["slice_index"], meta["label"]]
-                    + [f"{test_probs[n][i]:.5f}" for n in names]
-                )
-        for key, bundle in bundles.items():
-            _save_bundle(tmp / "models" / f"{key}.pt", bundle)
-        (tmp / "summary.json").write_text(
-            json.dumps({"rows": rows, "dataset": str(Path(dataset_dir).resolve())}, indent=1, default=float)
-        )
+        _write_outputs(tmp, scored, markdown, dataset, te, dataset_dir)
     return ComparisonResult(rows, markdown)

@@ -1,4 +1,4 @@
-"""Dropout + one linear layer on frozen embeddings (logistic regression), with class-imbalance options.
+"""Training of the linear head (:class:`medfoundry.modeling.heads.LinearHead`) on frozen embeddings.
 
 Embeddings are standardised with the training split's mean / std (stored in the head). Imbalance is handled
 with a positive-class weight in the loss (``pos_weight``) or with balanced minibatches (``balanced``); the
@@ -14,22 +14,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from medfoundry._deprecated import moved
 from medfoundry.errors import InputError
+from medfoundry.modeling.heads import linear_head as _model
 
-
-class LinearHead(nn.Module):
-    """``sigmoid(linear(dropout((x - mean) / std)))``; :meth:`forward` returns the raw logit."""
-
-    def __init__(self, dim: int, dropout: float = 0.2) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("std", torch.ones(dim))
-        self.dropout = nn.Dropout(dropout)
-        self.linear = nn.Linear(dim, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, dim)`` embeddings -> ``(B,)`` logits."""
-        return self.linear(self.dropout((x.float() - self.mean) / self.std)).squeeze(-1)
+# moved to medfoundry.modeling.heads; the old names work for one more release
+__getattr__ = moved(__name__, "medfoundry.modeling.heads", ("LinearHead", "predict_proba"))
 
 
 @dataclass
@@ -154,7 +144,7 @@ def train_linear_head(
     yt = torch.as_tensor(np.asarray(y_train, dtype=np.float32))
     xv = torch.as_tensor(np.asarray(x_val, dtype=np.float32))
     yv = torch.as_tensor(np.asarray(y_val, dtype=np.float32))
-    head = LinearHead(xt.shape[1], config.dropout)
+    head = _model.LinearHead(xt.shape[1], config.dropout)
     head.mean.copy_(xt.mean(0))
     head.std.copy_(xt.std(0).clamp_min(1e-6))
     pos_weight, sampler = imbalance_setup(y_train, config.imbalance, config.seed)
@@ -176,14 +166,3 @@ def train_linear_head(
         p_val = torch.sigmoid(head(xv)).numpy() if len(xv) else np.zeros(0)
     threshold = choose_threshold(y_val, p_val, config.threshold_rule) if len(xv) else 0.5
     return TrainedClassifier(head, threshold, time.perf_counter() - start, best_epoch, history)
-
-
-def predict_proba(model: nn.Module, x: np.ndarray | torch.Tensor, batch_size: int = 4096) -> np.ndarray:
-    """Sigmoid probabilities of a head (or any logit model) on ``x``, in eval mode without gradients."""
-    model.eval()
-    x = torch.as_tensor(np.asarray(x, dtype=np.float32)) if not isinstance(x, torch.Tensor) else x.float()
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(x), batch_size):
-            out.append(torch.sigmoid(model(x[i : i + batch_size])).numpy())
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)

@@ -20,6 +20,7 @@ from medfoundry.modeling.tsfm.checkpoint import load_checkpoint, make_payload, s
 from medfoundry.modeling.tsfm.loss import PartialLabelBCEDiceLoss
 from medfoundry.modeling.tsfm.network import TSFM
 from medfoundry.training.distributed import DistEnv, all_mean, barrier
+from medfoundry.training.resume import resume_or_refuse
 
 LAST = "last.pt"
 FINAL = "model.pt"
@@ -91,6 +92,76 @@ def _plot_history(history: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def _restore(model: TSFM, optimizer, last: Path, classes: list, env: DistEnv) -> tuple[list[dict], int]:
+    """Load ``last.pt`` into ``model`` and ``optimizer``; returns (history, epochs done). Refuses another network."""
+    ckpt = load_checkpoint(last)
+    mine = model.config.to_dict()
+    diff = sorted(k for k in set(mine) | set(ckpt["config"]) if mine.get(k) != ckpt["config"].get(k))
+    if diff or ckpt["classes"] != classes:
+        what = f"network settings {diff}" if diff else f"classes {ckpt['classes']} vs {classes}"
+        raise InputError(
+            last,
+            f"cannot resume: the checkpoint (preset {ckpt['config'].get('preset')!r}) differs from this run "
+            f"(preset {model.config.preset!r}) in {what}",
+        )
+    model.load_state_dict({k: v.to(env.device) for k, v in ckpt["model"].items()})
+    if ckpt.get("optimizer"):
+        optimizer.load_state_dict(ckpt["optimizer"])
+    return list(ckpt.get("history", [])), int(ckpt["epoch"])
+
+
+def _pool_loader(pool_dir: str | Path, model: TSFM, settings: TrainSettings, env: DistEnv):
+    """(loader, sampler) drawing ``iters_per_epoch`` foreground-weighted patch batches per epoch and rank."""
+    dataset = PoolDataset(pool_dir, model.config.patch_size, settings.foreground_share, settings.mirror)
+    sampler = WeightedDistributedSampler(
+        dataset.weights,
+        settings.iters_per_epoch * settings.batch_size,
+        env.rank,
+        env.world_size,
+        settings.seed,
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=settings.batch_size,
+        sampler=sampler,
+        num_workers=settings.num_workers,
+        drop_last=True,
+        persistent_workers=settings.num_workers > 0,
+    )
+    return loader, sampler
+
+
+def _train_epoch(net, loader, optimizer, loss_fn, settings: TrainSettings, env: DistEnv, bar_desc: str, progress: bool):
+    """One pass over ``loader``; returns the per-iteration losses."""
+    net.train()
+    losses = []
+    bar = tqdm(loader, desc=bar_desc, unit="it", disable=not (progress and env.is_main), leave=False)
+    for batch in bar:
+        image = batch["image"].to(env.device, non_blocking=True)
+        target = batch["target"].to(env.device, non_blocking=True)
+        annotated = batch["annotated"].to(env.device)
+        loss = loss_fn(net(image), target, annotated)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if settings.grad_clip:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), settings.grad_clip)
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    return losses
+
+
+def _write_final(model: TSFM, out_dir: Path, final_payload: dict, history: list[dict], kind: str) -> None:
+    """``model.pt``, ``history.json`` and the loss plot (rank 0)."""
+    from medfoundry.io.atomic import atomic_path
+
+    save_checkpoint(out_dir / FINAL, final_payload, overwrite=True)
+    with atomic_path(out_dir / "history.json", overwrite=True) as tmp:
+        tmp.write_text(json.dumps(history, indent=2))
+    if history:
+        _plot_history(history, out_dir / "loss.png", f"{kind} ({model.config.preset})")
+
+
 def fit(
     model: TSFM,
     pool_dir: str | Path,
@@ -119,46 +190,13 @@ def fit(
     optimizer = _optimizer(model, settings)
     history: list[dict] = []
     start = 0
-    if last.exists() and resume:
-        ckpt = load_checkpoint(last)
-        mine = model.config.to_dict()
-        diff = sorted(k for k in set(mine) | set(ckpt["config"]) if mine.get(k) != ckpt["config"].get(k))
-        if diff or ckpt["classes"] != classes:
-            what = f"network settings {diff}" if diff else f"classes {ckpt['classes']} vs {classes}"
-            raise InputError(
-                last,
-                f"cannot resume: the checkpoint (preset {ckpt['config'].get('preset')!r}) differs from this run "
-                f"(preset {model.config.preset!r}) in {what}",
-            )
-        model.load_state_dict({k: v.to(env.device) for k, v in ckpt["model"].items()})
-        if ckpt.get("optimizer"):
-            optimizer.load_state_dict(ckpt["optimizer"])
-        history = list(ckpt.get("history", []))
-        start = int(ckpt["epoch"])
-    elif last.exists() and not overwrite:
-        raise InputError(
-            last, "a checkpoint of an earlier run is here; pass --resume to continue it or --overwrite to start over"
-        )
+    if resume_or_refuse(out_dir, [last] if last.exists() else [], resume=resume, overwrite=overwrite):
+        history, start = _restore(model, optimizer, last, classes, env)
     if start >= settings.epochs and env.is_main:
         print(f"{last}: already trained for {start} epochs (asked for {settings.epochs}); nothing to do")
 
     torch.manual_seed(settings.seed * 1000 + env.rank + 7919 * start)
-    dataset = PoolDataset(pool_dir, model.config.patch_size, settings.foreground_share, settings.mirror)
-    sampler = WeightedDistributedSampler(
-        dataset.weights,
-        settings.iters_per_epoch * settings.batch_size,
-        env.rank,
-        env.world_size,
-        settings.seed,
-    )
-    loader = DataLoader(
-        dataset,
-        batch_size=settings.batch_size,
-        sampler=sampler,
-        num_workers=settings.num_workers,
-        drop_last=True,
-        persistent_workers=settings.num_workers > 0,
-    )
+    loader, sampler = _pool_loader(pool_dir, model, settings, env)
     net: torch.nn.Module = model
     if env.distributed:
         net = DistributedDataParallel(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
@@ -172,29 +210,9 @@ def fit(
             for group in optimizer.param_groups:
                 group["lr"] = poly_lr(settings.lr, epoch, settings.epochs)
             sampler.set_epoch(epoch)
-            net.train()
-            losses = []
             t0 = time.time()
-            bar = tqdm(
-                loader,
-                desc=f"{kind} epoch {epoch + 1}/{settings.epochs}",
-                unit="it",
-                disable=not (progress and env.is_main),
-                leave=False,
-            )
-            for batch in bar:
-                image = batch["image"].to(env.device, non_blocking=True)
-                target = batch["target"].to(env.device, non_blocking=True)
-                annotated = batch["annotated"].to(env.device)
-                logits = net(image)
-                loss = loss_fn(logits, target, annotated)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if settings.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(net.parameters(), settings.grad_clip)
-                optimizer.step()
-                losses.append(float(loss.detach()))
-                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            desc = f"{kind} epoch {epoch + 1}/{settings.epochs}"
+            losses = _train_epoch(net, loader, optimizer, loss_fn, settings, env, desc, progress)
             mean_loss = all_mean(float(np.mean(losses)) if losses else float("nan"), env)
             history.append(
                 {
@@ -231,12 +249,6 @@ def fit(
 
     if env.is_main:
         final = make_payload(model, classes, preprocessing, epoch=settings.epochs, history=history, **payload_extra)
-        save_checkpoint(out_dir / FINAL, final, overwrite=True)
-        from medfoundry.io.atomic import atomic_path
-
-        with atomic_path(out_dir / "history.json", overwrite=True) as tmp:
-            tmp.write_text(json.dumps(history, indent=2))
-        if history:
-            _plot_history(history, out_dir / "loss.png", f"{kind} ({model.config.preset})")
+        _write_final(model, out_dir, final, history, kind)
     barrier(env)
     return history

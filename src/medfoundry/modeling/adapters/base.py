@@ -18,14 +18,10 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from medfoundry.errors import InputError
+from medfoundry.modeling.registry import ADAPTERS
 
-# method name -> module implementing ``build(base, **config)`` and ``DEFAULTS``
-METHODS: dict[str, str] = {
-    "decoder": "medfoundry.modeling.adapters.decoder",
-    "lora": "medfoundry.modeling.adapters.lora",
-    "dbsam": "medfoundry.modeling.adapters.dbsam",
-    "classprompt": "medfoundry.modeling.adapters.classprompt",
-}
+# method name -> module implementing ``build(base, config, base_ptrs)`` and ``DEFAULTS`` (from the registry)
+METHODS: dict[str, str] = ADAPTERS
 
 
 class AdaptedLiteMedSAM(nn.Module):

@@ -23,6 +23,7 @@ from medfoundry.errors import InputError
 from medfoundry.io.atomic import atomic_path
 from medfoundry.io.torchfile import plain
 from medfoundry.modeling.adapters.base import METHODS, AdaptedLiteMedSAM, build_adapted
+from medfoundry.modeling.fingerprint import module_fingerprint
 
 FORMAT = "medfoundry-adapter"
 VERSION = 1
@@ -30,8 +31,6 @@ VERSION = 1
 
 def base_fingerprint(model: nn.Module) -> str:
     """A short hash of a base model's weights (names, shapes and values)."""
-    from medfoundry.inference.onnx_export import module_fingerprint
-
     return module_fingerprint(model)
 
 

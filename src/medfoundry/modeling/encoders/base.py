@@ -13,7 +13,6 @@ Parameters never require gradients and the module stays in eval mode even inside
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medfoundry.errors import WeightsError
+from medfoundry.modeling.fingerprint import state_digest
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -31,16 +31,6 @@ def weights_dir() -> Path:
     """Folder searched for weights: ``$MEDFOUNDRY_WEIGHTS`` or ``~/.cache/medfoundry/weights``."""
     env = os.environ.get("MEDFOUNDRY_WEIGHTS")
     return Path(env) if env else Path.home() / ".cache" / "medfoundry" / "weights"
-
-
-def state_digest(module: nn.Module) -> str:
-    """SHA-256 over a module's parameters and buffers (names, shapes and values)."""
-    digest = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
-        digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def missing_weights(name: str, source: str, filename: str) -> WeightsError:

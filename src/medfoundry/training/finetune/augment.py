@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from medfoundry.data.slices2d import Sample2D
-from medfoundry.inference.predictor import LiteMedSAMPredictor
-from medfoundry.preprocessing.resize import IMAGE_SIZE, ResizeLongestSide
+from medfoundry.preprocessing.boxes import mask_box
+from medfoundry.preprocessing.resize import IMAGE_SIZE, ResizeLongestSide, image_to_tensor
 
 
 @dataclass
@@ -49,7 +49,7 @@ def apply_flip(array: np.ndarray, code: int) -> np.ndarray:
 
 def model_image(image: np.ndarray) -> torch.Tensor:
     """(H, W[, 3]) intensities in [0, 1] -> (3, 256, 256) model input (resize longest side, min-max, pad)."""
-    tensor = LiteMedSAMPredictor.to_tensor(image)
+    tensor = image_to_tensor(image)
     return ResizeLongestSide(tuple(image.shape[:2])).apply_images(tensor)[0]
 
 
@@ -69,10 +69,8 @@ def model_mask(mask: np.ndarray) -> torch.Tensor:
 
 def box_of(mask: torch.Tensor) -> np.ndarray:
     """Bounding box ``[x0, y0, x1, y1]`` of a (1, H, W) model-space mask (pixel centres)."""
-    ys, xs = torch.nonzero(mask[0] > 0.5, as_tuple=True)
-    if len(ys) == 0:
-        return np.array([0, 0, 1, 1], dtype=np.float32)
-    return np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=np.float32)
+    box = mask_box((mask[0] > 0.5).cpu().numpy())
+    return np.array([0, 0, 1, 1], dtype=np.float32) if box is None else box
 
 
 MEDSAM_FRAME = 1024  # MedSAM's input size, the frame in which ``jitter`` is given

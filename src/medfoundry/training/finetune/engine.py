@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from medfoundry._deprecated import moved
 from medfoundry.data.slices2d import Sample2D
 from medfoundry.errors import InputError
 from medfoundry.evaluation import dice, nsd
@@ -37,8 +38,12 @@ from medfoundry.training.finetune.augment import (
 from medfoundry.training.finetune.curves import save_curves
 from medfoundry.training.finetune.losses import make_loss
 from medfoundry.training.finetune.schedules import make_scheduler
+from medfoundry.training.resume import resume_or_refuse
 
 DEFAULT_LR = {"decoder": 1e-4, "lora": 1e-3, "dbsam": 3e-4, "classprompt": 1e-4}
+
+# renamed; the old name works for one more release
+__getattr__ = moved(__name__, __name__, {"EmbeddingCache": "MemoryEmbeddingCache"})
 
 
 @dataclass
@@ -76,9 +81,10 @@ class FinetuneResult:
     seconds_per_step: float = 0.0
 
 
-class EmbeddingCache:
-    """Image embeddings of a frozen encoder per (sample, flip), stored in float16. One cache may serve several
-    runs (and their validation) that share the same frozen base encoder."""
+class MemoryEmbeddingCache:
+    """In-memory image embeddings of a frozen encoder per (sample, flip), stored in float16 (the on-disk cache of
+    ``classify embed`` is :class:`medfoundry.inference.embedding_cache.DiskEmbeddingCache`). One cache may serve
+    several runs (and their validation) that share the same frozen base encoder."""
 
     def __init__(self, model: AdaptedLiteMedSAM) -> None:
         self.model = model
@@ -111,7 +117,7 @@ def evaluate_samples(
     model: torch.nn.Module,
     samples: list[Sample2D],
     tolerance_mm: float = 2.0,
-    cache: EmbeddingCache | None = None,
+    cache: MemoryEmbeddingCache | None = None,
     progress: bool = False,
     loose_jitter: float | None = None,
     seed: int = 0,
@@ -146,6 +152,47 @@ def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
     return {"numpy": json.dumps(rng.bit_generator.state), "torch": torch.get_rng_state()}
 
 
+def _restore(model: AdaptedLiteMedSAM, last_path: Path, base_fingerprint: str, optimizer, scheduler, rng) -> dict:
+    """Load ``last.pt`` into the model, optimiser, schedule and random generators; returns its train state."""
+    payload = read_adapter(last_path)
+    if payload["method"] != model.method or payload["base_fingerprint"] != base_fingerprint:
+        raise InputError(last_path, f"holds a {payload['method']} run on another base; use a new output folder")
+    if payload["config"] != model.config:
+        raise InputError(last_path, f"was trained with options {payload['config']}, not {model.config}")
+    model.load_state_dict(payload["state"], strict=False)
+    state = payload["train_state"]
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    rng.bit_generator.state = json.loads(state["rng"]["numpy"])
+    torch.set_rng_state(state["rng"]["torch"])
+    return state
+
+
+def _train_step(model, batch, flips, prompts, cache, modality, loss_fn, optimizer) -> float:
+    """One optimiser step on a batch of prepared prompts and targets; returns the loss."""
+    emb = cache.get(batch, flips) if cache is not None else model.embed(model_images(batch, flips))
+    out = model.decode(emb, prompts["boxes"], prompts["points"], prompts["point_labels"], modality)
+    loss = loss_fn(out["logits"], prompts["targets"])
+    if modality is not None:
+        loss = loss + model.config["modality_weight"] * F.cross_entropy(out["modality_logits"], modality)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+def _save_epoch(model, out_dir: Path, optimizer, scheduler, rng, train_state: dict, base_fingerprint: str,
+                base_name: str, meta: dict, title: str) -> None:  # fmt: skip
+    """``last.pt`` (adapter + everything needed to resume), ``history.json`` and ``curves.png``."""
+    state = {**train_state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "rng": _rng_state(rng)}  # fmt: skip
+    save_adapter(model, out_dir / "last.pt", base_fingerprint=base_fingerprint, base_name=base_name, meta=meta,
+                 train_state=state, overwrite=True)  # fmt: skip
+    with atomic_path(out_dir / "history.json", overwrite=True) as tmp:
+        tmp.write_text(json.dumps(train_state["history"], indent=1))
+    save_curves(train_state["history"], out_dir / "curves.png", title=title)
+
+
 def finetune(
     model: AdaptedLiteMedSAM,
     train: list[Sample2D],
@@ -158,7 +205,7 @@ def finetune(
     resume: bool = False,
     progress: bool = True,
     on_epoch_end: Callable[[int, dict], None] | None = None,
-    cache: EmbeddingCache | None = None,
+    cache: MemoryEmbeddingCache | None = None,
 ) -> FinetuneResult:
     """Train ``model``'s adapter on ``train``, validate on ``val`` each epoch, write ``best.pt``, ``last.pt``,
     ``history.json`` and ``curves.png`` to ``out_dir``. With ``resume`` it continues from ``last.pt``.
@@ -171,7 +218,7 @@ def finetune(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     best_path, last_path = out_dir / "best.pt", out_dir / "last.pt"
-    curves_path, history_path = out_dir / "curves.png", out_dir / "history.json"
+    curves_path = out_dir / "curves.png"
     lr = config.lr if config.lr is not None else DEFAULT_LR.get(model.method, 1e-4)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -181,27 +228,16 @@ def finetune(
     scheduler = make_scheduler(optimizer, config.schedule, config.warmup_steps, config.decay)
     loss_fn = make_loss(config.loss)
     augment = Augment(config.flip_prob, config.jitter, config.point_prob, config.points)
-    cache = None if model.encoder_trainable else (cache or EmbeddingCache(model))
+    cache = None if model.encoder_trainable else (cache or MemoryEmbeddingCache(model))
     modality_all = modality_targets(model, train)
     history: list[dict] = []
     start_epoch, best_score = 0, -1.0
     meta = {"train_config": asdict(config), "lr": lr, "train_cases": sorted({s.case for s in train})}
 
-    if resume and last_path.is_file():
-        payload = read_adapter(last_path)
-        if payload["method"] != model.method or payload["base_fingerprint"] != base_fingerprint:
-            raise InputError(last_path, f"holds a {payload['method']} run on another base; use a new output folder")
-        if payload["config"] != model.config:
-            raise InputError(last_path, f"was trained with options {payload['config']}, not {model.config}")
-        model.load_state_dict(payload["state"], strict=False)
-        state = payload["train_state"]
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        rng.bit_generator.state = json.loads(state["rng"]["numpy"])
-        torch.set_rng_state(state["rng"]["torch"])
+    earlier = [p for p in (last_path, best_path) if p.exists()]
+    if resume_or_refuse(out_dir, earlier, resume=resume) and last_path.is_file():
+        state = _restore(model, last_path, base_fingerprint, optimizer, scheduler, rng)
         history, start_epoch, best_score = state["history"], state["epoch"] + 1, state["best_score"]
-    elif not resume and (last_path.exists() or best_path.exists()):
-        raise InputError(out_dir, "holds a previous run (last.pt); pass --resume to continue or --overwrite")
 
     trainable, total = model.count_parameters()
     step_times: list[float] = []
@@ -217,21 +253,11 @@ def finetune(
             flips = [flip_code(rng, augment.flip_prob) for _ in batch]
             with_points = augment.points > 0 and rng.random() < augment.point_prob
             prompts = prepare_targets(batch, flips, rng, augment, with_points)
-            if cache is not None:
-                emb = cache.get(batch, flips)
-            else:
-                emb = model.embed(model_images(batch, flips))
             modality = None if modality_all is None else modality_all[idx]
-            out = model.decode(emb, prompts["boxes"], prompts["points"], prompts["point_labels"], modality)
-            loss = loss_fn(out["logits"], prompts["targets"])
-            if modality is not None:
-                loss = loss + model.config["modality_weight"] * F.cross_entropy(out["modality_logits"], modality)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss = _train_step(model, batch, flips, prompts, cache, modality, loss_fn, optimizer)
             if config.schedule != "plateau":
                 scheduler.step()
-            losses.append(float(loss.detach()))
+            losses.append(loss)
             step_times.append(time.perf_counter() - t0)
             bar.set_postfix(loss=f"{np.mean(losses):.4f}")
         scores = evaluate_samples(model, val, config.nsd_tolerance_mm, cache=cache) if val else {}
@@ -251,19 +277,9 @@ def finetune(
             best_score = score
             save_adapter(model, best_path, base_fingerprint=base_fingerprint, base_name=base_name,
                          meta={**meta, "epoch": epoch, **record}, overwrite=True)  # fmt: skip
-        train_state = {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": _rng_state(rng),
-            "history": history,
-            "epoch": epoch,
-            "best_score": best_score,
-        }
-        save_adapter(model, last_path, base_fingerprint=base_fingerprint, base_name=base_name,
-                     meta={**meta, "epoch": epoch}, train_state=train_state, overwrite=True)  # fmt: skip
-        with atomic_path(history_path, overwrite=True) as tmp:
-            tmp.write_text(json.dumps(history, indent=1))
-        save_curves(history, curves_path, title=f"{model.method} ({trainable:,} trainable parameters)")
+        train_state = {"history": history, "epoch": epoch, "best_score": best_score}
+        _save_epoch(model, out_dir, optimizer, scheduler, rng, train_state, base_fingerprint, base_name,
+                    {**meta, "epoch": epoch}, f"{model.method} ({trainable:,} trainable parameters)")  # fmt: skip
         if progress:
             val_text = "" if not val else f", val DSC {record['val_dsc']:.3f} NSD {record['val_nsd']:.3f}"
             tqdm.write(f"epoch {epoch + 1}: loss {record['train_loss']:.4f}{val_text}")

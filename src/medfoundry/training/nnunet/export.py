@@ -155,6 +155,79 @@ def _label_values(masks: dict[str, np.ndarray]) -> list[int]:
     return sorted(values | {0})
 
 
+def _check_export_target(
+    layout: RunLayout,
+    target: Path,
+    name: str,
+    dataset_id: int,
+    dataset_name: str,
+    source_root: str | Path | None,
+    overwrite: bool,
+) -> None:
+    """Refuse a bad dataset name / id, a run directory of another dataset, or existing outputs."""
+    if not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
+        raise InputError(None, f"dataset name {name!r}: use letters, digits, '-' and '_' only")
+    if not 1 <= int(dataset_id) <= 999:
+        raise InputError(None, f"nnU-Net dataset ids are 1..999, got {dataset_id}")
+    if layout.manifest.exists():
+        old = read_manifest(layout.root)
+        if old["dataset_name"] != dataset_name or old.get("source_root") != str(source_root):
+            raise InputError(
+                layout.root,
+                f"this run directory already holds dataset {old['dataset_name']} from {old.get('source_root')}; "
+                "use another --run-dir for another dataset",
+            )
+        if not overwrite:
+            raise OutputExistsError(layout.manifest)
+    elif layout.raw.exists() and any(layout.raw.iterdir()):
+        raise InputError(
+            layout.root, "holds an nnU-Net raw folder without a medfoundry manifest; use another --run-dir"
+        )
+    if target.exists() and not overwrite:
+        raise OutputExistsError(target)
+
+
+def _write_case(pair: CasePair, case: str, part: str, staging: Path, modality: str, binarize: bool):
+    """Read one (image, mask) pair, write it in nnU-Net's raw layout; returns (labels, manifest record)."""
+    from medfoundry.io import read_image, read_mask, write_image, write_mask
+
+    image = read_image(pair.image, modality=modality)
+    if image.spatial_ndim != 3 or image.is_rgb:
+        raise InputError(pair.image, f"expected a 3D volume, got shape {image.array.shape}")
+    mask = read_mask(pair.mask, reference=image)
+    labels = mask.array
+    if binarize:
+        labels = (labels > 0).astype(np.uint8)
+        mask = mask.with_array(labels)
+    write_image(image, staging / f"images{part}" / f"{case}_0000{FILE_ENDING}")
+    write_mask(mask, staging / f"labels{part}" / f"{case}{FILE_ENDING}")
+    record = {
+        "patient": pair.patient,
+        "image": str(pair.image.resolve()),
+        "mask": str(pair.mask.resolve()),
+        "shape_zyx": list(image.spatial_shape),
+        "spacing_xyz": list(image.spacing),
+        "foreground_voxels": int(np.count_nonzero(labels)),
+    }
+    return labels, record
+
+
+def _label_names(values: list[int], source_root: str | Path | None) -> dict[str, int]:
+    """nnU-Net's label names for consecutive labels 0..K ("lesion" for a single foreground class)."""
+    if values != list(range(len(values))):
+        raise InputError(
+            source_root,
+            f"mask labels {values} are not consecutive integers 0..K as nnU-Net needs; "
+            "pass --binarize to use every non-zero label as one foreground class",
+        )
+    label_names = {"background": 0}
+    if len(values) == 2:
+        label_names["lesion"] = 1
+    else:
+        label_names.update({f"label_{v}": v for v in values[1:]})
+    return label_names
+
+
 def export_dataset(
     cases: Sequence[CasePair],
     run_dir: str | Path,
@@ -175,31 +248,10 @@ def export_dataset(
     """
     from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
-    from medfoundry.io import read_image, read_mask, write_image, write_mask
-
-    if not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
-        raise InputError(None, f"dataset name {name!r}: use letters, digits, '-' and '_' only")
-    if not 1 <= int(dataset_id) <= 999:
-        raise InputError(None, f"nnU-Net dataset ids are 1..999, got {dataset_id}")
     layout = RunLayout(Path(run_dir).resolve())
     dataset_name = nnunet_dataset_name(dataset_id, name)
     target = layout.dataset_raw(dataset_name)
-    if layout.manifest.exists():
-        old = read_manifest(layout.root)
-        if old["dataset_name"] != dataset_name or old.get("source_root") != str(source_root):
-            raise InputError(
-                layout.root,
-                f"this run directory already holds dataset {old['dataset_name']} from {old.get('source_root')}; "
-                "use another --run-dir for another dataset",
-            )
-        if not overwrite:
-            raise OutputExistsError(layout.manifest)
-    elif layout.raw.exists() and any(layout.raw.iterdir()):
-        raise InputError(
-            layout.root, "holds an nnU-Net raw folder without a medfoundry manifest; use another --run-dir"
-        )
-    if target.exists() and not overwrite:
-        raise OutputExistsError(target)
+    _check_export_target(layout, target, name, dataset_id, dataset_name, source_root, overwrite)
     by_case = {c.case: c for c in cases}
     layout.raw.mkdir(parents=True, exist_ok=True)
     with atomic_dir(target, overwrite=overwrite) as staging:
@@ -207,42 +259,12 @@ def export_dataset(
             (staging / sub).mkdir()
         masks: dict[str, np.ndarray] = {}
         records: dict[str, dict] = {}
-        spacings = []
         order = [(c, "Tr") for c in split.train] + [(c, "Ts") for c in split.test]
         for case, part in tqdm(order, desc="export to nnU-Net raw", unit="case"):
-            pair = by_case[case]
-            image = read_image(pair.image, modality=modality)
-            if image.spatial_ndim != 3 or image.is_rgb:
-                raise InputError(pair.image, f"expected a 3D volume, got shape {image.array.shape}")
-            mask = read_mask(pair.mask, reference=image)
-            labels = mask.array
-            if binarize:
-                labels = (labels > 0).astype(np.uint8)
-                mask = mask.with_array(labels)
-            masks[case] = labels
-            spacings.append(image.spacing)
-            write_image(image, staging / f"images{part}" / f"{case}_0000{FILE_ENDING}")
-            write_mask(mask, staging / f"labels{part}" / f"{case}{FILE_ENDING}")
-            records[case] = {
-                "patient": pair.patient,
-                "image": str(pair.image.resolve()),
-                "mask": str(pair.mask.resolve()),
-                "shape_zyx": list(image.spatial_shape),
-                "spacing_xyz": list(image.spacing),
-                "foreground_voxels": int(np.count_nonzero(labels)),
-            }
+            labels, record = _write_case(by_case[case], case, part, staging, modality, binarize)
+            masks[case], records[case] = labels, record
         values = _label_values(masks)
-        if values != list(range(len(values))):
-            raise InputError(
-                source_root,
-                f"mask labels {values} are not consecutive integers 0..K as nnU-Net needs; "
-                "pass --binarize to use every non-zero label as one foreground class",
-            )
-        label_names = {"background": 0}
-        if len(values) == 2:
-            label_names["lesion"] = 1
-        else:
-            label_names.update({f"label_{v}": v for v in values[1:]})
+        label_names = _label_names(values, source_root)
         generate_dataset_json(
             str(staging),
             {0: modality.upper()},

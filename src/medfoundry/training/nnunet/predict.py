@@ -17,8 +17,9 @@ import torch
 from tqdm import tqdm
 
 from medfoundry.errors import InputError, OutputExistsError, WeightsError
+from medfoundry.io.paths import split_suffix
 from medfoundry.io.torchfile import load_torch_file
-from medfoundry.training.nnunet.fusion import FusionSpec
+from medfoundry.modeling.fusion import FusionSpec
 from medfoundry.training.nnunet.runtime import (
     CONFIGURATION,
     RunLayout,
@@ -28,6 +29,7 @@ from medfoundry.training.nnunet.runtime import (
 from medfoundry.training.nnunet.trainers import MODEL_INFO, build_network, model_folder, trainer_name
 
 FILE_ENDING = ".nii.gz"
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".npz")
 
 
 def load_predictor(
@@ -113,11 +115,7 @@ def held_out_inputs(run_dir: str | Path) -> list[tuple[str, Path]]:
 
 def case_name(path: Path) -> str:
     """Case id of an input file: the name without its format suffix (and nnU-Net's ``_0000`` channel tag)."""
-    name = path.name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".npz"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
+    name = split_suffix(path)[0]
     return name[:-5] if name.endswith("_0000") else name
 
 
@@ -170,7 +168,7 @@ def predict(
         for item in inputs:
             item = Path(item)
             if item.is_dir():
-                files = sorted(p for p in item.iterdir() if p.is_file() and case_name(p) != p.name)
+                files = sorted(p for p in item.iterdir() if p.is_file() and split_suffix(p)[1] in VOLUME_SUFFIXES)
                 if not files:
                     raise InputError(item, "folder holds no image volumes")
                 pairs += [(case_name(p), p) for p in files]

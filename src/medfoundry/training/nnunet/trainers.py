@@ -3,11 +3,12 @@
 All classes subclass nnU-Net's own :class:`nnUNetTrainer`, so data loading, oversampling of foreground patches,
 augmentation, the Dice + cross-entropy loss with deep supervision, the poly learning-rate schedule, logging and
 checkpointing are nnU-Net's. The fusion trainers only replace :meth:`build_network_architecture` (nnU-Net's planned
-U-Net wrapped in :class:`~medfoundry.training.nnunet.fusion.FusionUNet`).
+U-Net wrapped in :class:`~medfoundry.modeling.fusion.FusionUNet`).
 
 nnU-Net's command-line tools find trainers by class name inside the ``nnunetv2`` package; these classes live in
-medfoundry instead, so :func:`train` instantiates them directly with nnU-Net's constructor arguments (plans,
-configuration, fold, dataset.json, device) and :mod:`.predict` rebuilds their networks for inference.
+medfoundry instead (at module level in :mod:`.nnunet_trainers`), so :func:`train` instantiates them directly with
+nnU-Net's constructor arguments (plans, configuration, fold, dataset.json, device), and :mod:`.predict` builds their
+network with :func:`build_network` and hands it to ``nnUNetPredictor.manual_initialization``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 
 from medfoundry.errors import InputError, OutputExistsError
 from medfoundry.io.atomic import atomic_path
-from medfoundry.training.nnunet.fusion import VARIANTS, FusionSpec, build_fusion_network
+from medfoundry.modeling.fusion import VARIANTS, FusionSpec, build_fusion_network
 from medfoundry.training.nnunet.runtime import (
     CONFIGURATION,
     PLANS_IDENTIFIER,
@@ -29,6 +30,7 @@ from medfoundry.training.nnunet.runtime import (
     fraction_fold,
     nnunet_environment,
 )
+from medfoundry.training.resume import resume_or_refuse
 
 MODEL_INFO = "medfoundry_model.json"
 
@@ -72,12 +74,6 @@ def make_schedule(name: str = "cpu", **overrides: int | float | None) -> Schedul
     return replace(SCHEDULES[name], **changes)
 
 
-def _base_trainer():
-    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-
-    return nnUNetTrainer
-
-
 def build_network(
     plans_manager,  # noqa: ANN001 - nnU-Net's PlansManager
     configuration_manager,  # noqa: ANN001 - nnU-Net's ConfigurationManager
@@ -87,7 +83,9 @@ def build_network(
     fusion: FusionSpec | None,
 ) -> torch.nn.Module:
     """nnU-Net's planned network, wrapped with a frozen encoder when ``fusion`` is given."""
-    unet = _base_trainer().build_network_architecture(
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    unet = nnUNetTrainer.build_network_architecture(
         plans_manager, configuration_manager, num_input_channels, num_output_channels, enable_deep_supervision
     )
     if fusion is None:
@@ -95,105 +93,32 @@ def build_network(
     return build_fusion_network(unet, fusion, list(configuration_manager.pool_op_kernel_sizes))
 
 
-def _make_trainer_classes() -> dict[str, type]:
-    """Create the trainer classes (nnU-Net is imported only here, after its folder variables are set)."""
-    base = _base_trainer()
-
-    class nnUNetTrainerMF(base):  # noqa: N801 - nnU-Net's naming, shown in its output folder names
-        """nnU-Net's 2D trainer with a medfoundry :class:`Schedule` (batch size override included)."""
-
-        variant = "baseline"
-        mf_schedule: Schedule | None = None
-        mf_fusion: FusionSpec | None = None
-
-        def configure(self, schedule: Schedule, fusion: FusionSpec | None = None) -> None:
-            """Set the schedule (and the frozen encoder) before nnU-Net's ``initialize``."""
-            self.mf_schedule = schedule
-            self.mf_fusion = fusion
-            self.num_epochs = int(schedule.epochs)
-            self.num_iterations_per_epoch = int(schedule.iterations_per_epoch)
-            self.num_val_iterations_per_epoch = int(schedule.val_iterations)
-            self.initial_lr = float(schedule.initial_lr)
-            self.save_every = int(schedule.save_every)
-
-        def initialize(self) -> None:
-            if len(self.configuration_manager.pool_op_kernel_sizes) < 3:
-                # nnU-Net's deep-supervision weights are all zero (loss NaN) for a 2-stage U-Net (tiny images)
-                self.enable_deep_supervision = False
-            super().initialize()
-
-        def _set_batch_size_and_oversample(self) -> None:
-            super()._set_batch_size_and_oversample()
-            if self.mf_schedule is not None and self.mf_schedule.batch_size and not self.is_ddp:
-                self.batch_size = int(self.mf_schedule.batch_size)
-
-    class nnUNetTrainerMFFusion(nnUNetTrainerMF):  # noqa: N801
-        """Base of the fusion trainers: nnU-Net's network plus a frozen encoder (see :mod:`.fusion`)."""
-
-        variant = "fusion"
-
-        def build_network_architecture(
-            self,
-            plans_manager,  # noqa: ANN001
-            configuration_manager,  # noqa: ANN001
-            num_input_channels: int,
-            num_output_channels: int,
-            enable_deep_supervision: bool = True,
-        ) -> torch.nn.Module:
-            fusion = self.mf_fusion or FusionSpec(self.variant)
-            return build_network(
-                plans_manager,
-                configuration_manager,
-                num_input_channels,
-                num_output_channels,
-                enable_deep_supervision,
-                fusion,
-            )
-
-        def _do_i_compile(self) -> bool:
-            return False  # the frozen encoder runs eagerly under no_grad
-
-    class nnUNetTrainerMF_nnSAM(nnUNetTrainerMFFusion):  # noqa: N801
-        variant = "sam"
-
-    class nnUNetTrainerMF_nnConvNeXt1(nnUNetTrainerMFFusion):  # noqa: N801
-        variant = "convnext1"
-
-    class nnUNetTrainerMF_nnConvNeXt2(nnUNetTrainerMFFusion):  # noqa: N801
-        variant = "convnext2"
-
-    class nnUNetTrainerMF_nnDINO(nnUNetTrainerMFFusion):  # noqa: N801
-        variant = "dino"
-
-    classes = [nnUNetTrainerMF, nnUNetTrainerMF_nnSAM, nnUNetTrainerMF_nnConvNeXt1]
-    classes += [nnUNetTrainerMF_nnConvNeXt2, nnUNetTrainerMF_nnDINO]
-    return {cls.variant: cls for cls in classes}
-
-
-_TRAINERS: dict[str, type] = {}
+# variant -> trainer class name (nnU-Net shows it in its output folder names); classes in :mod:`.nnunet_trainers`
+TRAINER_NAMES: dict[str, str] = {
+    "baseline": "nnUNetTrainerMF",
+    "sam": "nnUNetTrainerMF_nnSAM",
+    "convnext1": "nnUNetTrainerMF_nnConvNeXt1",
+    "convnext2": "nnUNetTrainerMF_nnConvNeXt2",
+    "dino": "nnUNetTrainerMF_nnDINO",
+}
 
 
 def trainer_class(variant: str) -> type:
-    """The nnU-Net trainer class of ``variant`` (baseline, sam, convnext1, convnext2, dino)."""
-    if variant not in VARIANTS:
-        raise InputError(None, f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    if not _TRAINERS:
-        _TRAINERS.update(_make_trainer_classes())
-    return _TRAINERS[variant]
+    """The nnU-Net trainer class of ``variant`` (baseline, sam, convnext1, convnext2, dino).
+
+    The classes are defined at module level in :mod:`.nnunet_trainers` (importable and picklable); that module
+    imports nnunetv2, so it is imported here, on first use.
+    """
+    from medfoundry.training.nnunet import nnunet_trainers
+
+    return getattr(nnunet_trainers, trainer_name(variant))
 
 
 def trainer_name(variant: str) -> str:
     """The class name nnU-Net uses in the output folder name."""
-    names = {
-        "baseline": "nnUNetTrainerMF",
-        "sam": "nnUNetTrainerMF_nnSAM",
-        "convnext1": "nnUNetTrainerMF_nnConvNeXt1",
-        "convnext2": "nnUNetTrainerMF_nnConvNeXt2",
-        "dino": "nnUNetTrainerMF_nnDINO",
-    }
-    if variant not in names:
+    if variant not in TRAINER_NAMES:
         raise InputError(None, f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    return names[variant]
+    return TRAINER_NAMES[variant]
 
 
 def model_folder(run_dir: str | Path, dataset_name: str, variant: str, fold: int) -> Path:
@@ -237,19 +162,14 @@ def train(
             raise InputError(None, f"fusion spec is for {fusion.variant}, not {variant}")
     elif fusion is not None:
         raise InputError(None, "the baseline takes no frozen encoder")
-    if resume and overwrite:
-        raise InputError(None, "choose --resume (continue) or --overwrite (start again), not both")
     manifest, plans, dataset_json = load_plans(run_dir)
     fold = fraction_fold(manifest, fraction)
     folder = model_folder(run_dir, manifest["dataset_name"], variant, fold)
     found = _checkpoints(folder)
     info_path = folder / MODEL_INFO
-    if found and not (resume or overwrite):
-        if "checkpoint_final.pth" in found:
-            raise OutputExistsError(folder)
-        raise InputError(
-            folder, f"holds an interrupted training ({', '.join(found)}); pass --resume to continue or --overwrite"
-        )
+    if "checkpoint_final.pth" in found and not (resume or overwrite):
+        raise OutputExistsError(folder)
+    resuming = resume_or_refuse(folder, found, resume=resume, overwrite=overwrite, what="an interrupted training")
     if resume and "checkpoint_final.pth" in found:
         print(f"{folder}: already trained (checkpoint_final.pth); nothing to resume")
         return folder
@@ -272,10 +192,10 @@ def train(
         raise InputError(None, "--device cuda asked for, but no CUDA GPU is available here")
     with nnunet_environment(run_dir, data_workers=data_workers):
         cls = trainer_class(variant)
-        plans = dict(plans, continue_training=bool(resume and found))
+        plans = dict(plans, continue_training=resuming)
         trainer = cls(plans=plans, configuration=CONFIGURATION, fold=fold, dataset_json=dataset_json, device=dev)
         trainer.configure(schedule, fusion)
-        if resume and found:
+        if resuming:
             # nnU-Net's loader unpickles with weights_only=False: first prove the file holds only tensors and
             # plain values (weights_only=True, refuses a code payload), then let nnU-Net restore its state
             from nnunetv2.run.run_training import maybe_load_checkpoint

@@ -1,0 +1,53 @@
+"""The case table (CSV) and its checks."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+from medfoundry.data.pet_slices.config import CaseSpec
+from medfoundry.errors import InputError
+
+
+def read_case_table(path: str | Path) -> list[CaseSpec]:
+    """Cases from a CSV with columns ``case_id,image,mask[,patient_id]`` (paths relative to the CSV)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "case table not found")
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        need = {"case_id", "image", "mask"}
+        if reader.fieldnames is None or not need <= set(reader.fieldnames):
+            raise InputError(path, f"case table needs the columns {sorted(need)} (+ optional patient_id)")
+        cases = []
+        for line, row in enumerate(reader, start=2):
+            if not (row.get("case_id") or "").strip() or not (row.get("image") or "").strip():
+                raise InputError(path, f"line {line}: case_id and image are required")
+            mask = (row.get("mask") or "").strip()
+            cases.append(
+                CaseSpec(
+                    case_id=row["case_id"].strip(),
+                    image=(path.parent / row["image"].strip()),
+                    mask=(path.parent / mask) if mask else None,
+                    patient_id=(row.get("patient_id") or "").strip(),
+                )
+            )
+    if not cases:
+        raise InputError(path, "the case table lists no cases")
+    return cases
+
+
+def _check_cases(cases: Sequence[CaseSpec]) -> None:
+    seen: set[str] = set()
+    for case in cases:
+        if case.case_id in seen:
+            raise InputError(case.image, f"case id {case.case_id!r} is listed twice")
+        if not all(ch.isalnum() or ch in "-_." for ch in case.case_id):
+            raise InputError(case.image, f"case id {case.case_id!r} may only hold letters, digits, '-', '_', '.'")
+        if case.mask is None:
+            raise InputError(case.image, f"case {case.case_id}: a lesion mask is needed to label the slices")
+        for path in (case.image, case.mask):  # every file is there before any volume is sliced
+            if not Path(path).exists():
+                raise InputError(path, f"case {case.case_id}: no such file or folder")
+        seen.add(case.case_id)

@@ -1,0 +1,57 @@
+"""Bounding boxes of masks and label maps: one implementation (``scipy.ndimage.find_objects``) for every caller.
+
+Two forms: array slices (``tuple[slice, ...]``, for cropping) and prompt boxes ``[x0, y0, (z0,) x1, y1, (z1)]``
+of inclusive pixel indices, last axis first (the order MedSAM's boxes use).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+
+def _as_labels(arr: np.ndarray) -> np.ndarray:
+    arr = np.asarray(arr)
+    if arr.dtype == bool:
+        return arr.view(np.uint8)
+    if not np.issubdtype(arr.dtype, np.integer):
+        return arr.astype(np.int64)
+    return arr
+
+
+def label_slices(arr: np.ndarray, labels: Sequence[int]) -> dict[int, tuple[slice, ...] | None]:
+    """Array slices of the bounding box of each wanted label > 0 (None where absent), in one pass."""
+    wanted = [int(lab) for lab in labels if lab > 0]
+    if not wanted:
+        return {}
+    arr = _as_labels(arr)
+    max_label = min(int(arr.max()) if arr.size else 0, max(wanted))
+    boxes = ndimage.find_objects(arr, max_label=max_label) if max_label > 0 else []
+    return {lab: (boxes[lab - 1] if lab <= len(boxes) else None) for lab in wanted}
+
+
+def mask_slices(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """Array slices of the bounding box of the non-zero part of ``mask``; None when it is empty."""
+    return label_slices(np.asarray(mask) != 0, [1])[1]
+
+
+def _to_box(slices: tuple[slice, ...]) -> list[int]:
+    return [s.start for s in slices][::-1] + [s.stop - 1 for s in slices][::-1]
+
+
+def mask_box(mask: np.ndarray) -> np.ndarray | None:
+    """``[x0, y0, (z0,) x1, y1, (z1)]`` (inclusive, float32) of the non-zero part of ``mask``; None when empty."""
+    slices = mask_slices(mask)
+    return None if slices is None else np.asarray(_to_box(slices), dtype=np.float32)
+
+
+def label_boxes(labels: np.ndarray) -> np.ndarray:
+    """One box per label value > 0 of a label map, in label order: (N, 4) ``[x0, y0, x1, y1]`` in 2D, (N, 6)
+    ``[x0, y0, z0, x1, y1, z1]`` in 3D (inclusive pixel indices)."""
+    labels = np.asarray(labels)
+    values = [int(v) for v in np.unique(labels) if v > 0]
+    found = label_slices(labels, values)
+    boxes = [_to_box(found[v]) for v in values if found[v] is not None]
+    return np.asarray(boxes, dtype=np.float32).reshape(-1, 2 * labels.ndim)
