@@ -462,6 +462,17 @@ CASES: list[tuple[str, list[str], str]] = [
     ("demo-out-file", ["demo", "--out", "{i}/afile.txt"], "afile.txt"),
     ("demo-out-proc", ["demo", "--out", "/proc/medfoundry_demo"], "/proc"),
     ("demo-backend", ["demo", "--backend", "gpu"], "--backend"),
+    ("view-missing", ["view", "{i}/nowhere.nii.gz", "--no-browser"], "nowhere.nii.gz"),
+    ("view-corrupt", ["view", "{i}/corrupt.nii.gz", "--no-browser"], "corrupt.nii.gz"),
+    ("view-out-type", ["view", "{i}/ct.nii.gz", "--out", "{o}/labels.xyz", "--no-browser"], "labels.xyz"),
+    ("view-out-nofolder", ["view", "{i}/ct.nii.gz", "--out", "{o}/no/labels.nii.gz", "--no-browser"], "labels.nii.gz"),
+    ("view-port", ["view", "{i}/ct.nii.gz", "--port", "70000", "--no-browser"], "--port"),
+    ("view-threshold-nan", ["view", "{i}/ct.nii.gz", "--threshold", "nan", "--no-browser"], "--threshold"),
+    (
+        "view-labels-grid",
+        ["view", "{i}/ct.nii.gz", "--labels", "{i}/mask_other.nii.gz", "--no-browser"],
+        "mask_other.nii.gz",
+    ),  # fmt: skip
     ("unknown-verb", ["segmentate", "x"], "segmentate"),
 ]
 

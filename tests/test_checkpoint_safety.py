@@ -38,7 +38,7 @@ def _loaders():
     from medfoundry.modeling.encoders.timm_models import read_state_dict
     from medfoundry.modeling.lite_medsam import build_lite_medsam
     from medfoundry.modeling.tsfm.checkpoint import load_checkpoint
-    from medfoundry.training.nnunet.fusion import build_sam_tinyvit
+    from medfoundry.modeling.encoders.sam_tinyvit import build_sam_tinyvit
 
     return {
         "adapter": read_adapter,

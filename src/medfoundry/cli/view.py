@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from medfoundry.cli.common import add_model_options, add_window_options, predictor_from_args, window_from_args
+from medfoundry.cli.common import (
+    add_model_options,
+    add_window_options,
+    int_range,
+    predictor_from_args,
+    probability,
+    window_from_args,
+)
 
 EPILOG = """examples:
   medfoundry view scan.nii.gz --out lesions.nii.gz
@@ -29,9 +36,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("--labels", metavar="FILE", help="an existing label map on the image grid to correct")
     p.add_argument("--out", metavar="FILE", help="where 'save' writes the label map (.nii.gz, .nrrd, .mha, .npz)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=0, help="port (default 0: a free random port)")
+    p.add_argument("--port", type=int_range(0, 65535), default=0, help="port (default 0: a free random port)")
     p.add_argument("--no-browser", action="store_true", help="print the URL without opening a browser")
-    p.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
+    p.add_argument(
+        "--threshold",
+        type=probability,
+        default=0.5,
+        help="probability threshold (default 0.5)",
+    )
     add_window_options(p)
     add_model_options(p)
 
@@ -50,8 +62,6 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(args.out, f"cannot write this file type; use one of {', '.join(WRITE_SUFFIXES)}")
     if args.out and not Path(args.out).resolve().parent.is_dir():
         raise InputError(args.out, "the output folder does not exist")
-    if not 0 <= args.port <= 65535:
-        raise InputError(None, f"--port must be in 0..65535, got {args.port}")
     image = read_image(args.image, modality=args.modality)
     labels = read_mask(args.labels, reference=image) if args.labels else None
     session = ViewerSession(
