@@ -35,10 +35,10 @@ def _loaders():
     from medfoundry.inference.slice_classifier import load_bundle
     from medfoundry.io.torchfile import load_torch_file
     from medfoundry.modeling.adapters.io import load_adapted_model, read_adapter
+    from medfoundry.modeling.encoders.sam_tinyvit import build_sam_tinyvit
     from medfoundry.modeling.encoders.timm_models import read_state_dict
     from medfoundry.modeling.lite_medsam import build_lite_medsam
     from medfoundry.modeling.tsfm.checkpoint import load_checkpoint
-    from medfoundry.modeling.encoders.sam_tinyvit import build_sam_tinyvit
 
     return {
         "adapter": read_adapter,
