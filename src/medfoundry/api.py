@@ -171,3 +171,46 @@ def demo(out_dir: str | Path = "medfoundry-demo-output", *, overwrite: bool = Fa
     from medfoundry.demo import run_demo
 
     return run_demo(out_dir, overwrite=overwrite, backend=backend)
+
+
+def lesions(
+    input: str | Path,
+    out_dir: str | Path,
+    *,
+    threshold: float | None = None,
+    min_volume: float = 0.5,
+    adapter: str | Path | None = None,
+    delineation: str = "threshold",
+    suv_factor: float | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    backend: str = "fast",
+    weights: str | Path | None = None,
+):
+    """Find, delineate and quantify the lesions of a whole-body PET (DICOM folder, SUV NIfTI, or Bq/mL NIfTI with
+    ``suv_factor``) and write the outputs of docs/lesions.md to ``out_dir``; returns the ``LesionResult``."""
+    from medfoundry.inference.lesions.pipeline import find_lesions
+    from medfoundry.inference.lesions.report import check_out_dir, write_lesion_outputs
+
+    check_out_dir(out_dir, overwrite)
+    path = Path(input)
+    image = read_image(path, suv=suv_factor is None) if path.is_dir() else read_image(path)
+    predictor = make_predictor(weights=weights, backend=backend, adapter=adapter)
+    result = find_lesions(
+        image,
+        threshold=threshold,
+        min_volume_ml=min_volume,
+        delineation=delineation,
+        predictor=predictor,
+        suv_factor=suv_factor,
+        progress=progress,
+    )
+    write_lesion_outputs(
+        result,
+        out_dir,
+        source=path,
+        dicom_series=path if path.is_dir() else None,
+        overwrite=overwrite,
+        extra={"min_volume_ml": min_volume, "adapter": None if adapter is None else str(adapter)},
+    )
+    return result

@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "nnunet": "medfoundry.cli.nnunet",
     "finetune": "medfoundry.cli.finetune",
     "synthesize": "medfoundry.cli.synthesize",
+    "lesions": "medfoundry.cli.lesions",
 }
 
 
