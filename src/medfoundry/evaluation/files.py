@@ -48,11 +48,16 @@ def read_pair(pred_path: str | Path, gt_path: str | Path) -> tuple[MedicalImage,
 
     Raises :class:`InputError` naming both files when shape, spacing, origin or direction differ. A
     prediction without geometry (PNG/TIFF, or an npz holding only ``segs`` as challenge outputs do) takes
-    the ground truth's geometry when the shapes match.
+    the ground truth's geometry when the shapes match. A DICOM SEG ground truth (which stores only its
+    non-empty frames) is placed on the prediction's grid.
     """
     from medfoundry.io import read_mask
+    from medfoundry.io.dicom_seg import is_dicom_seg
 
     pred_path, gt_path = Path(pred_path), Path(gt_path)
+    if is_dicom_seg(gt_path):
+        pred = read_mask(pred_path)
+        return pred, read_mask(gt_path, reference=pred)
     gt = read_mask(gt_path)
     if _suffix(pred_path) == ".npz" and pred_path.is_file() and _npz_without_spacing(pred_path):
         raw = read_mask(pred_path)
