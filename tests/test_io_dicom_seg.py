@@ -110,6 +110,11 @@ def test_bad_inputs_raise_input_error(written, tmp_path):
     with pytest.raises(InputError, match="shape"):
         write_dicom_seg(MedicalImage(labels[195:205], image.spacing, image.origin, image.direction), source, target)
     assert not target.exists()
+    half_slice = np.asarray(image.origin) + 0.5 * image.spacing[2] * np.asarray(image.direction).reshape(3, 3)[:, 2]
+    shifted = MedicalImage(image.array, image.spacing, tuple(half_slice), image.direction, path="shifted")
+    with pytest.raises(InputError, match="does not lie on a slice") as err:
+        read_dicom_seg(out, reference=shifted)
+    assert str(out) in str(err.value)
     slice_file = sorted(source.iterdir())[0]
     with pytest.raises(InputError, match="not a DICOM SEG"):
         read_dicom_seg(slice_file)

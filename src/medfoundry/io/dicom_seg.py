@@ -25,7 +25,10 @@ from medfoundry.io.dicom import list_dicom_series, read_dicom_series
 from medfoundry.io.image import MedicalImage
 
 SEG_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.66.4"
-_INDEX_TOL = 0.01  # voxels: how far a frame may sit from a grid position (DS rounding)
+# How far (in voxels) a frame may sit from a grid position: in-plane only rounding; along the slice normal
+# scanners jitter positions around the mean step that read_dicom_series uses (it accepts up to 0.2 of a step).
+_INPLANE_TOL = 0.05
+_SLICE_TOL = 0.25
 
 
 def _direction_matrix(image: MedicalImage) -> np.ndarray:
@@ -301,7 +304,8 @@ def read_dicom_seg(path: str | Path, reference: MedicalImage | str | Path | None
             continue
         index = axes.T @ (positions[i] - origin) / spacing  # (x, y, z) voxel index of the frame's top-left pixel
         rounded = np.round(index)
-        if np.abs(index - rounded).max() > _INDEX_TOL:
+        off = np.abs(index - rounded)
+        if off[0] > _INPLANE_TOL or off[1] > _INPLANE_TOL or off[2] > _SLICE_TOL:
             raise InputError(path, f"frame {i + 1} does not lie on a slice of the reference grid ({grid.path})")
         x0, y0, z = (int(v) for v in rounded)
         ys, xs = np.nonzero(frame)
