@@ -186,3 +186,17 @@ def test_cli_lesion_wise_with_a_dicom_seg_reference(cli, shared_data, tmp_path, 
     first = np.zeros(ref.shape, bool)
     first[100:104, 60:66, 60:66] = True
     assert float(row["mean_lesion_dice"]) == pytest.approx(_dice(pred > 0, first) / 2)
+
+
+def test_api_evaluate_lesion_wise_writes_both_tables(tmp_path):
+    from medfoundry.api import evaluate
+
+    pred, ref, _, _ = two_lesions_one_hit()
+    _write(tmp_path / "pred.nii.gz", pred)
+    _write(tmp_path / "ref.nii.gz", ref)
+    out = tmp_path / "lw.csv"
+    ev = evaluate(tmp_path / "pred.nii.gz", tmp_path / "ref.nii.gz", out, lesion_wise=True, progress=False)
+    assert ev.summary()["sensitivity"] == 0.5
+    assert _rows(out)[0]["n_missed"] == "1" and len(_rows(tmp_path / "lw_lesions.csv")) == 2
+    with pytest.raises(FileExistsError):
+        evaluate(tmp_path / "pred.nii.gz", tmp_path / "ref.nii.gz", out, lesion_wise=True)
