@@ -152,10 +152,27 @@ def evaluate(
     *,
     tolerance_mm: float = 2.0,
     challenge_compat: bool = False,
+    lesion_wise: bool = False,
     overwrite: bool = False,
     progress: bool = True,
 ):
-    """Score predictions against ground truth (files or folders) and write the per-case CSV to ``out``."""
+    """Score predictions against ground truth (files or folders) and write the per-case CSV to ``out``.
+
+    ``lesion_wise=True`` scores lesions instead (:mod:`medfoundry.evaluation.lesionwise`): ``out`` gets one row
+    per case, ``<out stem>_lesions.csv`` one row per reference lesion; returns the ``LesionWiseEvaluator``.
+    """
+    if lesion_wise:
+        from medfoundry.evaluation import evaluate_lesion_files
+        from medfoundry.evaluation.lesionwise import lesion_table_path
+
+        out = Path(out)
+        lesions_csv = lesion_table_path(out)
+        check_writable(out, overwrite)
+        check_writable(lesions_csv, overwrite)
+        evaluator = evaluate_lesion_files(pred, gt, progress=progress)
+        evaluator.write_csv(out, overwrite=overwrite)
+        evaluator.write_lesion_csv(lesions_csv, overwrite=overwrite)
+        return evaluator
     from medfoundry.evaluation import evaluate_files
 
     check_writable(out, overwrite)

@@ -1,4 +1,5 @@
-"""``medfoundry evaluate PRED GT --out CSV``: DSC / IoU / NSD / HD95 / FPV / FNV per class and per case."""
+"""``medfoundry evaluate PRED GT --out CSV``: DSC / IoU / NSD / HD95 / FPV / FNV per class and per case, or
+lesion-wise detection metrics with ``--lesion-wise``."""
 
 from __future__ import annotations
 
@@ -32,6 +33,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument("--summary", type=Path, metavar="CSV", help="also write the per-class means as CSV")
     p.add_argument("--plot", type=Path, metavar="PNG", help="also draw the per-class distributions")
+    p.add_argument(
+        "--lesion-wise",
+        action="store_true",
+        help="score lesions instead (autoPET style: components of pred>0 and gt>0 matched by overlap): "
+        "--out gets one row per case (detected / missed lesions, false-positive components, sensitivity, "
+        "mean lesion Dice, Dice, FPV, FNV), <out stem>_lesions.csv one row per reference lesion; "
+        "--summary the means over cases. Not with --labels, --challenge-compat or --plot",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
@@ -39,6 +48,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, write the CSV (and optional summary / plot) atomically, print the per-class means."""
+    if getattr(args, "lesion_wise", False):
+        return _run_lesion_wise(args)
     outputs = [p for p in (args.out, args.summary, args.plot) if p is not None]
     if len({p.resolve() for p in outputs}) != len(outputs):
         raise InputError(None, "--out, --summary and --plot must be different files")
@@ -71,4 +82,35 @@ def run(args: argparse.Namespace) -> int:
     print(evaluator.summary_text())
     written = ", ".join(str(p) for p in outputs)
     print(f"wrote {written}")
+    return 0
+
+
+def _run_lesion_wise(args: argparse.Namespace) -> int:
+    """``--lesion-wise``: per-case and per-lesion CSVs (and optional summary), per-case lines and means."""
+    for option, given in (
+        ("--labels", args.labels),
+        ("--challenge-compat", args.challenge_compat),
+        ("--plot", args.plot),
+    ):
+        if given:
+            raise InputError(None, f"{option} does not apply to --lesion-wise")
+    from medfoundry.evaluation.lesionwise import lesion_table_path
+
+    lesions_csv = lesion_table_path(args.out)
+    outputs = [p for p in (args.out, lesions_csv, args.summary) if p is not None]
+    if len({p.resolve() for p in outputs}) != len(outputs):
+        raise InputError(args.summary, f"--summary must differ from --out and {lesions_csv}")
+    for p in outputs:
+        if p.exists() and not args.overwrite:
+            raise OutputExistsError(p)
+
+    from medfoundry.evaluation.files import evaluate_lesion_files
+
+    evaluator = evaluate_lesion_files(args.pred, args.gt, progress=not args.no_progress)
+    evaluator.write_csv(args.out, overwrite=args.overwrite)
+    evaluator.write_lesion_csv(lesions_csv, overwrite=args.overwrite)
+    if args.summary is not None:
+        evaluator.write_summary_csv(args.summary, overwrite=args.overwrite)
+    print(evaluator.summary_text())
+    print(f"wrote {', '.join(str(p) for p in outputs)}")
     return 0
