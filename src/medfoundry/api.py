@@ -212,7 +212,10 @@ def lesions(
     check_out_dir(out_dir, overwrite)
     path = Path(input)
     image = read_image(path, suv=suv_factor is None) if path.is_dir() else read_image(path)
-    predictor = make_predictor(weights=weights, backend=backend, adapter=adapter)
+    if adapter is not None:  # a corrupt adapter fails before any work
+        predictor = make_predictor(weights=weights, backend=backend, adapter=adapter)
+    else:
+        predictor = lambda: make_predictor(weights=weights, backend=backend)  # noqa: E731 - built only if needed
     result = find_lesions(
         image,
         threshold=threshold,

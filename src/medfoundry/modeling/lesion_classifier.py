@@ -56,6 +56,7 @@ class LesionClassifier:
 
         with atomic_path(path, overwrite=True) as tmp:
             tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+            tmp.chmod(0o644)  # a shipped model file, readable by everyone
         return Path(path)
 
 

@@ -2,7 +2,7 @@
 threshold, or both.
 
 * ``threshold``: voxels >= 41 % of the candidate's SUVmax inside its box grown by ``MARGIN_MM``, the 3D
-  (26-connected) component that holds the hottest voxel.
+  (18-connected) component that holds the hottest voxel.
 * ``sam``: the candidate's 3D box (grown by one voxel in-plane and ``Z_MARGIN_SLICES`` in z) goes to LiteMedSAM
   on the PET window (SUV 0-10); the hottest slice is segmented with the box and the mask propagated up and
   down (previous mask's box as the prompt) until it vanishes. An empty LiteMedSAM mask falls back to the
@@ -40,7 +40,7 @@ def threshold_mask(cand: Candidate, suv: np.ndarray, spacing_zyx: tuple[float, .
     """The 41 %-of-SUVmax mask of one candidate (whole-volume boolean array)."""
     box = _grown_box(cand, suv.shape, spacing_zyx, MARGIN_MM)
     hot = suv[box] >= SUVMAX_FRACTION * cand.suv_max
-    comps = cc3d.connected_components(hot, connectivity=26)
+    comps = cc3d.connected_components(hot, connectivity=18)
     peak = tuple(p - b.start for p, b in zip(cand.peak_zyx, box, strict=False))
     out = np.zeros(suv.shape, dtype=bool)
     out[box] = comps == comps[peak]
@@ -90,12 +90,12 @@ def delineate(
 
 
 def merge_masks(masks: list[np.ndarray], suv: np.ndarray) -> np.ndarray:
-    """Label map of the union of ``masks``: overlapping or touching masks (26-connectivity, as each mask is
-    built) become one lesion; labels are numbered by decreasing SUVmax."""
+    """Label map of the union of ``masks``: overlapping or touching masks become one lesion (18-connectivity,
+    as autoPET and ``medfoundry evaluate --lesion-wise`` count components); labels are numbered by decreasing SUVmax."""
     if not masks:
         return np.zeros(suv.shape, dtype=np.uint16)
     union = np.logical_or.reduce(masks)
-    comps, n = cc3d.connected_components(union, connectivity=26, return_N=True)
+    comps, n = cc3d.connected_components(union, connectivity=18, return_N=True)
     if n == 0:
         return np.zeros(suv.shape, dtype=np.uint16)
     maxima = np.full(n + 1, -np.inf)

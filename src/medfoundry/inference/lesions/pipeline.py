@@ -85,7 +85,10 @@ def find_lesions(
     suv_factor: float | None = None,
     progress: bool = True,
 ) -> LesionResult:
-    """Find and delineate the lesions of a PET volume (see docs/lesions.md); zero lesions is a valid result."""
+    """Find and delineate the lesions of a PET volume (see docs/lesions.md); zero lesions is a valid result.
+
+    ``predictor`` is a LiteMedSAM predictor, a function returning one (called only when a candidate exists), or
+    None for the default model; ``classifier`` defaults to the shipped one."""
     if delineation not in DELINEATIONS:
         raise InputError(None, f"--delineation must be one of {', '.join(DELINEATIONS)}, got {delineation!r}")
     if threshold is not None and not (np.isfinite(threshold) and threshold > 0):
@@ -118,6 +121,8 @@ def find_lesions(
                 from medfoundry.inference.predictor import LiteMedSAMPredictor
 
                 predictor = LiteMedSAMPredictor()
+            elif callable(predictor) and not hasattr(predictor, "embed"):  # a factory: build only when needed
+                predictor = predictor()
             if classifier is None:
                 from medfoundry.modeling.lesion_classifier import load_lesion_classifier
 
