@@ -201,11 +201,32 @@ def evaluate(
     labels: list[int] | None = None,
     summary: str | Path | None = None,
     plot: str | Path | None = None,
+    lesion_wise: bool = False,
     overwrite: bool = False,
     progress: bool = True,
 ):
     """Score predictions against ground truth (files or folders) and write the per-case CSV to ``out`` (and the
-    per-class means to ``summary``, the distributions to the PNG ``plot``). Every output is checked first."""
+    per-class means to ``summary``, the distributions to the PNG ``plot``). Every output is checked first.
+
+    ``lesion_wise=True`` scores lesions instead (:mod:`medfoundry.evaluation.lesionwise`): ``out`` gets one row
+    per case, ``<out stem>_lesions.csv`` one row per reference lesion, ``summary`` the means over cases; returns
+    the ``LesionWiseEvaluator``.
+    """
+    if lesion_wise:
+        from medfoundry.evaluation import evaluate_lesion_files
+        from medfoundry.evaluation.lesionwise import lesion_table_path
+
+        out = Path(out)
+        lesions_csv = lesion_table_path(out)
+        if labels or plot or challenge_compat:
+            raise InputError(None, "lesion-wise scoring takes no labels, plot or challenge-compat option")
+        check_outputs(out, lesions_csv, summary, overwrite=overwrite)
+        evaluator = evaluate_lesion_files(pred, gt, progress=progress)
+        evaluator.write_csv(out, overwrite=overwrite)
+        evaluator.write_lesion_csv(lesions_csv, overwrite=overwrite)
+        if summary is not None:
+            evaluator.write_summary_csv(summary, overwrite=overwrite)
+        return evaluator
     from medfoundry.evaluation import evaluate_files
 
     check_outputs(out, summary, plot, overwrite=overwrite)
@@ -222,3 +243,49 @@ def evaluate(
 
         plot_metrics(evaluator, plot, overwrite=overwrite)
     return evaluator
+
+
+def lesions(
+    input: str | Path,
+    out_dir: str | Path,
+    *,
+    threshold: float | None = None,
+    min_volume: float = 0.5,
+    adapter: str | Path | None = None,
+    delineation: str = "threshold",
+    suv_factor: float | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    backend: str = "fast",
+    weights: str | Path | None = None,
+):
+    """Find, delineate and quantify the lesions of a whole-body PET (DICOM folder, SUV NIfTI, or Bq/mL NIfTI with
+    ``suv_factor``) and write the outputs of docs/lesions.md to ``out_dir``; returns the ``LesionResult``."""
+    from medfoundry.inference.lesions.pipeline import find_lesions
+    from medfoundry.inference.lesions.report import check_out_dir, write_lesion_outputs
+
+    check_out_dir(out_dir, overwrite)
+    path = Path(input)
+    image = read_image(path, suv=suv_factor is None) if path.is_dir() else read_image(path)
+    if adapter is not None:  # a corrupt adapter fails before any work
+        predictor = make_predictor(weights=weights, backend=backend, adapter=adapter)
+    else:
+        predictor = lambda: make_predictor(weights=weights, backend=backend)  # noqa: E731 - built only if needed
+    result = find_lesions(
+        image,
+        threshold=threshold,
+        min_volume_ml=min_volume,
+        delineation=delineation,
+        predictor=predictor,
+        suv_factor=suv_factor,
+        progress=progress,
+    )
+    write_lesion_outputs(
+        result,
+        out_dir,
+        source=path,
+        dicom_series=path if path.is_dir() else None,
+        overwrite=overwrite,
+        extra={"min_volume_ml": min_volume, "adapter": None if adapter is None else str(adapter)},
+    )
+    return result

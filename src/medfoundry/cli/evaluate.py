@@ -1,4 +1,5 @@
-"""``medfoundry evaluate PRED GT --out CSV``: DSC / IoU / NSD / HD95 / FPV / FNV per class and per case."""
+"""``medfoundry evaluate PRED GT --out CSV``: DSC / IoU / NSD / HD95 / FPV / FNV per class and per case, or
+lesion-wise detection metrics with ``--lesion-wise``."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from medfoundry.cli.common import add_overwrite, add_progress, positive_float, positive_int
+from medfoundry.errors import InputError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -36,6 +38,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument("--summary", type=Path, metavar="CSV", help="also write the per-class means as CSV")
     p.add_argument("--plot", type=Path, metavar="PNG", help="also draw the per-class distributions")
+    p.add_argument(
+        "--lesion-wise",
+        action="store_true",
+        help="score lesions instead (autoPET style: components of pred>0 and gt>0 matched by overlap): "
+        "--out gets one row per case (detected / missed lesions, false-positive components, sensitivity, "
+        "mean lesion Dice, Dice, FPV, FNV), <out stem>_lesions.csv one row per reference lesion; "
+        "--summary the means over cases. Not with --labels, --challenge-compat or --plot",
+    )
     add_overwrite(p, "existing output files")
     add_progress(p)
     return p
@@ -44,6 +54,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Evaluate, write the CSV (and optional summary / plot) atomically, print the per-class means."""
     from medfoundry.api import evaluate
+
+    if args.lesion_wise:
+        return _run_lesion_wise(args, evaluate)
 
     evaluator = evaluate(  # checks every output before any work
         args.pred,
@@ -64,4 +77,30 @@ def run(args: argparse.Namespace) -> int:
     print(evaluator.summary_text())
     written = ", ".join(str(p) for p in outputs)
     print(f"wrote {written}")
+    return 0
+
+
+def _run_lesion_wise(args: argparse.Namespace, evaluate) -> int:
+    """``--lesion-wise``: per-case and per-lesion CSVs (and optional summary), per-case lines and means."""
+    for option, given in (
+        ("--labels", args.labels),
+        ("--challenge-compat", args.challenge_compat),
+        ("--plot", args.plot),
+    ):
+        if given:
+            raise InputError(None, f"{option} does not apply to --lesion-wise")
+    evaluator = evaluate(  # checks every output before any work
+        args.pred,
+        args.gt,
+        args.out,
+        summary=args.summary,
+        lesion_wise=True,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    from medfoundry.evaluation.lesionwise import lesion_table_path
+
+    written = [p for p in (args.out, lesion_table_path(args.out), args.summary) if p is not None]
+    print(evaluator.summary_text())
+    print(f"wrote {', '.join(str(p) for p in written)}")
     return 0

@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "finetune": "medfoundry.cli.finetune",
     "synthesize": "medfoundry.cli.synthesize",
     "view": "medfoundry.cli.view",
+    "lesions": "medfoundry.cli.lesions",
 }
 
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from medfoundry.errors import InputError
 from medfoundry.evaluation.evaluator import SegmentationEvaluator
+from medfoundry.evaluation.lesionwise import LesionWiseEvaluator
 from medfoundry.io.image import MedicalImage
 from medfoundry.io.paths import split_suffix
 
@@ -46,11 +47,16 @@ def read_pair(pred_path: str | Path, gt_path: str | Path) -> tuple[MedicalImage,
 
     Raises :class:`InputError` naming both files when shape, spacing, origin or direction differ. A
     prediction without geometry (PNG/TIFF, or an npz holding only ``segs`` as challenge outputs do) takes
-    the ground truth's geometry when the shapes match.
+    the ground truth's geometry when the shapes match. A DICOM SEG ground truth (which stores only its
+    non-empty frames) is placed on the prediction's grid.
     """
     from medfoundry.io import read_mask
+    from medfoundry.io.dicom_seg import is_dicom_seg
 
     pred_path, gt_path = Path(pred_path), Path(gt_path)
+    if is_dicom_seg(gt_path):
+        pred = read_mask(pred_path)
+        return pred, read_mask(gt_path, reference=pred)
     gt = read_mask(gt_path)
     if _suffix(pred_path) == ".npz" and pred_path.is_file() and _npz_without_spacing(pred_path):
         raw = read_mask(pred_path)
@@ -90,6 +96,23 @@ def match_folders(pred_dir: str | Path, gt_dir: str | Path) -> list[tuple[Path, 
     return [(pred_dir / p.name, p) for p in gts]
 
 
+def case_pairs(pred_path: str | Path, gt_path: str | Path) -> list[tuple[Path, Path]]:
+    """(prediction, ground truth) file pairs: the two files, or two folders matched by file name."""
+    pred_path, gt_path = Path(pred_path), Path(gt_path)
+    for p in (pred_path, gt_path):
+        if not p.exists():
+            raise InputError(p, "no such file or folder")
+    pred_is_dir = pred_path.is_dir() and not _is_series(pred_path)
+    gt_is_dir = gt_path.is_dir() and not _is_series(gt_path)
+    if pred_is_dir != gt_is_dir:
+        raise InputError(
+            pred_path,
+            f"give two files or two folders; the prediction is a {'folder' if pred_is_dir else 'file'} "
+            f"and the ground truth {gt_path} a {'folder' if gt_is_dir else 'file'}",
+        )
+    return match_folders(pred_path, gt_path) if gt_is_dir else [(pred_path, gt_path)]
+
+
 def evaluate_files(
     pred_path: str | Path,
     gt_path: str | Path,
@@ -103,19 +126,7 @@ def evaluate_files(
     Returns the :class:`SegmentationEvaluator` holding the per-case rows; ``case`` is the file name
     without its suffix. Mismatched grids raise :class:`InputError` naming both files.
     """
-    pred_path, gt_path = Path(pred_path), Path(gt_path)
-    for p in (pred_path, gt_path):
-        if not p.exists():
-            raise InputError(p, "no such file or folder")
-    pred_is_dir = pred_path.is_dir() and not _is_series(pred_path)
-    gt_is_dir = gt_path.is_dir() and not _is_series(gt_path)
-    if pred_is_dir != gt_is_dir:
-        raise InputError(
-            pred_path,
-            f"give two files or two folders; the prediction is a {'folder' if pred_is_dir else 'file'} "
-            f"and the ground truth {gt_path} a {'folder' if gt_is_dir else 'file'}",
-        )
-    pairs = match_folders(pred_path, gt_path) if gt_is_dir else [(pred_path, gt_path)]
+    pairs = case_pairs(pred_path, gt_path)
     evaluator = SegmentationEvaluator(tolerance_mm, labels, challenge_compat)
     from tqdm import tqdm
 
@@ -138,3 +149,15 @@ def _is_series(path: Path) -> bool:
         return False
     other = _readable_suffixes()
     return all(_suffix(p) in DICOM_SUFFIXES or _suffix(p) not in other for p in entries)
+
+
+def evaluate_lesion_files(pred_path: str | Path, gt_path: str | Path, progress: bool = True) -> LesionWiseEvaluator:
+    """Lesion-wise metrics (:mod:`lesionwise`) of two files or two folders matched by file name."""
+    from tqdm import tqdm
+
+    pairs = case_pairs(pred_path, gt_path)
+    evaluator = LesionWiseEvaluator()
+    for pred_file, gt_file in tqdm(pairs, desc="evaluate", unit="case", disable=not progress or len(pairs) < 2):
+        pred, gt = read_pair(pred_file, gt_file)
+        evaluator.add(case_name(gt_file), pred.array, gt.array, gt.spacing_zyx)
+    return evaluator

@@ -34,9 +34,20 @@ class LesionErrors:
         return asdict(self)
 
 
-def _unmatched(mask: np.ndarray, other: np.ndarray, connectivity: int) -> tuple[int, int, int]:
+def components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """Connected components of a binary 2D/3D mask as autoPET counts them (18-connectivity in 3D, 8 in 2D).
+
+    Returns the component label array (0 background, 1..n numbered in the (z, y, x) raster order of each
+    component's first voxel) and n.
+    """
+    connectivity = 18 if mask.ndim == 3 else 8
+    labels, n = cc3d.connected_components(np.ascontiguousarray(mask), connectivity=connectivity, return_N=True)
+    return labels, int(n)
+
+
+def _unmatched(mask: np.ndarray, other: np.ndarray) -> tuple[int, int, int]:
     """(components of ``mask``, those not touching ``other``, voxels in those)."""
-    labels, n = cc3d.connected_components(mask, connectivity=connectivity, return_N=True)
+    labels, n = components(mask)
     if n == 0:
         return 0, 0, 0
     hit = np.zeros(n + 1, dtype=bool)
@@ -51,10 +62,9 @@ def lesion_errors(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | f
     """autoPET component-wise errors of binary ``pred`` vs ``gt``; spacing (mm) in array axis order."""
     p, g = check_pair(pred, gt)
     sp = check_spacing(spacing, p.ndim)
-    connectivity = 18 if p.ndim == 3 else 8
     voxel_ml = float(np.prod(sp)) / 1000.0
-    n_pred, n_fp, fp_vox = _unmatched(p, g, connectivity)
-    n_gt, n_fn, fn_vox = _unmatched(g, p, connectivity)
+    n_pred, n_fp, fp_vox = _unmatched(p, g)
+    n_gt, n_fn, fn_vox = _unmatched(g, p)
     return LesionErrors(fp_vox * voxel_ml, fn_vox * voxel_ml, n_pred, n_gt, n_fp, n_fn)
 
 

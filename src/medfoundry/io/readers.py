@@ -9,6 +9,7 @@ import numpy as np
 from medfoundry.errors import InputError
 from medfoundry.io.checks import check_same_grid, to_labels
 from medfoundry.io.dicom import DICOM_SUFFIXES, read_dicom_file, read_dicom_series
+from medfoundry.io.dicom_seg import is_dicom_seg, read_dicom_seg
 from medfoundry.io.image import MedicalImage
 from medfoundry.io.itk import ITK_READ_SUFFIXES, read_itk
 from medfoundry.io.npz import read_npz_image
@@ -31,6 +32,7 @@ def read_image(
     ``modality`` overrides what the file says (DICOM Modality, "PT" -> "PET"); otherwise "OTHER"
     ("RGB" for colour 2D images). Floats come back as float32, integer types are kept. DICOM PET is
     converted to body-weight SUV unless ``suv=False``; ``series_uid`` picks one series in a folder.
+    A DICOM SEG file comes back as its label map on the grid its frames span (see ``read_dicom_seg``).
     """
     path = Path(path)
     if path.is_dir():
@@ -45,6 +47,8 @@ def read_image(
     if suffix in RASTER_SUFFIXES:
         return read_raster(path, modality)
     if suffix in DICOM_SUFFIXES or _has_dicom_preamble(path):
+        if is_dicom_seg(path):
+            return read_dicom_seg(path)
         return read_dicom_file(path, modality, suv=suv)
     raise InputError(path, f"unsupported file type {suffix or '(no suffix)'!r}; supported: {', '.join(SUPPORTED)}")
 
@@ -58,16 +62,24 @@ def _has_dicom_preamble(path: Path) -> bool:
         return False
 
 
+def _is_seg_file(path: Path) -> bool:
+    """A DICOM SEG file, whatever its name."""
+    return path.is_file() and (file_suffix(path) in DICOM_SUFFIXES or _has_dicom_preamble(path)) and is_dicom_seg(path)
+
+
 def read_mask(
     path: str | Path, reference: MedicalImage | None = None, atol: float = 1e-3, series_uid: str | None = None
 ) -> MedicalImage:
     """Read a label map as integer labels (smallest unsigned dtype); with ``reference``, check its grid.
 
     A 2D PNG/TIFF mask takes its geometry from ``reference`` (such files store none). An npz mask is read
-    from ``segs`` (challenge output) or else ``gts``.
+    from ``segs`` (challenge output) or else ``gts``. A DICOM SEG is placed on ``reference``'s grid (when
+    given) rather than checked against it, since a SEG stores only its non-empty frames.
     """
     path = Path(path)
     suffix = file_suffix(path)
+    if reference is not None and _is_seg_file(path):
+        return read_dicom_seg(path, reference=reference)
     if suffix == ".npz" and path.is_file():
         img = _read_npz_mask(path)
     elif suffix in RASTER_SUFFIXES and path.is_file():

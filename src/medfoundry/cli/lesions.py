@@ -1,0 +1,71 @@
+"""``medfoundry lesions``: find, delineate and quantify the lesions of a whole-body PET, with no prompts."""
+
+from __future__ import annotations
+
+import argparse
+
+EPILOG = """examples:
+  medfoundry lesions pet_dicom_folder/ --out results/
+  medfoundry lesions scan_suv.nii.gz --out results/ --adapter run/best.pt --threshold 4.0 --min-volume 0.5
+  medfoundry lesions scan_bqml.nii.gz --suv-factor 0.000243 --out results/ --delineation both
+
+Writes to the --out folder: lesions.nii.gz (one label per lesion, input grid), lesions.dcm (DICOM SEG, for a DICOM
+input), lesions.csv + lesions.json (centroid mm, SUVmax, SUVpeak, SUVmean, MTV mL, TLG, score; patient totals),
+mip.png (coronal + sagittal MIPs) and thumbnails.png. How it works and its limits: docs/lesions.md.
+"""
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "lesions",
+        help="find and quantify lesions in a whole-body PET (no prompts)",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "image", help="PET DICOM series folder, or NIfTI/NRRD/MHA volume in SUV (or Bq/mL with --suv-factor)"
+    )
+    p.add_argument("--out", required=True, help="output folder (refused if it exists, unless --overwrite)")
+    p.add_argument("--threshold", type=float, metavar="SUV", help="candidate threshold (default: PERCIST liver-based)")
+    p.add_argument("--min-volume", type=float, default=0.5, metavar="ML", help="smallest candidate in mL (0.5)")
+    p.add_argument(
+        "--delineation",
+        choices=["sam", "threshold", "both"],
+        default="threshold",
+        help="lesion outline: LiteMedSAM from the candidate box, 41%% of SUVmax, or their union (default threshold)",
+    )
+    p.add_argument("--suv-factor", type=float, metavar="F", help="SUV = value x F, for a Bq/mL volume without metadata")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    group = p.add_argument_group("model")
+    group.add_argument("--adapter", metavar="FILE", help="adapter file from 'medfoundry finetune' (for LiteMedSAM)")
+    group.add_argument("--backend", default="fast", choices=["fast", "torch", "onnx", "onnx-int8"], help="runtime")
+    group.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: all cores)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from medfoundry.api import lesions
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    result = lesions(
+        args.image,
+        args.out,
+        threshold=args.threshold,
+        min_volume=args.min_volume,
+        adapter=args.adapter,
+        delineation=args.delineation,
+        suv_factor=args.suv_factor,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        backend=args.backend,
+    )
+    t = result.totals
+    print(
+        f"wrote {args.out}: {t['lesion_count']} lesion(s), total MTV {t['total_mtv_ml']:.1f} mL, "
+        f"total TLG {t['total_tlg']:.1f} (threshold SUV {result.threshold.threshold:.2f}, {result.threshold.method})"
+    )
+    return 0

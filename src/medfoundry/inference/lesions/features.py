@@ -1,0 +1,132 @@
+"""Per-candidate features for the physiological-uptake-vs-lesion classifier.
+
+* shape / intensity features (:data:`HANDCRAFTED`), physical units, independent of the reference region;
+* the frozen LiteMedSAM encoder embedding (256 numbers) of a fixed-size axial window around the candidate's
+  hottest voxel (kept inside the image), mean-pooled over
+  the candidate's footprint on that slice; windows are encoded in batches.
+
+No position-in-body feature is used on purpose: the lesions the classifier was trained on come from tumour crops,
+which carry no body position, so such a feature would only learn "crop versus whole-body scan".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from medfoundry.inference.lesions.candidates import Candidate
+from medfoundry.preprocessing.intensity import DEFAULT_PET_SUV_RANGE
+
+HANDCRAFTED = (
+    "log_volume_ml",
+    "log_suv_max",
+    "suv_mean_over_max",
+    "suv_cv",
+    "z_extent_mm",
+    "max_inplane_extent_mm",
+    "elongation",
+    "box_fill",
+    "hot_core_fraction",
+    "log_contrast",
+    "peak_over_threshold",
+)
+WINDOW_VOXELS = 24  # in-plane window (voxels) around the hottest voxel; smaller than every training crop
+EMBED_DIM = 256
+EMBED_BATCH = 8
+
+
+def handcrafted_features(
+    cand: Candidate, suv: np.ndarray, spacing_zyx: tuple[float, ...], threshold: float
+) -> np.ndarray:
+    """The :data:`HANDCRAFTED` features of one candidate."""
+    values = suv[cand.bbox][cand.mask].astype(np.float64)
+    mean, smax = float(values.mean()), float(values.max())
+    coords = np.argwhere(cand.mask) * np.asarray(spacing_zyx)
+    extent = coords.max(0) - coords.min(0) + np.asarray(spacing_zyx)
+    if len(coords) >= 3:
+        eig = np.sort(np.linalg.eigvalsh(np.cov(coords.T) + 1e-6 * np.eye(3)))[::-1]
+        elongation = float(np.sqrt(eig[0] / max(eig[-1], 1e-6)))
+    else:
+        elongation = 1.0
+    # background: a shell of about 1 cm around the candidate, inside a grown box
+    grow = [max(1, int(round(10.0 / s))) for s in spacing_zyx]
+    big = tuple(
+        slice(max(0, b.start - g), min(n, b.stop + g)) for b, g, n in zip(cand.bbox, grow, suv.shape, strict=False)
+    )
+    inner = np.zeros([b.stop - b.start for b in big], dtype=bool)
+    inner[tuple(slice(b.start - B.start, b.stop - B.start) for b, B in zip(cand.bbox, big, strict=False))] = cand.mask
+    shell = ndimage.binary_dilation(inner, iterations=max(grow)) & ~inner
+    background = float(np.median(suv[big][shell])) if shell.any() else 0.0
+    box_volume = float(np.prod(extent))
+    return np.array(
+        [
+            np.log(cand.volume_ml),
+            np.log(max(smax, 1e-3)),
+            mean / max(smax, 1e-6),
+            float(values.std()) / max(mean, 1e-6),
+            float(extent[0]),
+            float(max(extent[1], extent[2])),
+            elongation,
+            len(values) * float(np.prod(spacing_zyx)) / max(box_volume, 1e-6),
+            float((values > 0.5 * smax).mean()),
+            np.log(max(smax, 1e-3) / max(background, 0.1)),
+            smax / max(threshold, 1e-6),
+        ],
+        dtype=np.float64,
+    )
+
+
+def _window(suv: np.ndarray, z: int, cy: int, cx: int) -> tuple[np.ndarray, int, int]:
+    """The WINDOW_VOXELS-square axial window around (cy, cx) on slice z, shifted to stay inside the image
+    (zero-padded only when the image is smaller), SUV mapped to [0, 1]. Keeping the window inside the image
+    means a tumour crop and a whole-body scan show the encoder the same kind of picture: tissue, not padding."""
+    h, w = suv.shape[1:]
+    y0 = int(np.clip(cy - WINDOW_VOXELS // 2, 0, max(0, h - WINDOW_VOXELS)))
+    x0 = int(np.clip(cx - WINDOW_VOXELS // 2, 0, max(0, w - WINDOW_VOXELS)))
+    out = np.zeros((WINDOW_VOXELS, WINDOW_VOXELS), dtype=np.float32)
+    part = suv[z, y0 : y0 + WINDOW_VOXELS, x0 : x0 + WINDOW_VOXELS]
+    out[: part.shape[0], : part.shape[1]] = part
+    low, high = DEFAULT_PET_SUV_RANGE
+    return np.clip((out - low) / (high - low), 0.0, 1.0), y0, x0
+
+
+def embedding_features(candidates: list[Candidate], suv: np.ndarray, predictor, progress=None) -> np.ndarray:
+    """(N, 256) encoder embeddings pooled over each candidate's footprint on its hottest slice."""
+    if not candidates:
+        return np.zeros((0, EMBED_DIM))
+    windows, origins = [], []
+    for cand in candidates:
+        win, y0, x0 = _window(suv, *cand.peak_zyx)
+        windows.append(win)
+        origins.append((y0, x0))
+    feats = np.zeros((len(candidates), EMBED_DIM))
+    for start in range(0, len(windows), EMBED_BATCH):
+        emb = predictor.embed(windows[start : start + EMBED_BATCH]).float().numpy()  # (B, 256, 64, 64)
+        for j, e in enumerate(emb):
+            i = start + j
+            cand, (y0, x0) = candidates[i], origins[i]
+            z = cand.peak_zyx[0]
+            footprint = cand.mask[z - cand.bbox[0].start]
+            ys, xs = np.nonzero(footprint)
+            ys, xs = ys + cand.bbox[1].start - y0, xs + cand.bbox[2].start - x0
+            scale = e.shape[-1] / WINDOW_VOXELS  # feature cells per voxel (the window fills the model frame)
+            cells = np.zeros(e.shape[-2:], dtype=bool)
+            cells[
+                np.clip((ys * scale).astype(int), 0, e.shape[-2] - 1),
+                np.clip((xs * scale).astype(int), 0, e.shape[-1] - 1),
+            ] = True
+            cells = ndimage.binary_dilation(cells, iterations=max(1, int(scale) // 2))
+            feats[i] = e[:, cells].mean(axis=1)
+        if progress is not None:
+            progress(min(len(windows), start + EMBED_BATCH))
+    return feats
+
+
+def candidate_features(
+    candidates: list[Candidate], suv: np.ndarray, spacing_zyx: tuple[float, ...], threshold: float, predictor
+) -> np.ndarray:
+    """(N, len(HANDCRAFTED) + 256) features: handcrafted first, then the pooled embedding."""
+    hand = np.array([handcrafted_features(c, suv, spacing_zyx, threshold) for c in candidates]).reshape(
+        len(candidates), len(HANDCRAFTED)
+    )
+    return np.concatenate([hand, embedding_features(candidates, suv, predictor)], axis=1)

@@ -1,0 +1,154 @@
+"""The whole-body PET lesion finder: SUV check -> threshold -> candidates -> classifier -> delineation -> report."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from medfoundry.errors import InputError
+from medfoundry.evaluation.pet_quant import lesion_stats, patient_totals
+from medfoundry.inference.lesions.candidates import Candidate, find_candidates
+from medfoundry.inference.lesions.delineate import DELINEATIONS, delineate, merge_masks
+from medfoundry.inference.lesions.features import candidate_features
+from medfoundry.inference.lesions.threshold import ThresholdInfo, adaptive_threshold
+from medfoundry.io import MedicalImage
+from medfoundry.preprocessing.intensity import PET_MAX_PLAUSIBLE_SUV
+
+DEFAULT_MIN_VOLUME_ML = 0.5
+DEFAULT_DELINEATION = "threshold"
+MIN_PLAUSIBLE_PET = -50.0  # PET (SUV or Bq/mL) is never this negative; CT air is -1000 HU
+
+
+@dataclass
+class LesionResult:
+    """What :func:`find_lesions` found: the label map on the input grid and the per-lesion table."""
+
+    suv: MedicalImage
+    labels: MedicalImage
+    lesions: list[dict]
+    totals: dict
+    threshold: ThresholdInfo
+    candidates: list[Candidate] = field(default_factory=list)
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    delineation: str = DEFAULT_DELINEATION
+    seconds: dict = field(default_factory=dict)
+
+
+def to_suv(image: MedicalImage, suv_factor: float | None = None) -> MedicalImage:
+    """The image in body-weight SUV (float32), or an :class:`InputError` saying why it cannot be.
+
+    A DICOM PET series arrives in SUV already (``meta['units'] == 'SUVbw'``). Other inputs are taken as SUV
+    unless ``suv_factor`` is given (SUV = value x factor); a volume whose maximum exceeds 200 without a
+    factor is refused as activity concentration (Bq/mL): SUV rarely exceeds 100 even in the bladder, while
+    Bq/mL values are thousands.
+    """
+    path = image.path
+    if image.spatial_ndim != 3:
+        raise InputError(path, f"expected a 3D PET volume, got shape {image.array.shape}")
+    if image.modality not in ("PET", "OTHER"):
+        raise InputError(path, f"not a PET image (modality {image.modality}); the lesion finder needs PET in SUV")
+    array = np.asarray(image.array, dtype=np.float32)
+    if array.size == 0 or not np.isfinite(array).any():
+        raise InputError(path, "the image is empty")
+    array = np.nan_to_num(array, nan=0.0, posinf=0.0, neginf=0.0)
+    if float(array.max()) <= 0.0:
+        raise InputError(path, "the image is all zero (or negative): no PET signal")
+    if float(array.min()) < MIN_PLAUSIBLE_PET:
+        raise InputError(path, f"values go down to {float(array.min()):.4g}: not PET (a CT in HU?)")
+    already_suv = image.meta.get("units") == "SUVbw"
+    if suv_factor is not None:
+        if already_suv:
+            raise InputError(path, "--suv-factor given but the DICOM series was already converted to SUV")
+        if not np.isfinite(suv_factor) or suv_factor <= 0:
+            raise InputError(None, f"--suv-factor must be a positive number, got {suv_factor}")
+        array = array * np.float32(suv_factor)
+    elif not already_suv and float(array.max()) > PET_MAX_PLAUSIBLE_SUV:
+        raise InputError(
+            path,
+            f"values reach {float(array.max()):.4g}: this looks like Bq/mL, not SUV; pass --suv-factor "
+            "(SUV per Bq/mL = weight_g / decay-corrected dose_Bq) or give the DICOM series",
+        )
+    return image.with_array(array, modality="PET")
+
+
+def find_lesions(
+    image: MedicalImage,
+    *,
+    threshold: float | None = None,
+    min_volume_ml: float = DEFAULT_MIN_VOLUME_ML,
+    delineation: str = DEFAULT_DELINEATION,
+    predictor=None,
+    classifier=None,
+    suv_factor: float | None = None,
+    progress: bool = True,
+) -> LesionResult:
+    """Find and delineate the lesions of a PET volume (see docs/lesions.md); zero lesions is a valid result.
+
+    ``predictor`` is a LiteMedSAM predictor, a function returning one (called only when a candidate exists), or
+    None for the default model; ``classifier`` defaults to the shipped one."""
+    if delineation not in DELINEATIONS:
+        raise InputError(None, f"--delineation must be one of {', '.join(DELINEATIONS)}, got {delineation!r}")
+    if threshold is not None and not (np.isfinite(threshold) and threshold > 0):
+        raise InputError(None, f"--threshold must be a positive SUV, got {threshold}")
+    if not (np.isfinite(min_volume_ml) and min_volume_ml >= 0):
+        raise InputError(None, f"--min-volume must be >= 0 mL, got {min_volume_ml}")
+    seconds: dict[str, float] = {}
+    stages = ["threshold", "candidates", "classifier", "delineation", "quantification"]
+    bar = tqdm(total=len(stages), desc="lesions", unit="stage", disable=not progress)
+    clock = time.perf_counter()
+
+    def done(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[stage] = round(now - clock, 3)
+        clock = now
+        bar.set_postfix_str(stage)
+        bar.update(1)
+
+    try:
+        suv_image = to_suv(image, suv_factor)
+        suv, spacing_zyx = suv_image.array, suv_image.spacing_zyx
+        info = adaptive_threshold(suv, spacing_zyx, threshold)
+        done("threshold")
+        candidates = find_candidates(suv, spacing_zyx, info.threshold, min_volume_ml)
+        done("candidates")
+        scores = np.zeros(len(candidates))
+        if candidates:
+            if predictor is None:
+                from medfoundry.inference.predictor import LiteMedSAMPredictor
+
+                predictor = LiteMedSAMPredictor()
+            elif callable(predictor) and not hasattr(predictor, "embed"):  # a factory: build only when needed
+                predictor = predictor()
+            if classifier is None:
+                from medfoundry.modeling.lesion_classifier import load_lesion_classifier
+
+                classifier = load_lesion_classifier()
+            scores = classifier.score(candidate_features(candidates, suv, spacing_zyx, info.threshold, predictor))
+        cut = classifier.threshold if classifier is not None else 0.5
+        accepted = [(c, float(s)) for c, s in zip(candidates, scores, strict=False) if s >= cut]
+        done("classifier")
+        masks = delineate([c for c, _ in accepted], suv_image, delineation, predictor, progress=progress)
+        labels = merge_masks(masks, suv)
+        done("delineation")
+        lesions = lesion_stats(suv, labels, suv_image.spacing, suv_image.origin, suv_image.direction)
+        for les in lesions:  # the score of the most confident candidate that overlaps each lesion
+            inside = [s for c, s in accepted if (labels[c.bbox][c.mask] == les["id"]).any()]
+            les["score"] = max(inside) if inside else float("nan")
+        done("quantification")
+    finally:
+        bar.close()
+    return LesionResult(
+        suv=suv_image,
+        labels=image.with_array(labels, modality="OTHER"),
+        lesions=lesions,
+        totals=patient_totals(lesions),
+        threshold=info,
+        candidates=candidates,
+        scores=scores,
+        delineation=delineation,
+        seconds=seconds,
+    )

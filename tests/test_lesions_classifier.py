@@ -1,0 +1,68 @@
+"""The shipped lesion classifier: loads safely, matches the features, scores deterministically; bad files refused."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from medfoundry.errors import InputError
+from medfoundry.inference.lesions.candidates import find_candidates
+from medfoundry.inference.lesions.features import EMBED_DIM, HANDCRAFTED, handcrafted_features
+from medfoundry.modeling.lesion_classifier import DEFAULT_CLASSIFIER, load_lesion_classifier
+
+
+def test_shipped_classifier_loads_and_matches_the_features():
+    clf = load_lesion_classifier()
+    assert DEFAULT_CLASSIFIER.suffix == ".json" and DEFAULT_CLASSIFIER.stat().st_size < 200_000
+    assert clf.feature_names[: len(HANDCRAFTED)] == list(HANDCRAFTED)
+    assert len(clf.feature_names) == len(HANDCRAFTED) + EMBED_DIM
+    info = clf.info
+    assert info["n_positive"] > 0 and info["n_negative"] > 0 and 0.5 <= info["cv_auc"] <= 1.0
+
+
+def test_scores_are_deterministic_probabilities():
+    clf = load_lesion_classifier()
+    x = np.random.default_rng(1).normal(size=(7, len(clf.feature_names))) * clf.scale + clf.mean
+    a, b = clf.score(x), clf.score(x.copy())
+    assert np.array_equal(a, b) and a.shape == (7,)
+    assert ((a >= 0) & (a <= 1)).all()
+    # the score is monotone in the linear term: moving along +coef raises it
+    assert (clf.score(x + clf.coef * clf.scale) > a).all()
+
+
+def test_save_load_round_trip(tmp_path):
+    clf = load_lesion_classifier()
+    path = clf.save(tmp_path / "copy.json")
+    again = load_lesion_classifier(path)
+    x = clf.mean[None] + clf.scale[None]
+    assert np.allclose(again.score(x), clf.score(x))
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["not json", json.dumps({"format": "other"}), None],
+)
+def test_bad_classifier_files_are_refused(tmp_path, content):
+    path = tmp_path / "bad.json"
+    if content is None:  # right format tag, wrong shapes
+        data = load_lesion_classifier().to_dict()
+        data["coef"] = data["coef"][:-1]
+        content = json.dumps(data)
+    path.write_text(content)
+    with pytest.raises(InputError, match="bad.json"):
+        load_lesion_classifier(path)
+
+
+def test_handcrafted_features_of_a_real_crop_are_finite(shared_data):
+    from medfoundry.io import read_image
+
+    image = read_image(shared_data / "pet-sts" / "STS_025" / "PET_image.nii.gz")
+    cands = find_candidates(image.array, image.spacing_zyx, 3.0)
+    assert cands
+    feats = np.array([handcrafted_features(c, image.array, image.spacing_zyx, 3.0) for c in cands])
+    assert feats.shape == (len(cands), len(HANDCRAFTED)) and np.isfinite(feats).all()
+    # peak_over_threshold is SUVmax / threshold; log_volume_ml is log of the volume
+    assert feats[:, HANDCRAFTED.index("peak_over_threshold")] == pytest.approx([c.suv_max / 3.0 for c in cands])
+    assert np.exp(feats[:, HANDCRAFTED.index("log_volume_ml")]) == pytest.approx([c.volume_ml for c in cands])
