@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from medfoundry.cli.common import (
+    add_model_options,
+    add_overwrite,
+    add_progress,
+    positive_float,
+    set_threads,
+)
+
 EPILOG = """examples:
   medfoundry lesions pet_dicom_folder/ --out results/
   medfoundry lesions scan_suv.nii.gz --out results/ --adapter run/best.pt --threshold 4.0 --min-volume 0.5
@@ -24,33 +32,44 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "image", help="PET DICOM series folder, or NIfTI/NRRD/MHA volume in SUV (or Bq/mL with --suv-factor)"
+        "image",
+        help="PET DICOM series folder, or NIfTI/NRRD/MHA volume in SUV (or Bq/mL with --suv-factor)",
     )
     p.add_argument("--out", required=True, help="output folder (refused if it exists, unless --overwrite)")
-    p.add_argument("--threshold", type=float, metavar="SUV", help="candidate threshold (default: PERCIST liver-based)")
-    p.add_argument("--min-volume", type=float, default=0.5, metavar="ML", help="smallest candidate in mL (0.5)")
+    p.add_argument(
+        "--threshold",
+        type=positive_float,
+        metavar="SUV",
+        help="candidate threshold (default: PERCIST liver-based)",
+    )
+    p.add_argument(
+        "--min-volume",
+        type=positive_float,
+        default=0.5,
+        metavar="ML",
+        help="smallest candidate in mL (0.5)",
+    )
     p.add_argument(
         "--delineation",
         choices=["sam", "threshold", "both"],
         default="threshold",
         help="lesion outline: LiteMedSAM from the candidate box, 41%% of SUVmax, or their union (default threshold)",
     )
-    p.add_argument("--suv-factor", type=float, metavar="F", help="SUV = value x F, for a Bq/mL volume without metadata")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    group = p.add_argument_group("model")
-    group.add_argument("--adapter", metavar="FILE", help="adapter file from 'medfoundry finetune' (for LiteMedSAM)")
-    group.add_argument("--backend", default="fast", choices=["fast", "torch", "onnx", "onnx-int8"], help="runtime")
-    group.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: all cores)")
+    p.add_argument(
+        "--suv-factor",
+        type=positive_float,
+        metavar="F",
+        help="SUV = value x F, for a Bq/mL volume without metadata",
+    )
+    add_overwrite(p, "an existing output folder")
+    add_progress(p)
+    add_model_options(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from medfoundry.api import lesions
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args)
     result = lesions(
         args.image,
         args.out,
@@ -62,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
         backend=args.backend,
+        weights=args.weights,
     )
     t = result.totals
     print(

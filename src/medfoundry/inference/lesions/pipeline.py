@@ -95,6 +95,7 @@ def find_lesions(
         raise InputError(None, f"--threshold must be a positive SUV, got {threshold}")
     if not (np.isfinite(min_volume_ml) and min_volume_ml >= 0):
         raise InputError(None, f"--min-volume must be >= 0 mL, got {min_volume_ml}")
+    suv_image = to_suv(image, suv_factor)  # bad input fails before any progress bar is drawn
     seconds: dict[str, float] = {}
     stages = ["threshold", "candidates", "classifier", "delineation", "quantification"]
     bar = tqdm(total=len(stages), desc="lesions", unit="stage", disable=not progress)
@@ -109,7 +110,6 @@ def find_lesions(
         bar.update(1)
 
     try:
-        suv_image = to_suv(image, suv_factor)
         suv, spacing_zyx = suv_image.array, suv_image.spacing_zyx
         info = adaptive_threshold(suv, spacing_zyx, threshold)
         done("threshold")
