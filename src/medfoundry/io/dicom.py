@@ -432,3 +432,21 @@ def _progress(items: list, desc: str):
     from tqdm import tqdm
 
     return tqdm(items, desc=desc, unit="file", leave=False)
+
+
+def read_dicom_object(path: str | Path, modality: str, required: str, what: str | None = None):
+    """The dataset of the single-file DICOM object at ``path`` (an RTSTRUCT, a SEG, ...): one clear error when the
+    file is missing, unreadable, or not of ``modality`` with the element ``required`` (``what``: its name in the
+    message, e.g. "an RTSTRUCT")."""
+    import pydicom
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such file")
+    try:
+        ds = pydicom.dcmread(path)
+    except Exception as exc:
+        raise InputError(path, f"unreadable DICOM file ({type(exc).__name__}: {exc})") from exc
+    if str(ds.get("Modality", "")).upper() != modality or required not in ds:
+        raise InputError(path, f"not {what or modality} (Modality {ds.get('Modality', '?')})")
+    return ds

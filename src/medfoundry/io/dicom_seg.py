@@ -21,7 +21,7 @@ import numpy as np
 from medfoundry.errors import InputError
 from medfoundry.io.atomic import atomic_path, check_writable
 from medfoundry.io.checks import check_same_grid, to_labels
-from medfoundry.io.dicom import list_dicom_series, read_dicom_series
+from medfoundry.io.dicom import list_dicom_series, read_dicom_object, read_dicom_series
 from medfoundry.io.image import MedicalImage
 
 SEG_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -165,20 +165,6 @@ def is_dicom_seg(path: str | Path) -> bool:
     return str(ds.get("Modality", "")).upper() == "SEG" or str(ds.get("SOPClassUID", "")) == SEG_SOP_CLASS_UID
 
 
-def _load_seg(path: Path):
-    import pydicom
-
-    if not path.is_file():
-        raise InputError(path, "no such file")
-    try:
-        ds = pydicom.dcmread(path)
-    except Exception as exc:
-        raise InputError(path, f"unreadable DICOM file ({type(exc).__name__}: {exc})") from exc
-    if str(ds.get("Modality", "")).upper() != "SEG" or "SegmentSequence" not in ds:
-        raise InputError(path, f"not a DICOM SEG (Modality {ds.get('Modality', '?')})")
-    return ds
-
-
 def _frame_item(ds, index: int, group: str, path: Path):
     """The first item of functional group ``group`` for frame ``index`` (per-frame, else shared)."""
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
@@ -273,7 +259,7 @@ def read_dicom_seg(path: str | Path, reference: MedicalImage | str | Path | None
     Without, the grid is the one spanned by the SEG's frames (see the module docstring).
     """
     path = Path(path)
-    ds = _load_seg(path)
+    ds = read_dicom_object(path, "SEG", "SegmentSequence", "a DICOM SEG")
     frames, numbers = _frames(ds, path)
     row, col, spacing_xy, positions = _frame_geometry(ds, len(frames), path)
     if reference is None:

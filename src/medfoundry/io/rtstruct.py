@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from medfoundry.errors import InputError
+from medfoundry.io.dicom import read_dicom_object
 from medfoundry.io.image import MedicalImage
 
 
@@ -28,15 +29,7 @@ def _load_rtstruct(path: str | Path):
             what = "no RTSTRUCT file" if not found else f"{len(found)} RTSTRUCT files; give one file"
             raise InputError(path, f"{what} in this folder")
         return found[0]
-    if not path.is_file():
-        raise InputError(path, "no such file")
-    try:
-        ds = pydicom.dcmread(path)
-    except Exception as exc:
-        raise InputError(path, f"unreadable DICOM file ({type(exc).__name__}: {exc})") from exc
-    if str(ds.get("Modality", "")).upper() != "RTSTRUCT" or "StructureSetROISequence" not in ds:
-        raise InputError(path, f"not an RTSTRUCT (Modality {ds.get('Modality', '?')})")
-    return path, ds
+    return path, read_dicom_object(path, "RTSTRUCT", "StructureSetROISequence", "an RTSTRUCT")
 
 
 def list_rois(path: str | Path) -> list[str]:
