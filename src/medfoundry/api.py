@@ -262,9 +262,9 @@ def lesions(
     """Find, delineate and quantify the lesions of a whole-body PET (DICOM folder, SUV NIfTI, or Bq/mL NIfTI with
     ``suv_factor``) and write the outputs of docs/lesions.md to ``out_dir``; returns the ``LesionResult``."""
     from medfoundry.inference.lesions.pipeline import find_lesions
-    from medfoundry.inference.lesions.report import check_out_dir, write_lesion_outputs
+    from medfoundry.inference.lesions.report import write_lesion_outputs
 
-    check_out_dir(out_dir, overwrite)
+    check_writable(out_dir, overwrite, folder=True)  # before any work
     path = Path(input)
     image = read_image(path, suv=suv_factor is None) if path.is_dir() else read_image(path)
     if adapter is not None:  # a corrupt adapter fails before any work

@@ -5,31 +5,18 @@ from __future__ import annotations
 import csv
 import json
 import math
-import shutil
-import tempfile
 from pathlib import Path
 
 from medfoundry import __version__
-from medfoundry.errors import OutputExistsError
 from medfoundry.evaluation.lesion_figures import save_mip, save_thumbnails
 from medfoundry.inference.lesions.pipeline import LesionResult
 from medfoundry.io import write_mask
-from medfoundry.io.atomic import swap_in_dir
+from medfoundry.io.atomic import atomic_dir
 
 CSV_COLUMNS = (
     "id", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm", "suv_max", "suv_peak", "suv_mean", "mtv_ml", "tlg",
     "score", "voxels",
 )  # fmt: skip
-
-
-def check_out_dir(out_dir: str | Path, overwrite: bool) -> Path:
-    """Refuse an existing output folder (or file) unless ``overwrite``."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise OutputExistsError(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputExistsError(out_dir)
-    return out_dir
 
 
 def _rows(result: LesionResult) -> list[dict]:
@@ -63,10 +50,8 @@ def write_lesion_outputs(
 ) -> Path:
     """Write lesions.nii.gz, lesions.csv, lesions.json, mip.png, thumbnails.png (and lesions.dcm, a DICOM SEG
     referencing ``dicom_series``, when the input was a DICOM series and at least one lesion was found)."""
-    out_dir = check_out_dir(out_dir, overwrite)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         write_mask(result.labels, tmp / "lesions.nii.gz", reference=result.labels)
         seg_note = None
         if dicom_series is not None:
@@ -105,11 +90,7 @@ def write_lesion_outputs(
         title = "" if source is None else Path(source).name
         save_mip(suv, labels, result.suv.spacing, result.suv.direction, tmp / "mip.png", title=title)
         save_thumbnails(suv, labels, result.lesions, tmp / "thumbnails.png")
-        if out_dir.exists() and not overwrite:  # appeared while we were working
-            raise OutputExistsError(out_dir)
-        return swap_in_dir(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
 
 
 def _clean(value):
