@@ -475,6 +475,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("view-corrupt", ["view", "{i}/corrupt.nii.gz", "--no-browser"], "corrupt.nii.gz"),
     ("view-out-type", ["view", "{i}/ct.nii.gz", "--out", "{o}/labels.xyz", "--no-browser"], "labels.xyz"),
     ("view-out-nofolder", ["view", "{i}/ct.nii.gz", "--out", "{o}/no/labels.nii.gz", "--no-browser"], "labels.nii.gz"),
+    ("view-out-folder", ["view", "{i}/ct.nii.gz", "--out", "{i}/emptydir", "--no-browser"], "emptydir"),
+    ("view-out-proc", ["view", "{i}/ct.nii.gz", "--out", "/proc/labels.nii.gz", "--no-browser"], "/proc"),
     ("view-port", ["view", "{i}/ct.nii.gz", "--port", "70000", "--no-browser"], "--port"),
     ("view-threshold-nan", ["view", "{i}/ct.nii.gz", "--threshold", "nan", "--no-browser"], "--threshold"),
     (

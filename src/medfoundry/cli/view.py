@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from medfoundry.errors import InputError
-    from medfoundry.io import read_image, read_mask
+    from medfoundry.io import check_writable, read_image, read_mask
     from medfoundry.io.readers import file_suffix
     from medfoundry.io.writers import WRITE_SUFFIXES
     from medfoundry.viewer import ViewerSession
@@ -62,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(args.out, f"cannot write this file type; use one of {', '.join(WRITE_SUFFIXES)}")
     if args.out and not Path(args.out).resolve().parent.is_dir():
         raise InputError(args.out, "the output folder does not exist")
+    if args.out:  # a folder, /proc or an unwritable folder is refused now, not at the first save
+        check_writable(args.out, overwrite=True)  # an existing file is replaced only when a save confirms it
     image = read_image(args.image, modality=args.modality)
     labels = read_mask(args.labels, reference=image) if args.labels else None
     session = ViewerSession(
