@@ -252,8 +252,9 @@ def lesions(
     threshold: float | None = None,
     min_volume: float = 0.5,
     adapter: str | Path | None = None,
-    delineation: str = "threshold",
+    delineation: str = "both",
     suv_factor: float | None = None,
+    keep_symmetric: bool = False,
     overwrite: bool = False,
     progress: bool = True,
     backend: str = "fast",
@@ -278,6 +279,7 @@ def lesions(
         delineation=delineation,
         predictor=predictor,
         suv_factor=suv_factor,
+        symmetry=not keep_symmetric,
         progress=progress,
     )
     write_lesion_outputs(
@@ -286,6 +288,10 @@ def lesions(
         source=path,
         dicom_series=path if path.is_dir() else None,
         overwrite=overwrite,
-        extra={"min_volume_ml": min_volume, "adapter": None if adapter is None else str(adapter)},
+        extra={
+            "min_volume_ml": min_volume,
+            "adapter": None if adapter is None else str(adapter),
+            "symmetry_rule": not keep_symmetric,
+        },
     )
     return result

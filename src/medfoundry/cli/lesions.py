@@ -52,8 +52,14 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--delineation",
         choices=["sam", "threshold", "both"],
-        default="threshold",
-        help="lesion outline: LiteMedSAM from the candidate box, 41%% of SUVmax, or their union (default threshold)",
+        default="both",
+        help="lesion outline: LiteMedSAM from the candidate box, 41%% of SUVmax, or their union (default both)",
+    )
+    p.add_argument(
+        "--keep-symmetric",
+        action="store_true",
+        help="keep hot regions that have a mirror-image partner across the midline (rejected by default as "
+        "bilateral physiological uptake: kidneys, glands, brown fat)",
     )
     p.add_argument(
         "--suv-factor",
@@ -78,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         adapter=args.adapter,
         delineation=args.delineation,
         suv_factor=args.suv_factor,
+        keep_symmetric=args.keep_symmetric,
         overwrite=args.overwrite,
         progress=not args.no_progress,
         backend=args.backend,

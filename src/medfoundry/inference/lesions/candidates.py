@@ -26,6 +26,7 @@ class Candidate:
     peak_zyx: tuple[int, int, int]
     suv_max: float
     volume_ml: float
+    region: int = 0  # the hot region (component above the threshold) this part was split from
 
     @property
     def box_xyz(self) -> list[int]:
@@ -86,7 +87,7 @@ def find_candidates(
             values = np.where(part, suv[glob], -np.inf)
             peak_local = np.unravel_index(int(values.argmax()), values.shape)
             peak = tuple(int(g.start + i) for g, i in zip(glob, peak_local, strict=False))
-            found.append(Candidate(0, glob, part, peak, float(values.max()), volume))
+            found.append(Candidate(0, glob, part, peak, float(values.max()), volume, region=comp_label))
     found.sort(key=lambda c: -c.suv_max)
     found = found[:MAX_CANDIDATES]
     for i, cand in enumerate(found, start=1):

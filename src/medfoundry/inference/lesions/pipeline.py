@@ -13,12 +13,13 @@ from medfoundry.evaluation.pet_quant import lesion_stats, patient_totals
 from medfoundry.inference.lesions.candidates import Candidate, find_candidates
 from medfoundry.inference.lesions.delineate import DELINEATIONS, delineate, merge_masks
 from medfoundry.inference.lesions.features import candidate_features
+from medfoundry.inference.lesions.grouping import select_lesions
 from medfoundry.inference.lesions.threshold import ThresholdInfo, adaptive_threshold
 from medfoundry.io import MedicalImage
 from medfoundry.preprocessing.intensity import PET_MAX_PLAUSIBLE_SUV
 
 DEFAULT_MIN_VOLUME_ML = 0.5
-DEFAULT_DELINEATION = "threshold"
+DEFAULT_DELINEATION = "both"
 MIN_PLAUSIBLE_PET = -50.0  # PET (SUV or Bq/mL) is never this negative; CT air is -1000 HU
 
 
@@ -33,6 +34,8 @@ class LesionResult:
     threshold: ThresholdInfo
     candidates: list[Candidate] = field(default_factory=list)
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    accepted: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    symmetric: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     delineation: str = DEFAULT_DELINEATION
     seconds: dict = field(default_factory=dict)
 
@@ -83,12 +86,14 @@ def find_lesions(
     predictor=None,
     classifier=None,
     suv_factor: float | None = None,
+    symmetry: bool = True,
     progress: bool = True,
 ) -> LesionResult:
     """Find and delineate the lesions of a PET volume (see docs/lesions.md); zero lesions is a valid result.
 
     ``predictor`` is a LiteMedSAM predictor, a function returning one (called only when a candidate exists), or
-    None for the default model; ``classifier`` defaults to the shipped one."""
+    None for the default model; ``classifier`` defaults to the shipped one. ``symmetry=False`` keeps candidates
+    with a mirror-image partner (see :mod:`medfoundry.inference.lesions.grouping`)."""
     if delineation not in DELINEATIONS:
         raise InputError(None, f"--delineation must be one of {', '.join(DELINEATIONS)}, got {delineation!r}")
     if threshold is not None and not (np.isfinite(threshold) and threshold > 0):
@@ -129,7 +134,10 @@ def find_lesions(
                 classifier = load_lesion_classifier()
             scores = classifier.score(candidate_features(candidates, suv, spacing_zyx, info.threshold, predictor))
         cut = classifier.threshold if classifier is not None else 0.5
-        accepted = [(c, float(s)) for c, s in zip(candidates, scores, strict=False) if s >= cut]
+        keep, symmetric = select_lesions(
+            candidates, scores, cut, suv, spacing_zyx, np.asarray(suv_image.direction or np.eye(3)), symmetry
+        )
+        accepted = [(c, float(s)) for c, s, k in zip(candidates, scores, keep, strict=False) if k]
         done("classifier")
         masks = delineate([c for c, _ in accepted], suv_image, delineation, predictor, progress=progress)
         labels = merge_masks(masks, suv)
@@ -149,6 +157,8 @@ def find_lesions(
         threshold=info,
         candidates=candidates,
         scores=scores,
+        accepted=keep,
+        symmetric=symmetric,
         delineation=delineation,
         seconds=seconds,
     )
