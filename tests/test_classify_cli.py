@@ -101,6 +101,7 @@ def test_four_steps_end_to_end(cases_csv, tmp_path, capsys):
         assert (probs[is_flagged] >= summary["threshold"] - 1e-6).all()
         assert (probs[~is_flagged] < summary["threshold"] + 1e-6).all()
         assert (pred_dir / "z_profile.png").read_bytes()[:4] == b"\x89PNG"
+        assert (pred_dir / "coronal_mip.png").read_bytes()[:4] == b"\x89PNG"
     # outputs are not overwritten without --overwrite
     assert run_cli(["classify", "compare", str(ds), "--out", str(cmp_dir)]) == 2
     assert "output exists" in capsys.readouterr().out

@@ -44,7 +44,9 @@ def test_wholebody_dicom_end_to_end(wb_run, wb_dicom, shared_data):
     gtv = read_mask(shared_data / "pet-wholebody/STS_001/nifti/STS_001_FDG_PET_mask_GTV_Mass.nii.gz").array > 0
     assert (labels.array[gtv] > 0).any()
     # the kidneys (a mirror-image pair) are flagged, and a flagged candidate is kept only when very confident
-    flags = list(zip(report["candidate_scores"], report["candidate_accepted"], report["candidate_symmetric"]))
+    flags = list(
+        zip(report["candidate_scores"], report["candidate_accepted"], report["candidate_symmetric"], strict=True)
+    )
     assert len(flags) == report["candidates"] and sum(f[2] for f in flags) >= 2 and report["symmetry_rule"]
     assert all(score >= 0.9 for score, acc, sym in flags if acc and sym)
     # the table agrees with the label map and the SUV image

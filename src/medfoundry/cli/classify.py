@@ -16,6 +16,7 @@ from medfoundry.cli.common import (
     finite_float,
     fraction,
     nonnegative_int,
+    positive_float,
     positive_int,
     probability,
 )
@@ -36,7 +37,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     b = steps.add_parser("build", help="resample PET volumes, cut labelled axial slices, split by patient")
     b.add_argument("out", type=Path, help="output folder of the slice dataset")
-    b.add_argument("--cases", type=Path, help="CSV with columns case_id,image,mask[,patient_id]")
+    b.add_argument(
+        "--mode",
+        choices=("slices", "wholebody"),
+        default="slices",
+        help="'slices': every case on one grid (default); 'wholebody': --cases/--case are whole-body scans (every "
+        "native slice, SUV), --crops/--crop labelled crops (lesion slices only, and the lesions inserted into the "
+        "whole-body scans), class balance by sample weights",
+    )
+    b.add_argument("--cases", type=Path, help="CSV with columns case_id,image,mask[,patient_id][,suv_factor]")
     b.add_argument(
         "--case",
         nargs=3,
@@ -49,9 +58,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--grid",
         nargs=3,
         type=nonnegative_int,
-        default=(400, 400, 300),
         metavar=("X", "Y", "Z"),
-        help="voxel counts every volume is resampled to (0 keeps the native count); default 400 400 300",
+        help="voxel counts every volume is resampled to (0 keeps the native count); default 400 400 300, "
+        "whole-body mode 0 0 0 (its Z must be 0)",
     )
     b.add_argument("--size", type=positive_int, default=224, help="slice side in pixels (default 224)")
     b.add_argument("--min-lesion-voxels", type=positive_int, default=1, help="lesion voxels that make a slice abnormal")
@@ -59,8 +68,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--binarize", action="store_true", help="count every non-zero mask label as lesion")
     b.add_argument("--lesion-labels", nargs="+", type=positive_int, help="mask labels that count as lesion")
     b.add_argument("--split", nargs=3, type=fraction, default=(0.75, 0.15, 0.10), metavar=("TRAIN", "VAL", "TEST"))
-    add_seed(b, "patient split")
+    add_seed(b, "patient split and lesion insertion")
     b.add_argument("--test-patients", nargs="+", default=[], help="patients forced into the test split")
+    w = b.add_argument_group("whole-body mode (--mode wholebody)")
+    w.add_argument("--crops", type=Path, help="CSV of labelled PET crops (same columns as --cases)")
+    w.add_argument("--crop", nargs=3, action="append", default=[], metavar=("ID", "IMAGE", "MASK"), help="one crop")
+    w.add_argument("--insertions", type=nonnegative_int, default=4, help="inserted-lesion scans per whole-body scan")
+    w.add_argument("--crop-slices", type=nonnegative_int, default=0, help="lesion slices kept per crop (0: all)")
+    w.add_argument(
+        "--lesions-per-scan", nargs=2, type=positive_int, default=(1, 3), metavar=("LO", "HI"), help="default 1 3"
+    )
+    w.add_argument(
+        "--lesion-volume", nargs=2, type=positive_float, default=(1.0, 60.0), metavar=("LO", "HI"),
+        help="inserted lesion volume in mL, log-uniform (default 1 60; sources are shrunk, never enlarged)",
+    )  # fmt: skip
+    w.add_argument(
+        "--lesion-contrast", nargs=2, type=positive_float, default=(0.5, 1.0), metavar=("LO", "HI"),
+        help="factor on the source lesion's excess SUV (default 0.5 1.0)",
+    )  # fmt: skip
+    w.add_argument(
+        "--regions",
+        nargs="+",
+        type=region_spec,
+        metavar="SPLIT:FROM:TO",
+        help="split the whole-body scans by body region instead of by patient, e.g. train:0:0.4 val:0.4:0.5 "
+        "test:0.5:1 (fractions of the slice index); insertions stay inside their region",
+    )
     add_overwrite(b, "an existing dataset folder")
 
     e = steps.add_parser("embed", help="embed every slice once with a frozen encoder (cached, resumable)")
@@ -76,14 +109,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--out", type=Path, required=True, help="output folder (table, plots, trained models)")
     c.add_argument("--embeddings", nargs="+", type=Path, help="cache folders (default: all under DATASET/embeddings)")
     c.add_argument("--no-cnn", action="store_true", help="skip the CNN baseline")
-    c.add_argument("--imbalance", choices=("pos_weight", "balanced", "none"), default="pos_weight")
+    c.add_argument(
+        "--imbalance",
+        choices=("auto", "pos_weight", "balanced", "weights", "none"),
+        default="auto",
+        help="auto: the dataset's sample weights (whole-body mode), else pos_weight",
+    )
     c.add_argument("--threshold-rule", choices=("f1", "youden"), default="f1", help="chosen on the val split")
     c.add_argument("--head-epochs", type=positive_int, default=300)
     c.add_argument("--cnn-epochs", type=positive_int, default=12)
     add_seed(c, "head and CNN training")
     add_overwrite(c, "an existing output folder")
 
-    p = steps.add_parser("predict", help="per-slice abnormality probability, z-profile plot, flagged ranges")
+    p = steps.add_parser(
+        "predict", help="per-slice abnormality probability, z-profile plot, flagged ranges, coronal MIP"
+    )
     p.add_argument("scan", type=Path, help="PET volume (NIfTI/NRRD/MHA or DICOM series folder)")
     p.add_argument("--model", type=Path, required=True, help="model bundle from 'classify compare' (models/*.pt)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -98,6 +138,18 @@ def run(args: argparse.Namespace) -> int:
     return {"build": _build, "embed": _embed, "compare": _compare, "predict": _predict}[args.step](args)
 
 
+def region_spec(text: str) -> tuple[str, float, float]:
+    """An argparse type: ``SPLIT:FROM:TO`` with SPLIT train/val/test and 0 <= FROM < TO <= 1."""
+    parts = text.split(":")
+    try:
+        split, lo, hi = parts[0], float(parts[1]), float(parts[2])
+    except (IndexError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected SPLIT:FROM:TO (e.g. test:0.5:1), got {text!r}") from None
+    if len(parts) != 3 or split not in ("train", "val", "test") or not (0.0 <= lo < hi <= 1.0):
+        raise argparse.ArgumentTypeError(f"expected SPLIT:FROM:TO, SPLIT train/val/test, 0 <= FROM < TO <= 1: {text!r}")
+    return split, lo, hi
+
+
 def _build(args: argparse.Namespace) -> int:
     from medfoundry.data.pet_slices import CaseSpec, SliceConfig, build_slice_dataset, read_case_table
     from medfoundry.errors import InputError
@@ -106,23 +158,31 @@ def _build(args: argparse.Namespace) -> int:
     cases += [CaseSpec(cid, Path(img), Path(msk)) for cid, img, msk in args.case]
     if not cases:
         raise InputError(None, "no cases: give --cases CSV or --case ID IMAGE MASK")
+    wholebody = args.mode == "wholebody"
+    if not wholebody and (args.crops or args.crop or args.regions):
+        raise InputError(None, "--crops / --crop / --regions belong to --mode wholebody")
+    grid = args.grid if args.grid is not None else ((0, 0, 0) if wholebody else (400, 400, 300))
     config = SliceConfig(
-        grid=tuple(args.grid),
+        grid=tuple(grid),
         size=args.size,
         min_lesion_voxels=args.min_lesion_voxels,
         min_slice_max=args.min_slice_max,
         binarize=args.binarize,
         lesion_labels=tuple(args.lesion_labels) if args.lesion_labels else None,
     )
-    dataset = build_slice_dataset(
-        cases,
-        args.out,
-        config,
-        fractions=tuple(args.split),
-        seed=args.seed,
-        pinned={p: "test" for p in args.test_patients},
-        overwrite=args.overwrite,
-    )
+    pinned = {p: "test" for p in args.test_patients}
+    if wholebody:
+        dataset = _build_wholebody(args, cases, config, pinned)
+    else:
+        dataset = build_slice_dataset(
+            cases,
+            args.out,
+            config,
+            fractions=tuple(args.split),
+            seed=args.seed,
+            pinned=pinned,
+            overwrite=args.overwrite,
+        )
     labels = dataset.labels
     print(f"{args.out}: {len(dataset)} slices from {len(cases)} cases, {int(labels.sum())} abnormal")
     for split in ("train", "val", "test"):
@@ -131,6 +191,43 @@ def _build(args: argparse.Namespace) -> int:
         n_abnormal = int(labels[rows].sum())
         print(f"  {split:5s}: {rows.size:5d} slices, {n_abnormal:5d} abnormal, {len(patients)} patients")
     return 0
+
+
+def _build_wholebody(args: argparse.Namespace, cases: list, config, pinned: dict):
+    from medfoundry.data.insertion import InsertionConfig
+    from medfoundry.data.pet_slices import CaseSpec, WholeBodyOptions, build_wholebody_dataset, read_case_table
+    from medfoundry.errors import InputError
+
+    crops = read_case_table(args.crops) if args.crops else []
+    crops += [CaseSpec(cid, Path(img), Path(msk)) for cid, img, msk in args.crop]
+    regions = None
+    if args.regions:
+        regions = {}
+        for split, lo, hi in args.regions:
+            if split in regions:
+                raise InputError(None, f"--regions names the {split} split twice")
+            regions[split] = (lo, hi)
+    options = WholeBodyOptions(
+        n_inserted=args.insertions,
+        insertion=InsertionConfig(
+            lesions_per_scan=tuple(args.lesions_per_scan),
+            volume_ml=tuple(args.lesion_volume),
+            intensity_scale=tuple(args.lesion_contrast),
+        ),
+        crop_slices=args.crop_slices,
+        regions=regions,
+    )
+    return build_wholebody_dataset(
+        cases,
+        crops,
+        args.out,
+        config,
+        options,
+        fractions=tuple(args.split),
+        seed=args.seed,
+        pinned=pinned,
+        overwrite=args.overwrite,
+    )
 
 
 def _embed(args: argparse.Namespace) -> int:
@@ -197,5 +294,5 @@ def _predict(args: argparse.Namespace) -> int:
             )
     else:
         print("  no slice above the threshold")
-    print(f"written to {args.out}: slice_probabilities.csv, flagged_ranges.json, z_profile.png")
+    print(f"written to {args.out}: slice_probabilities.csv, flagged_ranges.json, z_profile.png, coronal_mip.png")
     return 0

@@ -14,7 +14,8 @@ MAX_THUMBNAILS = 60
 COLOURS = ("#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00", "#a65628", "#f781bf")
 
 
-def _pyplot():
+def pyplot_agg():
+    """matplotlib.pyplot on the non-interactive Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -23,7 +24,7 @@ def _pyplot():
     return plt
 
 
-def _superior_up(direction: tuple[float, ...]) -> bool:
+def superior_up(direction: tuple[float, ...]) -> bool:
     """True when a larger slice index is more superior (patient +z), so slice 0 goes at the bottom."""
     return float(np.asarray(direction).reshape(3, 3)[2, 2]) >= 0
 
@@ -38,10 +39,10 @@ def save_mip(
     overwrite: bool = False,
 ) -> Path:
     """``mip.png``: coronal (max over y) and sagittal (max over x) MIPs, each lesion outlined and numbered."""
-    plt = _pyplot()
+    plt = pyplot_agg()
     sx, sy, sz = spacing
     views = [("coronal", 1, sz / sx), ("sagittal", 2, sz / sy)]
-    origin = "lower" if _superior_up(direction) else "upper"
+    origin = "lower" if superior_up(direction) else "upper"
     fig, axes = plt.subplots(1, 2, figsize=(9, 9 * max(1.0, labels.shape[0] * sz / max(labels.shape[1:]) / sx) / 2))
     ids = [int(v) for v in np.unique(labels) if v]
     for ax, (name, axis, aspect) in zip(axes, views, strict=False):
@@ -66,7 +67,7 @@ def save_thumbnails(
     suv: np.ndarray, labels: np.ndarray, lesions: list[dict], path: str | Path, overwrite: bool = False
 ) -> Path:
     """``thumbnails.png``: per lesion, the axial slice through its hottest voxel around the lesion, outlined."""
-    plt = _pyplot()
+    plt = pyplot_agg()
     shown = lesions[:MAX_THUMBNAILS]
     cols = min(5, max(1, len(shown)))
     rows = max(1, int(np.ceil(len(shown) / cols)))

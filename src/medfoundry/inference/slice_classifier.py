@@ -1,4 +1,5 @@
-"""``classify predict``: per-slice abnormality probability on a new PET scan, z-profile plot, flagged ranges.
+"""``classify predict``: per-slice abnormality probability on a new PET scan, z-profile plot, flagged ranges and a
+coronal MIP with the flagged slice ranges marked.
 
 The scan goes through the same preprocessing as the training slices (grid, per-slice max scaling, resize);
 a linear-head bundle re-runs its frozen encoder (same weights, checked by hash) and a CNN bundle runs the CNN.
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from medfoundry.errors import InputError, WeightsError
+from medfoundry.evaluation.wholebody_figures import save_flagged_mip
 from medfoundry.io.atomic import atomic_dir, check_writable
 from medfoundry.modeling.heads import LinearHead, predict_proba
 from medfoundry.modeling.slice_cnn import SliceCNN
@@ -132,7 +134,8 @@ def predict_scan(
     threshold: float | None = None,
     overwrite: bool = False,
 ) -> ScanPrediction:
-    """Probabilities for every slice of ``scan``; writes CSV, JSON ranges and the z-profile PNG atomically."""
+    """Probabilities for every slice of ``scan``; writes CSV, JSON ranges, the z-profile and the coronal MIP
+    (``coronal_mip.png``, flagged slice ranges shaded) atomically."""
     from medfoundry.data.pet_slices import CaseSpec, SliceConfig, read_case, slice_volume
 
     out_dir = check_writable(out_dir, overwrite, folder=True, create=False)  # before any work
@@ -184,4 +187,13 @@ def predict_scan(
         (tmp / "flagged_ranges.json").write_text(json.dumps(summary, indent=1))
         name = bundle["encoder"]["name"] + " + linear" if bundle["kind"] == "linear" else "baseline CNN"
         plot_profile(tmp / "z_profile.png", pred, f"{Path(scan).name}: {name}", lesion)
+        save_flagged_mip(
+            np.asarray(image.array, np.float32),
+            image.spacing,
+            image.direction,
+            [(r["first_slice"], r["last_slice"]) for r in ranges],
+            tmp / "coronal_mip.png",
+            lesion=None if mask_img is None else np.asarray(mask_img.array) > 0,
+            title=f"{Path(scan).name}: {name}, threshold {thr:.2f}",
+        )
     return pred

@@ -44,12 +44,15 @@ def train_cnn(
     y_val: np.ndarray,
     config: CNNConfig = CNNConfig(),
     progress: bool = True,
+    sample_weight: np.ndarray | None = None,
 ) -> TrainedClassifier:
-    """Train :class:`SliceCNN` on ``(n, S, S)`` float slices in ``[0, 1]`` with balanced minibatches."""
+    """Train :class:`SliceCNN` on ``(n, S, S)`` float slices in ``[0, 1]`` with balanced minibatches
+    (drawn in proportion to ``sample_weight`` when given, e.g. the whole-body dataset's weights)."""
     torch.manual_seed(config.seed)
     start = time.perf_counter()
     model = _model.SliceCNN(x_train.shape[-1], config.channels)
-    _, sampler = imbalance_setup(y_train, "balanced", config.seed)
+    mode = "balanced" if sample_weight is None else "weights"
+    _, sampler = imbalance_setup(y_train, mode, config.seed, sample_weight)
     loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(
             torch.from_numpy(np.asarray(x_train, np.float32)), torch.as_tensor(y_train).float()

@@ -53,7 +53,9 @@ def _linear_head(cache, dataset, splits, head_cfg, preprocessing: dict) -> _Scor
     tr, va, te = splits
     labels = dataset.labels
     emb = np.asarray(cache.embeddings, dtype=np.float32)
-    trained = train_linear_head(emb[tr], labels[tr], emb[va], labels[va], head_cfg)
+    weights = dataset.weights
+    sample_weight = weights[tr] if weights is not None and head_cfg.imbalance == "weights" else None
+    trained = train_linear_head(emb[tr], labels[tr], emb[va], labels[va], head_cfg, sample_weight)
     prob = predict_proba(trained.model, emb[te])
     bundle = {
         "kind": "linear",
@@ -78,7 +80,11 @@ def _cnn_baseline(dataset, splits, cnn_cfg, preprocessing: dict, progress: bool)
     tr, va, te = splits
     labels = dataset.labels
     x_tr, x_va, x_te = dataset.images(tr), dataset.images(va), dataset.images(te)
-    trained = train_cnn(x_tr, labels[tr], x_va, labels[va], cnn_cfg, progress=progress)
+    weights = dataset.weights
+    trained = train_cnn(
+        x_tr, labels[tr], x_va, labels[va], cnn_cfg, progress=progress,
+        sample_weight=None if weights is None else weights[tr],
+    )  # fmt: skip
     prob = cnn_probabilities(trained.model, x_te)
     bundle = {
         "kind": "cnn",
@@ -125,7 +131,7 @@ def run_comparison(
     out_dir: str | Path,
     caches: Sequence[str | Path] | None = None,
     cnn: bool = True,
-    imbalance: str = "pos_weight",
+    imbalance: str = "auto",
     threshold_rule: str = "f1",
     head_epochs: int = 300,
     cnn_epochs: int = 12,
@@ -133,7 +139,10 @@ def run_comparison(
     overwrite: bool = False,
     progress: bool = True,
 ) -> ComparisonResult:
-    """Train and score every model; the output folder appears complete or not at all."""
+    """Train and score every model; the output folder appears complete or not at all.
+
+    ``imbalance="auto"`` uses the dataset's sample weights when it has them (whole-body mode), else
+    ``pos_weight``."""
     from medfoundry.data.pet_slices import SliceDataset
     from medfoundry.evaluation.classification import comparison_markdown
     from medfoundry.inference.embedding_cache import find_caches, open_cache
@@ -150,6 +159,10 @@ def run_comparison(
         raise InputError(
             dataset_dir, "nothing to compare: no complete embedding cache for this dataset and --no-cnn given"
         )
+    if imbalance == "auto":
+        imbalance = "weights" if dataset.weights is not None else "pos_weight"
+    elif imbalance == "weights" and dataset.weights is None:
+        raise InputError(dataset_dir, "--imbalance weights needs a whole-body dataset (its manifest has weights)")
     splits = tuple(dataset.split_rows(s) for s in ("train", "val", "test"))
     _, va, te = splits
     if te.size == 0:

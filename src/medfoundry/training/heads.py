@@ -31,7 +31,7 @@ class HeadConfig:
     weight_decay: float = 1e-4
     epochs: int = 300
     batch_size: int = 64
-    imbalance: str = "pos_weight"  # "pos_weight", "balanced" or "none"
+    imbalance: str = "pos_weight"  # "pos_weight", "balanced", "weights" (per-row sample weights) or "none"
     patience: int = 40
     threshold_rule: str = "f1"  # "f1" or "youden"
     seed: int = 0
@@ -71,17 +71,25 @@ def choose_threshold(y_true: np.ndarray, prob: np.ndarray, rule: str = "f1") -> 
 
 
 def imbalance_setup(
-    labels: np.ndarray, imbalance: str, seed: int
+    labels: np.ndarray, imbalance: str, seed: int, sample_weight: np.ndarray | None = None
 ) -> tuple[torch.Tensor | None, torch.utils.data.Sampler | None]:
-    """``(pos_weight, sampler)`` for the chosen imbalance remedy (a weighted sampler gives balanced batches)."""
+    """``(pos_weight, sampler)`` for the chosen imbalance remedy (a weighted sampler gives balanced batches).
+
+    ``"weights"`` draws minibatches in proportion to ``sample_weight`` (the whole-body dataset's per-row
+    class-balancing weights)."""
     labels = np.asarray(labels).astype(int)
     n_pos, n_neg = int(labels.sum()), int((1 - labels).sum())
     if n_pos == 0 or n_neg == 0:
         raise InputError(None, f"the training split needs both classes (got {n_pos} abnormal, {n_neg} normal)")
     if imbalance == "pos_weight":
         return torch.tensor(n_neg / n_pos, dtype=torch.float32), None
-    if imbalance == "balanced":
-        weights = np.where(labels == 1, 0.5 / n_pos, 0.5 / n_neg)
+    if imbalance in ("balanced", "weights"):
+        if imbalance == "weights":
+            if sample_weight is None or len(sample_weight) != labels.size:
+                raise InputError(None, "imbalance 'weights' needs one sample weight per training row")
+            weights = np.asarray(sample_weight, dtype=np.float64)
+        else:
+            weights = np.where(labels == 1, 0.5 / n_pos, 0.5 / n_neg)
         generator = torch.Generator().manual_seed(seed)
         sampler = torch.utils.data.WeightedRandomSampler(
             torch.as_tensor(weights, dtype=torch.double), num_samples=labels.size, replacement=True, generator=generator
@@ -89,7 +97,7 @@ def imbalance_setup(
         return None, sampler
     if imbalance == "none":
         return None, None
-    raise InputError(None, f"unknown imbalance option {imbalance!r}; use pos_weight, balanced or none")
+    raise InputError(None, f"unknown imbalance option {imbalance!r}; use pos_weight, balanced, weights or none")
 
 
 def fit_early_stopping(
@@ -136,8 +144,11 @@ def train_linear_head(
     x_val: np.ndarray,
     y_val: np.ndarray,
     config: HeadConfig = HeadConfig(),
+    sample_weight: np.ndarray | None = None,
 ) -> TrainedClassifier:
-    """Fit the head on cached embeddings; keep the best-validation-loss epoch; threshold chosen on val."""
+    """Fit the head on cached embeddings; keep the best-validation-loss epoch; threshold chosen on val.
+
+    ``sample_weight`` (per training row) is used with ``imbalance="weights"``."""
     torch.manual_seed(config.seed)
     start = time.perf_counter()
     xt = torch.as_tensor(np.asarray(x_train, dtype=np.float32))
@@ -147,7 +158,7 @@ def train_linear_head(
     head = _model.LinearHead(xt.shape[1], config.dropout)
     head.mean.copy_(xt.mean(0))
     head.std.copy_(xt.std(0).clamp_min(1e-6))
-    pos_weight, sampler = imbalance_setup(y_train, config.imbalance, config.seed)
+    pos_weight, sampler = imbalance_setup(y_train, config.imbalance, config.seed, sample_weight)
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
     val_loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
     loader = torch.utils.data.DataLoader(

@@ -12,7 +12,8 @@ slice: case, slice index, label, split...) and ``slices/CASE.npz`` (uint8 ``(n, 
 
 One job per module: :mod:`.config` (settings, case and result types), :mod:`.volume` (one volume -> slices),
 :mod:`.split` (patient split), :mod:`.cases` (case table), :mod:`.build` (writing the folder), :mod:`.dataset`
-(reading it).
+(reading it), :mod:`.wholebody` (whole-body mode: native slices, crop lesion slices, inserted-lesion scans,
+sample weights).
 """
 
 from medfoundry.data.pet_slices.build import build_slice_dataset
@@ -28,6 +29,12 @@ from medfoundry.data.pet_slices.volume import (
     slice_volume,
     to_uint8_unit,
 )
+from medfoundry.data.pet_slices.wholebody import (
+    WHOLEBODY_FIELDS,
+    WholeBodyOptions,
+    balance_weights,
+    build_wholebody_dataset,
+)
 
 __all__ = [
     "FORMAT_VERSION",
@@ -37,6 +44,10 @@ __all__ = [
     "SliceConfig",
     "SliceDataset",
     "SliceStack",
+    "WHOLEBODY_FIELDS",
+    "WholeBodyOptions",
+    "balance_weights",
+    "build_wholebody_dataset",
     "build_slice_dataset",
     "grid_geometry",
     "lesion_mask",

@@ -6,12 +6,14 @@ import csv
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from medfoundry.data.pet_slices.config import CaseSpec
 from medfoundry.errors import InputError
 
 
 def read_case_table(path: str | Path) -> list[CaseSpec]:
-    """Cases from a CSV with columns ``case_id,image,mask[,patient_id]`` (paths relative to the CSV)."""
+    """Cases from a CSV with columns ``case_id,image,mask[,patient_id][,suv_factor]`` (paths relative to the CSV)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "case table not found")
@@ -25,12 +27,20 @@ def read_case_table(path: str | Path) -> list[CaseSpec]:
             if not (row.get("case_id") or "").strip() or not (row.get("image") or "").strip():
                 raise InputError(path, f"line {line}: case_id and image are required")
             mask = (row.get("mask") or "").strip()
+            factor = (row.get("suv_factor") or "").strip()
+            try:
+                suv_factor = float(factor) if factor else None
+            except ValueError:
+                raise InputError(path, f"line {line}: suv_factor {factor!r} is not a number") from None
+            if suv_factor is not None and not (np.isfinite(suv_factor) and suv_factor > 0):
+                raise InputError(path, f"line {line}: suv_factor must be a positive number, got {factor}")
             cases.append(
                 CaseSpec(
                     case_id=row["case_id"].strip(),
                     image=(path.parent / row["image"].strip()),
                     mask=(path.parent / mask) if mask else None,
                     patient_id=(row.get("patient_id") or "").strip(),
+                    suv_factor=suv_factor,
                 )
             )
     if not cases:

@@ -58,12 +58,14 @@ class SliceConfig:
 
 @dataclass
 class CaseSpec:
-    """One PET volume with its lesion mask; ``patient_id`` groups cases that must share a split."""
+    """One PET volume with its lesion mask; ``patient_id`` groups cases that must share a split;
+    ``suv_factor`` (SUV per stored unit) converts a Bq/mL volume to SUV where SUV is needed (lesion insertion)."""
 
     case_id: str
     image: Path
     mask: Path | None
     patient_id: str = ""
+    suv_factor: float | None = None
 
     def __post_init__(self) -> None:
         self.image = Path(self.image)

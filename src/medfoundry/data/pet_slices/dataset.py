@@ -32,6 +32,8 @@ class SliceDataset:
                 row[key] = int(row[key])
             for key in ("z_mm", "slice_max"):
                 row[key] = float(row[key])
+            if "weight" in row:  # whole-body mode: class-balancing sample weights
+                row["weight"] = float(row["weight"])
         self._starts: dict[str, int] = {}
         for row in self.rows:
             self._starts.setdefault(row["case_id"], row["row"])
@@ -58,6 +60,13 @@ class SliceDataset:
     def labels(self) -> np.ndarray:
         """0/1 label per row."""
         return np.array([r["label"] for r in self.rows], dtype=np.int64)
+
+    @property
+    def weights(self) -> np.ndarray | None:
+        """Per-row sample weights (whole-body mode), or None when the manifest has none."""
+        if not self.rows or "weight" not in self.rows[0]:
+            return None
+        return np.array([r["weight"] for r in self.rows], dtype=np.float64)
 
     def split_rows(self, split: str) -> np.ndarray:
         """Row indices of one split."""
