@@ -104,6 +104,7 @@ def ort_session(path: Path, threads: int | None = None, cache_optimized: bool = 
         with atomic_path(optimized, overwrite=True) as tmp:
             opts = options(full)
             opts.optimized_model_filepath = str(tmp)
+            opts.log_severity_level = 3  # not the warning that the file is specific to this CPU: it is keyed by it
             session = ort.InferenceSession(str(path), opts, providers=providers)
         return session
     except OSError:  # read-only cache folder: run without the cache
