@@ -1,10 +1,15 @@
-"""Embedding speed per frozen encoder: batched cache path vs a naive one-slice loop, against the FLOP floor.
+"""Embedding speed per frozen encoder: eager PyTorch vs the encoder runtime of ``classify embed``, against the
+FLOP floor.
 
 For each encoder (full-size architecture; random weights give the same speed as pretrained ones) it prints
 slices per second of
 
-* the naive loop: one slice at a time, prepare + forward, autograd on (what a quick script would do);
-* the batched path of ``classify embed``: ``inference_mode``, batches of ``--batch-size``;
+* eager b1: one slice at a time, prepare + forward under ``inference_mode`` (the baseline);
+* eager bN: the same in batches of ``--batch-size`` (the batching gain alone: bN / b1);
+* runtime: ``encoder_runtime(encoder, --backend)``, the path of ``classify embed`` (ONNX Runtime fp32 by default,
+  one slice per run: the runtime gain alone: runtime / b1), with the max abs difference from eager;
+* for litemedsam also the rate of ``segment``'s image encoder (the same runtime on the bare TinyViT), which
+  ``classify embed`` should match within 10 %;
 
 the encoder's FLOPs per slice (torch's FlopCounterMode, 2 FLOPs per multiply-add) and the FLOP floor =
 FLOPs / this CPU's fp32 matmul rate (the better of two measurements taken just before and after the
@@ -49,11 +54,8 @@ def encoder_flops(encoder, size: int) -> float:
 
 
 def time_naive(encoder, slices: torch.Tensor) -> float:
-    """Seconds per slice: one slice at a time, autograd bookkeeping on."""
-    start = time.perf_counter()
-    for i in range(slices.shape[0]):
-        encoder.embed(encoder.prepare(slices[i : i + 1])).detach()
-    return (time.perf_counter() - start) / slices.shape[0]
+    """Seconds per slice: one slice at a time under ``inference_mode``."""
+    return time_batched(encoder, slices, 1)
 
 
 def time_batched(encoder, slices: torch.Tensor, batch_size: int) -> float:
@@ -92,7 +94,8 @@ def main() -> None:
     )
     parser.add_argument("--n", type=int, default=8, help="slices per measurement")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=2, help="torch / ONNX Runtime threads (default 2)")
+    parser.add_argument("--backend", default="fast", help="runtime of classify embed (fast, onnx, onnx-int8, torch)")
     parser.add_argument("--skip-training", action="store_true", help="skip the head-vs-CNN training timing")
     args = parser.parse_args()
     if args.threads:
@@ -106,15 +109,15 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.1f}; fp32 matmul {rate / 1e9:.1f} GFLOP/s"
     )
     print(
-        f"{'encoder':14s} {'GFLOP/slice':>11s} {'naive sl/s':>10s} {'batched sl/s':>12s} {'speed-up':>8s} "
-        f"{'floor sl/s':>10s} {'% of floor':>10s}"
+        f"{'encoder':14s} {'GFLOP/slice':>11s} {'eager b1':>9s} {'eager bN':>9s} {'batching':>8s} {'runtime':>8s} "
+        f"{'runtime gain':>12s} {'max|diff|':>9s} {'floor sl/s':>10s} {'% of floor':>10s}   (slices/s)"
     )
+    from medfoundry.inference.encoder_backends import encoder_runtime, make_encoder_backend
+
     slices = torch.rand(args.n, 224, 224)
     for name in names:
         if name == "rad_dino":  # same ViT-B/14 as dinov2_base, through transformers; built tiny unless weights
             encoder = build_encoder(name, tiny=True)
-        elif name == "litemedsam":
-            encoder = build_encoder(name, pretrained=False)
         else:
             encoder = build_encoder(name, pretrained=False)
         flops = encoder_flops(encoder, encoder.input_size)
@@ -125,11 +128,28 @@ def main() -> None:
         batched = time_batched(encoder, slices, args.batch_size)
         local_rate = max(before, matmul_rate(seconds=1.0))
         floor = flops / local_rate
+        runtime = encoder_runtime(encoder, args.backend, threads=args.threads)
+        with torch.inference_mode():
+            x = encoder.prepare(slices[:2])
+            diff = float((runtime.embed(x) - encoder.embed(x)).abs().max())
+        rt = time_batched(runtime, slices, args.batch_size)
         label = name + (" (tiny)" if name == "rad_dino" else "")
         print(
-            f"{label:14s} {flops / 1e9:11.2f} {1 / naive:10.2f} {1 / batched:12.2f} {naive / batched:7.2f}x "
-            f"{1 / floor:10.2f} {100 * floor / batched:9.0f}%  (matmul {local_rate / 1e9:.1f} GFLOP/s)"
+            f"{label:14s} {flops / 1e9:11.2f} {1 / naive:9.2f} {1 / batched:9.2f} {naive / batched:7.2f}x "
+            f"{1 / rt:8.2f} {naive / rt:11.2f}x {diff:9.1e} {1 / floor:10.2f} {100 * floor / rt:9.0f}%  "
+            f"[{runtime.runtime}; matmul {local_rate / 1e9:.1f} GFLOP/s]"
         )
+        if name == "litemedsam":
+            seg = make_encoder_backend(encoder.backbone, args.backend, threads=args.threads)
+            x = encoder.prepare(slices)
+            start = time.perf_counter()
+            for i in range(x.shape[0]):
+                seg(x[i : i + 1])
+            seg_rate = x.shape[0] / (time.perf_counter() - start)
+            print(
+                f"{'':14s} segment's encoder ({seg.name}): {seg_rate:.2f} slices/s; classify embed / segment = "
+                f"{(1 / rt) / seg_rate:.2f} (target >= 0.90)"
+            )
     if not args.skip_training:
         head_s, cnn_s = head_vs_cnn()
         print(

@@ -66,7 +66,7 @@ def _resolve_predictor(predictor: PredictorArg) -> LiteMedSAMPredictor:
     loads), or the default one."""
     if predictor is None:
         return make_predictor()
-    if isinstance(predictor, LiteMedSAMPredictor) or not callable(predictor):
+    if not callable(predictor) or isinstance(predictor, LiteMedSAMPredictor):
         return predictor
     return predictor()
 
@@ -131,6 +131,82 @@ def segment(
             overwrite=overwrite,
         )
     return result.labels
+
+
+@dataclass
+class ManyResult:
+    """What :func:`segment_many` did: outputs written, rows skipped (output already there), rows that failed
+    (name, why), the seconds to the first model-ready result and per written scan."""
+
+    written: list[Path]
+    skipped: list[Path]
+    failed: list[tuple[str, str]]
+    seconds: list[float]
+    model_seconds: float = 0.0
+
+
+def segment_many(
+    rows: list,
+    *,
+    modality: str | None = None,
+    window: IntensityWindow | None = None,
+    predictor: PredictorArg = None,
+    threshold: float = 0.5,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> ManyResult:
+    """Segment every row of a manifest (:func:`medfoundry.inference.manifest.read_manifest`) with one model.
+
+    The model is built once, at the first usable row. A row whose output exists is skipped unless ``overwrite``
+    (outputs are written atomically, the overlay before the mask, so an existing mask means a finished row: an
+    interrupted run resumes where it stopped). A bad row is recorded and the run goes on; at the end
+    :class:`~medfoundry.errors.BatchFailures` lists the failed rows if there are any.
+    """
+    import time
+
+    result = ManyResult([], [], [], [])
+    model: list[LiteMedSAMPredictor] = []
+
+    def once() -> LiteMedSAMPredictor:
+        if not model:
+            start = time.perf_counter()
+            model.append(_resolve_predictor(predictor))
+            result.model_seconds = time.perf_counter() - start
+        return model[0]
+
+    bar = tqdm(rows, desc="scans", unit="scan", disable=not progress)
+    for row in bar:
+        if row.error is not None:
+            result.failed.append((row.name, row.error))
+            continue
+        if row.out.exists() and not overwrite:
+            result.skipped.append(row.out)
+            continue
+        start = time.perf_counter()
+        try:
+            check_outputs(row.out, row.overlay, overwrite=overwrite)
+            image = read_image(row.image, modality=modality)
+            res = segment_image(image, row.objects, once, window, threshold, progress=False)
+            if row.overlay is not None:  # first: the mask is the row's last file
+                from medfoundry.evaluation.overlay import save_overlay
+
+                save_overlay(
+                    res.normalized,
+                    res.labels.array,
+                    row.overlay,
+                    is_3d=image.spatial_ndim == 3,
+                    title=row.image.name,
+                    overwrite=overwrite,
+                )
+            result.written.append(write_mask(res.labels, row.out, reference=image, overwrite=overwrite))
+            result.seconds.append(time.perf_counter() - start)
+        except MedfoundryError as exc:
+            result.failed.append((row.name, str(exc)))
+    if result.failed:
+        error = BatchFailures("manifest", result.written, result.failed)
+        error.result = result
+        raise error
+    return result
 
 
 def boxes_from_labels(labels: np.ndarray) -> np.ndarray:

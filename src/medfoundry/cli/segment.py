@@ -20,6 +20,8 @@ EPILOG = """examples:
   medfoundry segment slice.png --box 10 20 90 120 --box 140 40 200 110 --out masks.png
   medfoundry segment scan.nrrd --boxes boxes.json --out labels.nii.gz
   medfoundry segment pet_dicom_folder/ --point 64 70 40 --negative 80 70 40 --out lesion.nii.gz
+  medfoundry segment --manifest scans.csv --out masks/      # columns: image,box,out (docs/segmentation.md)
+  medfoundry segment --manifest pngs/ --box 10 20 90 120 --out masks/
 
 Coordinates are voxel indices: x = column, y = row, z = slice. A 3D box [x0 y0 z0 x1 y1 z1] is segmented on its
 middle slice and propagated slice by slice within z0..z1 (previous mask's box + margin) until the mask vanishes.
@@ -35,7 +37,14 @@ def add_parser(subparsers) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("image", help="image file (NIfTI, NRRD, MHA, npz, PNG/JPEG/TIFF) or DICOM series folder")
+    p.add_argument("image", nargs="?", help="image file (NIfTI, NRRD, MHA, npz, PNG/JPEG/TIFF) or DICOM series folder")
+    p.add_argument(
+        "--manifest",
+        metavar="FILE|DIR",
+        help="many scans with one model load: a CSV / JSON of rows (image, box / point / negative / prompts, out, "
+        "overlay) or a folder of images (prompts from the options or IMAGE.prompts.json); --out is then the folder "
+        "for rows without 'out'. Existing outputs are skipped (resume); bad rows are reported at the end (exit 2)",
+    )
     prompts = p.add_argument_group("prompts (one of --box / --boxes / --point is required)")
     prompts.add_argument(
         "--box",
@@ -67,7 +76,9 @@ def add_parser(subparsers) -> None:
         metavar="N",
         help="a negative (background) point for the point object",
     )
-    p.add_argument("--out", required=True, help="output label map (.nii.gz, .nrrd, .mha, .npz or .png)")
+    p.add_argument(
+        "--out", help="output label map (.nii.gz, .nrrd, .mha, .npz or .png); with --manifest: the output folder"
+    )
     p.add_argument("--overlay", metavar="PNG", help="also write a picture of the mask over the image")
     p.add_argument("--threshold", type=probability, default=0.5, help="probability threshold (default 0.5)")
     add_overwrite(p, "existing output files")
@@ -78,32 +89,20 @@ def add_parser(subparsers) -> None:
 
 def objects_from_args(args: argparse.Namespace) -> list:
     """The objects described by --box / --boxes / --point / --negative."""
-    import numpy as np
+    from medfoundry.inference.prompts import objects_from_prompts
 
-    from medfoundry.errors import InputError
-    from medfoundry.inference.prompts import ObjectPrompt, check_box, load_prompt_file
-
-    objects = []
-    for box in args.box:
-        if len(box) not in (4, 6):
-            raise InputError(None, f"--box takes 4 (2D) or 6 (3D) numbers, got {len(box)}: {box}")
-        objects.append(ObjectPrompt(box=check_box(box, "--box", need_area=True)))
-    if args.boxes:
-        objects.extend(load_prompt_file(args.boxes))
-    if args.negative and not args.point:
-        raise InputError(None, "--negative needs at least one --point")
-    if args.point:
-        coords = args.point + args.negative
-        if len({len(c) for c in coords}) != 1 or len(coords[0]) not in (2, 3):
-            raise InputError(None, "every --point / --negative takes the same 2 (X Y) or 3 (X Y Z) numbers")
-        labels = [1] * len(args.point) + [0] * len(args.negative)
-        objects.append(ObjectPrompt(points=np.asarray(coords), point_labels=np.asarray(labels)))
-    if not objects:
-        raise InputError(None, "give at least one --box, --boxes FILE or --point")
-    return objects
+    return objects_from_prompts(args.box, args.point, args.negative, args.boxes)
 
 
 def run(args: argparse.Namespace) -> int:
+    from medfoundry.errors import InputError
+
+    if args.manifest:
+        if args.image:
+            raise InputError(args.image, "give an image or --manifest, not both")
+        return run_manifest(args)
+    if not args.image or not args.out:
+        raise InputError(None, "give an IMAGE and --out (or --manifest FILE|DIR)")
     from medfoundry.api import segment
 
     objects = objects_from_args(args)
@@ -125,3 +124,48 @@ def run(args: argparse.Namespace) -> int:
     if args.overlay:
         print(f"wrote {args.overlay}")
     return 0
+
+
+def run_manifest(args: argparse.Namespace) -> int:
+    """``--manifest``: every row with one model; summary lines, exit code 2 if any row failed."""
+    from medfoundry.api import segment_many
+    from medfoundry.errors import BatchFailures, InputError
+    from medfoundry.inference.manifest import read_manifest
+
+    if args.overlay:
+        raise InputError("--overlay", "with --manifest, give overlays in an 'overlay' column")
+    given = args.box or args.boxes or args.point or args.negative
+    defaults = objects_from_args(args) if given else None
+    rows = read_manifest(args.manifest, args.out, defaults)
+    try:
+        result = segment_many(
+            rows,
+            modality=args.modality,
+            window=window_from_args(args),
+            predictor=lambda: predictor_from_args(args),
+            threshold=args.threshold,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
+    except BatchFailures as exc:
+        _summary(exc.result)
+        for name, why in exc.failed:
+            print(f"failed: {name}: {why}")
+        raise
+    _summary(result)
+    return 0
+
+
+def _summary(result) -> None:
+    """One line: rows written / skipped / failed, and the model-load and per-scan times."""
+    import statistics
+
+    timing = ""
+    if result.seconds:
+        warm = result.seconds[1:] or result.seconds
+        timing = (
+            f"; model ready in {result.model_seconds:.1f} s, first scan {result.seconds[0]:.1f} s, "
+            f"then {statistics.median(warm):.2f} s per scan (median)"
+        )
+    counts = f"wrote {len(result.written)}, skipped {len(result.skipped)} (output exists)"
+    print(f"{counts}, failed {len(result.failed)}{timing}")

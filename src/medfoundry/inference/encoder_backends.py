@@ -1,19 +1,38 @@
-"""Ways to run the LiteMedSAM image encoder on CPU: eager PyTorch, or ONNX Runtime in fp32 or int8.
+"""One CPU runtime for every image encoder: eager PyTorch, or ONNX Runtime in fp32 or int8.
 
-The ONNX graph is exported once per set of encoder weights and cached (see :mod:`.onnx_export`), so later runs
-start at once.
+* :class:`OnnxEncoder` runs any module with one ``(B, 3, S, S)`` input (LiteMedSAM's image encoder for
+  ``segment``, a frozen encoder's ``embed`` for ``classify embed`` and the caches) through ONNX Runtime. The graph
+  is exported once per set of weights and cached (:mod:`.onnx_export`), with ORT's optimised graph beside it.
+* :func:`encoder_runtime` wraps a :class:`~medfoundry.modeling.encoders.FrozenEncoder` so that ``embed`` runs
+  on the chosen backend; everything else (``prepare``, ``name``, ``weights_id``...) is the encoder's own.
+
+Backend names are the CLI's ``--backend``: ``torch``, ``onnx``, ``onnx-int8`` or ``fast`` (the quickest that
+keeps masks within DSC 0.99 of eager fp32: ``onnx``).
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
+from medfoundry.errors import InputError, MedfoundryWarning
 from medfoundry.inference.onnx_export import cached_onnx, ort_session
+
+BACKENDS = ("fast", "torch", "onnx", "onnx-int8")
+FAST_BACKEND = "onnx"  # int8 weights are ~1.2x faster but move masks to DSC 0.95-0.99 (bench/segment_speed.py)
+
+
+def resolve_backend(name: str) -> str:
+    """``name`` checked, with ``fast`` replaced by the backend it stands for."""
+    if name not in BACKENDS:
+        raise InputError(None, f"unknown backend {name!r}; use one of {BACKENDS}")
+    return FAST_BACKEND if name == "fast" else name
 
 
 class EncoderBackend:
-    """Maps a (B, 3, 256, 256) float batch in [0, 1] to image embeddings (B, 256, 64, 64)."""
+    """Maps a (B, 3, S, S) float batch to the encoder's output (for LiteMedSAM: embeddings (B, 256, 64, 64))."""
 
     name = "base"
 
@@ -22,7 +41,7 @@ class EncoderBackend:
 
 
 class TorchEncoder(EncoderBackend):
-    """The encoder in eager PyTorch fp32 (the reference numerics)."""
+    """The encoder in eager PyTorch fp32 under ``inference_mode`` (the reference numerics)."""
 
     name = "torch"
 
@@ -35,26 +54,112 @@ class TorchEncoder(EncoderBackend):
 
 
 class OnnxEncoder(EncoderBackend):
-    """The encoder exported to ONNX (batch 1) and run with ONNX Runtime; ``int8`` quantises MatMul/Gemm weights."""
+    """A module exported to ONNX at batch 1 and run with ONNX Runtime one image at a time (batching does not
+    speed up ORT on CPU); ``int8`` quantises MatMul/Gemm weights per channel."""
 
-    def __init__(self, encoder: torch.nn.Module, int8: bool = False, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        encoder: torch.nn.Module,
+        int8: bool = False,
+        threads: int | None = None,
+        input_size: int = 256,
+        cache_name: str = "encoder",
+        output_name: str = "embedding",
+    ) -> None:
         self.name = "onnx-int8" if int8 else "onnx"
 
         def export(path):
             torch.onnx.export(
                 encoder.eval(),
-                (torch.zeros(1, 3, 256, 256),),
+                (torch.zeros(1, 3, input_size, input_size),),
                 str(path),
                 input_names=["image"],
-                output_names=["embedding"],
+                output_names=[output_name],
                 opset_version=17,
                 dynamo=False,
             )
 
-        self.path = cached_onnx(encoder, "encoder", export, int8=int8)
+        self.path = cached_onnx(encoder, cache_name, export, int8=int8)
         self.session = ort_session(self.path, threads)
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         arrays = batch.detach().cpu().float().numpy()
         out = [self.session.run(None, {"image": arrays[i : i + 1]})[0] for i in range(len(arrays))]
         return torch.from_numpy(np.concatenate(out))
+
+
+def make_encoder_backend(module: torch.nn.Module, backend: str = "fast", **onnx_kw) -> EncoderBackend:
+    """The runtime ``backend`` (a ``--backend`` name) for an encoder module."""
+    name = resolve_backend(backend)
+    if name == "torch":
+        return TorchEncoder(module)
+    return OnnxEncoder(module, int8=name == "onnx-int8", **onnx_kw)
+
+
+class _Embed(torch.nn.Module):
+    """A frozen encoder's ``embed`` as a module's forward (what gets exported)."""
+
+    def __init__(self, encoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder.embed(x)
+
+
+class EncoderRuntime:
+    """A frozen encoder whose ``embed`` runs on one backend; other attributes are the encoder's.
+
+    Used by ``classify embed`` / :func:`~medfoundry.inference.embedding_cache.embed_dataset` and
+    :mod:`~medfoundry.inference.slice_classifier` in place of the encoder itself.
+    """
+
+    def __init__(self, encoder: torch.nn.Module, backend: EncoderBackend) -> None:
+        self.encoder = encoder
+        self.backend = backend
+
+    def __getattr__(self, name: str):
+        return getattr(self.__dict__["encoder"], name)
+
+    @property
+    def runtime(self) -> str:
+        """The backend's name (``torch``, ``onnx``, ``onnx-int8``)."""
+        return self.backend.name
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised ``(B, 3, S, S)`` -> ``(B, out_dim)`` on the backend."""
+        return self.backend(x)
+
+    def eval(self) -> EncoderRuntime:
+        self.encoder.eval()
+        return self
+
+    def describe(self) -> dict:
+        """The encoder's description plus the runtime that embedded."""
+        return {**self.encoder.describe(), "runtime": self.runtime}
+
+
+def encoder_runtime(encoder: torch.nn.Module, backend: str = "fast", threads: int | None = None) -> EncoderRuntime:
+    """``encoder`` (a FrozenEncoder) with ``embed`` on ``backend``. A family that cannot be exported to ONNX
+    falls back to eager PyTorch with a warning (``fast``) or fails (``onnx`` / ``onnx-int8`` asked for)."""
+    name = resolve_backend(backend)
+    if name == "torch":
+        return EncoderRuntime(encoder, TorchEncoder(_Embed(encoder)))
+    try:
+        onnx = OnnxEncoder(
+            _Embed(encoder),
+            int8=name == "onnx-int8",
+            threads=threads,
+            input_size=encoder.input_size,
+            cache_name=f"embed-{encoder.name}",
+        )
+    except Exception as exc:  # noqa: BLE001 - exporters fail in many ways; the eager path always works
+        if backend != "fast":
+            raise InputError(None, f"{encoder.name}: cannot run on {name} ({type(exc).__name__}: {exc})") from exc
+        warnings.warn(
+            f"{encoder.name}: ONNX export failed ({type(exc).__name__}); embedding in eager PyTorch",
+            MedfoundryWarning,
+            stacklevel=2,
+        )
+        return EncoderRuntime(encoder, TorchEncoder(_Embed(encoder)))
+    return EncoderRuntime(encoder, onnx)

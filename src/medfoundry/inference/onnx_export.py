@@ -1,8 +1,15 @@
-"""Export modules to ONNX once per set of weights and keep them in a cache folder (atomic writes)."""
+"""Export modules to ONNX once per set of weights and keep them in a cache folder (atomic writes).
+
+Beside each exported graph, :func:`ort_session` keeps ONNX Runtime's optimised graph for this CPU
+(``SessionOptions.optimized_model_filepath``), so later sessions load it with graph optimisation off and start
+sooner.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import platform
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -48,11 +55,57 @@ def cached_onnx(module: torch.nn.Module, name: str, export: Callable[[Path], Non
     return target
 
 
-def ort_session(path: Path, threads: int | None = None):
-    """An ONNX Runtime CPU session with all graph optimisations and ``threads`` intra-op threads."""
+def cpu_tag() -> str:
+    """A short id of this CPU (architecture + instruction-set flags): ORT's optimised graphs are specific to it."""
+    flags = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                flags = line
+                break
+    except OSError:
+        pass
+    return hashlib.sha256(f"{platform.machine()} {flags}".encode()).hexdigest()[:8]
+
+
+def optimized_path(path: Path) -> Path:
+    """Where :func:`ort_session` keeps ONNX Runtime's optimised graph of ``path`` for this CPU."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.opt-{cpu_tag()}.onnx")
+
+
+def ort_session(path: Path, threads: int | None = None, cache_optimized: bool = True):
+    """An ONNX Runtime CPU session with all graph optimisations and ``threads`` intra-op threads.
+
+    With ``cache_optimized`` the optimised graph is written once beside ``path`` (atomically) and later sessions
+    load it without optimising again; a cached file that cannot be loaded is rebuilt.
+    """
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    def options(level) -> ort.SessionOptions:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or torch.get_num_threads()
+        opts.graph_optimization_level = level
+        return opts
+
+    providers = ["CPUExecutionProvider"]
+    full = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not cache_optimized:
+        return ort.InferenceSession(str(path), options(full), providers=providers)
+    optimized = optimized_path(path)
+    if optimized.is_file():
+        try:
+            return ort.InferenceSession(
+                str(optimized), options(ort.GraphOptimizationLevel.ORT_DISABLE_ALL), providers=providers
+            )
+        except Exception:  # noqa: BLE001 - a damaged or foreign cache file is rebuilt below
+            optimized.unlink(missing_ok=True)
+    try:
+        with atomic_path(optimized, overwrite=True) as tmp:
+            opts = options(full)
+            opts.optimized_model_filepath = str(tmp)
+            opts.log_severity_level = 3  # not the warning that the file is specific to this CPU: it is keyed by it
+            session = ort.InferenceSession(str(path), opts, providers=providers)
+        return session
+    except OSError:  # read-only cache folder: run without the cache
+        return ort.InferenceSession(str(path), options(full), providers=providers)

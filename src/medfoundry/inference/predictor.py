@@ -9,7 +9,13 @@ import torch
 
 from medfoundry.errors import InputError
 from medfoundry.inference.decoder_backends import DecoderBackend, OnnxDecoder, TorchDecoder
-from medfoundry.inference.encoder_backends import EncoderBackend, OnnxEncoder, TorchEncoder
+from medfoundry.inference.encoder_backends import (
+    BACKENDS,
+    FAST_BACKEND,
+    EncoderBackend,
+    make_encoder_backend,
+    resolve_backend,
+)
 from medfoundry.modeling.lite_medsam import build_lite_medsam
 from medfoundry.preprocessing.resize import ResizeLongestSide, image_to_tensor
 
@@ -61,20 +67,16 @@ class Prompts:
                 raise InputError(path, f"point {xy[bad][0].tolist()} lies outside the {w} x {h} (x by y) image")
 
 
-BACKENDS = ("fast", "torch", "onnx", "onnx-int8")
-FAST_BACKEND = "onnx"  # int8 weights are ~1.2x faster but move masks to DSC 0.95-0.99 (bench/segment_speed.py)
+__all__ = ["BACKENDS", "FAST_BACKEND", "LiteMedSAMPredictor", "Prompts", "make_backends"]
 
 
 def make_backends(model: torch.nn.Module, name: str = "fast") -> tuple[EncoderBackend, DecoderBackend]:
     """Encoder and decoder runtimes for ``name``: ``torch`` (fp32 eager), ``onnx`` (ONNX Runtime fp32),
     ``onnx-int8`` (int8 per-channel encoder weights, fp32 decoder) or ``fast`` (the quickest that keeps DSC >= 0.99
     against fp32 PyTorch, see ``bench/segment_speed.py``: ``onnx``)."""
-    if name not in BACKENDS:
-        raise InputError(None, f"unknown backend {name!r}; use one of {BACKENDS}")
-    name = FAST_BACKEND if name == "fast" else name
-    if name == "torch":
-        return TorchEncoder(model.image_encoder), TorchDecoder(model)
-    return OnnxEncoder(model.image_encoder, int8=name == "onnx-int8"), OnnxDecoder(model)
+    name = resolve_backend(name)
+    encoder = make_encoder_backend(model.image_encoder, name)
+    return encoder, TorchDecoder(model) if name == "torch" else OnnxDecoder(model)
 
 
 def fmt_box(box) -> str:

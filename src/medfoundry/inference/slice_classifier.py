@@ -89,6 +89,9 @@ def _scan_probabilities(bundle: dict, images: np.ndarray, weights: str | Path | 
             f"{weights or enc_info['name']}: encoder weights {encoder.weights_id[:12]} differ from the ones the head "
             f"was trained on ({enc_info['weights_id'][:12]}); pass --weights with the original file"
         )
+    from medfoundry.inference.encoder_backends import encoder_runtime
+
+    encoder = encoder_runtime(encoder, "fast")  # ONNX Runtime where the family exports, as in 'classify embed'
     parts = []
     with torch.inference_mode():
         for i in range(0, len(images), 16):

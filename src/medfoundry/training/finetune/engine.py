@@ -86,16 +86,26 @@ class MemoryEmbeddingCache:
     ``classify embed`` is :class:`medfoundry.inference.embedding_cache.DiskEmbeddingCache`). One cache may serve
     several runs (and their validation) that share the same frozen base encoder."""
 
-    def __init__(self, model: AdaptedLiteMedSAM) -> None:
+    def __init__(self, model: AdaptedLiteMedSAM, backend: str = "fast") -> None:
         self.model = model
+        self.backend = backend  # the frozen encoder's runtime (inference.encoder_backends; CPU only)
+        self._encoder = None
         self.store: dict[tuple[int, int], tuple[Sample2D, torch.Tensor]] = {}  # sample kept alive: ids stay unique
+
+    def _encode(self, images: torch.Tensor) -> torch.Tensor:
+        if self._encoder is None:
+            from medfoundry.inference.encoder_backends import make_encoder_backend
+
+            on_cpu = all(p.device.type == "cpu" for p in self.model.image_encoder.parameters())
+            self._encoder = make_encoder_backend(self.model.image_encoder, self.backend) if on_cpu else self.model.embed
+        with torch.no_grad():
+            return self._encoder(images)
 
     def get(self, samples: list[Sample2D], flips: list[int]) -> torch.Tensor:
         """(B, 256, 64, 64) float32 embeddings of ``samples`` flipped as ``flips`` say."""
         missing = [(s, c) for s, c in zip(samples, flips, strict=True) if (id(s), c) not in self.store]
         if missing:
-            with torch.no_grad():
-                emb = self.model.embed(model_images([s for s, _ in missing], [c for _, c in missing]))
+            emb = self._encode(model_images([s for s, _ in missing], [c for _, c in missing]))
             for (s, c), e in zip(missing, emb, strict=True):
                 self.store[(id(s), c)] = (s, e.half())
         return torch.stack([self.store[(id(s), c)][1] for s, c in zip(samples, flips, strict=True)]).float()

