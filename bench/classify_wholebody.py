@@ -152,23 +152,34 @@ def score(y: np.ndarray, p: np.ndarray, thr: float) -> dict:
 
 
 def train_models(args, ds, emb: np.ndarray | None, tr, va):
+    """Head(s) and CNN on the train region. With ``--select-on-val`` the epoch with the lowest val-region loss
+    is kept (the library default); by default training runs its fixed epochs (the last / lowest-training-loss
+    epoch is kept) and the val region only sets the threshold: with one scan the val region is other anatomy,
+    so its loss measures the anatomy shift, not over-fitting (it picked epoch 0-12 of 300 in the first run)."""
     from medfoundry.modeling.heads import predict_proba
     from medfoundry.training.cnn_baseline import CNNConfig, cnn_probabilities, train_cnn
-    from medfoundry.training.heads import HeadConfig, train_linear_head
+    from medfoundry.training.heads import HeadConfig, choose_threshold, train_linear_head
 
     y, w = ds.labels, ds.weights
+    sel = va if args.select_on_val else va[:0]
     models = {}
+
+    def done(trained, predict):
+        if not args.select_on_val:
+            trained.threshold = choose_threshold(y[va], predict(va), args.rule)
+        return trained, predict
+
     if emb is not None:
         cfg = HeadConfig(epochs=args.head_epochs, imbalance="weights", threshold_rule=args.rule, seed=args.seed)
         for name, cols in (("LiteMedSAM + linear", slice(0, 256)), ("LiteMedSAM mean+max + linear", slice(0, 512))):
             e = emb[:, cols]
-            head = train_linear_head(e[tr], y[tr], e[va], y[va], cfg, w[tr])
-            models[name] = (head, lambda rows, m=head.model, e=e: predict_proba(m, e[rows]))
+            head = train_linear_head(e[tr], y[tr], e[sel], y[sel], cfg, w[tr])
+            models[name] = done(head, lambda rows, m=head.model, e=e: predict_proba(m, e[rows]))
     if not args.no_cnn:
         x = stored_images(ds).astype(np.float32) / 255.0
-        cfg = CNNConfig(epochs=args.cnn_epochs, threshold_rule=args.rule, seed=args.seed)
-        cnn = train_cnn(x[tr], y[tr], x[va], y[va], cfg, progress=False, sample_weight=w[tr])
-        models["CNN"] = (cnn, lambda rows, m=cnn.model: cnn_probabilities(m, x[rows]))
+        cfg = CNNConfig(epochs=args.cnn_epochs, threshold_rule=args.rule, seed=args.seed, patience=args.cnn_epochs)
+        cnn = train_cnn(x[tr], y[tr], x[sel], y[sel], cfg, progress=False, sample_weight=w[tr])
+        models["CNN"] = done(cnn, lambda rows, m=cnn.model: cnn_probabilities(m, x[rows]))
     return models
 
 
@@ -256,6 +267,7 @@ def main() -> None:
     p.add_argument("--cnn-epochs", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-cnn", action="store_true")
+    p.add_argument("--select-on-val", action="store_true", help="keep the epoch with the lowest val-region loss")
     p.add_argument("--no-embed", action="store_true", help="CNN only")
     p.add_argument("--docs", help="copy the key figures to this folder (e.g. docs/images)")
     args = p.parse_args()
