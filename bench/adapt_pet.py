@@ -9,9 +9,11 @@ the first 5 / 10 / 20 of the remaining 20. Training uses every foreground slice,
 gives them, 3D validation on the validation patients after every epoch (best.pt = best validation score, early
 stopping); the test patients are used for nothing but the final scores.
 
-Default (<= 45 min on a 2-core CPU): the 10-patient point for every method, with synthesis for the decoder:
+Default (<= 45 min on a 2-core CPU): the 10-patient point for every method, no synthesis:
     python bench/adapt_pet.py
-Full label-efficiency grid (about 2.5 h on 2 cores):
+Label-efficiency points for the frozen-encoder methods, with and without synthesis:
+    python bench/adapt_pet.py --train-patients 5 20 --methods decoder classprompt --synthesis-methods decoder
+Full grid (several hours on 2 cores):
     python bench/adapt_pet.py --train-patients 5 10 20 --synthesis-methods decoder lora dbsam classprompt
 LoRA vs full fine-tuning step time and memory (each in a fresh subprocess): add --memory.
 """
@@ -34,8 +36,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MEDFOUNDRY_SHARED_DATA", ROOT.parent / "shared" / "data")) / "pet-sts"
 GLOB = "*/PET_image.nii.gz"
-# (max epochs, steps per epoch) per method at batch 4: the frozen-encoder methods cost decoder passes only
-METHOD_BUDGET = {"decoder": (12, 25), "classprompt": (12, 25), "lora": (5, 12), "dbsam": (5, 12)}
+# (max epochs, steps per epoch, patience) per method at batch 4. The frozen-encoder methods get the defaults of
+# `medfoundry finetune` (their steps cost decoder passes once the embeddings are cached); LoRA and DB-SAM train
+# through the encoder (~12 s per step of 4 on 2 cores) and re-embed the validation slices every epoch, so on a
+# 2-core CPU they get 3 epochs of 8 steps.
+METHOD_BUDGET = {"decoder": (20, 25, 3), "classprompt": (20, 25, 3), "lora": (3, 8, 2), "dbsam": (3, 8, 2)}
 
 
 class PeakRSS:
@@ -140,14 +145,15 @@ def label_efficiency_plot(rows: list[dict], zero: dict, path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--train-patients", type=int, nargs="+", default=[10], help="training-set sizes (<= 20)")
-    ap.add_argument("--methods", nargs="+", default=["decoder", "lora", "dbsam", "classprompt"])
-    ap.add_argument("--synthesis-methods", nargs="*", default=["decoder"],
+    ap.add_argument("--methods", nargs="+", default=["decoder", "classprompt", "lora", "dbsam"])
+    ap.add_argument("--synthesis-methods", nargs="*", default=[],
                     help="methods also trained with synthetic slices added (none: skip the synthesis arm)")
     ap.add_argument("--synthetic", type=int, default=100, help="synthetic slices for the synthesis arm")
     ap.add_argument("--epochs", type=int, default=None, help="max epochs (default: per method, METHOD_BUDGET)")
     ap.add_argument("--steps-per-epoch", type=int, default=None, help="steps per epoch (default: per method)")
-    ap.add_argument("--patience", type=int, default=2, help="early stopping: epochs without a better val score")
+    ap.add_argument("--patience", type=int, default=None, help="early stopping patience (default: per method)")
     ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--flip-prob", type=float, default=0.5, help="flip probability per axis in training")
     ap.add_argument("--test-patients", type=int, default=7)
     ap.add_argument("--val-patients", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0, help="patient split and training seed")
@@ -165,14 +171,16 @@ def main() -> None:
 
     from medfoundry.data.slices2d import load_samples, read_pair
     from medfoundry.data.synthesis import synthesize_dataset
-    from medfoundry.inference.encoder_backends import TorchEncoder
-    from medfoundry.inference.volume_eval import MemoEncoder, evaluate_volumes, load_volumes
+    from medfoundry.inference.encoder_backends import OnnxEncoder
+    from medfoundry.inference.volume_eval import evaluate_volumes, fp32_encoder, load_volumes
     from medfoundry.modeling.adapters.base import build_adapted
     from medfoundry.modeling.adapters.io import base_fingerprint, load_adapted_model
     from medfoundry.modeling.lite_medsam import build_lite_medsam
     from medfoundry.training.finetune import FinetuneConfig, finetune
     from medfoundry.training.finetune.engine import MemoryEmbeddingCache
 
+    # ONNX exports of every validated state go to a bench folder, not the user's cache
+    os.environ.setdefault("MEDFOUNDRY_CACHE", str(args.out / "cache"))
     pool, val_cases, test_cases = split(args.seed, args.test_patients, args.val_patients)
     if max(args.train_patients) > len(pool):
         sys.exit(f"at most {len(pool)} training patients (30 - test - validation)")
@@ -182,14 +190,15 @@ def main() -> None:
     val = load_volumes(DATA, image_glob=GLOB, cases=val_cases)
     test = load_volumes(DATA, image_glob=GLOB, cases=test_cases)
     base = build_lite_medsam()
-    base_memo = MemoEncoder(TorchEncoder(base.image_encoder))  # fp32 base embeddings: zero-shot, decoder, classprompt
+    base_memo = fp32_encoder(base, "onnx")  # fp32 base embeddings (ONNX Runtime, as `segment` runs by default)
     zero = evaluate_volumes(base, test, slices2d=True, memo=base_memo, progress=True)
     print(f"zero-shot: 3D DSC {zero['dsc']:.4f} (loose {zero['dsc_loose']:.4f}), 2D {zero['dsc2d']:.4f} "
           f"({time.perf_counter() - t0:.0f} s)")
     zero_cases = {c["case"]: c for c in zero["per_case"]}
     rows: list[dict] = []
-    val_memo = MemoEncoder(TorchEncoder(base.image_encoder))
-    shared_cache = MemoryEmbeddingCache(build_adapted(build_lite_medsam(), "decoder"))  # base 2D training embeddings
+    val_memo = fp32_encoder(base, "onnx")
+    # base-encoder embeddings of the training slices (float16, per flip), shared by the frozen-encoder runs
+    shared_cache = MemoryEmbeddingCache(build_adapted(build_lite_medsam(), "decoder"), OnnxEncoder(base.image_encoder))
     for n_train in args.train_patients:
         train_cases = pool[:n_train]
         train = load_samples(DATA, image_glob=GLOB, cases=train_cases, every=1, progress=False)
@@ -205,10 +214,12 @@ def main() -> None:
             for syn_name, extra in arms:
                 if syn_name == "yes" and method not in args.synthesis_methods:
                     continue
-                epochs, steps = METHOD_BUDGET[method]
+                epochs, steps, patience = METHOD_BUDGET[method]
                 cfg = FinetuneConfig(epochs=args.epochs or epochs, steps_per_epoch=args.steps_per_epoch or steps,
-                                     batch_size=args.batch_size, loss=args.loss, patience=args.patience,
-                                     seed=args.seed)  # fmt: skip
+                                     batch_size=args.batch_size, loss=args.loss,
+                                     patience=patience if args.patience is None else args.patience,
+                                     seed=args.seed, val_backend="onnx",
+                                     flip_prob=args.flip_prob)  # fmt: skip
                 fresh = build_lite_medsam()
                 model = build_adapted(fresh, method)
                 frozen = not model.encoder_trainable
@@ -221,7 +232,8 @@ def main() -> None:
                                       cache=shared_cache if frozen else None, memo=val_memo if frozen else None)
                 seconds = time.perf_counter() - t1
                 best = load_adapted_model(result.best)
-                scores = evaluate_volumes(best, test, slices2d=True, memo=base_memo if frozen else None, progress=True)
+                memo = base_memo if frozen else fp32_encoder(best, "onnx")
+                scores = evaluate_volumes(best, test, slices2d=True, memo=memo, progress=True)
                 per = {c["case"]: c for c in scores["per_case"]}
                 row = {"method": method, "synthesis": syn_name, "n_train": n_train, "best_epoch": result.best_epoch,
                        "epochs_run": len([h for h in result.history if h["epoch"] >= 0]), "train_s": seconds,

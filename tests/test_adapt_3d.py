@@ -192,7 +192,7 @@ def test_finetune_cli_defaults_validate_in_3d(shared_data, tmp_path, capsys):
     history = json.loads((out / "history.json").read_text())
     assert [h["epoch"] for h in history][:2] == [-1, 0] and all("val3d_dsc_loose" in h for h in history)
     cfg = read_adapter(out / "best.pt")["meta"]["train_config"]
-    assert cfg["box3d_prob"] == 0.3 and cfg["neighbour_prob"] == 0.4 and cfg["patience"] == 4
+    assert cfg["box3d_prob"] == 0.3 and cfg["neighbour_prob"] == 0.4 and cfg["patience"] == 3
     # every foreground slice of the training patient is a sample
     n_slices = int((load_volumes(pet, image_glob=PET_GLOB, cases=["STS_012"])[0].labels > 0).any(axis=(1, 2)).sum())
     assert f"training on {n_slices} samples from 1 cases" in text

@@ -19,7 +19,7 @@ from medfoundry.cli.common import (
 from medfoundry.modeling.registry import ADAPTERS
 
 METHOD_CHOICES = tuple(ADAPTERS)  # plain names: the registry imports no torch
-EPOCHS, STEPS, PATIENCE = 20, 25, 4  # at most 500 steps; validation every 25 (docs/adaptation.md)
+EPOCHS, STEPS, PATIENCE = 20, 25, 3  # at most 500 steps; validation every 25 (docs/adaptation.md)
 
 
 def add_parser(subparsers) -> None:
