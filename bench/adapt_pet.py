@@ -221,6 +221,7 @@ def main() -> None:
                                      seed=args.seed, val_backend="onnx",
                                      flip_prob=args.flip_prob)  # fmt: skip
                 fresh = build_lite_medsam()
+                fingerprint = base_fingerprint(fresh)  # before wrapping: class prompt replaces the mask decoder
                 model = build_adapted(fresh, method)
                 frozen = not model.encoder_trainable
                 run_dir = args.out / f"{method}-n{n_train}-syn{syn_name}"
@@ -228,7 +229,7 @@ def main() -> None:
                 t1 = time.perf_counter()
                 with PeakRSS() as mem:
                     result = finetune(model, train + extra, [], run_dir, config=cfg, progress=False,
-                                      base_fingerprint=base_fingerprint(fresh), val_volumes=val,
+                                      base_fingerprint=fingerprint, val_volumes=val,
                                       cache=shared_cache if frozen else None, memo=val_memo if frozen else None)
                 seconds = time.perf_counter() - t1
                 best = load_adapted_model(result.best)
