@@ -1,17 +1,21 @@
-"""Few-label adaptation on PET (../shared/data/pet-sts): zero-shot LiteMedSAM vs each method, with and without
-exemplar synthesis; DSC / NSD on held-out patients, trainable parameters, train time, peak memory; plus LoRA vs
-full fine-tuning step time and peak memory (each measured in a fresh subprocess).
+"""Few-label adaptation on PET (../shared/data/pet-sts), scored as users segment: one 3D box per test patient
+(the reference's bounding box, and a loose variant), middle slice first, then propagation (the path of
+``medfoundry segment --box X0 Y0 Z0 X1 Y1 Z1``); 3D DSC / NSD per patient, mean +- sd, per-patient wins / losses
+against zero-shot (loss: worse by > 0.05), and the 2D exact-box DSC (each foreground slice with its own box) as a
+second column. Every model is scored from fp32 embeddings (eager PyTorch encoder).
 
-Test slices are prompted with their exact ground-truth box (DSC, NSD) and with a loose box, each side moved out
-by a seeded 0-20 px of MedSAM's 1024-pixel frame (DSC loose), like a hand-drawn box.
+Patients are split once (seeded shuffle of the 30): TEST (7) and VALIDATION (3) are fixed, training patients are
+the first 5 / 10 / 20 of the remaining 20. Training uses every foreground slice, prompts drawn like 3D inference
+gives them, 3D validation on the validation patients after every epoch (best.pt = best validation score, early
+stopping); the test patients are used for nothing but the final scores.
 
-Default (aimed at <= 30 min on a 2-core CPU):
+Default (<= 45 min on a 2-core CPU): the 10-patient point for every method, no synthesis:
     python bench/adapt_pet.py
-Longer setting (more steps, denser test slices):
-    python bench/adapt_pet.py --epochs 6 --steps-per-epoch 20 --test-every 5 --synthetic 100
-Shortened setting used when the machine is loaded:
-    python bench/adapt_pet.py --methods decoder classprompt --epochs 2 --steps-per-epoch 5 --test-every 40 \
-        --synthetic 10 --skip-memory
+Label-efficiency points for the frozen-encoder methods, with and without synthesis:
+    python bench/adapt_pet.py --train-patients 5 20 --methods decoder classprompt --synthesis-methods decoder
+Full grid (several hours on 2 cores):
+    python bench/adapt_pet.py --train-patients 5 10 20 --synthesis-methods decoder lora dbsam classprompt
+LoRA vs full fine-tuning step time and memory (each in a fresh subprocess): add --memory.
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -32,7 +36,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MEDFOUNDRY_SHARED_DATA", ROOT.parent / "shared" / "data")) / "pet-sts"
 GLOB = "*/PET_image.nii.gz"
-LOOSE = 20.0  # test boxes: sides moved out by 0..20 px of MedSAM's 1024-pixel frame
+# (max epochs, steps per epoch, patience) per method at batch 4. The frozen-encoder methods get the defaults of
+# `medfoundry finetune` (their steps cost decoder passes once the embeddings are cached); LoRA and DB-SAM train
+# through the encoder (~12 s per step of 4 on 2 cores) and re-embed the validation slices every epoch, so on a
+# 2-core CPU they get 3 epochs of 8 steps.
+METHOD_BUDGET = {"decoder": (20, 25, 3), "classprompt": (20, 25, 3), "lora": (3, 8, 2), "dbsam": (3, 8, 2)}
 
 
 class PeakRSS:
@@ -62,13 +70,6 @@ class PeakRSS:
     @property
     def mib(self) -> float:
         return (self.peak - self.start) / 2**20
-
-
-def split(n_train: int):
-    cases = sorted(p.name for p in DATA.iterdir() if (p / "PET_image.nii.gz").is_file())
-    if n_train < 1 or n_train >= len(cases):
-        sys.exit(f"{DATA}: need 1 <= --train-patients < {len(cases)} (the rest are the test patients)")
-    return cases[:n_train], cases[n_train:]
 
 
 def measure(kind: str, batch: int, steps: int) -> None:
@@ -105,19 +106,59 @@ def measure(kind: str, batch: int, steps: int) -> None:
                       "trainable": trainable, "total": total}))  # fmt: skip
 
 
+def split(seed: int, n_test: int, n_val: int) -> tuple[list[str], list[str], list[str]]:
+    """(training pool, validation, test) patients: a seeded shuffle of every PET patient."""
+    cases = sorted(p.name for p in DATA.iterdir() if (p / "PET_image.nii.gz").is_file())
+    order = [cases[i] for i in np.random.default_rng(seed).permutation(len(cases))]
+    return order[n_test + n_val :], sorted(order[n_test : n_test + n_val]), sorted(order[:n_test])
+
+
+def wins_losses(scores: list[float], zero: list[float], margin: float = 0.05) -> tuple[int, int]:
+    """Patients better than zero-shot by > ``margin`` (wins) and worse by > ``margin`` (losses)."""
+    diff = np.asarray(scores) - np.asarray(zero)
+    return int((diff > margin).sum()), int((diff < -margin).sum())
+
+
+def label_efficiency_plot(rows: list[dict], zero: dict, path: Path) -> None:
+    """Test 3D DSC (exact 3D box) against training patients, one line per method (+- sd band)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.axhline(zero["dsc"], color="k", ls="--", label=f"zero-shot {zero['dsc']:.3f}")
+    for method, syn in sorted({(r["method"], r["synthesis"]) for r in rows}):
+        arm = [r for r in rows if r["method"] == method and r["synthesis"] == syn]
+        n, m, sd = (np.array(v) for v in zip(*sorted((r["n_train"], r["dsc"], r["dsc_sd"]) for r in arm), strict=True))
+        ax.errorbar(n + (0.3 if syn == "yes" else 0), m, yerr=sd, marker="o", capsize=3,
+                    ls="--" if syn == "yes" else "-", label=method + (" + synthesis" if syn == "yes" else ""))
+    ax.set(xlabel="training patients", ylabel="test 3D DSC (exact 3D box), mean +- sd", ylim=(0, 1),
+           title="PET label efficiency (3D box + propagation)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--train-patients", type=int, default=5, help="exemplar patients (rest: test)")
-    ap.add_argument("--methods", nargs="+", default=["decoder", "lora", "dbsam", "classprompt"])
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--steps-per-epoch", type=int, default=8)
-    ap.add_argument("--batch-size", type=int, default=2)
-    ap.add_argument("--every", type=int, default=5, help="training: every k-th slice with foreground")
-    ap.add_argument("--test-every", type=int, default=20, help="test: every k-th slice with foreground")
-    ap.add_argument("--synthetic", type=int, default=24, help="synthetic images (0: skip the synthesis arm)")
-    ap.add_argument("--jitter", type=float, default=20.0, help="training box jitter, px on MedSAM's 1024 frame")
-    ap.add_argument("--point-prob", type=float, default=0.5, help="share of training steps with a random point")
-    ap.add_argument("--skip-memory", action="store_true", help="skip the LoRA vs full fine-tuning measurement")
+    ap.add_argument("--train-patients", type=int, nargs="+", default=[10], help="training-set sizes (<= 20)")
+    ap.add_argument("--methods", nargs="+", default=["decoder", "classprompt", "lora", "dbsam"])
+    ap.add_argument("--synthesis-methods", nargs="*", default=[],
+                    help="methods also trained with synthetic slices added (none: skip the synthesis arm)")
+    ap.add_argument("--synthetic", type=int, default=100, help="synthetic slices for the synthesis arm")
+    ap.add_argument("--epochs", type=int, default=None, help="max epochs (default: per method, METHOD_BUDGET)")
+    ap.add_argument("--steps-per-epoch", type=int, default=None, help="steps per epoch (default: per method)")
+    ap.add_argument("--patience", type=int, default=None, help="early stopping patience (default: per method)")
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--flip-prob", type=float, default=0.5, help="flip probability per axis in training")
+    ap.add_argument("--test-patients", type=int, default=7)
+    ap.add_argument("--val-patients", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0, help="patient split and training seed")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "adapt_pet", help="results folder")
+    ap.add_argument("--memory", action="store_true", help="also measure LoRA vs full fine-tuning (subprocesses)")
     ap.add_argument("--memory-steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--loss", choices=["dice+focal", "bce+dice"], default="dice+focal", help="training loss")
@@ -130,70 +171,124 @@ def main() -> None:
 
     from medfoundry.data.slices2d import load_samples, read_pair
     from medfoundry.data.synthesis import synthesize_dataset
+    from medfoundry.inference.encoder_backends import OnnxEncoder
+    from medfoundry.inference.volume_eval import evaluate_volumes, fp32_encoder, load_volumes
     from medfoundry.modeling.adapters.base import build_adapted
-    from medfoundry.modeling.adapters.io import base_fingerprint
+    from medfoundry.modeling.adapters.io import base_fingerprint, load_adapted_model
     from medfoundry.modeling.lite_medsam import build_lite_medsam
-    from medfoundry.training.finetune import FinetuneConfig, evaluate_samples, finetune
+    from medfoundry.training.finetune import FinetuneConfig, finetune
     from medfoundry.training.finetune.engine import MemoryEmbeddingCache
 
-    train_cases, test_cases = split(args.train_patients)
-    train = load_samples(DATA, image_glob=GLOB, cases=train_cases, every=args.every, progress=False)
-    test = load_samples(DATA, image_glob=GLOB, cases=test_cases, every=args.test_every, progress=False)
-    print(f"train: {len(train)} slices from {train_cases}; test: {len(test)} slices from {len(test_cases)} patients")
-    rows = []
+    # ONNX exports of every validated state go to a bench folder, not the user's cache
+    os.environ.setdefault("MEDFOUNDRY_CACHE", str(args.out / "cache"))
+    pool, val_cases, test_cases = split(args.seed, args.test_patients, args.val_patients)
+    if max(args.train_patients) > len(pool):
+        sys.exit(f"at most {len(pool)} training patients (30 - test - validation)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(f"test: {test_cases}\nvalidation: {val_cases}\ntraining pool (first n used): {pool}")
     t0 = time.perf_counter()
-    shared = MemoryEmbeddingCache(build_adapted(build_lite_medsam(), "decoder"))  # base-encoder test embeddings
-    zero = evaluate_samples(build_lite_medsam(), test, cache=shared, progress=True, loose_jitter=LOOSE)
-    rows.append(("zero-shot", "-", zero, 0, 0.0, 0.0, 0.0))
-    print(f"zero-shot: DSC {zero['dsc']:.4f} NSD {zero['nsd']:.4f} ({time.perf_counter() - t0:.0f} s)")
-    work = Path(tempfile.mkdtemp(prefix="adapt_pet_"))
-    arms = [("no", [])]
-    if args.synthetic > 0:
-        pairs = []
-        for case in train_cases:
-            image, mask = read_pair(DATA / case / "PET_image.nii.gz", DATA / case / "PET_mask.nii.gz")
-            pairs.append((image, mask, case))
-        synthesize_dataset(pairs, work / "syn", args.synthetic, modality="PET", progress=False)
-        arms.append(("yes", load_samples(work / "syn", every=1, progress=False)))
-    for method in args.methods:
-        for syn_name, extra in arms:
-            base = build_lite_medsam()
-            fp = base_fingerprint(base)
-            model = build_adapted(base, method)
-            cfg = FinetuneConfig(epochs=args.epochs, batch_size=args.batch_size, steps_per_epoch=args.steps_per_epoch,
-                                 loss=args.loss, jitter=args.jitter, point_prob=args.point_prob)  # fmt: skip
-            cache = shared if not model.encoder_trainable else None  # frozen base encoder: embeddings shared
-            t1 = time.perf_counter()
-            with PeakRSS() as mem:
-                result = finetune(model, train + extra, [], work / f"{method}-{syn_name}", config=cfg,
-                                  base_fingerprint=fp, progress=False, cache=cache)  # fmt: skip
-            seconds = time.perf_counter() - t1
-            scores = evaluate_samples(model.for_inference(), test, cache=cache, progress=True, loose_jitter=LOOSE)
-            rows.append((method, syn_name, scores, result.trainable, seconds, result.seconds_per_step, mem.mib))
-            print(f"{method} synth={syn_name}: DSC {scores['dsc']:.4f} NSD {scores['nsd']:.4f} loose-box DSC "
-                  f"{scores['dsc_loose']:.4f} train {seconds:.0f} s peak +{mem.mib:.0f} MiB")  # fmt: skip
-    print(
-        f"\ntrain: {len(train)} slices ({len(train_cases)} patients); test: {len(test)} slices "
-        f"({len(test_cases)} patients); {args.epochs} x {args.steps_per_epoch} steps of batch {args.batch_size}"
+    val = load_volumes(DATA, image_glob=GLOB, cases=val_cases)
+    test = load_volumes(DATA, image_glob=GLOB, cases=test_cases)
+    base = build_lite_medsam()
+    base_memo = fp32_encoder(base, "onnx")  # fp32 base embeddings (ONNX Runtime, as `segment` runs by default)
+    zero = evaluate_volumes(base, test, slices2d=True, memo=base_memo, progress=True)
+    print(f"zero-shot: 3D DSC {zero['dsc']:.4f} (loose {zero['dsc_loose']:.4f}), 2D {zero['dsc2d']:.4f} "
+          f"({time.perf_counter() - t0:.0f} s)")
+    zero_cases = {c["case"]: c for c in zero["per_case"]}
+    rows: list[dict] = []
+    val_memo = fp32_encoder(base, "onnx")
+    # base-encoder embeddings of the training slices (float16, per flip), shared by the frozen-encoder runs
+    shared_cache = MemoryEmbeddingCache(
+        build_adapted(build_lite_medsam(), "decoder"), encoder=OnnxEncoder(base.image_encoder)
     )
-    print("\n| method | synthesis | DSC | NSD | DSC loose box | trainable params | train s | s/step | peak MiB |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for method, syn_name, s, n, sec, step, mib in rows:
-        print(f"| {method} | {syn_name} | {100 * s['dsc']:.1f} | {100 * s['nsd']:.1f} | {100 * s['dsc_loose']:.1f} "
-              f"| {n:,} | {sec:.0f} | {step:.2f} | {mib:.0f} |")  # fmt: skip
-    if not args.skip_memory:
+    for n_train in args.train_patients:
+        train_cases = pool[:n_train]
+        train = load_samples(DATA, image_glob=GLOB, cases=train_cases, every=1, progress=False)
+        arms = [("no", [])]
+        if args.synthesis_methods:
+            pairs = [(*read_pair(DATA / c / "PET_image.nii.gz", DATA / c / "PET_mask.nii.gz"), c) for c in train_cases]
+            syn_dir = args.out / f"syn-{n_train}"
+            if not (syn_dir / "dataset.json").is_file():
+                synthesize_dataset(pairs, syn_dir, args.synthetic, modality="PET", progress=False)
+            arms.append(("yes", load_samples(syn_dir, every=1, progress=False)))
+        print(f"\n{n_train} training patients: {len(train)} slices")
+        for method in args.methods:
+            for syn_name, extra in arms:
+                if syn_name == "yes" and method not in args.synthesis_methods:
+                    continue
+                epochs, steps, patience = METHOD_BUDGET[method]
+                cfg = FinetuneConfig(epochs=args.epochs or epochs, steps_per_epoch=args.steps_per_epoch or steps,
+                                     batch_size=args.batch_size, loss=args.loss,
+                                     patience=patience if args.patience is None else args.patience,
+                                     seed=args.seed, val_backend="onnx",
+                                     flip_prob=args.flip_prob)  # fmt: skip
+                fresh = build_lite_medsam()
+                fingerprint = base_fingerprint(fresh)  # before wrapping: class prompt replaces the mask decoder
+                model = build_adapted(fresh, method)
+                frozen = not model.encoder_trainable
+                run_dir = args.out / f"{method}-n{n_train}-syn{syn_name}"
+                shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run each time
+                t1 = time.perf_counter()
+                with PeakRSS() as mem:
+                    result = finetune(model, train + extra, [], run_dir, config=cfg, progress=False,
+                                      base_fingerprint=fingerprint, val_volumes=val,
+                                      cache=shared_cache if frozen else None, memo=val_memo if frozen else None)
+                seconds = time.perf_counter() - t1
+                best = load_adapted_model(result.best)
+                memo = base_memo if frozen else fp32_encoder(best, "onnx")
+                scores = evaluate_volumes(best, test, slices2d=True, memo=memo, progress=True)
+                per = {c["case"]: c for c in scores["per_case"]}
+                row = {"method": method, "synthesis": syn_name, "n_train": n_train, "best_epoch": result.best_epoch,
+                       "epochs_run": len([h for h in result.history if h["epoch"] >= 0]), "train_s": seconds,
+                       "s_per_step": result.seconds_per_step, "peak_mib": mem.mib, "trainable": result.trainable,
+                       "val_before": result.history[0].get("val3d_dsc"),
+                       "val_best": max(h["val3d_dsc"] for h in result.history if h.get("val3d_dsc") is not None),
+                       "per_case": scores["per_case"]}  # fmt: skip
+                for key in ("dsc", "dsc_loose", "nsd", "nsd_loose", "dsc2d"):
+                    vals = [per[c][key] for c in test_cases]
+                    row[key], row[key + "_sd"] = float(np.mean(vals)), float(np.std(vals))
+                    if key in ("dsc", "dsc_loose"):
+                        row[key + "_wl"] = wins_losses(vals, [zero_cases[c][key] for c in test_cases])
+                rows.append(row)
+                print(f"{method} n={n_train} synth={syn_name}: 3D DSC {row['dsc']:.4f} +- {row['dsc_sd']:.3f} "
+                      f"W/L {row['dsc_wl']}, loose {row['dsc_loose']:.4f} W/L {row['dsc_loose_wl']}, 2D "
+                      f"{row['dsc2d']:.4f}; best epoch {result.best_epoch + 1} of {row['epochs_run']}, "
+                      f"train {seconds:.0f} s ({time.perf_counter() - t0:.0f} s in all)")  # fmt: skip
+                (args.out / "results.json").write_text(json.dumps({"zero": zero, "rows": rows, "test": test_cases,
+                                                                   "val": val_cases, "pool": pool}, indent=1))
+    print(f"\ntest patients {test_cases}; validation {val_cases}; 3D box + propagation, fp32 embeddings")
+    print("\n| method | train patients | synthesis | 3D DSC exact box | W / L | 3D DSC loose box | W / L | 3D NSD "
+          "| 2D DSC exact box | best epoch / run | train s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    sd = lambda r, k: f"{r[k]:.3f} +- {r[k + '_sd']:.3f}"  # noqa: E731
+    zsd = {k: float(np.std([c[k] for c in zero["per_case"]])) for k in ("dsc", "dsc_loose", "nsd", "dsc2d")}
+    print(f"| zero-shot | - | - | {zero['dsc']:.3f} +- {zsd['dsc']:.3f} | - | {zero['dsc_loose']:.3f} +- "
+          f"{zsd['dsc_loose']:.3f} | - | {zero['nsd']:.3f} | {zero['dsc2d']:.3f} | - | - |")  # fmt: skip
+    for r in rows:
+        print(f"| {r['method']} | {r['n_train']} | {r['synthesis']} | {sd(r, 'dsc')} | {r['dsc_wl'][0]} / "
+              f"{r['dsc_wl'][1]} | {sd(r, 'dsc_loose')} | {r['dsc_loose_wl'][0]} / {r['dsc_loose_wl'][1]} | "
+              f"{r['nsd']:.3f} | {r['dsc2d']:.3f} | {r['best_epoch'] + 1} / {r['epochs_run']} | {r['train_s']:.0f} |")
+    print("\nper patient, 3D DSC exact box:")
+    names = [f"{r['method']} n{r['n_train']}{' syn' if r['synthesis'] == 'yes' else ''}" for r in rows]
+    print("| patient | zero-shot | " + " | ".join(names) + " |")
+    print("|---|---|" + "---|" * len(rows))
+    for c in test_cases:
+        cells = [f"{next(p for p in r['per_case'] if p['case'] == c)['dsc']:.3f}" for r in rows]
+        print(f"| {c} | {zero_cases[c]['dsc']:.3f} | " + " | ".join(cells) + " |")
+    label_efficiency_plot(rows, zero, args.out / "label_efficiency.png")
+    print(f"\nplot: {args.out / 'label_efficiency.png'}; results: {args.out / 'results.json'}")
+    if args.memory:
         res = {}
         for kind in ("full", "lora"):
-            cmd = [sys.executable, __file__, "--measure", kind, "--batch-size", str(args.batch_size),
+            cmd = [sys.executable, __file__, "--measure", kind, "--batch-size", "2",
                    "--memory-steps", str(args.memory_steps), "--threads", str(args.threads)]  # fmt: skip
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
             res[kind] = json.loads(out)
         full, lora = res["full"], res["lora"]
-        print(f"\nLoRA vs full fine-tuning (batch {args.batch_size}, median of {args.memory_steps} steps): "
-              f"step time {lora['step_s']:.2f} s vs {full['step_s']:.2f} s = {lora['step_s'] / full['step_s']:.2f}x; "
-              f"peak memory +{lora['peak_mib']:.0f} vs +{full['peak_mib']:.0f} MiB = "
-              f"{lora['peak_mib'] / max(full['peak_mib'], 1e-9):.2f}x; trainable {lora['trainable']:,} vs "
-              f"{full['trainable']:,} ({100 * lora['trainable'] / full['total']:.2f}%)")  # fmt: skip
+        print(f"\nLoRA vs full fine-tuning (batch 2, median of {args.memory_steps} steps): step time "
+              f"{lora['step_s']:.2f} s vs {full['step_s']:.2f} s = {lora['step_s'] / full['step_s']:.2f}x; peak memory "
+              f"+{lora['peak_mib']:.0f} vs +{full['peak_mib']:.0f} MiB = "
+              f"{lora['peak_mib'] / max(full['peak_mib'], 1e-9):.2f}x")  # fmt: skip
     print(f"total {time.perf_counter() - t0:.0f} s")
 
 

@@ -19,6 +19,7 @@ from medfoundry.cli.common import (
 from medfoundry.modeling.registry import ADAPTERS
 
 METHOD_CHOICES = tuple(ADAPTERS)  # plain names: the registry imports no torch
+EPOCHS, STEPS, PATIENCE = 20, 25, 3  # at most 500 steps; validation every 25 (docs/adaptation.md)
 
 
 def add_parser(subparsers) -> None:
@@ -26,10 +27,14 @@ def add_parser(subparsers) -> None:
         "finetune",
         help="train a small adapter (decoder, LoRA, DB-SAM, class prompt) on a few labelled images",
         description=(
-            "Fine-tune LiteMedSAM on 2D samples cut from labelled volumes (every k-th slice with foreground) or "
-            "2D files, with MedSAM preprocessing, flips, box jitter and random points. Writes OUT/best.pt and "
-            "OUT/last.pt (adapter files: trained tensors + config), history.json and curves.png. Use the "
-            "adapter with 'medfoundry segment --adapter OUT/best.pt'."
+            "Fine-tune LiteMedSAM on 2D samples cut from labelled volumes (every slice with foreground) or "
+            "2D files, with MedSAM preprocessing, flips, box prompts drawn like 3D inference gives them (the 3D "
+            "box's extent, an adjacent slice's box plus the propagation margin, exact boxes), box jitter and "
+            "random points. Validation segments the validation patients as 'medfoundry segment --box' does (3D "
+            "box, middle slice, propagation); OUT/best.pt is the best 3D validation DSC (exact and loose box), "
+            "training stops early when it stops improving. Writes OUT/best.pt and OUT/last.pt (adapter files: "
+            "trained tensors + config), history.json and curves.png. Use the adapter with "
+            "'medfoundry segment --adapter OUT/best.pt'."
         ),
     )
     p.add_argument("train", help="training folder: NAME_image/NAME_mask pairs, images/+labels/, or dataset.json")
@@ -47,13 +52,17 @@ def add_parser(subparsers) -> None:
         default=0.2,
         help="share of cases held out (default 0.2)",
     )
-    d.add_argument("--every", type=positive_int, default=5, help="every k-th slice with foreground (default 5)")
+    d.add_argument("--every", type=positive_int, default=1, help="every k-th slice with foreground (default 1: all)")
     d.add_argument("--modality", type=str.upper, choices=["CT", "MR", "PET", "RGB", "OTHER"],
                    help="modality of all images (default: from file names, e.g. PET_image)")  # fmt: skip
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=positive_int, default=10)
+    t.add_argument("--epochs", type=positive_int, default=EPOCHS, help=f"at most this many epochs (default {EPOCHS})")
     t.add_argument("--batch-size", type=positive_int, default=4)
-    t.add_argument("--steps-per-epoch", type=positive_int, help="optimiser steps per epoch (default: one pass)")
+    t.add_argument("--steps-per-epoch", type=positive_int, default=STEPS,
+                   help=f"optimiser steps between validations (default {STEPS})")  # fmt: skip
+    t.add_argument("--patience", type=nonnegative_int, default=PATIENCE,
+                   help=f"stop after this many epochs without a better validation score (default {PATIENCE}; 0: "
+                   "never)")  # fmt: skip
     t.add_argument("--lr", type=positive_float, help="learning rate (default per method: 1e-4, LoRA 1e-3, DB-SAM 3e-4)")
     t.add_argument("--loss", choices=["dice+focal", "bce+dice"], default="dice+focal",
                    help="dice+focal, or bce+dice (BCE + 0.8 Dice)")  # fmt: skip
@@ -61,7 +70,12 @@ def add_parser(subparsers) -> None:
     t.add_argument("--jitter", type=nonnegative_float, default=20.0,
                    help="box jitter: each side moved out by 0..PX px of MedSAM's 1024-pixel frame (default 20 = "
                    "0..5 px on the 256-pixel input; 0 fits tight boxes best, see docs/adaptation.md)")  # fmt: skip
-    t.add_argument("--point-prob", type=fraction, default=0.5, help="share of steps that add a random positive point")
+    t.add_argument("--point-prob", type=fraction, default=0.2, help="share of steps that add a random positive point")
+    t.add_argument("--box3d-prob", type=fraction, default=0.3,
+                   help="share of training prompts that are the object's 3D box extent (default 0.3)")  # fmt: skip
+    t.add_argument("--neighbour-prob", type=fraction, default=0.4,
+                   help="share of training prompts that are an adjacent slice's box + the propagation margin, as "
+                   "propagation gives (default 0.4); the rest are the slice's exact box")  # fmt: skip
     t.add_argument("--rank", type=positive_int, help="LoRA rank (default 4)")
     t.add_argument("--checkpoint-stages", type=nonnegative_int, nargs="*", metavar="STAGE",
                    help="LoRA: encoder stages recomputed in backward to save memory (default 2)")  # fmt: skip
@@ -78,11 +92,14 @@ def run(args: argparse.Namespace) -> int:
 
     from medfoundry.data.slices2d import load_samples, split_cases
     from medfoundry.errors import InputError
+    from medfoundry.inference.volume_eval import load_volumes
     from medfoundry.io.atomic import check_writable
     from medfoundry.modeling.adapters.base import build_adapted
     from medfoundry.modeling.adapters.io import base_fingerprint
     from medfoundry.training.finetune import FinetuneConfig, finetune
 
+    if args.box3d_prob + args.neighbour_prob > 1:
+        raise InputError(None, "--box3d-prob + --neighbour-prob must not exceed 1")
     set_threads(args)
     out = check_writable(args.out, overwrite=True, folder=True, create=False)  # a file here is refused at once
     previous = [out / n for n in ("last.pt", "best.pt") if (out / n).exists()]
@@ -103,6 +120,10 @@ def run(args: argparse.Namespace) -> int:
         train, val = split_cases(samples, args.val_fraction, args.seed)
     else:
         train, val = samples, []
+    val_cases = sorted({s.case for s in val})
+    # validation volumes: the 3D path users take (2D validation files are scored slice by slice)
+    val_volumes = load_volumes(args.val or args.train, image_glob=args.image_glob, cases=val_cases,
+                               modality=args.modality) if val_cases else []  # fmt: skip
     if args.extra:
         train = train + load_samples(args.extra, every=args.every, modality=args.modality, progress=False)
     if args.tiny_model:
@@ -122,8 +143,9 @@ def run(args: argparse.Namespace) -> int:
     model = build_adapted(base, args.method, options)
     trainable, total = model.count_parameters()
     print(f"{args.method}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
-    print(f"training on {len(train)} samples from {len({s.case for s in train})} cases, "
-          f"validating on {len(val)} samples from {len({s.case for s in val})} cases")  # fmt: skip
+    print(f"training on {len(train)} samples from {len({s.case for s in train})} cases, validating on "
+          + (f"{len(val_volumes)} volumes (3D box + propagation)" if val_volumes else
+             f"{len(val)} samples from {len(val_cases)} cases"))  # fmt: skip
     if args.overwrite and not args.resume:
         for name in ("last.pt", "best.pt", "history.json", "curves.png"):
             (out / name).unlink(missing_ok=True)
@@ -136,11 +158,22 @@ def run(args: argparse.Namespace) -> int:
         steps_per_epoch=args.steps_per_epoch,
         jitter=args.jitter,
         point_prob=args.point_prob,
+        box3d_prob=args.box3d_prob,
+        neighbour_prob=args.neighbour_prob,
+        patience=args.patience,
         seed=args.seed,
     )
     result = finetune(model, train, val, out, config=config, base_fingerprint=fingerprint, base_name=base_name,
-                      resume=args.resume)  # fmt: skip
-    best = max((h["val_dsc"] or 0.0 for h in result.history), default=0.0) if val else None
-    print(f"adapter: {result.best} (best{'' if best is None else f' val DSC {best:.3f}'}); last: {result.last}")
+                      resume=args.resume, val_volumes=val_volumes or None)  # fmt: skip
+    chosen = next((h for h in result.history if h["epoch"] == result.best_epoch), None)
+    what = "best"
+    if chosen is not None and chosen.get("val3d_dsc") is not None:
+        first = result.history[0]
+        what = (f"epoch {chosen['epoch'] + 1}" if chosen["epoch"] >= 0 else "untrained") + (
+            f", 3D val DSC {chosen['val3d_dsc']:.3f} / loose box {chosen['val3d_dsc_loose']:.3f}; before training "
+            f"{first['val3d_dsc']:.3f} / {first['val3d_dsc_loose']:.3f}" if first["epoch"] == -1 else "")
+    elif chosen is not None and chosen.get("val_dsc") is not None:
+        what = f"epoch {chosen['epoch'] + 1}, val DSC {chosen['val_dsc']:.3f}"
+    print(f"adapter: {result.best} ({what}); last: {result.last}")
     print(f"curves: {result.curves}")
     return 0

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from medfoundry.errors import InputError
 from medfoundry.io import MedicalImage, read_image, read_mask
 from medfoundry.io.paths import FORMAT_SUFFIXES, split_suffix
-from medfoundry.preprocessing.boxes import mask_box
+from medfoundry.preprocessing.boxes import label_boxes, mask_box
 from medfoundry.preprocessing.intensity import IntensityWindow, normalize_intensity
 
 IMAGE_SUFFIXES = tuple(s for s in FORMAT_SUFFIXES if s not in (".dcm", ".dicom", ".ima"))  # single files
@@ -43,6 +43,10 @@ class Sample2D:
     label: int = 1
     slice_index: int | None = None
     source: str | None = None
+    # volumes only: the in-plane extent [x0, y0, x1, y1] of the object's 3D bounding box (the box a user gives
+    # for the whole object), and the tight boxes of the object on the adjacent slices that hold it (z - 1, z + 1)
+    box3d: np.ndarray | None = None
+    neighbour_boxes: tuple[np.ndarray, ...] = ()
 
     def box(self) -> np.ndarray:
         """The mask's bounding box ``[x0, y0, x1, y1]`` in pixels."""
@@ -132,10 +136,12 @@ def samples_from_image(
     slices: Sequence[int] | None = None,
 ) -> list[Sample2D]:
     """Samples from one image and its label map (same grid): every ``every``-th slice with foreground
-    (or the given ``slices``) of a volume, or the one slice of a 2D image; one sample per label."""
+    (or the given ``slices``) of a volume, or the one slice of a 2D image; one sample per label. Volume samples
+    also carry the object's 3D box extent and its boxes on the adjacent slices (the prompts 3D inference gives)."""
     normalized = normalize_intensity(image, window)
     labels = mask.array
     spacing = image.spacing_zyx
+    boxes3d: dict[int, np.ndarray] = {}
     if image.spatial_ndim == 2:
         planes = [(None, normalized, labels)]
         spacing2d = (spacing[0], spacing[1])
@@ -143,14 +149,21 @@ def samples_from_image(
         zs = list(slices) if slices is not None else _slices_with_foreground(labels, every)
         planes = [(int(z), normalized[z], labels[z]) for z in zs]
         spacing2d = (spacing[1], spacing[2])
+        values = [int(v) for v in np.unique(labels) if v > 0]
+        boxes3d = {v: b[[0, 1, 3, 4]] for v, b in zip(values, label_boxes(labels), strict=True)}
     out = []
     for z, plane, lab in planes:
+        image2d = np.ascontiguousarray(plane, dtype=np.float32)
         for value in np.unique(lab):
             if value == 0:
                 continue
+            neighbours: tuple[np.ndarray, ...] = ()
+            if z is not None:
+                near = [mask_box(labels[n] == value) for n in (z - 1, z + 1) if 0 <= n < labels.shape[0]]
+                neighbours = tuple(b for b in near if b is not None)
             out.append(
                 Sample2D(
-                    image=np.ascontiguousarray(plane, dtype=np.float32),
+                    image=image2d,
                     mask=lab == value,
                     spacing=spacing2d,
                     case=case,
@@ -158,6 +171,8 @@ def samples_from_image(
                     label=int(value),
                     slice_index=z,
                     source=image.path,
+                    box3d=boxes3d.get(int(value)),
+                    neighbour_boxes=neighbours,
                 )
             )
     return out

@@ -15,14 +15,22 @@ from medfoundry.preprocessing.boxes import mask_box as tight_box
 BOX_MARGIN_MODEL_PX = 3.0
 
 
+def propagation_margin(size: tuple[int, int]) -> float:
+    """The margin (original pixels) added around the previous slice's mask box on an (H, W) slice."""
+    return BOX_MARGIN_MODEL_PX * max(size) / 256.0
+
+
+def grow_box(box: np.ndarray, margin: float, size: tuple[int, int]) -> np.ndarray:
+    """A box ``[x0, y0, x1, y1]`` grown by ``margin`` pixels on every side and clipped to an (H, W) image."""
+    h, w = size
+    grown = np.asarray(box, dtype=np.float32) + np.array([-margin, -margin, margin, margin], dtype=np.float32)
+    return np.clip(grown, 0.0, np.array([w - 1.0, h - 1.0, w - 1.0, h - 1.0], dtype=np.float32))
+
+
 def mask_box(mask: np.ndarray, margin: float, size: tuple[int, int]) -> np.ndarray | None:
     """Bounding box ``[x0, y0, x1, y1]`` of a 2D mask grown by ``margin`` pixels and clipped; None if empty."""
     box = tight_box(mask)
-    if box is None:
-        return None
-    h, w = size
-    grown = box + np.array([-margin, -margin, margin, margin], dtype=np.float32)
-    return np.clip(grown, 0.0, np.array([w - 1.0, h - 1.0, w - 1.0, h - 1.0], dtype=np.float32))
+    return None if box is None else grow_box(box, margin, size)
 
 
 class SliceEmbeddings:
@@ -82,7 +90,7 @@ def propagate(
     Each slice is prompted with the previous slice's mask box plus a margin of 3 model pixels.
     """
     size = start_mask.shape
-    margin = BOX_MARGIN_MODEL_PX * max(size) / 256.0
+    margin = propagation_margin(size)
     for step in (1, -1):
         previous = start_mask
         z = start_z + step

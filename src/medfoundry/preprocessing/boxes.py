@@ -55,3 +55,23 @@ def label_boxes(labels: np.ndarray) -> np.ndarray:
     found = label_slices(labels, values)
     boxes = [_to_box(found[v]) for v in values if found[v] is not None]
     return np.asarray(boxes, dtype=np.float32).reshape(-1, 2 * labels.ndim)
+
+
+def loosen_box(
+    box: np.ndarray, rng: np.random.Generator, shape: Sequence[int], fraction: float = 0.1, z_slices: int = 1
+) -> np.ndarray:
+    """A looser version of a prompt box, as a hand-drawn one would be: each in-plane side moved out by a random
+    0..``fraction`` of the box's size along that axis plus 0..1 pixel, and (3D boxes ``[x0, y0, z0, x1, y1, z1]``)
+    each z side by 0..``z_slices`` slices; clipped to an image of ``shape`` ((H, W) or (Z, H, W))."""
+    box = np.asarray(box, dtype=np.float32)
+    dims = box.size // 2
+    lo, hi = box[:dims].copy(), box[dims:].copy()
+    size = hi - lo + 1.0
+    limit = np.asarray(shape[::-1][:dims], dtype=np.float32) - 1.0  # x, y(, z) upper bounds
+    for axis in range(min(dims, 2)):
+        lo[axis] -= rng.uniform(0.0, fraction * size[axis] + 1.0)
+        hi[axis] += rng.uniform(0.0, fraction * size[axis] + 1.0)
+    if dims == 3:
+        lo[2] -= rng.integers(0, z_slices + 1)
+        hi[2] += rng.integers(0, z_slices + 1)
+    return np.concatenate([np.clip(lo, 0.0, limit), np.clip(hi, 0.0, limit)]).astype(np.float32)

@@ -1,5 +1,13 @@
 """Turn 2D samples into model-space training inputs with MedSAM's preprocessing and the augmentations:
-flips (p = 0.5 each axis), box jitter and random positive points drawn from the mask.
+flips (p = 0.5 each axis), box prompts drawn like the ones 3D inference gives, box jitter and random positive
+points drawn from the mask.
+
+Box prompts (:func:`prompt_box`), per sample, as ``medfoundry segment --box X0 Y0 Z0 X1 Y1 Z1`` prompts a
+volume (the 3D box's in-plane extent on the middle slice, then each slice with the previous slice's mask box
+plus the propagation margin): ``box3d`` the in-plane extent of the object's 3D bounding box, loosened half of
+the time as a hand-drawn box would be (loose on slices away from the object's widest); ``neighbour`` the
+object's box on an adjacent slice plus the propagation margin; ``exact`` the slice's own tight box. Volume
+samples without the 3D context (2D files) always get ``exact``.
 
 Box jitter follows MedSAM: 0 to ``jitter`` px added per side on its 1024-pixel input (``jitter = 20``), i.e. the
 same share of the image on LiteMedSAM's 256-pixel input (0 to 5 px there, as in LiteMedSAM's own training). On
@@ -15,22 +23,66 @@ import torch
 import torch.nn.functional as F
 
 from medfoundry.data.slices2d import Sample2D
-from medfoundry.preprocessing.boxes import mask_box
+from medfoundry.inference.propagation import grow_box, propagation_margin
+from medfoundry.preprocessing.boxes import loosen_box
 from medfoundry.preprocessing.resize import IMAGE_SIZE, ResizeLongestSide, image_to_tensor
+
+PROMPT_KINDS = ("exact", "box3d", "neighbour")
 
 
 @dataclass
 class Augment:
-    """Augmentation settings; ``Augment.none()`` gives the plain validation inputs."""
+    """Augmentation settings; ``Augment.none()`` gives the plain validation inputs (exact boxes)."""
 
     flip_prob: float = 0.5
     jitter: float = 20.0  # px per side on MedSAM's 1024-pixel frame
     point_prob: float = 0.5
     points: int = 1
+    box3d_prob: float = 0.0  # share of samples prompted with the 3D box's in-plane extent
+    neighbour_prob: float = 0.0  # share prompted with an adjacent slice's box + the propagation margin
 
     @classmethod
     def none(cls) -> Augment:
         return cls(flip_prob=0.0, jitter=0, point_prob=0.0, points=0)
+
+
+def prompt_kind(sample: Sample2D, rng: np.random.Generator, augment: Augment) -> str:
+    """Which box prompt a sample gets (one of :data:`PROMPT_KINDS`), drawn with the ``augment`` shares; kinds
+    the sample has no context for fall back to ``box3d`` (no neighbour) or ``exact`` (no 3D box)."""
+    u = rng.random()
+    kind = "exact"
+    if u < augment.box3d_prob:
+        kind = "box3d"
+    elif u < augment.box3d_prob + augment.neighbour_prob:
+        kind = "neighbour"
+    if kind == "neighbour" and not sample.neighbour_boxes:
+        kind = "box3d"
+    if kind == "box3d" and sample.box3d is None:
+        kind = "exact"
+    return kind
+
+
+def prompt_box(sample: Sample2D, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """The box ``[x0, y0, x1, y1]`` (original pixels) of prompt ``kind`` for a sample (see the module doc)."""
+    size = tuple(sample.mask.shape[:2])
+    if kind == "box3d":
+        box = sample.box3d
+        return loosen_box(box, rng, size) if rng.random() < 0.5 else np.asarray(box, dtype=np.float32)
+    if kind == "neighbour":
+        near = sample.neighbour_boxes[int(rng.integers(len(sample.neighbour_boxes)))]
+        return grow_box(near, propagation_margin(size), size)
+    return sample.box()
+
+
+def flip_box(box: np.ndarray, code: int, size: tuple[int, int]) -> np.ndarray:
+    """A box ``[x0, y0, x1, y1]`` on an (H, W) image flipped as ``code`` says (see :func:`flip_code`)."""
+    h, w = size
+    x0, y0, x1, y1 = np.asarray(box, dtype=np.float32).tolist()
+    if code & 1:
+        x0, x1 = w - 1 - x1, w - 1 - x0
+    if code & 2:
+        y0, y1 = h - 1 - y1, h - 1 - y0
+    return np.array([x0, y0, x1, y1], dtype=np.float32)
 
 
 def flip_code(rng: np.random.Generator, flip_prob: float) -> int:
@@ -67,12 +119,6 @@ def model_mask(mask: np.ndarray) -> torch.Tensor:
     return F.pad(m, (0, t.target - w, 0, t.target - h))[0]
 
 
-def box_of(mask: torch.Tensor) -> np.ndarray:
-    """Bounding box ``[x0, y0, x1, y1]`` of a (1, H, W) model-space mask (pixel centres)."""
-    box = mask_box((mask[0] > 0.5).cpu().numpy())
-    return np.array([0, 0, 1, 1], dtype=np.float32) if box is None else box
-
-
 MEDSAM_FRAME = 1024  # MedSAM's input size, the frame in which ``jitter`` is given
 
 
@@ -104,13 +150,16 @@ def prepare_targets(
     samples: list[Sample2D], flips: list[int], rng: np.random.Generator, augment: Augment, with_points: bool
 ) -> dict[str, torch.Tensor | None]:
     """Targets and prompts for a batch whose images use ``flips``: (B, 1, 256, 256) targets, (B, 1, 4) boxes
-    and, with ``with_points``, (B, P, 2) positive points with labels."""
+    (kinds drawn by :func:`prompt_kind`, mapped to model space as the predictor maps them, then jittered) and,
+    with ``with_points``, (B, P, 2) positive points with labels."""
     targets, boxes, points = [], [], []
     for sample, code in zip(samples, flips, strict=True):
+        size = tuple(sample.mask.shape[:2])
         target = model_mask(apply_flip(sample.mask, code))
-        limit = ResizeLongestSide(tuple(sample.mask.shape[:2])).resized_size
+        t = ResizeLongestSide(size)
         targets.append(target)
-        boxes.append(jitter_box(box_of(target), rng, augment.jitter, limit))
+        box = flip_box(prompt_box(sample, prompt_kind(sample, rng, augment), rng), code, size)
+        boxes.append(jitter_box(t.apply_boxes(box)[0], rng, augment.jitter, t.resized_size))
         if with_points:
             points.append(random_points(target, rng, augment.points))
     out: dict[str, torch.Tensor | None] = {
