@@ -136,7 +136,7 @@ def main(argv=None) -> int:
     )
 
     x = torch.from_numpy(model_input(sets["PET"][1][0][0]))
-    print(f"\n{'encoder':<30}{'s / slice':>10}{'vs ORT fp32':>12}" + "".join(f"{'DSC ' + m:>11}" for m in sets))
+    print(f"\n{'encoder':<30}{'s / slice':>10}{'vs ORT fp32':>12}" + "".join(f"{'DSC ' + m:>13}" for m in sets))
     eager = LiteMedSAMPredictor(model=model, backend=encoders["torch fp32 (eager)"])
     reference = {}
     for m, (_, held) in sets.items():
@@ -156,7 +156,7 @@ def main(argv=None) -> int:
                 values.append(dsc(pred.predict(boxes=[box])[0], reference[m, i]))
             scores.append(f"{min(values):.3f}/{np.mean(values):.3f}")
         ratio = "" if t_ort is None else f"{t_ort / t:.2f}x"
-        print(f"{name:<30}{t:>10.3f}{ratio:>12}" + "".join(f"{s:>11}" for s in scores))
+        print(f"{name:<30}{t:>10.3f}{ratio:>12}" + "".join(f"{s:>13}" for s in scores))
     print("(DSC: min/mean over held-out slices vs fp32 eager masks)")
 
     emb = torch.from_numpy(ort_fp32(x).numpy())
