@@ -1,4 +1,4 @@
-"""Regenerate ``src/medfoundry/modeling/weights/lesion_classifier_v1.json`` (seeded) and print its CV scores.
+"""Regenerate ``src/medfoundry/modeling/weights/lesion_classifier_v2.json`` (seeded) and print its CV scores.
 
 PYTHONPATH=src python bench/train_lesion_classifier.py [--data ../shared/data] [--out PATH] [--threads 2]
 """

@@ -66,3 +66,28 @@ def test_handcrafted_features_of_a_real_crop_are_finite(shared_data):
     # peak_over_threshold is SUVmax / threshold; log_volume_ml is log of the volume
     assert feats[:, HANDCRAFTED.index("peak_over_threshold")] == pytest.approx([c.suv_max / 3.0 for c in cands])
     assert np.exp(feats[:, HANDCRAFTED.index("log_volume_ml")]) == pytest.approx([c.volume_ml for c in cands])
+
+
+def test_inserted_training_scans_are_seeded_and_label_only_inserted_lesions(shared_data):
+    """The classifier's inserted-lesion positives: lesions of a training crop inserted into whole-body STS_001,
+    the label exactly the inserted voxels (never the scan's own tumour), the same seed giving the same scan."""
+    from medfoundry.data.insertion import extract_lesions
+    from medfoundry.io import read_image, read_mask
+    from medfoundry.preprocessing.pet_suv import to_suv
+    from medfoundry.training.lesion_classifier import inserted_scans
+
+    wb = shared_data / "pet-wholebody" / "STS_001"
+    background = to_suv(read_image(wb / "dicom" / "image"))
+    own = read_mask(wb / "nifti" / "STS_001_FDG_PET_mask_GTV_Mass.nii.gz", reference=background).array > 0
+    folder = shared_data / "pet-sts" / "STS_002"
+    crop = read_image(folder / "PET_image.nii.gz")
+    templates = extract_lesions(crop, read_mask(folder / "PET_mask.nii.gz", reference=crop))
+    first = inserted_scans(background, own, templates, 2, seed=7)
+    again = inserted_scans(background, own, templates, 1, seed=7)
+    assert [name for name, _, _ in first] == ["inserted-7", "inserted-8"]
+    (_, image, inserted), (_, image2, _) = first[0], again[0]
+    assert np.array_equal(image.array, image2.array) and not np.array_equal(image.array, first[1][1].array)
+    changed = image.array != background.array
+    assert inserted.any() and np.array_equal(changed, changed & inserted)  # uptake added only inside the label
+    assert not (inserted & own).any()
+    assert image.spacing == background.spacing and image.origin == background.origin

@@ -14,7 +14,7 @@ import numpy as np
 
 from medfoundry.errors import InputError
 
-DEFAULT_CLASSIFIER = Path(__file__).parent / "weights" / "lesion_classifier_v1.json"
+DEFAULT_CLASSIFIER = Path(__file__).parent / "weights" / "lesion_classifier_v2.json"
 FORMAT = "medfoundry-lesion-classifier"
 
 

@@ -7,7 +7,13 @@ Training set (all from ``shared/data``), candidates found exactly as the pipelin
   tumour stays a held-out positive;
 * PET crops ``pet-sts/STS_002..STS_020``: candidates with >= 50 % of their voxels in the GTV are positives,
   candidates outside the GTV negatives, the rest (partly inside) left out;
-* crops STS_021..STS_030 are never used here: they are the test set of ``bench/lesions_wholebody.py``.
+* inserted lesions (:mod:`medfoundry.data.insertion`): copies of the whole-body scan with 3-6 lesions of the
+  training crops STS_002..STS_020 inserted (1-60 mL, 0.5-1 x their excess uptake, seeds from
+  :data:`INSERT_SEED`), so that the model sees node- and metastasis-sized lesions in whole-body anatomy, not only
+  large sarcomas in crops; candidates with >= 50 % of their voxels in an inserted lesion are positives (the
+  scan's other candidates are the whole-body negatives again and are not repeated);
+* crops STS_021..STS_030 are never used here: they are the test set of ``bench/lesions_wholebody.py`` (also the
+  templates of its inserted-lesion scans, seeds 0..N-1).
 
 Model: standardised features -> logistic regression (L2, class-balanced), fitted with scikit-learn and exported to
 the numpy :class:`~medfoundry.modeling.lesion_classifier.LesionClassifier` (JSON).
@@ -33,6 +39,10 @@ TEST_CROPS = tuple(range(21, 31))
 POSITIVE_OVERLAP = 0.5
 C_REGULARISATION = 0.05
 EXTRA_THRESHOLDS = (2.5, 5.0)  # candidate thresholds besides the adaptive one (augmentation)
+VERSION = "2"
+INSERTED_SCANS = 20  # whole-body copies with inserted training lesions
+INSERT_SEED = 1000  # their seeds are INSERT_SEED + 0..INSERTED_SCANS-1 (the bench's test scans use 0..N-1)
+INSERT_LESIONS_PER_SCAN = (3, 6)
 FEATURE_NAMES = list(HANDCRAFTED) + [f"embedding_{i}" for i in range(EMBED_DIM)]
 
 
@@ -46,10 +56,16 @@ class TrainingSet:
 
 
 def labelled_candidates(
-    image: MedicalImage, mask: np.ndarray, predictor, positives: bool, threshold: float | None = None
+    image: MedicalImage,
+    mask: np.ndarray,
+    predictor,
+    positives: bool,
+    threshold: float | None = None,
+    negatives: bool = True,
 ):
     """Features and labels of one scan's candidates against its tumour ``mask`` (at the adaptive threshold,
-    or ``threshold``); with ``positives=False`` candidates touching the tumour are dropped (negatives only)."""
+    or ``threshold``); with ``positives=False`` candidates touching the tumour are dropped (negatives only), with
+    ``negatives=False`` candidates outside it are dropped (positives only)."""
     suv_image = to_suv(image)
     suv, spacing = suv_image.array, suv_image.spacing_zyx
     info = adaptive_threshold(suv, spacing, threshold)
@@ -57,7 +73,7 @@ def labelled_candidates(
     keep, labels = [], []
     for c in cands:
         inside = float(mask[c.bbox][c.mask].mean())
-        if inside == 0.0:
+        if inside == 0.0 and negatives:
             keep.append(c)
             labels.append(0)
         elif positives and inside >= POSITIVE_OVERLAP:
@@ -68,11 +84,36 @@ def labelled_candidates(
     return candidate_features(keep, suv, spacing, info.threshold, predictor), np.asarray(labels)
 
 
+def inserted_scans(
+    background: MedicalImage, own: np.ndarray, templates: list, n: int, seed: int = INSERT_SEED
+) -> list[tuple[str, MedicalImage, np.ndarray]]:
+    """``n`` copies of ``background`` (SUV) with 3-6 ``templates`` inserted each (seeds ``seed + i``), away from
+    its own lesions ``own``: ``(name, image, inserted mask)``."""
+    from medfoundry.data.insertion import InsertionConfig, insert_lesions, placement_map
+
+    if n <= 0 or not templates:
+        return []
+    config = InsertionConfig(lesions_per_scan=INSERT_LESIONS_PER_SCAN)
+    pmap = placement_map(background.array, background.spacing_zyx, own)
+    out = []
+    for i in range(n):
+        res = insert_lesions(background, templates, seed=seed + i, config=config, own_label=own, pmap=pmap)
+        out.append((f"inserted-{seed + i}", res.image, res.inserted))
+    return out
+
+
 def build_training_set(
-    data_root: str | Path, predictor, progress: bool = True, thresholds: tuple = EXTRA_THRESHOLDS
+    data_root: str | Path,
+    predictor,
+    progress: bool = True,
+    thresholds: tuple = EXTRA_THRESHOLDS,
+    inserted: int = INSERTED_SCANS,
 ) -> TrainingSet:
     """The training set described in the module docstring; candidates are taken at the adaptive threshold and
-    again at each of ``thresholds`` (SUV), so that the model also sees the regions a ``--threshold`` gives."""
+    again at each of ``thresholds`` (SUV), so that the model also sees the regions a ``--threshold`` gives;
+    ``inserted`` whole-body copies with inserted training lesions add positives (0: none)."""
+    from medfoundry.data.insertion import extract_lesions
+
     root = Path(data_root)
     wb = root / "pet-wholebody" / "STS_001" / "nifti"
     jobs = [("wholebody-STS_001", wb / "STS_001_FDG_PET_image.nii.gz", wb / "STS_001_FDG_PET_mask_GTV_Mass.nii.gz")]
@@ -85,6 +126,15 @@ def build_training_set(
         for i in TRAIN_CROPS
     ]
     feats, labels, cases = [], [], []
+
+    def add(case: str, image: MedicalImage, mask: np.ndarray, positives: bool, negatives: bool = True) -> None:
+        for thr in (None, *thresholds):
+            x, y = labelled_candidates(image, mask, predictor, positives, thr, negatives)
+            feats.append(x)
+            labels.append(y)
+            cases.extend([case] * len(y))
+
+    templates, wholebody = [], None
     for case, image_path, mask_path in tqdm(jobs, desc="training scans", unit="scan", disable=not progress):
         image = read_image(image_path)
         if case.startswith("wholebody"):  # the NIfTI is Bq/mL; the same factor as the DICOM header gives
@@ -92,20 +142,28 @@ def build_training_set(
 
             factor = json.loads((root / "pet-wholebody" / "STS_001" / "suv_info.json").read_text())["SUVbw_factor"]
             image = image.with_array(image.array.astype(np.float32) * np.float32(factor))
-        mask = read_mask(mask_path, reference=image).array > 0
-        for thr in (None, *thresholds):
-            x, y = labelled_candidates(image, mask, predictor, not case.startswith("wholebody"), thr)
-            feats.append(x)
-            labels.append(y)
-            cases += [case] * len(y)
+        mask_image = read_mask(mask_path, reference=image)
+        mask = mask_image.array > 0
+        if case.startswith("wholebody"):
+            wholebody = (image, mask)
+        else:
+            templates += extract_lesions(image, mask_image, source=case)
+        add(case, image, mask, not case.startswith("wholebody"))
+    if wholebody is not None:
+        scans = inserted_scans(to_suv(wholebody[0]), wholebody[1], templates, inserted)
+        for case, image, mask in tqdm(scans, desc="inserted scans", unit="scan", disable=not progress):
+            add(case, image, mask, positives=True, negatives=False)
     return TrainingSet(np.concatenate(feats), np.concatenate(labels), cases)
 
 
 def fit(train: TrainingSet, seed: int = 0) -> tuple[LesionClassifier, dict]:
-    """Fit the classifier on all rows and report 5-fold stratified cross-validated scores (seeded)."""
+    """Fit the classifier on all rows and report 5-fold cross-validated scores (seeded), folds split by case
+    (every row of one scan, at every threshold, in the same fold) so that no scan is scored by a model that saw it.
+    Whole-body negatives are one case: the fold that holds them is scored by a model that saw no whole-body
+    negative, which makes the specificity pessimistic rather than optimistic."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -116,8 +174,8 @@ def fit(train: TrainingSet, seed: int = 0) -> tuple[LesionClassifier, dict]:
         )
 
     x, y = train.features, train.labels
-    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
-    prob = cross_val_predict(model(), x, y, cv=folds, method="predict_proba")[:, 1]
+    folds = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed)
+    prob = cross_val_predict(model(), x, y, groups=np.asarray(train.cases), cv=folds, method="predict_proba")[:, 1]
     pred = prob >= 0.5
     cv = {
         "n_positive": int(y.sum()),
@@ -136,10 +194,11 @@ def fit(train: TrainingSet, seed: int = 0) -> tuple[LesionClassifier, dict]:
         coef=logreg.coef_[0].astype(np.float64),
         intercept=float(logreg.intercept_[0]),
         threshold=0.5,
-        version="1",
+        version=VERSION,
         info={
             "trained_on": "negatives: all non-tumour candidates of whole-body STS_001 (its tumour left out); "
-            "positives/negatives: candidates of PET crops STS_002..STS_020",
+            "positives/negatives: candidates of PET crops STS_002..STS_020; positives: lesions of those crops "
+            f"inserted into STS_001 (seeds {INSERT_SEED}+, 3-6 per scan, 1-60 mL)",
             "held_out": "whole-body STS_001 tumour; crops STS_021..STS_030",
             "seed": seed,
             "C": C_REGULARISATION,
