@@ -328,8 +328,68 @@ def suv_bw_factor(datasets: list, path: Path) -> tuple[float, dict]:
     units = str(_need(ds, "Units", path)).upper()
     if units == "GML":
         return 1.0, {"Units": units, "factor": 1.0}
+    if units == "CNTS":
+        return _philips_counts_factor(datasets, path)
     if units != "BQML":
-        raise InputError(path, f"cannot convert PET Units {units} to SUV (only BQML is supported); pass suv=False")
+        raise InputError(
+            path, f"cannot convert PET Units {units} to SUV (BQML, GML or Philips CNTS are supported); pass suv=False"
+        )
+    return _bqml_factor(datasets, path)
+
+
+PHILIPS_SUV_SCALE = (0x7053, 0x1000)  # Philips private: SUVbw per stored (rescaled) value
+PHILIPS_ACTIVITY_SCALE = (0x7053, 0x1009)  # Philips private: Bq/mL per stored (rescaled) value
+
+
+def _private_float(datasets: list, tag: tuple[int, int], path: Path) -> float | None:
+    """A private numeric tag that every instance of the series carries with one value; None when absent."""
+    values = []
+    for d in datasets:
+        elem = d.get(tag)
+        if elem is None or elem.value in (None, b"", ""):
+            return None
+        raw = elem.value
+        try:
+            value = float(raw.decode().strip("\x00 ") if isinstance(raw, bytes) else raw)
+        except (TypeError, ValueError, UnicodeDecodeError):
+            if isinstance(raw, bytes) and len(raw) in (4, 8):  # implicit VR: a binary FL / FD value
+                value = float(np.frombuffer(raw, "<f4" if len(raw) == 4 else "<f8")[0])
+            else:
+                raise InputError(
+                    path, f"cannot convert PET to SUV: private tag {tag[0]:04X},{tag[1]:04X} is {raw!r}"
+                ) from None
+        values.append(value)
+    if not values or not all(np.isfinite(values)) or min(values) <= 0:
+        raise InputError(path, f"cannot convert PET to SUV: private tag {tag[0]:04X},{tag[1]:04X} is not positive")
+    if max(values) > min(values) * (1 + 1e-6):
+        raise InputError(path, f"cannot convert PET to SUV: private tag {tag[0]:04X},{tag[1]:04X} differs by slice")
+    return values[0]
+
+
+def _philips_counts_factor(datasets: list, path: Path) -> tuple[float, dict]:
+    """Philips series stored in counts (Units CNTS): the vendor's SUV scale factor (7053,1000), or its
+    activity-concentration factor (7053,1009) to Bq/mL followed by the BQML rule (as QIBA's vendor-neutral
+    SUV calculation does)."""
+    manufacturer = str(datasets[0].get("Manufacturer", "")).upper()
+    if "PHILIPS" not in manufacturer:
+        raise InputError(path, f"cannot convert PET Units CNTS of manufacturer {manufacturer or 'unknown'} to SUV")
+    suv_scale = _private_float(datasets, PHILIPS_SUV_SCALE, path)
+    if suv_scale is not None:
+        return suv_scale, {"Units": "CNTS", "PhilipsSUVScaleFactor": suv_scale, "factor": suv_scale}
+    activity = _private_float(datasets, PHILIPS_ACTIVITY_SCALE, path)
+    if activity is None:
+        raise InputError(
+            path, "cannot convert Philips PET in CNTS to SUV: neither private tag 7053,1000 nor 7053,1009 is present"
+        )
+    factor, info = _bqml_factor(datasets, path)
+    info.update({"Units": "CNTS", "PhilipsActivityConcentrationScaleFactor": activity, "factor": factor * activity})
+    return factor * activity, info
+
+
+def _bqml_factor(datasets: list, path: Path) -> tuple[float, dict]:
+    """Body-weight SUV per Bq/mL from the patient weight, dose, half-life and decay-correction reference."""
+    ds = datasets[0]
+    units = "BQML"
     weight = float(_need(ds, "PatientWeight", path))
     if weight <= 0:
         raise InputError(path, f"cannot convert PET to SUV: PatientWeight is {weight} kg")
