@@ -91,3 +91,30 @@ def test_inserted_training_scans_are_seeded_and_label_only_inserted_lesions(shar
     assert inserted.any() and np.array_equal(changed, changed & inserted)  # uptake added only inside the label
     assert not (inserted & own).any()
     assert image.spacing == background.spacing and image.origin == background.origin
+
+
+def test_embedding_window_has_one_physical_size_on_any_grid(shared_data, real_model):
+    """The embedding window covers WINDOW_MM whatever the voxel size: the same crop on a grid of half the
+    in-plane spacing (another scanner's reconstruction) gives nearly the same embedding feature."""
+    from medfoundry.inference.lesions.features import WINDOW_MM, embedding_features, window_voxels
+    from medfoundry.inference.predictor import LiteMedSAMPredictor
+    from medfoundry.io import read_image
+    from medfoundry.preprocessing.resample import resample_volume
+
+    assert window_voxels((3.27, 4.6875, 4.6875)) == (24, 24)
+    assert window_voxels((3.0, 2.0, 2.0)) == (56, 56) and window_voxels((2.0, 50.0, 1.0)) == (8, 112)
+    image = read_image(shared_data / "pet-sts" / "STS_009" / "PET_image.nii.gz")  # 44 x 45 voxels of 5.47 mm
+    suv, spacing = image.array.astype(np.float32), image.spacing_zyx
+    fine = resample_volume(suv, (suv.shape[0], suv.shape[1] * 2, suv.shape[2] * 2))
+    fine_spacing = (spacing[0], spacing[1] / 2, spacing[2] / 2)
+    assert min(suv.shape[1:]) * spacing[1] > WINDOW_MM  # the window fits the crop on both grids
+    predictor = LiteMedSAMPredictor(model=real_model, backend="onnx")
+    coarse_c = max(find_candidates(suv, spacing, 3.0), key=lambda c: c.volume_ml)
+    fine_c = max(find_candidates(fine, fine_spacing, 3.0), key=lambda c: c.volume_ml)
+    a = embedding_features([coarse_c], suv, predictor, spacing)[0]
+    b = embedding_features([fine_c], fine, predictor, fine_spacing)[0]
+    cosine = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+    # a fixed 24-voxel window on the fine grid would see a quarter of the field of view
+    c = embedding_features([fine_c], fine, predictor, (spacing[0], spacing[1], spacing[2]))[0]
+    cosine_fixed_voxels = float(a @ c / (np.linalg.norm(a) * np.linalg.norm(c)))
+    assert cosine > 0.9 and cosine > cosine_fixed_voxels + 0.05  # measured: 0.94 vs 0.84

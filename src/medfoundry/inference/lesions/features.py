@@ -1,9 +1,10 @@
 """Per-candidate features for the physiological-uptake-vs-lesion classifier.
 
 * shape / intensity features (:data:`HANDCRAFTED`), physical units, independent of the reference region;
-* the frozen LiteMedSAM encoder embedding (256 numbers) of a fixed-size axial window around the candidate's
-  hottest voxel (kept inside the image), mean-pooled over
-  the candidate's footprint on that slice; windows are encoded in batches.
+* the frozen LiteMedSAM encoder embedding (256 numbers) of an axial window of fixed physical size
+  (:data:`WINDOW_MM`, so scans of any voxel size show the encoder the same field of view) around the candidate's
+  hottest voxel (kept inside the image), mean-pooled over the candidate's footprint on that slice; windows are
+  encoded in batches.
 
 No position-in-body feature is used on purpose: the lesions the classifier was trained on come from tumour crops,
 which carry no body position, so such a feature would only learn "crop versus whole-body scan".
@@ -30,7 +31,8 @@ HANDCRAFTED = (
     "log_contrast",
     "peak_over_threshold",
 )
-WINDOW_VOXELS = 24  # in-plane window (voxels) around the hottest voxel; smaller than every training crop
+WINDOW_MM = 112.5  # in-plane window around the hottest voxel (24 voxels at 4.69 mm); smaller than every training crop
+MIN_WINDOW_VOXELS = 8
 EMBED_DIM = 256
 EMBED_BATCH = 8
 
@@ -76,27 +78,36 @@ def handcrafted_features(
     )
 
 
-def _window(suv: np.ndarray, z: int, cy: int, cx: int) -> tuple[np.ndarray, int, int]:
-    """The WINDOW_VOXELS-square axial window around (cy, cx) on slice z, shifted to stay inside the image
+def window_voxels(spacing_zyx: tuple[float, ...]) -> tuple[int, int]:
+    """The (y, x) size in voxels of the :data:`WINDOW_MM` window on this grid."""
+    return tuple(max(MIN_WINDOW_VOXELS, int(round(WINDOW_MM / float(s)))) for s in spacing_zyx[1:])  # type: ignore
+
+
+def _window(suv: np.ndarray, z: int, cy: int, cx: int, size: tuple[int, int]) -> tuple[np.ndarray, int, int]:
+    """The ``size`` (y, x) axial window around (cy, cx) on slice z, shifted to stay inside the image
     (zero-padded only when the image is smaller), SUV mapped to [0, 1]. Keeping the window inside the image
     means a tumour crop and a whole-body scan show the encoder the same kind of picture: tissue, not padding."""
     h, w = suv.shape[1:]
-    y0 = int(np.clip(cy - WINDOW_VOXELS // 2, 0, max(0, h - WINDOW_VOXELS)))
-    x0 = int(np.clip(cx - WINDOW_VOXELS // 2, 0, max(0, w - WINDOW_VOXELS)))
-    out = np.zeros((WINDOW_VOXELS, WINDOW_VOXELS), dtype=np.float32)
-    part = suv[z, y0 : y0 + WINDOW_VOXELS, x0 : x0 + WINDOW_VOXELS]
+    wy, wx = size
+    y0 = int(np.clip(cy - wy // 2, 0, max(0, h - wy)))
+    x0 = int(np.clip(cx - wx // 2, 0, max(0, w - wx)))
+    out = np.zeros((wy, wx), dtype=np.float32)
+    part = suv[z, y0 : y0 + wy, x0 : x0 + wx]
     out[: part.shape[0], : part.shape[1]] = part
     low, high = DEFAULT_PET_SUV_RANGE
     return np.clip((out - low) / (high - low), 0.0, 1.0), y0, x0
 
 
-def embedding_features(candidates: list[Candidate], suv: np.ndarray, predictor, progress=None) -> np.ndarray:
+def embedding_features(
+    candidates: list[Candidate], suv: np.ndarray, predictor, spacing_zyx: tuple[float, ...], progress=None
+) -> np.ndarray:
     """(N, 256) encoder embeddings pooled over each candidate's footprint on its hottest slice."""
     if not candidates:
         return np.zeros((0, EMBED_DIM))
+    size = window_voxels(spacing_zyx)
     windows, origins = [], []
     for cand in candidates:
-        win, y0, x0 = _window(suv, *cand.peak_zyx)
+        win, y0, x0 = _window(suv, *cand.peak_zyx, size)
         windows.append(win)
         origins.append((y0, x0))
     feats = np.zeros((len(candidates), EMBED_DIM))
@@ -109,7 +120,7 @@ def embedding_features(candidates: list[Candidate], suv: np.ndarray, predictor, 
             footprint = cand.mask[z - cand.bbox[0].start]
             ys, xs = np.nonzero(footprint)
             ys, xs = ys + cand.bbox[1].start - y0, xs + cand.bbox[2].start - x0
-            scale = e.shape[-1] / WINDOW_VOXELS  # feature cells per voxel (the window fills the model frame)
+            scale = e.shape[-1] / max(size)  # feature cells per voxel (the window's long side fills the frame)
             cells = np.zeros(e.shape[-2:], dtype=bool)
             cells[
                 np.clip((ys * scale).astype(int), 0, e.shape[-2] - 1),
@@ -129,4 +140,4 @@ def candidate_features(
     hand = np.array([handcrafted_features(c, suv, spacing_zyx, threshold) for c in candidates]).reshape(
         len(candidates), len(HANDCRAFTED)
     )
-    return np.concatenate([hand, embedding_features(candidates, suv, predictor)], axis=1)
+    return np.concatenate([hand, embedding_features(candidates, suv, predictor, spacing_zyx)], axis=1)
