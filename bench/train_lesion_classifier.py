@@ -1,6 +1,7 @@
 """Regenerate ``src/medfoundry/modeling/weights/lesion_classifier_v2.json`` (seeded) and print its CV scores.
 
 PYTHONPATH=src python bench/train_lesion_classifier.py [--data ../shared/data] [--out PATH] [--threads 2]
+    [--features train.npz]   # cache of the candidate features (rebuilt when absent)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 
 from medfoundry.api import make_predictor
 from medfoundry.modeling.lesion_classifier import DEFAULT_CLASSIFIER
-from medfoundry.training.lesion_classifier import build_training_set, fit
+from medfoundry.training.lesion_classifier import TrainingSet, build_training_set, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,11 +28,18 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--backend", default="fast")
+    p.add_argument("--features", help="cache of the training set (.npz): read when it exists, else written")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     np.random.seed(args.seed)
     start = time.perf_counter()
-    train = build_training_set(args.data, make_predictor(backend=args.backend))
+    if args.features and Path(args.features).is_file():
+        with np.load(args.features) as z:
+            train = TrainingSet(z["features"], z["labels"], [str(c) for c in z["cases"]])
+    else:
+        train = build_training_set(args.data, make_predictor(backend=args.backend))
+        if args.features:
+            np.savez_compressed(args.features, features=train.features, labels=train.labels, cases=train.cases)
     clf, cv = fit(train, seed=args.seed)
     clf.save(args.out)
     per_case = {}

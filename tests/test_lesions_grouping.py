@@ -98,3 +98,18 @@ def test_a_fragment_alone_is_too_small_to_pair():
     cands = find_candidates(suv, SPACING, 3.0, min_volume_ml=0.05)
     assert len(cands) == 2
     assert not symmetric_candidates(cands, suv, SPACING).any()
+
+
+def test_hysteresis_joins_a_separate_part_within_the_cluster_gap():
+    """Two parts of one heterogeneous tumour that do not touch above the threshold (about 8 mm apart) join
+    through the cluster; a weak part 5 cm away does not."""
+    suv = _body([(20, 32, 24, 10, 1.5), (20, 32, 31, 8, 1.5), (45, 32, 40, 8, 2.0)])
+    cands = find_candidates(suv, SPACING, 3.0, min_volume_ml=0.05)
+    assert len(cands) == 3 and len({c.region for c in cands}) == 3  # three separate hot regions
+    by_x = {c.peak_zyx[2]: i for i, c in enumerate(cands)}
+    a, b, far = by_x[24], by_x[31], by_x[40]
+    scores = np.zeros(3)
+    scores[[a, b, far]] = [0.8, JOIN_FRACTION * 0.5 + 0.05, JOIN_FRACTION * 0.5 + 0.05]
+    assert not accept_candidates(cands, scores, 0.5)[b]  # by hot region alone b stays out
+    acc, _ = select_lesions(cands, scores, 0.5, suv, SPACING, symmetry=False)
+    assert acc[a] and acc[b] and not acc[far]

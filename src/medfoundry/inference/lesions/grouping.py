@@ -1,10 +1,11 @@
 """From per-candidate scores to accepted lesions: hysteresis within a hot region, and the bilateral-symmetry rule.
 
 * **Hysteresis** (:func:`accept_candidates`): the candidate stage splits one hot region at its prominent maxima so
-  that two touching lesions separate, but a large heterogeneous tumour is split too, and the classifier then judges
-  each part on its own. A part scoring at least ``JOIN_FRACTION`` x the cut joins when another part of the same hot
-  region is accepted (edge detectors' hysteresis: a strong part vouches for its weaker neighbours); a part below
-  that stays out, so an accepted lesion does not pull in a clearly physiological neighbour (bladder, heart).
+  that two touching lesions separate, but a large heterogeneous tumour is split too (and its parts may not even
+  touch above the threshold), and the classifier then judges each part on its own. A part scoring at least
+  ``JOIN_FRACTION`` x the cut joins when another part of the same cluster (hot parts closer than
+  ``CLUSTER_GAP_MM``) is accepted (edge detectors' hysteresis: a strong part vouches for its weaker neighbours); a
+  part below that stays out, so an accepted lesion does not pull in a clearly physiological neighbour (bladder, heart).
 * **Bilateral symmetry** (:func:`symmetric_candidates`): kidneys, salivary glands, tonsils, brown fat and
   symmetric muscle uptake come in mirror-image pairs across the body's mid-sagittal plane, and PET readers use that
   as a cue for physiological uptake. Hot parts closer than ``CLUSTER_GAP_MM`` form clusters (a kidney's calyces and
@@ -40,11 +41,19 @@ def _regions(candidates: list[Candidate]) -> dict[int, list[int]]:
     return regions
 
 
-def accept_candidates(candidates: list[Candidate], scores: np.ndarray, cut: float) -> np.ndarray:
-    """Boolean acceptance per candidate: ``score >= cut``, plus the hysteresis join within a hot region."""
+def accept_candidates(
+    candidates: list[Candidate], scores: np.ndarray, cut: float, groups: np.ndarray | None = None
+) -> np.ndarray:
+    """Boolean acceptance per candidate: ``score >= cut``, plus the hysteresis join within a group: the hot region
+    (default), or the cluster of hot parts closer than ``CLUSTER_GAP_MM`` when ``groups`` gives cluster ids."""
     scores = np.asarray(scores, dtype=np.float64)
     accepted = scores >= cut
-    for members in _regions(candidates).values():
+    if groups is None:
+        members_of = _regions(candidates).values()
+    else:
+        groups = np.asarray(groups)
+        members_of = [np.nonzero(groups == g)[0].tolist() for g in np.unique(groups)]
+    for members in members_of:
         if accepted[members].any():
             for i in members:
                 accepted[i] |= scores[i] >= JOIN_FRACTION * cut
@@ -139,7 +148,8 @@ def select_lesions(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(accepted per candidate, mirror-paired per candidate); a paired candidate is accepted only when its score
     reaches ``SYMMETRY_OVERRIDE``. Every candidate counts as a partner, accepted or not."""
-    accepted = accept_candidates(candidates, scores, cut)
+    clusters = _clusters(candidates, suv.shape, spacing_zyx) if candidates and suv.ndim == 3 else None
+    accepted = accept_candidates(candidates, scores, cut, clusters)
     if not symmetry:
         return accepted, np.zeros(len(candidates), dtype=bool)
     paired = symmetric_candidates(candidates, suv, spacing_zyx, direction)
