@@ -1,19 +1,23 @@
-"""TSFM transfer benchmark: pretrain on a pool of real datasets, fine-tune on PET lesions, compare with scratch.
+"""TSFM transfer benchmark: pretrain on a pool of every labelled 3D set, fine-tune on 1 / 3 / 5 PET patients.
 
-Pool (from ``--data``, default ``../shared/data``): TotalSegmentator CT + MR organ label maps (spleen, kidney,
-liver, lung), IBSI CT soft-tissue-sarcoma tumours and the pyradiomics CT/MR tumours. Transfer task: the
-IBSI ``pet-sts`` FDG-PET lesions (STS_001-020 train, STS_021-030 test) or, with ``--task brats``, the one
-BraTS FLAIR case split into two halves (train on one hemisphere, test on the other). The pretrained and the
-from-scratch network get the same epochs, iterations, seed and data; Dice per class is computed on the test
-images' own grid.
+Patients of ``pet-sts`` are split once, by id: STS_001-010 go into the pretraining pool (their PET crops,
+the whole-body PET of STS_001 and the CT / MR of STS_002/003/008/010), STS_011-020 are the transfer
+candidates (seed s draws k of them, nested: the 1 patient of seed s is among its 3 and 5) and STS_021-030
+are the held-out test patients, never in any pool. The pool adds the pyradiomics CT / MR tumours, the BraTS
+FLAIR edema, the TotalSegmentator CT and MR organ maps and the DeepLesion npz stacks, remapped into one
+label space (organs and tumour types), drawn with probability 1/sqrt(n) per case. Each (k, seed) point is
+trained twice with equal iterations, patients and training RNG: from the pretrained backbone and from
+scratch; Dice is computed on each test patient's own grid.
 
-Default run (CPU, fits in 60 minutes on 2 cores):
+Default run (CPU; budgeted for 30-40 minutes on a quiet 2-core machine, see docs/tsfm.md):
     python bench/tsfm_transfer.py
-Shortened setting (a few minutes, the numbers quoted in docs/tsfm.md):
-    python bench/tsfm_transfer.py --quick
+Check that one point reproduces (re-trains it and compares with the finished run's results.json):
+    python bench/tsfm_transfer.py --check-point 1 pretrained 0
+Smoke run (a few minutes):
+    python bench/tsfm_transfer.py --quick --work runs/bench_tsfm_quick
 GPU setting for a larger preset:
-    python bench/tsfm_transfer.py --preset base --patch 32 64 64 --pretrain-epochs 100 --transfer-epochs 20 \
-        --iters 250 --device cuda --work runs/bench_tsfm_gpu
+    python bench/tsfm_transfer.py --preset base --patch 32 64 64 --pretrain-epochs 100 --iters 250 \\
+        --device cuda --amp --jobs 1 --work runs/bench_tsfm_gpu
 """
 
 from __future__ import annotations
@@ -21,143 +25,233 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-CLASSES = ["spleen", "kidney", "liver", "lung", "tumour"]
+ORGANS = ["spleen", "kidney", "liver", "stomach", "pancreas", "lung", "heart", "aorta", "bladder", "bone"]
+ORGANS += ["muscle", "brain"]
+TUMOURS = ["sarcoma", "lung tumour", "brain tumour", "breast lesion", "brain edema", "CT lesion"]
+CLASSES = ORGANS + TUMOURS
+ARMS = ("pretrained", "from scratch")
+POOL_PET = [f"STS_{i:03d}" for i in range(1, 11)]
+CANDIDATES = [f"STS_{i:03d}" for i in range(11, 21)]
+TEST = [f"STS_{i:03d}" for i in range(21, 31)]
+SARCOMA_CT_MR = ["STS_002", "STS_003", "STS_008", "STS_010"]  # the patients with CT and MR in pet-sts
 
 
-def pool_config(data: Path, spacing: float, patch: list[int]) -> dict:
-    """The pretraining pool over the shared data (TotalSegmentator v2 ids remapped to 4 organs)."""
-    ts = str(data / "totalsegmentator")
+def _span(*parts: int | tuple[int, int]) -> list[int]:
+    out: list[int] = []
+    for p in parts:
+        out += list(range(p[0], p[1] + 1)) if isinstance(p, tuple) else [p]
+    return out
+
+
+# TotalSegmentator v2 label ids ("total" and "total_mr" class maps) -> pool organ classes
+TS_CT = {
+    "spleen": [1],
+    "kidney": [2, 3],
+    "liver": [5],
+    "stomach": [6],
+    "pancreas": [7],
+    "lung": _span((10, 14)),
+    "heart": [51],
+    "aorta": [52],
+    "bladder": [21],
+    "bone": _span((25, 50), (69, 78), (91, 116)),  # sacrum, vertebrae, limb / girdle bones, skull, ribs, sternum
+    "muscle": _span((80, 89)),  # gluteus, autochthon, iliopsoas
+    "brain": [90],
+}
+TS_MR = {
+    "spleen": [1],
+    "kidney": [2, 3],
+    "liver": [5],
+    "stomach": [6],
+    "pancreas": [7],
+    "lung": [10, 11],
+    "heart": [22],
+    "aorta": [23],
+    "bladder": [16],
+    "bone": _span(18, 19, (30, 39)),
+    "muscle": _span((40, 49)),
+    "brain": [50],
+}
+
+
+def _labels(table: dict[str, list[int]]) -> dict[int, str]:
+    return {i: cls for cls, ids in table.items() for i in ids}
+
+
+def _sts(data: Path, patients: list[str], image: str) -> list[dict]:
+    return [
+        {"image": f"{p}/{image}_image.nii.gz", "label": f"{p}/{image}_mask.nii.gz"}
+        for p in patients
+        if (data / "pet-sts" / p / f"{image}_image.nii.gz").exists()
+    ]
+
+
+def pool_config(data: Path, spacing: float, patch: list[int], pool_pet: str = "disjoint") -> dict:
+    """The pretraining pool: every labelled 3D set of ``data`` except the transfer and test patients.
+
+    ``pool_pet``: "disjoint" puts the PET of STS_001-010 in the pool; "none" leaves PET out altogether.
+    """
+    ts, sts = str(data / "totalsegmentator"), str(data / "pet-sts")
+    tumours = str(data / "ct-mr-tumour")
+    src = [
+        {
+            "name": "totalseg_ct",  # example_ct_sm is slices 82-111 of example_ct: only the full volume is used
+            "modality": "CT",
+            "root": ts,
+            "cases": [{"image": "example_ct.nii.gz", "label": "example_seg_fast_force_split.nii.gz"}],
+            "labels": _labels(TS_CT),
+            "unmapped": "background",
+        },
+        {
+            "name": "totalseg_mr",
+            "modality": "MR",
+            "root": ts,
+            "cases": [{"image": "example_mr_sm.nii.gz", "label": "example_seg_mr.nii.gz"}],
+            "labels": _labels(TS_MR),
+            "unmapped": "background",
+        },
+    ]
+    if pool_pet == "disjoint":
+        src.append(
+            {"name": "sarcoma_pet", "modality": "PET", "root": sts, "cases": _sts(data, POOL_PET, "PET")}
+            | {"labels": {1: "sarcoma"}}
+        )
+        wb = "pet-wholebody/STS_001/nifti/STS_001_FDG_PET"
+        src.append(
+            {
+                "name": "sarcoma_pet_wholebody",
+                "modality": "PET",
+                "root": str(data),
+                "cases": [{"image": f"{wb}_image.nii.gz", "label": f"{wb}_mask_GTV_Mass.nii.gz"}],
+                "labels": {1: "sarcoma"},
+            }
+        )
+    src += [
+        {"name": "sarcoma_ct", "modality": "CT", "root": sts, "cases": _sts(data, SARCOMA_CT_MR, "CT")},
+        {"name": "sarcoma_mr", "modality": "MR", "root": sts, "cases": _sts(data, SARCOMA_CT_MR, "MR_T1")},
+    ]
+    for s in src[-2:]:
+        s["labels"] = {1: "sarcoma"}
+    for name, modality, case, cls in (
+        ("lung_tumour_ct", "CT", "lung1", "lung tumour"),
+        ("brain_tumour_mr", "MR", "brain1", "brain tumour"),
+        ("breast_lesion_mr", "MR", "breast1", "breast lesion"),
+    ):
+        cases = [{"image": f"{case}_image.nrrd", "label": f"{case}_label.nrrd"}]
+        src.append({"name": name, "modality": modality, "root": tumours, "cases": cases, "labels": {1: cls}})
+    brats = "BraTS2021_01646"
+    src.append(
+        {
+            "name": "brats_edema_mr",
+            "modality": "MR",
+            "root": str(data / "mr-brats"),
+            "cases": [{"image": f"{brats}_flair.nii.gz", "label": f"{brats}_label_edema.nii.gz"}],
+            "labels": {1: "brain edema"},
+        }
+    )
+    npz = sorted((data / "ct-lesion-npz").glob("*.npz"))
+    src.append(
+        {
+            "name": "deeplesion_ct",  # pre-windowed uint8 CT, not HU: per-image z-score ("OTHER")
+            "modality": "OTHER",
+            "root": str(data / "ct-lesion-npz"),
+            "cases": [{"image": p.name, "label": p.name} for p in npz],
+            "labels": {1: "CT lesion"},
+        }
+    )
     return {
-        "name": "bench-pool",
+        "name": "tsfm-bench-pool",
         "spacing_xyz_mm": [spacing] * 3,
         "patch_size_zyx": patch,
         "foreground_share": 0.5,
         "pad_to_patch": True,
         "classes": CLASSES,
-        "sources": [
-            {
-                "name": "totalseg_ct",
-                "modality": "CT",
-                "root": ts,
-                "cases": [
-                    {"image": "example_ct_sm.nii.gz", "label": "example_seg.nii.gz"},
-                    {"image": "example_ct.nii.gz", "label": "example_seg_fast_force_split.nii.gz"},
-                ],
-                "labels": {
-                    1: "spleen",
-                    2: "kidney",
-                    3: "kidney",
-                    5: "liver",
-                    10: "lung",
-                    11: "lung",
-                    12: "lung",
-                    13: "lung",
-                    14: "lung",
-                },
-                "unmapped": "background",
-            },
-            {
-                "name": "totalseg_mr",
-                "modality": "MR",
-                "root": ts,
-                "cases": [{"image": "example_mr_sm.nii.gz", "label": "example_seg_mr.nii.gz"}],
-                "labels": {1: "spleen", 2: "kidney", 3: "kidney", 5: "liver", 10: "lung", 11: "lung"},
-                "unmapped": "background",
-            },
-            {
-                "name": "ibsi_ct_tumour",
-                "modality": "CT",
-                "root": str(data / "pet-sts"),
-                "image_glob": "STS_*/CT_image.nii.gz",
-                "labels": {1: "tumour"},
-            },
-            {
-                "name": "pyradiomics_ct",
-                "modality": "CT",
-                "root": str(data / "ct-mr-tumour"),
-                "cases": [{"image": "lung1_image.nrrd", "label": "lung1_label.nrrd"}],
-                "labels": {1: "tumour"},
-            },
-            {
-                "name": "pyradiomics_mr",
-                "modality": "MR",
-                "root": str(data / "ct-mr-tumour"),
-                "cases": [
-                    {"image": "brain1_image.nrrd", "label": "brain1_label.nrrd"},
-                    {"image": "breast1_image.nrrd", "label": "breast1_label.nrrd"},
-                ],
-                "labels": {1: "tumour"},
-            },
-        ],
+        "sources": src,
     }
 
 
-def pet_task(data: Path, work: Path) -> tuple[dict, list[tuple[Path, Path]], str]:
-    """PET lesion task: 20 training cases, 10 test cases (image, mask)."""
-    cases = sorted((data / "pet-sts").glob("STS_*/PET_image.nii.gz"))
-    if len(cases) < 12:
-        sys.exit(f"{data / 'pet-sts'}: expected 30 PET cases, found {len(cases)}")
-    train, test = cases[:20], cases[20:]
-    cfg = {
+def choose_patients(k: int, seed: int) -> list[str]:
+    """The k transfer patients of a seed: the first k of a seeded permutation of the candidates (nested in k)."""
+    order = np.random.default_rng(seed).permutation(len(CANDIDATES))
+    return [CANDIDATES[i] for i in order[:k]]
+
+
+def task_config(data: Path, patients: list[str], spacing: float, patch: list[int]) -> dict:
+    """The transfer task: PET lesions of ``patients``, at the pool's spacing and patch."""
+    return {
         "name": "pet-lesions",
+        "spacing_xyz_mm": [spacing] * 3,
+        "patch_size_zyx": patch,
+        "foreground_share": 0.5,
+        "pad_to_patch": True,
         "classes": ["lesion"],
         "sources": [
             {
                 "name": "pet_sts",
                 "modality": "PET",
                 "root": str(data / "pet-sts"),
-                "cases": [{"image": str(p), "label": str(p).replace("_image", "_mask")} for p in train],
+                "cases": _sts(data, patients, "PET"),
                 "labels": {1: "lesion"},
             }
         ],
     }
-    return cfg, [(p, Path(str(p).replace("_image", "_mask"))) for p in test], "PET"
 
 
-def brats_task(data: Path, work: Path) -> tuple[dict, list[tuple[Path, Path]], str]:
-    """BraTS FLAIR edema: the one case split along x; train on one half, test on the other."""
-    from medfoundry.io import read_image, read_mask, write_image, write_mask
+def build(cfg: dict, folder: Path) -> dict:
+    """Write the config as JSON next to ``folder`` and preprocess it into ``folder``; returns the pool index."""
+    from medfoundry.data.pool import build_pool, load_pool_config
 
-    img = read_image(data / "mr-brats/BraTS2021_01646_flair.nii.gz", modality="MR")
-    msk = read_mask(data / "mr-brats/BraTS2021_01646_label_edema.nii.gz", reference=img)
-    half = img.array.shape[2] // 2
-    out = work / "brats_halves"
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, sl in (("a", slice(0, half)), ("b", slice(half, None))):
-        start = 0 if sl.start is None else sl.start
-        origin = np.asarray(img.origin) + np.asarray(img.direction).reshape(3, 3) @ np.array(
-            [start * img.spacing[0], 0, 0]
-        )
-        part = type(img)(img.array[:, :, sl], img.spacing, tuple(origin), img.direction, "MR")
-        write_image(part, out / f"{name}_image.nii.gz", overwrite=True)
-        write_mask(msk.array[:, :, sl], out / f"{name}_mask.nii.gz", reference=part, overwrite=True)
-        paths.append((out / f"{name}_image.nii.gz", out / f"{name}_mask.nii.gz"))
-    cfg = {
-        "name": "brats-edema",
-        "classes": ["edema"],
-        "sources": [
-            {
-                "name": "brats",
-                "modality": "MR",
-                "root": str(out),
-                "cases": [{"image": "a_image.nii.gz", "label": "a_mask.nii.gz"}],
-                "labels": {1: "edema"},
-            }
-        ],
-    }
-    return cfg, [paths[1]], "MR"
+    path = folder.with_suffix(".json")
+    path.write_text(json.dumps(cfg, indent=2))
+    return build_pool(load_pool_config(path), folder)
 
 
-def evaluate(model_path: Path, test: list[tuple[Path, Path]], modality: str, device: str) -> list[float]:
-    """Dice of the predicted class-1 label against each test mask, on the test image's grid."""
+class Point(NamedTuple):
+    """One transfer run: k labelled patients, an arm (pretrained / from scratch) and a seed."""
+
+    k: int
+    arm: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"k{self.k}_{'pre' if self.arm == 'pretrained' else 'scratch'}_s{self.seed}"
+
+
+def settings(args: argparse.Namespace, epochs: int, iters: int, seed: int):
+    """TrainSettings of the bench (same for both arms)."""
+    from medfoundry.training.tsfm import TrainSettings
+
+    return TrainSettings(
+        epochs=epochs,
+        iters_per_epoch=iters,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        seed=seed,
+        amp=args.amp,
+    )
+
+
+def device_env(args: argparse.Namespace):
+    """One process on ``--device`` (the training loop's default would be the CPU)."""
+    from medfoundry.training.distributed import DistEnv
+
+    return DistEnv(device=torch.device(args.device))
+
+
+def evaluate(model_path: Path, data: Path, device: str, test: list[str]) -> list[float]:
+    """Dice of the predicted lesion against each test patient's mask, on the test image's own grid."""
     from medfoundry.evaluation import dice
     from medfoundry.inference.sliding_window import predict_labels
     from medfoundry.io import read_image, read_mask
@@ -166,39 +260,131 @@ def evaluate(model_path: Path, test: list[tuple[Path, Path]], modality: str, dev
     ckpt = load_checkpoint(model_path)
     model = model_from_checkpoint(ckpt, model_path)
     scores = []
-    for img_path, mask_path in test:
-        image = read_image(img_path, modality=modality)
-        gt = read_mask(mask_path, reference=image)
+    for patient in test:
+        image = read_image(data / "pet-sts" / patient / "PET_image.nii.gz", modality="PET")
+        gt = read_mask(data / "pet-sts" / patient / "PET_mask.nii.gz", reference=image)
         pred = predict_labels(model, image, ckpt["preprocessing"], overlap=0.5, sw_batch_size=4, device=device)
         scores.append(dice(pred.array == 1, gt.array > 0))
     return scores
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_point(
+    point: Point, args: argparse.Namespace, task_dir: Path, pretrained: Path, out: Path, test: list[str]
+) -> dict:
+    """Train one point on its task pool (both arms: same patients, iterations and training seed) and test it
+    on the ``test`` patients."""
+    from medfoundry.modeling.tsfm import build_tsfm, load_checkpoint, model_for_transfer
+    from medfoundry.training.tsfm import fit
+
+    torch.set_num_threads(args.point_threads)
+    torch.manual_seed(point.seed)  # the new head (pretrained) or the whole network (from scratch)
+    if point.arm == "pretrained":
+        net = model_for_transfer(load_checkpoint(pretrained), 1, pretrained, patch_size=tuple(args.patch))
+    else:
+        net = build_tsfm(args.preset, num_classes=1, patch_size=tuple(args.patch))
+    t0 = time.time()
+    hist = fit(
+        net,
+        task_dir,
+        out,
+        settings(args, args.transfer_epochs, args.transfer_iters, point.seed),
+        device_env(args),
+        kind=point.arm,
+        progress=False,
+    )
+    t_fit = time.time() - t0
+    t0 = time.time()
+    scores = evaluate(out / "model.pt", args.data, args.device, test)
+    return {
+        "k": point.k,
+        "arm": point.arm,
+        "seed": point.seed,
+        "patients": choose_patients(point.k, point.seed),
+        "dice": scores,
+        "mean_dice": float(np.mean(scores)),
+        "loss": [h["loss"] for h in hist],
+        "train_s": t_fit,
+        "eval_s": time.time() - t0,
+    }
+
+
+def _run_points(points: list[Point], args: argparse.Namespace, work: Path) -> list[dict]:
+    """Every point, in ``--jobs`` processes of ``--point-threads`` threads each (results in input order)."""
+    jobs = [
+        (p, args, work / "tasks" / f"k{p.k}_s{p.seed}", work / "pretrain" / "model.pt", work / p.name, TEST)
+        for p in points
+    ]
+    if args.jobs <= 1:
+        results = []
+        for job in jobs:
+            results.append(run_point(*job))
+            _print_point(results[-1])
+        return results
+    import multiprocessing as mp
+
+    with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(run_point, *job) for job in jobs]
+        results = []
+        for f in futures:
+            results.append(f.result())
+            _print_point(results[-1])
+    return results
+
+
+def _print_point(r: dict) -> None:
+    print(
+        f"  k={r['k']} {r['arm']:<12} seed {r['seed']} ({', '.join(r['patients'])}): Dice {r['mean_dice']:.3f}, "
+        f"loss {r['loss'][0]:.3f} -> {r['loss'][-1]:.3f}, train {r['train_s']:.0f} s, test {r['eval_s']:.0f} s",
+        flush=True,
+    )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_tsfm")
-    p.add_argument("--task", choices=("pet", "brats"), default="pet")
+    p.add_argument(
+        "--pool-pet", choices=("disjoint", "none"), default="disjoint", help="PET of STS_001-010 in the pool"
+    )
     p.add_argument("--preset", default="tiny")
     p.add_argument("--patch", type=int, nargs=3, default=[16, 32, 32], metavar=("Z", "Y", "X"))
-    p.add_argument("--pool-spacing", type=float, default=3.0, help="pretraining pool spacing, mm (isotropic)")
-    p.add_argument("--task-spacing", type=float, default=4.0, help="transfer task spacing, mm (isotropic)")
-    p.add_argument("--pretrain-epochs", type=int, default=15)
+    p.add_argument("--spacing", type=float, default=4.0, help="pool and task spacing, mm (isotropic)")
+    p.add_argument("--shots", type=int, nargs="+", default=[1, 3, 5], help="labelled transfer patients")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="transfer seeds (patients + training RNG)")
+    p.add_argument("--pretrain-epochs", type=int, default=70)
+    p.add_argument("--iters", type=int, default=100, help="pretraining iterations per epoch")
     p.add_argument("--transfer-epochs", type=int, default=10)
-    p.add_argument("--iters", type=int, default=50, help="pretraining iterations per epoch")
     p.add_argument("--transfer-iters", type=int, default=25, help="transfer iterations per epoch")
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0, help="pretraining seed (weights and sampling)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads for pretraining")
+    p.add_argument("--jobs", type=int, default=2, help="transfer points trained at once (processes)")
+    p.add_argument("--point-threads", type=int, default=1, help="torch threads per transfer process")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--amp", action="store_true", help="bf16 mixed precision (CUDA only)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --work folder (after the run)")
-    p.add_argument("--quick", action="store_true", help="shortened setting: 10 x 20 pretraining, 8 x 20 transfer")
+    p.add_argument("--quick", action="store_true", help="smoke run: 3 x 10 pretraining, 2 x 10 transfer")
+    p.add_argument(
+        "--check-point",
+        nargs=3,
+        metavar=("K", "ARM", "SEED"),
+        help="re-train one point of the finished --work run (ARM: pretrained or scratch) and compare its numbers",
+    )
     args = p.parse_args(argv)
     if args.quick:
-        args.pretrain_epochs, args.iters, args.transfer_epochs, args.transfer_iters = 10, 20, 8, 20
+        args.pretrain_epochs, args.iters, args.transfer_epochs, args.transfer_iters = 3, 10, 2, 10
+    if args.device != "cpu" and args.jobs > 1:
+        p.error("--jobs > 1 trains several CPU processes; use --jobs 1 with --device cuda")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.check_point:
+        return check_point(args)
 
     from medfoundry.io.atomic import atomic_dir
 
@@ -209,136 +395,98 @@ def main(argv: list[str] | None = None) -> int:
 
 def _bench(args: argparse.Namespace, work: Path) -> int:
     """The whole benchmark, written into ``work`` (a temporary folder that becomes --work at the end)."""
-    from medfoundry.data.pool import build_pool, load_pool_config
-    from medfoundry.modeling.tsfm import build_tsfm, load_checkpoint, model_for_transfer
-    from medfoundry.training.tsfm import TrainSettings, fit
+    from medfoundry.data.pool import load_pool_config
+    from medfoundry.data.pool_report import remap_rows, sampling_rows
+    from medfoundry.modeling.tsfm import build_tsfm
+    from medfoundry.training.tsfm import fit
 
+    report = _report_module()
     t_start = time.time()
-
-    # 1. pools
-    cfg = pool_config(args.data, args.pool_spacing, args.patch)
-    (work / "pool.json").write_text(json.dumps(cfg, indent=2))
-    pool_index = build_pool(load_pool_config(work / "pool.json"), work / "pool")
-    task_cfg, test, modality = (pet_task if args.task == "pet" else brats_task)(args.data, work)
-    task_cfg.update(
-        spacing_xyz_mm=[args.task_spacing] * 3, patch_size_zyx=args.patch, pad_to_patch=True, foreground_share=0.5
-    )
-    (work / "task.json").write_text(json.dumps(task_cfg, indent=2))
-    task_index = build_pool(load_pool_config(work / "task.json"), work / "task")
-
-    # 2. pretraining
-    def settings(epochs: int, iters: int) -> TrainSettings:
-        return TrainSettings(
-            epochs=epochs,
-            iters_per_epoch=iters,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            optimizer=args.optimizer,
-            seed=args.seed,
-        )
+    cfg = pool_config(args.data, args.spacing, args.patch, args.pool_pet)
+    index = build(cfg, work / "pool")
+    pool_cfg = load_pool_config(work / "pool.json")
+    tables = {"sampling": sampling_rows(pool_cfg), "remap": remap_rows(pool_cfg)}
+    (work / "remap_table.json").write_text(json.dumps(tables["remap"], indent=2))
+    pool_md = report.pool_text(tables, index)
+    print(pool_md)
+    (work / "tasks").mkdir()
+    for k in args.shots:
+        for seed in args.seeds:
+            build(
+                task_config(args.data, choose_patients(k, seed), args.spacing, args.patch),
+                work / "tasks" / f"k{k}_s{seed}",
+            )
+    t_pools = time.time() - t_start
 
     torch.manual_seed(args.seed)
     model = build_tsfm(args.preset, num_classes=len(CLASSES), patch_size=tuple(args.patch))
+    print(f"pretraining: {args.pretrain_epochs} epochs x {args.iters} it, batch {args.batch_size}", flush=True)
     t0 = time.time()
-    pre_hist = fit(
-        model,
-        work / "pool",
-        work / "pretrain",
-        settings(args.pretrain_epochs, args.iters),
-        kind="pretrain",
-        progress=False,
-    )
+    pre_settings = settings(args, args.pretrain_epochs, args.iters, args.seed)
+    pre_hist = fit(model, work / "pool", work / "pretrain", pre_settings, device_env(args))
     t_pre = time.time() - t0
+    print(f"pretraining: loss {pre_hist[0]['loss']:.3f} -> {pre_hist[-1]['loss']:.3f}, {t_pre:.0f} s", flush=True)
 
-    # 3. transfer vs scratch, same epochs / iterations / seed
-    results = {}
-    ckpt = load_checkpoint(work / "pretrain" / "model.pt")
-    for name in ("pretrained", "from scratch"):
-        torch.manual_seed(args.seed + 1)
-        if name == "pretrained":
-            net = model_for_transfer(ckpt, 1, work / "pretrain" / "model.pt", patch_size=tuple(args.patch))
-        else:
-            net = build_tsfm(args.preset, num_classes=1, patch_size=tuple(args.patch))
-        t0 = time.time()
-        hist = fit(
-            net,
-            work / "task",
-            work / name.replace(" ", "_"),
-            settings(args.transfer_epochs, args.transfer_iters),
-            kind=name,
-            progress=False,
-        )
-        t_fit = time.time() - t0
-        t0 = time.time()
-        scores = evaluate(work / name.replace(" ", "_") / "model.pt", test, modality, args.device)
-        results[name] = {
-            "dice": scores,
-            "train_s": t_fit,
-            "eval_s": time.time() - t0,
-            "loss": [h["loss"] for h in hist],
-        }
-
-    # 4. report
-    cls = task_cfg["classes"][0]
-    lines = [
-        f"TSFM transfer bench: task {args.task} ({len(task_index['cases'])} train / {len(test)} test cases), "
-        f"preset {args.preset}, patch {tuple(args.patch)}, batch {args.batch_size}, {args.optimizer} lr {args.lr}",
-        f"pretraining: {len(pool_index['cases'])} cases from {len(pool_index['sources'])} sources, "
-        f"{args.pretrain_epochs} epochs x {args.iters} it, {t_pre:.0f} s, loss {pre_hist[0]['loss']:.3f} -> "
-        f"{pre_hist[-1]['loss']:.3f}",
-        f"transfer: {args.transfer_epochs} epochs x {args.transfer_iters} it for both models",
-        "",
-        f"| model | {cls} Dice mean ± sd | median | min | max | final loss | train s | test s |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for name, r in results.items():
-        d = np.asarray(r["dice"])
-        lines.append(
-            f"| {name} | {d.mean():.3f} ± {d.std():.3f} | {np.median(d):.3f} | {d.min():.3f} | {d.max():.3f} | "
-            f"{r['loss'][-1]:.3f} | {r['train_s']:.0f} | {r['eval_s']:.0f} |"
-        )
-    lines.append("")
-    lines.append(f"total {time.time() - t_start:.0f} s")
-    table = "\n".join(lines)
-    print(table)
-    (work / "results.md").write_text(table + "\n")
-    (work / "results.json").write_text(
-        json.dumps(
-            {
-                "args": {k: str(v) for k, v in vars(args).items()},
-                "pretrain_loss": [h["loss"] for h in pre_hist],
-                "results": results,
-            },
-            indent=2,
-        )
-    )
-    plot(results, pre_hist, cls, work / "tsfm_transfer.png")
-    print(f"wrote {args.work / 'results.md'}, {args.work / 'tsfm_transfer.png'}")
+    points = [Point(k, arm, seed) for k in args.shots for arm in ARMS for seed in args.seeds]
+    print(f"transfer: {len(points)} runs of {args.transfer_epochs} x {args.transfer_iters} it, {args.jobs} at a time")
+    t0 = time.time()
+    results = _run_points(points, args, work)
+    times = {"pools_s": t_pools, "pretrain_s": t_pre, "transfer_s": time.time() - t0}
+    times["total_s"] = time.time() - t_start
+    payload = {
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "split": {"pool_pet": POOL_PET if args.pool_pet == "disjoint" else [], "candidates": CANDIDATES, "test": TEST},
+        "pool": tables,
+        "pretrain_history": pre_hist,
+        "points": results,
+        "summary": report.summarise(results),
+        "times": times,
+    }
+    text = report.results_text(payload)
+    print(text)
+    (work / "results.md").write_text(text + "\n\n" + pool_md)
+    (work / "results.json").write_text(json.dumps(payload, indent=2))
+    report.plot_dice(payload, work / "dice_vs_patients.png")
+    report.plot_curves(payload, work / "training_curves.png")
+    print(f"wrote {args.work}/results.md, results.json, dice_vs_patients.png, training_curves.png")
     return 0
 
 
-def plot(results: dict, pre_hist: list[dict], cls: str, path: Path) -> None:
-    import matplotlib
+def _report_module():
+    """bench/tsfm_report.py (imported by path: bench/ is not a package)."""
+    import importlib.util
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    spec = importlib.util.spec_from_file_location("tsfm_report", Path(__file__).with_name("tsfm_report.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
-    axes[0].plot([h["epoch"] for h in pre_hist], [h["loss"] for h in pre_hist], marker=".")
-    axes[0].set(title="pretraining loss (pool)", xlabel="epoch", ylabel="BCE + Dice")
-    for name, r in results.items():
-        axes[1].plot(range(1, len(r["loss"]) + 1), r["loss"], marker=".", label=name)
-    axes[1].set(title="transfer loss", xlabel="epoch")
-    axes[1].legend()
-    names = list(results)
-    axes[2].boxplot([results[n]["dice"] for n in names])
-    axes[2].set_xticks(range(1, len(names) + 1), names)
-    for i, n in enumerate(names, 1):
-        axes[2].scatter(np.full(len(results[n]["dice"]), i), results[n]["dice"], s=12, alpha=0.7)
-    axes[2].set(title=f"test Dice ({cls})", ylim=(0, 1))
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+
+def check_point(args: argparse.Namespace) -> int:
+    """Re-train one point of a finished run from its pretrained checkpoint and compare with results.json."""
+    k, arm, seed = int(args.check_point[0]), args.check_point[1], int(args.check_point[2])
+    arm = {"pretrained": "pretrained", "scratch": "from scratch", "from scratch": "from scratch"}.get(arm)
+    if arm is None:
+        sys.exit("--check-point ARM is 'pretrained' or 'scratch'")
+    done = json.loads((args.work / "results.json").read_text())
+    stored = [r for r in done["points"] if (r["k"], r["arm"], r["seed"]) == (k, arm, seed)]
+    if not stored:
+        sys.exit(f"{args.work}/results.json has no point k={k} {arm} seed {seed}")
+    keys = ("preset", "patch", "spacing", "transfer_epochs", "transfer_iters", "batch_size", "lr", "optimizer")
+    for key in keys + ("point_threads", "amp"):  # the thread count too: it may change float rounding
+        setattr(args, key, done["args"][key])
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        build(task_config(args.data, choose_patients(k, seed), args.spacing, args.patch), tmp / "task")
+        pretrained = args.work / "pretrain" / "model.pt"
+        again = run_point(Point(k, arm, seed), args, tmp / "task", pretrained, tmp / "run", done["split"]["test"])
+    same = again["dice"] == stored[0]["dice"] and again["loss"] == stored[0]["loss"]
+    print(
+        f"point k={k} {arm} seed {seed}: Dice {again['mean_dice']:.6f} (stored {stored[0]['mean_dice']:.6f}), "
+        f"final loss {again['loss'][-1]:.6f} (stored {stored[0]['loss'][-1]:.6f})"
+    )
+    print("identical" if same else "DIFFERENT: per-patient Dice or loss history changed")
+    return 0 if same else 1
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import torch
 
 from medfoundry.data.patches import sample_patch
 from medfoundry.data.pool import PoolDataset, build_pool, load_pool_config
+from medfoundry.data.pool_report import id_ranges, remap_rows, sampling_rows
 from medfoundry.data.preprocess3d import ct_statistics, normalise, target_shape
 from medfoundry.data.sampler import WeightedDistributedSampler
 from medfoundry.errors import InputError, OutputExistsError
@@ -90,6 +91,60 @@ def test_sampling_is_proportional_to_inverse_sqrt_of_source_size(synthetic_pool)
     first = list(s)
     s.set_epoch(1)
     assert list(s) != first
+
+
+def test_sampling_and_remap_tables(synthetic_pool):
+    cfg = load_pool_config(synthetic_pool[0])
+    rows = sampling_rows(cfg)
+    assert [(r["source"], r["cases"], r["classes"]) for r in rows] == [
+        ("organs", 4, "liver, kidney"),
+        ("tumours", 1, "tumour"),
+    ]
+    # a source's share is sqrt(n) / sum sqrt(n): 2 / 3 for the 4-case source, 1 / 3 for the 1-case one
+    assert rows[0]["share"] == pytest.approx(2 / 3) and rows[1]["share"] == pytest.approx(1 / 3)
+    assert rows[0]["p_case"] == pytest.approx(1 / 6) and rows[1]["p_case"] == pytest.approx(1 / 3)
+    remap = remap_rows(cfg)
+    assert [(r["source"], r["source_ids"], r["pool_class"], r["pool_id"]) for r in remap] == [
+        ("organs", "1", "liver", 1),
+        ("organs", "2", "kidney", 2),
+        ("tumours", "1", "tumour", 3),
+    ]
+    assert id_ranges([14, 3, 1, 2, 10, 11, 12, 13, 5]) == "1-3, 5, 10-14"
+    assert id_ranges([7]) == "7" and id_ranges([]) == ""
+
+
+def test_pool_reads_medsam_npz_stacks_with_xyz_spacing(tmp_path):
+    """A DeepLesion-style npz (image and label in one file, ``spacing`` stored (x, y, z)) as a pool source."""
+    (tmp_path / "npz").mkdir()
+    imgs = np.random.default_rng(0).integers(0, 255, (6, 40, 30)).astype(np.uint8)
+    gts = np.zeros(imgs.shape, np.uint8)
+    gts[2:4, 10:20, 10:20] = 1
+    np.savez_compressed(tmp_path / "npz" / "lesion.npz", imgs=imgs, gts=gts, spacing=np.array([1.0, 1.0, 5.0]))
+    cfg = {
+        "name": "npz",
+        "spacing_xyz_mm": [2.0, 2.0, 2.0],
+        "patch_size_zyx": [8, 16, 16],
+        "pad_to_patch": True,
+        "classes": ["organ", "CT lesion"],
+        "sources": [
+            {
+                "name": "deeplesion",
+                "modality": "OTHER",
+                "root": "npz",
+                "cases": [{"image": "lesion.npz", "label": "lesion.npz"}],
+                "labels": {1: "CT lesion"},
+            }
+        ],
+    }
+    (tmp_path / "npz.json").write_text(json.dumps(cfg))
+    index = build_pool(load_pool_config(tmp_path / "npz.json"), tmp_path / "pool")
+    case = index["cases"][0]
+    # (6, 40, 30) at (5, 1, 1) mm (z, y, x) -> 2 mm: (15, 20, 15), then padded to the patch in x
+    assert case["shape"] == [15, 20, 16] and case["present"] == [2] and case["annotated"] == [2]
+    with np.load(tmp_path / "pool" / case["file"]) as z:
+        assert set(np.unique(z["label"])) == {0, 2}
+        # the lesion block (2 slices x 10 x 10 voxels of 5 x 1 x 1 mm = 1000 mm3) keeps its volume at 8 mm3 voxels
+        assert float((z["label"] == 2).sum()) * 8 == pytest.approx(1000, rel=0.25)
 
 
 def test_config_errors_name_the_config_and_the_problem(synthetic_pool, tmp_path):
@@ -239,6 +294,7 @@ def test_real_pool_from_shared_data_and_cli(shared_data, tmp_path, capsys, monke
     assert cli.main(["pool", str(path), "--check"]) == 0
     out = capsys.readouterr().out
     assert "totalseg_mr" in out and "41.4%" in out and "58.6%" in out  # 1/sqrt(1) vs 2 x 1/sqrt(2)
+    assert "label remapping:" in out and "2-3" in out and "kidney (1)" in out  # the remap table
     assert cli.main(["pool", str(path), "--out", str(tmp_path / "p")]) == 0
     index = json.loads((tmp_path / "p" / "pool.json").read_text())
     assert [c["present"] for c in index["cases"]] == [[1, 2], [3], [3]]

@@ -92,12 +92,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank: int, world: int, port: int, pool: str, out: str) -> None:
+def _ddp_worker(rank: int, world: int, port: int, pool: str, out: str, torchrun: bool = False) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
     )
+    if torchrun:
+        os.environ["TORCHELASTIC_RUN_ID"] = "test"  # what torchrun sets, also for --nproc_per_node 1
     torch.set_num_threads(1)
     env = init_distributed("cpu")
+    group = {"joined": torch.distributed.is_initialized(), "distributed": env.distributed}
+    with open(os.path.join(out, f"group{rank}.json"), "w") as fh:
+        json.dump(group, fh)
     torch.manual_seed(100 + rank)  # different initial weights: DDP must broadcast rank 0's
     model = build_tsfm("tiny", num_classes=3, patch_size=tuple(PATCH))
     torch.save(model.state_dict(), os.path.join(out, f"init{rank}.pt"))
@@ -119,6 +124,14 @@ def test_two_processes_gloo_hold_equal_weights_after_a_step(pools, tmp_path):
     assert not torch.equal(w0["stem.weight"], init0["stem.weight"])  # the step changed the weights
     ckpt = load_checkpoint(tmp_path / "run" / "last.pt")  # written once, by rank 0
     assert ckpt["epoch"] == 1 and torch.equal(ckpt["model"]["stem.weight"], w0["stem.weight"])
+
+
+def test_one_process_under_torchrun_joins_a_process_group(pools, tmp_path):
+    """torchrun --nproc_per_node 1 (one GPU: NCCL) joins a group of one and trains through DDP."""
+    mp.spawn(_ddp_worker, args=(1, _free_port(), str(pools["pre"]), str(tmp_path), True), nprocs=1, join=True)
+    assert json.loads((tmp_path / "group0.json").read_text()) == {"joined": True, "distributed": True}
+    assert load_checkpoint(tmp_path / "run" / "model.pt")["epoch"] == 1
+    assert not init_distributed("cpu").distributed  # without torchrun's variables: alone, no group
 
 
 def _cli(monkeypatch, argv):
@@ -218,3 +231,35 @@ def test_crashed_worker_then_resume_from_last_checkpoint(pools, tmp_path, monkey
     assert [h["epoch"] for h in history] == [1, 2]
     assert history[0] == first["history"][0]
     assert load_checkpoint(out / "model.pt")["epoch"] == 2
+
+
+def _weights(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_training_is_reproducible_with_the_same_seed(pools, tmp_path):
+    """Same seed: identical loss history and weights; another seed: another patch draw and other weights."""
+
+    def run(seed: int, name: str):
+        torch.manual_seed(0)  # same initial weights for every run
+        model = build_tsfm("tiny", num_classes=3, patch_size=tuple(PATCH))
+        settings = TrainSettings(epochs=2, iters_per_epoch=2, batch_size=2, lr=0.05, seed=seed)
+        history = fit(model, pools["pre"], tmp_path / name, settings, progress=False)
+        return [h["loss"] for h in history], _weights(model)
+
+    loss_a, w_a = run(3, "a")
+    loss_b, w_b = run(3, "b")
+    loss_c, w_c = run(4, "c")
+    assert loss_a == loss_b and all(torch.equal(w_a[k], w_b[k]) for k in w_a)
+    assert loss_a != loss_c and not all(torch.equal(w_a[k], w_c[k]) for k in w_a)
+
+
+def test_mixed_precision_is_refused_off_cuda(pools, tmp_path, monkeypatch, capsys):
+    settings = TrainSettings(epochs=1, iters_per_epoch=1, batch_size=1, amp=True)
+    model = build_tsfm("tiny", num_classes=3, patch_size=tuple(PATCH))
+    with pytest.raises(InputError, match="--amp .* needs a CUDA device; this run is on cpu"):
+        fit(model, pools["pre"], tmp_path / "amp", settings, progress=False)
+    assert not (tmp_path / "amp").exists()  # refused before any output
+    args = ["pretrain", "--pool", str(pools["pre"]), "--out", str(tmp_path / "amp_cli"), "--preset", "tiny"]
+    assert _cli(monkeypatch, args + ["--amp", "--device", "cpu", "--threads", "1", "--quiet"]) == 2
+    assert "needs a CUDA device" in capsys.readouterr().err

@@ -14,7 +14,8 @@ def add_parser(subparsers) -> None:
         help="build a preprocessed dataset pool (several labelled 3D datasets, one label space)",
         description="Read every case of a pool config (JSON/YAML), remap its labels into the pool's classes, "
         "resample to the pool spacing, normalise (CT: clip + z-score over the pool; others: per image) and "
-        "write one .npz per case plus pool.json into OUT. Prints the per-source sampling shares.",
+        "write one .npz per case plus pool.json into OUT. Prints the per-source sampling shares and the label "
+        "remapping table.",
     )
     p.add_argument("config", help="pool config (.json, .yaml); see docs/tsfm.md")
     p.add_argument("--out", help="output folder for the preprocessed pool (needed unless --check)")
@@ -22,27 +23,17 @@ def add_parser(subparsers) -> None:
     add_overwrite(p, "an existing pool in OUT")
 
 
-def _table(cfg) -> str:
-    weights = cfg.sampling_weights()
-    lines = [f"{'source':<22}{'modality':<9}{'cases':>6}{'P(case)':>10}{'share':>8}  classes"]
-    i = 0
-    for s in cfg.sources:
-        w = weights[i : i + len(s.cases)]
-        i += len(s.cases)
-        lines.append(
-            f"{s.name:<22}{s.modality:<9}{len(s.cases):>6}{w[0]:>10.3f}{sum(w):>8.1%}  {', '.join(s.annotated)}"
-        )
-    return "\n".join(lines)
-
-
 def run(args: argparse.Namespace) -> int:
     """Validate, then (unless --check) preprocess the pool."""
     from medfoundry.data.pool import build_pool, load_pool_config
+    from medfoundry.data.pool_report import format_remap_table, format_sampling_table, remap_rows, sampling_rows
     from medfoundry.errors import InputError
 
     cfg = load_pool_config(args.config)
     print(f"pool {cfg.name!r}: {len(cfg.classes)} classes {cfg.classes}, spacing {cfg.spacing_xyz_mm} mm (x, y, z)")
-    print(_table(cfg))
+    print(format_sampling_table(sampling_rows(cfg)))
+    print("label remapping:")
+    print(format_remap_table(remap_rows(cfg)))
     if args.check:
         return 0
     if not args.out:

@@ -36,6 +36,7 @@ def add_training_args(p: argparse.ArgumentParser, epochs: int) -> None:
     add_seed(p)
     p.add_argument("--no-mirror", action="store_true", help="no random mirroring of patches")
     add_device(p)
+    p.add_argument("--amp", action="store_true", help="bf16 mixed precision (CUDA only)")
     add_threads(p)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     add_overwrite(p, "OUT/last.pt (start over)")
@@ -69,6 +70,7 @@ def settings_from(args: argparse.Namespace):
         num_workers=args.workers,
         seed=args.seed,
         mirror=not args.no_mirror,
+        amp=args.amp,
     )
 
 

@@ -17,6 +17,7 @@ class DistEnv:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    launched: bool = False  # started by torchrun (a process group even with one process)
 
     @property
     def is_main(self) -> bool:
@@ -25,8 +26,8 @@ class DistEnv:
 
     @property
     def distributed(self) -> bool:
-        """True when running with more than one process."""
-        return self.world_size > 1
+        """True in a process group: more than one process, or one process started by ``torchrun``."""
+        return self.world_size > 1 or self.launched
 
 
 def init_distributed(device: str | None = None, backend: str | None = None) -> DistEnv:
@@ -34,6 +35,8 @@ def init_distributed(device: str | None = None, backend: str | None = None) -> D
     MASTER_ADDR, MASTER_PORT); a single process without those variables runs alone.
 
     ``device``: 'cpu', 'cuda' or None (cuda when available). The backend defaults to nccl on cuda, else gloo.
+    Under ``torchrun`` (``TORCHELASTIC_RUN_ID`` set) the group is joined even with one process, so that
+    ``torchrun --nproc_per_node 1`` on one GPU runs the NCCL and DistributedDataParallel code paths.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -42,9 +45,10 @@ def init_distributed(device: str | None = None, backend: str | None = None) -> D
     dev = torch.device(want, local) if want.startswith("cuda") and ":" not in want else torch.device(want)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized():
+    launched = "TORCHELASTIC_RUN_ID" in os.environ
+    if (world > 1 or launched) and not dist.is_initialized():
         dist.init_process_group(backend=backend or ("nccl" if dev.type == "cuda" else "gloo"))
-    return DistEnv(rank=rank, world_size=world, local_rank=local, device=dev)
+    return DistEnv(rank=rank, world_size=world, local_rank=local, device=dev, launched=launched)
 
 
 def barrier(env: DistEnv) -> None:

@@ -46,6 +46,7 @@ class TrainSettings:
     seed: int = 0
     mirror: bool = True
     foreground_share: float | None = None  # None: the pool's value
+    amp: bool = False  # bf16 autocast on CUDA (refused on other devices)
 
 
 def preprocessing_of(index: dict) -> dict:
@@ -110,6 +111,17 @@ def _restore(model: TSFM, optimizer, last: Path, classes: list, env: DistEnv) ->
     return list(ckpt.get("history", [])), int(ckpt["epoch"])
 
 
+def check_amp(settings: TrainSettings, device: torch.device) -> None:
+    """:class:`InputError` when mixed precision is asked for on a device without it (only CUDA here)."""
+    if settings.amp and device.type != "cuda":
+        raise InputError(None, f"--amp (bf16 mixed precision) needs a CUDA device; this run is on {device.type}")
+
+
+def _autocast(settings: TrainSettings, device: torch.device):
+    """bf16 autocast on CUDA when ``settings.amp`` (no loss scaling needed for bf16), else a no-op context."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=settings.amp and device.type == "cuda")
+
+
 def _pool_loader(pool_dir: str | Path, model: TSFM, settings: TrainSettings, env: DistEnv):
     """(loader, sampler) drawing ``iters_per_epoch`` foreground-weighted patch batches per epoch and rank."""
     dataset = PoolDataset(pool_dir, model.config.patch_size, settings.foreground_share, settings.mirror)
@@ -127,6 +139,7 @@ def _pool_loader(pool_dir: str | Path, model: TSFM, settings: TrainSettings, env
         num_workers=settings.num_workers,
         drop_last=True,
         persistent_workers=settings.num_workers > 0,
+        pin_memory=env.device.type == "cuda",  # page-locked batches: asynchronous host-to-GPU copies
     )
     return loader, sampler
 
@@ -140,7 +153,9 @@ def _train_epoch(net, loader, optimizer, loss_fn, settings: TrainSettings, env: 
         image = batch["image"].to(env.device, non_blocking=True)
         target = batch["target"].to(env.device, non_blocking=True)
         annotated = batch["annotated"].to(env.device)
-        loss = loss_fn(net(image), target, annotated)
+        with _autocast(settings, env.device):
+            logits = net(image)
+        loss = loss_fn(logits.float(), target, annotated)  # the loss in float32
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if settings.grad_clip:
@@ -186,6 +201,7 @@ def fit(
     if model.config.num_classes != len(classes):
         raise InputError(pool_dir, f"the pool has {len(classes)} classes, the network {model.config.num_classes}")
     last = out_dir / LAST
+    check_amp(settings, env.device)
     model.to(env.device)  # before the optimizer, so resumed optimiser state lands on the right device
     optimizer = _optimizer(model, settings)
     history: list[dict] = []
