@@ -160,7 +160,8 @@ def fit(train: TrainingSet, seed: int = 0) -> tuple[LesionClassifier, dict]:
     """Fit the classifier on all rows and report 5-fold cross-validated scores (seeded), folds split by case
     (every row of one scan, at every threshold, in the same fold) so that no scan is scored by a model that saw it.
     Whole-body negatives are one case: the fold that holds them is scored by a model that saw no whole-body
-    negative, which makes the specificity pessimistic rather than optimistic."""
+    negative, which makes the specificity pessimistic rather than optimistic. The acceptance cut is the one that
+    maximises Youden's J (sensitivity + specificity - 1) on these cross-validated scores."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
@@ -176,8 +177,14 @@ def fit(train: TrainingSet, seed: int = 0) -> tuple[LesionClassifier, dict]:
     x, y = train.features, train.labels
     folds = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed)
     prob = cross_val_predict(model(), x, y, groups=np.asarray(train.cases), cv=folds, method="predict_proba")[:, 1]
-    pred = prob >= 0.5
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, cuts = roc_curve(y, prob)
+    best = int(np.argmax(tpr - fpr))  # Youden's J on the cross-validated scores: the cut, from training data only
+    cut = float(min(max(cuts[best], 0.05), 0.95))
+    pred = prob >= cut
     cv = {
+        "cut": round(cut, 4),
         "n_positive": int(y.sum()),
         "n_negative": int((y == 0).sum()),
         "cv_auc": round(float(roc_auc_score(y, prob)), 4),
@@ -193,7 +200,7 @@ def fit(train: TrainingSet, seed: int = 0) -> tuple[LesionClassifier, dict]:
         scale=scale.astype(np.float64),
         coef=logreg.coef_[0].astype(np.float64),
         intercept=float(logreg.intercept_[0]),
-        threshold=0.5,
+        threshold=round(cut, 4),
         version=VERSION,
         info={
             "trained_on": "negatives: all non-tumour candidates of whole-body STS_001 (its tumour left out); "
