@@ -12,6 +12,7 @@ from medfoundry.errors import InputError
 from medfoundry.evaluation.pet_quant import lesion_stats, patient_totals
 from medfoundry.inference.lesions.candidates import Candidate, find_candidates
 from medfoundry.inference.lesions.delineate import DELINEATIONS, delineate, merge_masks
+from medfoundry.inference.lesions.detection_grid import DetectionGrid, detection_grid, to_native
 from medfoundry.inference.lesions.features import candidate_features
 from medfoundry.inference.lesions.grouping import select_lesions
 from medfoundry.io import MedicalImage
@@ -37,6 +38,7 @@ class LesionResult:
     symmetric: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     delineation: str = DEFAULT_DELINEATION
     seconds: dict = field(default_factory=dict)
+    grid: DetectionGrid | None = None  # where candidates were found and classified (see detection_grid)
 
 
 def find_lesions(
@@ -78,9 +80,10 @@ def find_lesions(
 
     try:
         suv, spacing_zyx = suv_image.array, suv_image.spacing_zyx
-        info = adaptive_threshold(suv, spacing_zyx, threshold)
+        grid = detection_grid(suv, spacing_zyx)  # finer scans: the classifier's training resolution
+        info = adaptive_threshold(grid.suv, grid.spacing_zyx, threshold)
         done("threshold")
-        candidates = find_candidates(suv, spacing_zyx, info.threshold, min_volume_ml)
+        candidates = find_candidates(grid.suv, grid.spacing_zyx, info.threshold, min_volume_ml)
         done("candidates")
         scores = np.zeros(len(candidates))
         if candidates:
@@ -94,11 +97,12 @@ def find_lesions(
                 from medfoundry.modeling.lesion_classifier import load_lesion_classifier
 
                 classifier = load_lesion_classifier()
-            scores = classifier.score(candidate_features(candidates, suv, spacing_zyx, info.threshold, predictor))
+            features = candidate_features(candidates, grid.suv, grid.spacing_zyx, info.threshold, predictor)
+            scores = classifier.score(features)
         cut = classifier.threshold if classifier is not None else 0.5
-        keep, symmetric = select_lesions(
-            candidates, scores, cut, suv, spacing_zyx, np.asarray(suv_image.direction or np.eye(3)), symmetry
-        )
+        direction = np.asarray(suv_image.direction or np.eye(3))
+        keep, symmetric = select_lesions(candidates, scores, cut, grid.suv, grid.spacing_zyx, direction, symmetry)
+        candidates = to_native(candidates, grid, suv, info.threshold)
         accepted = [(c, float(s)) for c, s, k in zip(candidates, scores, keep, strict=False) if k]
         done("classifier")
         masks = delineate([c for c, _ in accepted], suv_image, delineation, predictor, progress=progress)
@@ -123,4 +127,5 @@ def find_lesions(
         symmetric=symmetric,
         delineation=delineation,
         seconds=seconds,
+        grid=grid,
     )

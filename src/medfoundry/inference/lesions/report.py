@@ -76,6 +76,7 @@ def write_lesion_outputs(
             "input": None if source is None else str(source),
             "units": "SUVbw",
             "threshold": result.threshold.as_dict(),
+            "detection_grid": None if result.grid is None else result.grid.as_dict(),
             "delineation": result.delineation,
             "candidates": len(result.candidates),
             "candidate_scores": [round(float(s), 4) for s in result.scores],
