@@ -1,16 +1,24 @@
 """The class prompt with more than one class (issue 15, item 4): PET, CT and MR samples and volumes windowed for
-their own modality, pre-windowed 8-bit CT left as it is."""
+their own modality, pre-windowed 8-bit CT left as it is, and the modality head's picks on unseen scans."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from medfoundry.data.slices2d import guess_modality, load_samples
+from medfoundry.inference.encoder_backends import OnnxEncoder
+from medfoundry.inference.modality_head import head_report, probe_slices, probe_volumes
 from medfoundry.inference.volume_eval import load_volumes, read_volume
 from medfoundry.io import MedicalImage, read_npz_case
+from medfoundry.modeling.adapters.base import build_adapted
+from medfoundry.modeling.adapters.io import base_fingerprint, load_adapted_model, save_adapter
+from medfoundry.modeling.lite_medsam import build_lite_medsam
 from medfoundry.preprocessing import IntensityWindow, normalize_intensity
+from medfoundry.training.finetune.augment import model_images
+from medfoundry.training.finetune.engine import modality_targets
 
 SCANS = {"PET": "PET", "CT": "CT", "MR": "MR_T1"}  # modality -> pet-sts file prefix
 
@@ -78,3 +86,51 @@ def test_flair_and_unnamed_scans_get_their_modality(shared_data):
     assert lung.modality == "CT" and raw.modality == "OTHER"
     air = lung.volume[lung.volume.shape[0] // 2, :20, :20]  # outside the body: -1000 HU, black in any CT window
     assert np.all(air == 0.0) and not np.allclose(lung.volume, raw.volume)
+
+
+def test_probe_slices_skip_blank_slices_and_spread_out():
+    volume = np.zeros((30, 8, 8), dtype=np.float32)
+    volume[5:25, 2, 3] = 1.0
+    assert probe_slices(volume, 100) == list(range(5, 25))
+    picked = probe_slices(volume, 5)
+    assert picked[0] == 5 and picked[-1] == 24 and len(set(picked)) == 5
+
+
+def test_head_learns_modality_and_picks_it_on_unseen_scans(shared_data, tmp_path):
+    """A class-prompt model (real LiteMedSAM encoder) whose head is trained (the engine's modality cross-entropy,
+    on the pooled embeddings the head sees) on one slice of each of one patient's PET, CT and MR picks the
+    modality of another patient's three scans (fp32 ONNX Runtime embeddings, as the bench uses)."""
+    pet_sts = shared_data / "pet-sts"
+    train = []
+    for prefix in SCANS.values():
+        train += load_samples(pet_sts, image_glob=f"*/{prefix}_image.nii.gz", cases=["STS_002"], every=100,
+                              progress=False)  # fmt: skip
+    base = build_lite_medsam()
+    fingerprint = base_fingerprint(base)
+    model = build_adapted(base, "classprompt")
+    targets = modality_targets(model, train)  # what finetune trains the head on
+    assert [model.modalities[int(t)] for t in targets] == [s.modality for s in train]
+    assert {s.modality for s in train} == {"PET", "CT", "MR"}
+    encoder = OnnxEncoder(model.image_encoder)
+    pooled = encoder(model_images(train, [0] * len(train))).mean(dim=(2, 3))
+    opt = torch.optim.Adam(model.mask_decoder.head.parameters(), lr=1e-2)
+    for _ in range(100):
+        loss = F.cross_entropy(model.mask_decoder.modality_logits(pooled), targets)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    path = save_adapter(model, tmp_path / "head.pt", base_fingerprint=fingerprint)
+    trained = load_adapted_model(path, base_model=build_lite_medsam())
+    assert trained.predict_modality(pooled) == [s.modality for s in train]
+    # an unseen patient's three scans, probed on two spread-out slices each (with tumour or not)
+    unseen = [v for prefix in SCANS.values() for v in load_volumes(pet_sts, image_glob=f"*/{prefix}_image.nii.gz",
+                                                                     cases=["STS_003"])]  # fmt: skip
+    probes = probe_volumes(trained, unseen, encoder=encoder, limit=2)  # the same frozen encoder
+    assert [p.modality for p in probes] == ["PET", "CT", "MR"] and all(p.pooled.shape == (2, 256) for p in probes)
+    for row in head_report(trained, probes):
+        assert row["picked"] == row["modality"] and row["correct"], row
+        assert sum(row["votes"].values()) == row["slices"] == 2
+        assert row["slice_accuracy"] == row["votes"][row["modality"]] / 2 >= 0.5
+    # full and pooled embeddings give the same picks
+    emb = torch.randn(2, 256, 64, 64)
+    assert trained.predict_modality(emb) == trained.predict_modality(emb.mean(dim=(2, 3)))
