@@ -28,7 +28,7 @@ from medfoundry.preprocessing.boxes import label_boxes, mask_box
 from medfoundry.preprocessing.intensity import IntensityWindow, normalize_intensity
 
 IMAGE_SUFFIXES = tuple(s for s in FORMAT_SUFFIXES if s not in (".dcm", ".dicom", ".ima"))  # single files
-_MODALITY_TOKENS = {"PET": "PET", "PT": "PET", "FDG": "PET", "CT": "CT", "MR": "MR", "MRI": "MR"}
+_MODALITY_TOKENS = {"PET": "PET", "PT": "PET", "FDG": "PET", "CT": "CT", "MR": "MR", "MRI": "MR", "FLAIR": "MR"}
 
 
 @dataclass
@@ -57,7 +57,8 @@ class Sample2D:
 
 
 def guess_modality(path: str | Path) -> str:
-    """The modality a file name suggests (``PET_image.nii.gz`` -> PET), else ``OTHER``."""
+    """The modality a file name suggests (``PET_image.nii.gz`` -> PET, ``BraTS_flair.nii.gz`` -> MR), else
+    ``OTHER`` (which is windowed by percentiles, as MR is; pass the modality when a CT file's name does not say)."""
     tokens = re.split(r"[^A-Za-z]+", Path(path).name.upper())
     for token in tokens:
         if token in _MODALITY_TOKENS:

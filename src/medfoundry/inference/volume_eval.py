@@ -64,12 +64,28 @@ def load_volumes(
         case = case_name(image_path, root)
         if wanted is not None and case not in wanted:
             continue
-        image, mask = read_pair(image_path, mask_path, modality)
-        if image.spatial_ndim != 3 or not mask.array.any():
-            continue
-        out.append(Volume3D(case, normalize_intensity(image, window), np.asarray(mask.array), image.spacing_zyx,
-                            image.modality, str(image_path)))  # fmt: skip
+        vol = read_volume(image_path, mask_path, case, modality=modality, window=window)
+        if vol is not None:
+            out.append(vol)
     return out
+
+
+def read_volume(
+    image_path: str | Path,
+    mask_path: str | Path,
+    case: str,
+    *,
+    modality: str | None = None,
+    window: IntensityWindow | None = None,
+) -> Volume3D | None:
+    """One labelled volume from an image and its label map (any pair :func:`read_pair` reads, e.g. a BraTS
+    ``*_flair`` / ``*_label`` pair or a MedSAM npz twice), windowed for its modality (``modality``, else what the
+    file name says); ``None`` for a 2D image or an empty mask."""
+    image, mask = read_pair(Path(image_path), Path(mask_path), modality)
+    if image.spatial_ndim != 3 or not mask.array.any():
+        return None
+    return Volume3D(case, normalize_intensity(image, window), np.asarray(mask.array), image.spacing_zyx,
+                    image.modality, str(image_path))  # fmt: skip
 
 
 class MemoEncoder(EncoderBackend):

@@ -1,6 +1,7 @@
 """Modality-aware intensity normalisation to [0, 1], as MedSAM prepares its training data.
 
-* CT: a window (named preset or level/width in HU), clipped and scaled.
+* CT: a window (named preset or level/width in HU), clipped and scaled. An 8-bit CT array cannot hold HU: it
+  is taken as already windowed (MedSAM npz files store CT so) and divided by 255, unless a window is given.
 * MR and other grey images: the 0.5 and 99.5 percentiles of the non-zero voxels, clipped and scaled.
 * PET: an SUV range (default 0 to 10 SUV), clipped and scaled.
 * RGB: divided by 255 (8-bit) or by the maximum, kept as is otherwise.
@@ -95,8 +96,8 @@ def normalize_intensity(image: MedicalImage, window: IntensityWindow | None = No
         return np.clip(rgb / scale, 0.0, 1.0)
     if not np.all(np.isfinite(array)):
         raise InputError(image.path, f"{int(np.sum(~np.isfinite(array)))} voxels are NaN or infinite")
-    if image.modality == "OTHER" and array.dtype == np.uint8 and window == IntensityWindow():
-        return array.astype(np.float32) / 255.0  # already 8-bit, e.g. pre-windowed MedSAM npz
+    if image.modality in ("OTHER", "CT") and array.dtype == np.uint8 and window == IntensityWindow():
+        return array.astype(np.float32) / 255.0  # already 8-bit, e.g. pre-windowed MedSAM npz (no HU to window)
     low, high = window.bounds_for(image.modality, array)
     out = array.astype(np.float32)
     if high <= low:

@@ -40,6 +40,11 @@ class ClassPromptDecoder(nn.Module):
         self.register_buffer("prompt_modality", torch.tensor(-1, dtype=torch.long))
         self.last_modality_logits: torch.Tensor | None = None
 
+    def modality_logits(self, image_embeddings: torch.Tensor) -> torch.Tensor:
+        """The head's (B, K) modality logits for (B, 256, H, W) image embeddings or their (B, 256) spatial means."""
+        pooled = image_embeddings.mean(dim=(2, 3)) if image_embeddings.ndim == 4 else image_embeddings
+        return self.head(pooled)
+
     def forward(
         self,
         image_embeddings: torch.Tensor,
@@ -49,7 +54,7 @@ class ClassPromptDecoder(nn.Module):
         multimask_output: bool,
         modality: torch.Tensor | None = None,
     ):
-        logits = self.head(image_embeddings.mean(dim=(2, 3)))
+        logits = self.modality_logits(image_embeddings)
         self.last_modality_logits = logits
         if modality is None:
             chosen = logits.argmax(dim=1)
@@ -84,6 +89,12 @@ class ClassPromptLiteMedSAM(AdaptedLiteMedSAM):
     def set_modality_prompt(self, name: str | None) -> None:
         """Use modality ``name`` as the class prompt at inference (``None``: let the head choose)."""
         self.mask_decoder.prompt_modality.fill_(-1 if name is None else self.modality_index(name))
+
+    @torch.no_grad()
+    def predict_modality(self, image_embeddings: torch.Tensor) -> list[str]:
+        """The modality the head picks for each image: (B, 256, H, W) embeddings or their (B, 256) means."""
+        logits = self.mask_decoder.modality_logits(image_embeddings)
+        return [self.modalities[int(i)] for i in logits.argmax(dim=1)]
 
     def decoder_kwargs(self, modality: torch.Tensor | None) -> dict[str, Any]:
         return {"modality": modality}
