@@ -197,10 +197,21 @@ def label_efficiency_plot(rows: list[dict], zero: dict, path: Path) -> None:
     for method, syn in sorted({(r["method"], r["synthesis"]) for r in rows}):
         arm = [r for r in rows if r["method"] == method and r["synthesis"] == syn]
         n, m, sd = (np.array(v) for v in zip(*sorted((r["n_train"], r["dsc"], r["dsc_sd"]) for r in arm), strict=True))
-        ax.errorbar(n + (0.3 if syn == "yes" else 0), m, yerr=sd, marker="o", capsize=3,
-                    ls="--" if syn == "yes" else "-", label=method + (" + synthesis" if syn == "yes" else ""))
-    ax.set(xlabel="training patients", ylabel="test 3D DSC (exact 3D box), mean +- sd", ylim=(0, 1),
-           title="PET label efficiency (3D box + propagation)")
+        ax.errorbar(
+            n + (0.3 if syn == "yes" else 0),
+            m,
+            yerr=sd,
+            marker="o",
+            capsize=3,
+            ls="--" if syn == "yes" else "-",
+            label=method + (" + synthesis" if syn == "yes" else ""),
+        )
+    ax.set(
+        xlabel="training patients",
+        ylabel="test 3D DSC (exact 3D box), mean +- sd",
+        ylim=(0, 1),
+        title="PET label efficiency (3D box + propagation)",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
@@ -273,17 +284,21 @@ def pet_grid(args, setup: Setup) -> None:
                 save_results(args.out / "results.json", zero=zero, rows=rows, test=test_cases, val=val_cases,
                              pool=pool)  # fmt: skip
     print(f"\ntest patients {test_cases}; validation {val_cases}; 3D box + propagation, fp32 embeddings")
-    print("\n| method | train patients | synthesis | 3D DSC exact box | W / L | 3D DSC loose box | W / L | 3D NSD "
-          "| 2D DSC exact box | best epoch / run | train s |")
+    print(
+        "\n| method | train patients | synthesis | 3D DSC exact box | W / L | 3D DSC loose box | W / L | 3D NSD "
+        "| 2D DSC exact box | best epoch / run | train s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     sd = lambda r, k: f"{r[k]:.3f} +- {r[k + '_sd']:.3f}"  # noqa: E731
     zsd = {k: float(np.std([c[k] for c in zero["per_case"]])) for k in ("dsc", "dsc_loose", "nsd", "dsc2d")}
     print(f"| zero-shot | - | - | {zero['dsc']:.3f} +- {zsd['dsc']:.3f} | - | {zero['dsc_loose']:.3f} +- "
           f"{zsd['dsc_loose']:.3f} | - | {zero['nsd']:.3f} | {zero['dsc2d']:.3f} | - | - |")  # fmt: skip
     for r in rows:
-        print(f"| {r['method']} | {r['n_train']} | {r['synthesis']} | {sd(r, 'dsc')} | {r['dsc_wl'][0]} / "
-              f"{r['dsc_wl'][1]} | {sd(r, 'dsc_loose')} | {r['dsc_loose_wl'][0]} / {r['dsc_loose_wl'][1]} | "
-              f"{r['nsd']:.3f} | {r['dsc2d']:.3f} | {r['best_epoch'] + 1} / {r['epochs_run']} | {r['train_s']:.0f} |")
+        print(
+            f"| {r['method']} | {r['n_train']} | {r['synthesis']} | {sd(r, 'dsc')} | {r['dsc_wl'][0]} / "
+            f"{r['dsc_wl'][1]} | {sd(r, 'dsc_loose')} | {r['dsc_loose_wl'][0]} / {r['dsc_loose_wl'][1]} | "
+            f"{r['nsd']:.3f} | {r['dsc2d']:.3f} | {r['best_epoch'] + 1} / {r['epochs_run']} | {r['train_s']:.0f} |"
+        )
     print("\nper patient, 3D DSC exact box:")
     names = [f"{r['method']} n{r['n_train']}{' syn' if r['synthesis'] == 'yes' else ''}" for r in rows]
     print("| patient | zero-shot | " + " | ".join(names) + " |")
@@ -453,8 +468,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--train-patients", type=int, nargs="+", default=[10], help="training-set sizes (<= 20)")
     ap.add_argument("--methods", nargs="+", default=["decoder", "classprompt", "lora", "dbsam"])
-    ap.add_argument("--synthesis-methods", nargs="*", default=[],
-                    help="methods also trained with synthetic slices added (none: skip the synthesis arm)")
+    ap.add_argument(
+        "--synthesis-methods",
+        nargs="*",
+        default=[],
+        help="methods also trained with synthetic slices added (none: skip the synthesis arm)",
+    )
     ap.add_argument("--synthetic", type=int, default=100, help="synthetic slices for the synthesis arm")
     ap.add_argument("--epochs", type=int, default=None, help="max epochs (default: per method, METHOD_BUDGET)")
     ap.add_argument("--steps-per-epoch", type=int, default=None, help="steps per epoch (default: per method)")
@@ -500,8 +519,10 @@ def main() -> None:
     base = build_lite_medsam()
     base_memo = fp32_encoder(base, "onnx")  # fp32 base embeddings (ONNX Runtime, as `segment` runs by default)
     zero = evaluate_volumes(base, test, slices2d=True, memo=base_memo, progress=True)
-    print(f"zero-shot: 3D DSC {zero['dsc']:.4f} (loose {zero['dsc_loose']:.4f}), 2D {zero['dsc2d']:.4f} "
-          f"({time.perf_counter() - t0:.0f} s)")
+    print(
+        f"zero-shot: 3D DSC {zero['dsc']:.4f} (loose {zero['dsc_loose']:.4f}), 2D {zero['dsc2d']:.4f} "
+        f"({time.perf_counter() - t0:.0f} s)"
+    )
     # base-encoder embeddings of the training slices (float16, per flip), shared by the frozen-encoder runs
     shared_cache = MemoryEmbeddingCache(
         build_adapted(build_lite_medsam(), "decoder"), encoder=OnnxEncoder(base.image_encoder)

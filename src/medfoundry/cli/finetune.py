@@ -171,7 +171,10 @@ def run(args: argparse.Namespace) -> int:
         first = result.history[0]
         what = (f"epoch {chosen['epoch'] + 1}" if chosen["epoch"] >= 0 else "untrained") + (
             f", 3D val DSC {chosen['val3d_dsc']:.3f} / loose box {chosen['val3d_dsc_loose']:.3f}; before training "
-            f"{first['val3d_dsc']:.3f} / {first['val3d_dsc_loose']:.3f}" if first["epoch"] == -1 else "")
+            f"{first['val3d_dsc']:.3f} / {first['val3d_dsc_loose']:.3f}"
+            if first["epoch"] == -1
+            else ""
+        )
     elif chosen is not None and chosen.get("val_dsc") is not None:
         what = f"epoch {chosen['epoch'] + 1}, val DSC {chosen['val_dsc']:.3f}"
     print(f"adapter: {result.best} ({what}); last: {result.last}")
