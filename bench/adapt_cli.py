@@ -35,6 +35,7 @@ def _bench_module():
     """bench/adapt_pet.py, for its split and wins / losses (one definition of the protocol)."""
     spec = importlib.util.spec_from_file_location("adapt_pet", ROOT / "bench" / "adapt_pet.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules["adapt_pet"] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
