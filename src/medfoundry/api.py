@@ -6,6 +6,7 @@ refusing to replace existing outputs unless ``overwrite=True``.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from medfoundry.inference.prompts import ObjectPrompt
 from medfoundry.inference.segment import check_prompts, segment_array
 from medfoundry.io import MedicalImage, check_writable, read_image, read_npz_case, write_mask, write_npz_segs
 from medfoundry.io.atomic import check_outputs
+from medfoundry.io.paths import modality_from_name
 from medfoundry.preprocessing.boxes import label_boxes
 from medfoundry.preprocessing.intensity import IntensityWindow, normalize_intensity
 
@@ -98,6 +100,18 @@ def segment_image(
     return SegmentResult(image.with_array(labels, modality="OTHER"), normalized)
 
 
+def read_for_segmentation(path: str | Path, modality: str | None = None) -> MedicalImage:
+    """Read an image to segment: ``modality`` if given, else what the file says (DICOM Modality), else what its
+    name says (``PET_image.nii.gz`` -> PET), the rule training folders use, so an adapter trained on
+    ``PET_image.nii.gz`` files sees the same SUV window when it segments one."""
+    image = read_image(path, modality=modality)
+    if modality is None and image.modality == "OTHER":
+        named = modality_from_name(path)
+        if named != "OTHER":
+            image = dataclasses.replace(image, modality=named)
+    return image
+
+
 def segment(
     image_path: str | Path,
     objects: list[ObjectPrompt],
@@ -116,7 +130,7 @@ def segment(
     Every output path is checked before any work (distinct, writable place, not existing unless ``overwrite``).
     """
     check_outputs(out, overlay, overwrite=overwrite)
-    image = read_image(image_path, modality=modality)
+    image = read_for_segmentation(image_path, modality)
     result = segment_image(image, objects, predictor, window, threshold, progress)
     write_mask(result.labels, out, reference=image, overwrite=overwrite)
     if overlay is not None:
@@ -185,7 +199,7 @@ def segment_many(
         start = time.perf_counter()
         try:
             check_outputs(row.out, row.overlay, overwrite=overwrite)
-            image = read_image(row.image, modality=modality)
+            image = read_for_segmentation(row.image, modality)
             res = segment_image(image, row.objects, once, window, threshold, progress=False)
             if row.overlay is not None:  # first: the mask is the row's last file
                 from medfoundry.evaluation.overlay import save_overlay

@@ -51,8 +51,9 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from medfoundry.api import read_for_segmentation
     from medfoundry.errors import InputError
-    from medfoundry.io import check_writable, read_image, read_mask
+    from medfoundry.io import check_writable, read_mask
     from medfoundry.io.readers import file_suffix
     from medfoundry.io.writers import WRITE_SUFFIXES
     from medfoundry.viewer import ViewerSession
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(args.out, "the output folder does not exist")
     if args.out:  # a folder, /proc or an unwritable folder is refused now, not at the first save
         check_writable(args.out, overwrite=True)  # an existing file is replaced only when a save confirms it
-    image = read_image(args.image, modality=args.modality)
+    image = read_for_segmentation(args.image, args.modality)  # the modality rule of `segment` and training
     labels = read_mask(args.labels, reference=image) if args.labels else None
     session = ViewerSession(
         image,

@@ -24,11 +24,11 @@ from tqdm.auto import tqdm
 from medfoundry.errors import InputError
 from medfoundry.io import MedicalImage, read_image, read_mask
 from medfoundry.io.paths import FORMAT_SUFFIXES, split_suffix
+from medfoundry.io.paths import modality_from_name as guess_modality
 from medfoundry.preprocessing.boxes import label_boxes, mask_box
 from medfoundry.preprocessing.intensity import IntensityWindow, normalize_intensity
 
 IMAGE_SUFFIXES = tuple(s for s in FORMAT_SUFFIXES if s not in (".dcm", ".dicom", ".ima"))  # single files
-_MODALITY_TOKENS = {"PET": "PET", "PT": "PET", "FDG": "PET", "CT": "CT", "MR": "MR", "MRI": "MR", "FLAIR": "MR"}
 
 
 @dataclass
@@ -54,16 +54,6 @@ class Sample2D:
         if box is None:
             raise InputError(self.source, f"{self.case}: empty mask has no box")
         return box
-
-
-def guess_modality(path: str | Path) -> str:
-    """The modality a file name suggests (``PET_image.nii.gz`` -> PET, ``BraTS_flair.nii.gz`` -> MR), else
-    ``OTHER`` (which is windowed by percentiles, as MR is; pass the modality when a CT file's name does not say)."""
-    tokens = re.split(r"[^A-Za-z]+", Path(path).name.upper())
-    for token in tokens:
-        if token in _MODALITY_TOKENS:
-            return _MODALITY_TOKENS[token]
-    return "OTHER"
 
 
 def find_pairs(root: str | Path, image_glob: str | None = None) -> list[tuple[Path, Path]]:
