@@ -3,10 +3,11 @@ their own modality, pre-windowed 8-bit CT left as it is, and the modality head's
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from medfoundry.data.slices2d import guess_modality, load_samples
 from medfoundry.inference.encoder_backends import OnnxEncoder
@@ -18,7 +19,8 @@ from medfoundry.modeling.adapters.io import base_fingerprint, load_adapted_model
 from medfoundry.modeling.lite_medsam import build_lite_medsam
 from medfoundry.preprocessing import IntensityWindow, normalize_intensity
 from medfoundry.training.finetune.augment import model_images
-from medfoundry.training.finetune.engine import modality_targets
+from medfoundry.training.finetune.engine import MemoryEmbeddingCache, modality_targets
+from medfoundry.training.finetune.modality_head import fit_modality_head
 
 SCANS = {"PET": "PET", "CT": "CT", "MR": "MR_T1"}  # modality -> pet-sts file prefix
 
@@ -97,28 +99,27 @@ def test_probe_slices_skip_blank_slices_and_spread_out():
 
 
 def test_head_learns_modality_and_picks_it_on_unseen_scans(shared_data, tmp_path):
-    """A class-prompt model (real LiteMedSAM encoder) whose head is trained (the engine's modality cross-entropy,
-    on the pooled embeddings the head sees) on one slice of each of one patient's PET, CT and MR picks the
-    modality of another patient's three scans (fp32 ONNX Runtime embeddings, as the bench uses)."""
+    """A class-prompt model (real LiteMedSAM encoder) whose head is fitted as ``finetune`` fits it (alone, on the
+    pooled embeddings of a class-balanced subset, before the first step) on one patient's PET (several slices), CT
+    and MR (one slice each) picks the modality of another patient's three scans (fp32 ONNX Runtime embeddings)."""
     pet_sts = shared_data / "pet-sts"
     train = []
-    for prefix in SCANS.values():
-        train += load_samples(pet_sts, image_glob=f"*/{prefix}_image.nii.gz", cases=["STS_002"], every=100,
+    for prefix, every in zip(SCANS.values(), (6, 100, 100), strict=True):
+        train += load_samples(pet_sts, image_glob=f"*/{prefix}_image.nii.gz", cases=["STS_002"], every=every,
                               progress=False)  # fmt: skip
     base = build_lite_medsam()
     fingerprint = base_fingerprint(base)
     model = build_adapted(base, "classprompt")
     targets = modality_targets(model, train)  # what finetune trains the head on
     assert [model.modalities[int(t)] for t in targets] == [s.modality for s in train]
-    assert {s.modality for s in train} == {"PET", "CT", "MR"}
+    counts = Counter(s.modality for s in train)
+    assert set(counts) == {"PET", "CT", "MR"} and counts["PET"] >= 3 * counts["CT"], counts  # imbalanced
     encoder = OnnxEncoder(model.image_encoder)
+    cache = MemoryEmbeddingCache(model, encoder=encoder)
+    fitted = fit_modality_head(model, train, targets, cache, per_class=2)
+    assert fitted["per_class"] == {m: min(2, counts[m]) for m in ("CT", "MR", "PET")}
+    assert fitted["balanced_accuracy"] == 1.0
     pooled = encoder(model_images(train, [0] * len(train))).mean(dim=(2, 3))
-    opt = torch.optim.Adam(model.mask_decoder.head.parameters(), lr=1e-2)
-    for _ in range(100):
-        loss = F.cross_entropy(model.mask_decoder.modality_logits(pooled), targets)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
     path = save_adapter(model, tmp_path / "head.pt", base_fingerprint=fingerprint)
     trained = load_adapted_model(path, base_model=build_lite_medsam())
     assert trained.predict_modality(pooled) == [s.modality for s in train]

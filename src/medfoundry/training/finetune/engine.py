@@ -44,6 +44,7 @@ from medfoundry.training.finetune.augment import (
 )
 from medfoundry.training.finetune.curves import save_curves
 from medfoundry.training.finetune.losses import make_loss
+from medfoundry.training.finetune.modality_head import class_weights, fit_modality_head
 from medfoundry.training.finetune.schedules import make_scheduler
 from medfoundry.training.resume import resume_or_refuse
 
@@ -198,13 +199,14 @@ def _restore(model: AdaptedLiteMedSAM, last_path: Path, base_fingerprint: str, o
     return state
 
 
-def _train_step(model, batch, flips, prompts, cache, modality, loss_fn, optimizer) -> float:
+def _train_step(model, batch, flips, prompts, cache, modality, loss_fn, optimizer, class_w=None) -> float:
     """One optimiser step on a batch of prepared prompts and targets; returns the loss."""
     emb = cache.get(batch, flips) if cache is not None else model.embed(model_images(batch, flips))
     out = model.decode(emb, prompts["boxes"], prompts["points"], prompts["point_labels"], modality)
     loss = loss_fn(out["logits"], prompts["targets"])
     if modality is not None:
-        loss = loss + model.config["modality_weight"] * F.cross_entropy(out["modality_logits"], modality)
+        ce = F.cross_entropy(out["modality_logits"], modality, weight=class_w)
+        loss = loss + model.config["modality_weight"] * ce
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -238,6 +240,17 @@ def _validate(model, val, val_volumes, config, cache, memo) -> dict[str, float |
         r = evaluate_samples(model, val, config.nsd_tolerance_mm, cache=cache)
         return {"val_dsc": r["dsc"], "val_nsd": r["nsd"], "score": r["dsc"]}
     return {"val_dsc": None, "val_nsd": None, "score": None}
+
+
+def _fit_head(model, train, modality_all, cache, seed: int, progress: bool) -> None:
+    """A class-prompt model's modality head fitted alone, class-balanced, before the first step (see
+    :mod:`.modality_head`); nothing for other methods or a single-modality training set."""
+    if modality_all is None or cache is None:
+        return
+    fitted = fit_modality_head(model, train, modality_all, cache, seed=seed)
+    if fitted and progress:
+        counts = ", ".join(f"{k} {v}" for k, v in fitted["per_class"].items())
+        tqdm.write(f"modality head fitted on {counts} slices: balanced accuracy {fitted['balanced_accuracy']:.3f}")
 
 
 def finetune(
@@ -283,17 +296,22 @@ def finetune(
     if val_volumes and memo is None and not model.encoder_trainable:  # base embeddings, kept for every epoch
         memo = fp32_encoder(model, config.val_backend or "onnx")
     modality_all = modality_targets(model, train)
+    class_w = None if modality_all is None else class_weights(modality_all, len(model.modalities))
     history: list[dict] = []
     start_epoch, best_score, best_epoch = 0, -np.inf, -1
     meta = {"train_config": asdict(config), "lr": lr, "train_cases": sorted({s.case for s in train}),
             "val_cases": sorted({v.case for v in val_volumes} if val_volumes else {s.case for s in val})}  # fmt: skip
 
     earlier = [p for p in (last_path, best_path) if p.exists()]
-    if resume_or_refuse(out_dir, earlier, resume=resume) and last_path.is_file():
+    resumed = resume_or_refuse(out_dir, earlier, resume=resume) and last_path.is_file()
+    if resumed:
         state = _restore(model, last_path, base_fingerprint, optimizer, scheduler, rng)
         history, start_epoch, best_score = state["history"], state["epoch"] + 1, state["best_score"]
         best_epoch = state.get("best_epoch", state["epoch"])
-    elif val_volumes:  # the untrained adapter is the first candidate: best.pt is never worse on validation
+    else:
+        _fit_head(model, train, modality_all, cache, config.seed, progress)
+    if not resumed and val_volumes:
+        # the untrained adapter is the first candidate: best.pt is never worse on validation
         scores = _validate(model, val, val_volumes, config, cache, memo)
         best_score = scores.pop("score")
         record = {"epoch": -1, "train_loss": None, **scores, "lr": 0.0, "seconds_per_step": 0.0}
@@ -321,7 +339,7 @@ def finetune(
             with_points = augment.points > 0 and rng.random() < augment.point_prob
             prompts = prepare_targets(batch, flips, rng, augment, with_points)
             modality = None if modality_all is None else modality_all[idx]
-            loss = _train_step(model, batch, flips, prompts, cache, modality, loss_fn, optimizer)
+            loss = _train_step(model, batch, flips, prompts, cache, modality, loss_fn, optimizer, class_w)
             if config.schedule != "plateau":
                 scheduler.step()
             losses.append(loss)
