@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from medfoundry.data.slices2d import guess_modality, load_samples
+from medfoundry.data.slices2d import load_samples
 from medfoundry.inference.encoder_backends import OnnxEncoder
 from medfoundry.inference.modality_head import head_report, probe_slices, probe_volumes
 from medfoundry.inference.volume_eval import load_volumes, read_volume
 from medfoundry.io import MedicalImage, read_npz_case
+from medfoundry.io.paths import modality_from_name
 from medfoundry.modeling.adapters.base import build_adapted
 from medfoundry.modeling.adapters.io import base_fingerprint, load_adapted_model, save_adapter
 from medfoundry.modeling.lite_medsam import build_lite_medsam
@@ -58,7 +59,7 @@ def test_pet_ct_mr_samples_and_volumes_are_windowed_for_their_modality(shared_da
 
 def test_prewindowed_8bit_ct_is_scaled_not_windowed_as_hu(shared_data):
     path = sorted((shared_data / "ct-lesion-npz").glob("*.npz"))[0]
-    assert guess_modality(path) == "CT"
+    assert modality_from_name(path) == "CT"
     vol = read_volume(path, path, "lesion")
     case = read_npz_case(path)
     assert vol.modality == "CT" and case.imgs.dtype == np.uint8
@@ -78,11 +79,11 @@ def test_prewindowed_8bit_ct_is_scaled_not_windowed_as_hu(shared_data):
 
 def test_flair_and_unnamed_scans_get_their_modality(shared_data):
     brats = shared_data / "mr-brats"
-    assert guess_modality(brats / "BraTS2021_01646_flair.nii.gz") == "MR"
+    assert modality_from_name(brats / "BraTS2021_01646_flair.nii.gz") == "MR"
     vol = read_volume(brats / "BraTS2021_01646_flair.nii.gz", brats / "BraTS2021_01646_label_edema.nii.gz", "brats")
     assert vol.modality == "MR" and vol.labels.any()
     tumour = shared_data / "ct-mr-tumour"
-    assert guess_modality(tumour / "lung1_image.nrrd") == "OTHER"  # the name does not say: pass the modality
+    assert modality_from_name(tumour / "lung1_image.nrrd") == "OTHER"  # the name does not say: pass the modality
     lung = read_volume(tumour / "lung1_image.nrrd", tumour / "lung1_label.nrrd", "lung1", modality="CT")
     raw = read_volume(tumour / "lung1_image.nrrd", tumour / "lung1_label.nrrd", "lung1")
     assert lung.modality == "CT" and raw.modality == "OTHER"

@@ -6,7 +6,6 @@ refusing to replace existing outputs unless ``overwrite=True``.
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,9 +18,16 @@ from medfoundry.errors import BatchFailures, InputError, MedfoundryError, Medfou
 from medfoundry.inference.predictor import LiteMedSAMPredictor
 from medfoundry.inference.prompts import ObjectPrompt
 from medfoundry.inference.segment import check_prompts, segment_array
-from medfoundry.io import MedicalImage, check_writable, read_image, read_npz_case, write_mask, write_npz_segs
+from medfoundry.io import (
+    MedicalImage,
+    check_writable,
+    read_image,
+    read_image_for_model,
+    read_npz_case,
+    write_mask,
+    write_npz_segs,
+)
 from medfoundry.io.atomic import check_outputs
-from medfoundry.io.paths import modality_from_name
 from medfoundry.preprocessing.boxes import label_boxes
 from medfoundry.preprocessing.intensity import IntensityWindow, normalize_intensity
 
@@ -100,16 +106,7 @@ def segment_image(
     return SegmentResult(image.with_array(labels, modality="OTHER"), normalized)
 
 
-def read_for_segmentation(path: str | Path, modality: str | None = None) -> MedicalImage:
-    """Read an image to segment: ``modality`` if given, else what the file says (DICOM Modality), else what its
-    name says (``PET_image.nii.gz`` -> PET), the rule training folders use, so an adapter trained on
-    ``PET_image.nii.gz`` files sees the same SUV window when it segments one."""
-    image = read_image(path, modality=modality)
-    if modality is None and image.modality == "OTHER":
-        named = modality_from_name(path)
-        if named != "OTHER":
-            image = dataclasses.replace(image, modality=named)
-    return image
+read_for_segmentation = read_image_for_model  # the modality rule of training folders (io.readers)
 
 
 def segment(

@@ -34,9 +34,10 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from medfoundry.data.slices2d import case_name, find_pairs, guess_modality, read_pair
+    from medfoundry.data.slices2d import case_name, find_pairs, read_pair
     from medfoundry.data.synthesis import synthesize_dataset
     from medfoundry.errors import InputError, OutputExistsError
+    from medfoundry.io.paths import modality_from_name
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         for image_path, mask_path in by_case[case]:
             image, mask = read_pair(image_path, mask_path, args.modality)
             loaded.append((image, mask, case))
-    modality = args.modality or guess_modality(by_case[cases[0]][0][0])
+    modality = args.modality or modality_from_name(by_case[cases[0]][0][0])
     synthesize_dataset(loaded, out, args.count, modality=modality, seed=args.seed, overwrite=args.overwrite)
     print(f"{args.count} synthetic images from {len(cases)} exemplar cases in {out} (picture: {out}/synthesis.png)")
     return 0

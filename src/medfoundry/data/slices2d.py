@@ -22,9 +22,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from medfoundry.errors import InputError
-from medfoundry.io import MedicalImage, read_image, read_mask
+from medfoundry.io import MedicalImage, read_image_for_model, read_mask
 from medfoundry.io.paths import FORMAT_SUFFIXES, split_suffix
-from medfoundry.io.paths import modality_from_name as guess_modality
 from medfoundry.preprocessing.boxes import label_boxes, mask_box
 from medfoundry.preprocessing.intensity import IntensityWindow, normalize_intensity
 
@@ -171,7 +170,7 @@ def samples_from_image(
 
 def read_pair(image_path: Path, mask_path: Path, modality: str | None = None) -> tuple[MedicalImage, MedicalImage]:
     """An image and its label map, checked to share one grid (:class:`InputError` otherwise)."""
-    image = read_image(image_path, modality=modality or guess_modality(image_path))
+    image = read_image_for_model(image_path, modality)
     if image.spatial_ndim not in (2, 3):
         raise InputError(image_path, f"expected a 2D or 3D image, got shape {image.array.shape}")
     mask = read_mask(mask_path, reference=image)

@@ -6,7 +6,7 @@ from medfoundry.io.dicom import DicomSeries, list_dicom_series, read_dicom_serie
 from medfoundry.io.dicom_seg import read_dicom_seg, write_dicom_seg
 from medfoundry.io.image import MODALITIES, MedicalImage
 from medfoundry.io.npz import NpzCase, read_npz_case, write_npz_image, write_npz_segs
-from medfoundry.io.readers import read_image, read_mask
+from medfoundry.io.readers import read_image, read_image_for_model, read_mask
 from medfoundry.io.rtstruct import list_rois, read_rtstruct
 from medfoundry.io.writers import write_image, write_mask
 
@@ -25,6 +25,7 @@ __all__ = [
     "read_dicom_seg",
     "read_dicom_series",
     "read_image",
+    "read_image_for_model",
     "read_mask",
     "read_npz_case",
     "read_rtstruct",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from medfoundry.io.dicom_seg import is_dicom_seg, read_dicom_seg
 from medfoundry.io.image import MedicalImage
 from medfoundry.io.itk import ITK_READ_SUFFIXES, read_itk
 from medfoundry.io.npz import read_npz_image
-from medfoundry.io.paths import split_suffix
+from medfoundry.io.paths import modality_from_name, split_suffix
 from medfoundry.io.raster2d import RASTER_SUFFIXES, read_raster
 
 SUPPORTED = ITK_READ_SUFFIXES + (".npz",) + RASTER_SUFFIXES + DICOM_SUFFIXES + ("DICOM series folder",)
@@ -65,6 +66,19 @@ def _has_dicom_preamble(path: Path) -> bool:
 def _is_seg_file(path: Path) -> bool:
     """A DICOM SEG file, whatever its name."""
     return path.is_file() and (file_suffix(path) in DICOM_SUFFIXES or _has_dicom_preamble(path)) and is_dicom_seg(path)
+
+
+def read_image_for_model(path: str | Path, modality: str | None = None) -> MedicalImage:
+    """Read an image that a model will see: ``modality`` if given, else what the file says (DICOM Modality), else
+    what its name says (``PET_image.nii.gz`` -> PET, :func:`~medfoundry.io.paths.modality_from_name`). Training
+    folders, ``segment``, manifests and the viewer all read this way, so an adapter trained on
+    ``PET_image.nii.gz`` files sees the same SUV window when it segments one."""
+    image = read_image(path, modality=modality)
+    if modality is None and image.modality == "OTHER":
+        named = modality_from_name(path)
+        if named != "OTHER":
+            image = dataclasses.replace(image, modality=named)
+    return image
 
 
 def read_mask(
