@@ -55,6 +55,22 @@ def test_runtime_embeddings_match_eager_on_real_slices(shared_data, name, kwargs
     assert eager_torch.runtime == "torch" and torch.equal(eager_torch.embed(x), eager)
 
 
+def test_nnsam_frozen_features_onnx_vs_eager_on_real_slices(shared_data):
+    """The nnU-Net sam variant's frozen forward (LiteMedSAM's neck, real weights) on ONNX Runtime = eager."""
+    from medfoundry.inference.encoder_backends import feature_map_runtime
+    from medfoundry.modeling.fusion import FusionSpec
+
+    encoder = FusionSpec("sam").build_encoder()
+    runtime = feature_map_runtime(encoder, [2], "fast")
+    assert runtime is not None and runtime.name == "onnx"
+    x = torch.cat([encoder.prepare(torch.from_numpy(s)[None]) for s, _ in _pet_slices(shared_data)])
+    with torch.inference_mode():
+        eager = encoder.feature_maps(x)[2]
+    (fast,) = runtime(x)
+    assert fast.shape == eager.shape == (3, 256, 64, 64)
+    assert float((fast - eager).abs().max()) <= 1e-3 * max(float(eager.abs().max()), 1.0)
+
+
 def test_litemedsam_masks_onnx_vs_eager_on_real_pet_and_ct(shared_data, real_model):
     from medfoundry.io import read_npz_case
 

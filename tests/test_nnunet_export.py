@@ -49,6 +49,19 @@ def test_real_pet_sts_split_is_patient_wise_seeded_and_nested(shared_data: Path)
         split_cases(cases, 0.2, (100, 1), seed=0)
 
 
+def test_training_seed_redraws_training_patients_against_the_same_test_patients(shared_data: Path) -> None:
+    cases = find_cases(shared_data / "pet-sts")
+    base = split_cases(cases, 0.2, (100, 50, 10, 5), seed=0)
+    a = split_cases(cases, 0.2, (100, 50, 10, 5), seed=0, train_seed=0)
+    b = split_cases(cases, 0.2, (100, 50, 10, 5), seed=0, train_seed=1)
+    assert base.test == a.test == b.test and set(a.train) == set(b.train) == set(base.train)
+    assert a.fractions["10"] != b.fractions["10"] and a.fractions["50"] != b.fractions["50"]
+    for s in (a, b):
+        assert {k: len(v) for k, v in s.fractions.items()} == {"100": 24, "50": 12, "10": 2, "5": 1}
+        assert set(s.fractions["5"]) < set(s.fractions["10"]) < set(s.fractions["50"]) < set(s.fractions["100"])
+    assert a == split_cases(cases, 0.2, (100, 50, 10, 5), seed=0, train_seed=0)
+
+
 def test_split_keeps_a_patients_cases_together() -> None:
     cases = [CasePair(f"pat{p}_scan{s}", f"pat{p}", Path("i"), Path("m")) for p in range(6) for s in range(2)]
     split = split_cases(cases, test_fraction=0.34, fractions=(100, 50), seed=3)

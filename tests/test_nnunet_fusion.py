@@ -134,3 +134,23 @@ def test_trainer_classes_are_module_level_and_picklable(variant: str) -> None:
     assert cls.__name__ == trainer_name(variant) and "<locals>" not in cls.__qualname__
     assert getattr(nnunet_trainers, cls.__name__) is cls
     assert pickle.loads(pickle.dumps(cls)) is cls
+
+
+def test_onnx_runtime_of_the_frozen_forward_matches_eager(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from medfoundry.inference.encoder_backends import feature_map_runtime
+    from medfoundry.training.nnunet.trainers import attach_feature_runtime
+
+    monkeypatch.setenv("MEDFOUNDRY_CACHE", str(tmp_path))
+    net = build_fusion_network(_unet(False), FusionSpec("dino", tiny=True), STRIDES).eval()
+    x = torch.randn(2, 1, 48, 40)
+    with torch.no_grad():
+        eager_maps, eager = net.frozen_features(x), net(x)
+        assert attach_feature_runtime(net, "fast", "cpu") == "onnx" and net.feature_runtime is not None
+        fast_maps, fast = net.frozen_features(x), net(x)
+    assert [m.shape for m in fast_maps] == [m.shape for m in eager_maps]
+    assert max(float((a - b).abs().max()) for a, b in zip(fast_maps, eager_maps, strict=True)) < 1e-4
+    assert float((fast - eager).abs().max()) < 1e-3
+    assert attach_feature_runtime(net, "torch", "cpu") == "torch" and net.feature_runtime is None
+    multi = build_fusion_network(_unet(False), FusionSpec("convnext2", tiny=True), STRIDES)
+    assert feature_map_runtime(multi.frozen, multi.feature_index, "fast") is None  # several maps: eager
+    assert attach_feature_runtime(multi, "fast", "cpu") == "torch"

@@ -164,6 +164,25 @@ def test_interrupted_training_resumes_from_checkpoint(planned_run: Path, monkeyp
     assert not (folder / "checkpoint_latest.pth").exists()
 
 
+def test_snapshots_are_kept_and_predict_like_the_final_model(planned_run: Path) -> None:
+    from medfoundry.errors import InputError as Refused
+    from medfoundry.training.nnunet.predict import load_predictor
+    from medfoundry.training.nnunet.trainers import make_schedule, snapshot_name, train
+
+    with pytest.raises(Refused, match="snapshot epochs must lie in 1..2"):
+        make_schedule("tiny", epochs=2, snapshot_epochs=(3,))
+    schedule = make_schedule("tiny", epochs=2, snapshot_epochs=(1,))
+    folder = train(planned_run, "baseline", 100, schedule, data_workers=0, overwrite=True)
+    snap = torch.load(folder / snapshot_name(1), weights_only=False)
+    final = torch.load(folder / "checkpoint_final.pth", weights_only=False)
+    assert len(snap["logging"]["train_losses"]) == 1 and len(final["logging"]["train_losses"]) == 2
+    assert any(not torch.equal(snap["network_weights"][k], v) for k, v in final["network_weights"].items())
+    assert not (folder / snapshot_name(2)).exists()  # the last epoch is checkpoint_final.pth
+    predictor = load_predictor(planned_run, "baseline", 100, checkpoint=snapshot_name(1))
+    weights = predictor.list_of_parameters[0]
+    assert all(torch.equal(weights[k], v) for k, v in snap["network_weights"].items())
+
+
 def test_unknown_fraction_and_unplanned_run_are_clear(planned_run: Path, tmp_path: Path) -> None:
     from medfoundry.training.nnunet.trainers import train
 

@@ -22,6 +22,7 @@ import argparse
 from pathlib import Path
 
 from medfoundry.cli.common import (
+    add_backend,
     add_device,
     add_overwrite,
     add_seed,
@@ -103,6 +104,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--encoder-input-size", type=positive_int, help="slice size fed to the frozen encoder")
     t.add_argument("--tiny-encoder", action="store_true", help="small random encoder of the family (tests)")
     add_device(t)
+    add_backend(t)
     t.add_argument("--workers", type=nonnegative_int, help="nnU-Net data-augmentation processes (0 = in-process)")
     add_seed(t)
     t.add_argument("--resume", action="store_true", help="continue an interrupted training from its checkpoint")
@@ -115,6 +117,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--input", type=Path, nargs="+", help="volumes or folders (default: the run's test split)")
     r.add_argument("--out", type=Path, help="output folder (default RUN/predictions/VARIANT/fFRACTION)")
     add_device(r)
+    add_backend(r)
     r.add_argument("--mirroring", action="store_true", help="nnU-Net's mirroring test-time augmentation (x4)")
     add_overwrite(r, "existing predictions")
 
@@ -205,6 +208,7 @@ def _train(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         data_workers=args.workers,
         seed=args.seed,
+        encoder_backend=args.backend,
     )
     print(f"model: {folder}")
     return 0
@@ -222,6 +226,7 @@ def _predict(args: argparse.Namespace) -> int:
         device=resolve_device(args.device),
         mirroring=args.mirroring,
         overwrite=args.overwrite,
+        encoder_backend=args.backend,
     )
     print(f"{len(written)} masks written to {written[0].parent if written else args.out}")
     return 0

@@ -5,6 +5,8 @@
   is exported once per set of weights and cached (:mod:`.onnx_export`), with ORT's optimised graph beside it.
 * :func:`encoder_runtime` wraps a :class:`~medfoundry.modeling.encoders.FrozenEncoder` so that ``embed`` runs
   on the chosen backend; everything else (``prepare``, ``name``, ``weights_id``...) is the encoder's own.
+* :func:`feature_map_runtime` runs one of a frozen encoder's ``feature_maps`` on the backend: the nnU-Net fusion
+  networks' frozen forward (:attr:`~medfoundry.modeling.fusion.FusionUNet.feature_runtime`) on the CPU.
 
 Backend names are the CLI's ``--backend``: ``torch``, ``onnx``, ``onnx-int8`` or ``fast`` (the quickest that
 keeps masks within DSC 0.99 of eager fp32: ``onnx``).
@@ -163,3 +165,61 @@ def encoder_runtime(encoder: torch.nn.Module, backend: str = "fast", threads: in
         )
         return EncoderRuntime(encoder, TorchEncoder(_Embed(encoder)))
     return EncoderRuntime(encoder, onnx)
+
+
+class _FeatureMap(torch.nn.Module):
+    """One of a frozen encoder's ``feature_maps`` as a module's forward (what gets exported)."""
+
+    def __init__(self, encoder: torch.nn.Module, index: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.index = int(index)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder.feature_maps(x)[self.index]
+
+
+class FeatureMapRuntime:
+    """``prepared (B, 3, S, S)`` -> ``[feature map]`` of one encoder level, on a backend (a fusion network's
+    ``feature_runtime``)."""
+
+    def __init__(self, backend: EncoderBackend) -> None:
+        self.backend = backend
+        self.name = backend.name
+
+    def __call__(self, prepared: torch.Tensor) -> list[torch.Tensor]:
+        return [self.backend(prepared)]
+
+
+def feature_map_runtime(
+    encoder: torch.nn.Module,
+    indices: list[int],
+    backend: str = "fast",
+    threads: int | None = None,
+) -> FeatureMapRuntime | None:
+    """A runtime for ``encoder.feature_maps(x)[i] for i in indices``, or ``None`` where eager PyTorch must do
+    (``torch`` asked for, several maps, or ``fast`` with an encoder that does not export; ``onnx`` asked for
+    and failing is an error)."""
+    name = resolve_backend(backend)
+    if name == "torch" or len(indices) != 1:
+        return None
+    index = int(indices[0])
+    try:
+        onnx = OnnxEncoder(
+            _FeatureMap(encoder, index),
+            int8=name == "onnx-int8",
+            threads=threads,
+            input_size=encoder.input_size,
+            cache_name=f"fmap{index}-{encoder.name}",
+            output_name="features",
+        )
+    except Exception as exc:  # noqa: BLE001 - exporters fail in many ways; the eager path always works
+        if backend != "fast":
+            raise InputError(None, f"{encoder.name}: cannot run on {name} ({type(exc).__name__}: {exc})") from exc
+        warnings.warn(
+            f"{encoder.name}: ONNX export failed ({type(exc).__name__}); frozen features in eager PyTorch",
+            MedfoundryWarning,
+            stacklevel=2,
+        )
+        return None
+    return FeatureMapRuntime(onnx)

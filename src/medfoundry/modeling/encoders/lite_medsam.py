@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -31,9 +32,9 @@ class LiteMedSAMEncoder(FrozenEncoder):
         for i, layer in enumerate(enc.layers):
             h = layer(h)
             if i in (0, 1):
-                side = int(round(h.shape[1] ** 0.5))
+                side = math.isqrt(int(h.shape[1]))  # int(): a constant when traced for ONNX
                 maps.append(h.transpose(1, 2).reshape(h.shape[0], h.shape[2], side, side))
-        side = int(round(h.shape[1] ** 0.5))
+        side = math.isqrt(int(h.shape[1]))  # int(): a constant when traced for ONNX
         h = h.transpose(1, 2).reshape(h.shape[0], h.shape[2], side, side)
         maps.append(enc.neck(h))
         return maps

@@ -12,6 +12,10 @@ concatenation back to the level's channel count, so nnU-Net's decoder and skip c
   relative to the patch (strides beyond the bottleneck go to the bottleneck);
 * ``dino``: DINOv2-Base patch tokens (class token dropped) as a grid, at the bottleneck.
 
+``feature_runtime`` (default ``None``: eager PyTorch) may be set to a callable mapping the prepared batch to the
+selected feature maps, e.g. :func:`medfoundry.inference.encoder_backends.feature_map_runtime` (ONNX Runtime on the
+CPU); the trainers and the predictor of the nnU-Net arm set it on the CPU.
+
 The frozen encoder is not a registered sub-module: it is outside ``parameters()`` (so the optimiser never sees it)
 and outside ``state_dict()`` (so checkpoints hold only nnU-Net's trained weights); it always runs in eval mode under
 ``torch.no_grad()``. Its identity (weights file and SHA-256) is recorded beside the checkpoint instead.
@@ -63,6 +67,7 @@ class FusionUNet(nn.Module):
         super().__init__()
         self.unet = unet
         object.__setattr__(self, "frozen", encoder)  # deliberately unregistered: not trained, not saved
+        self.feature_runtime = None  # optional faster runtime of the frozen forward (see the module docstring)
         encoder.requires_grad_(False).eval()
         self.placement = placement
         with torch.no_grad():
@@ -114,6 +119,9 @@ class FusionUNet(nn.Module):
         with torch.no_grad():
             param = next(self.frozen.parameters(), None)
             prepared = self.frozen.prepare(_to_unit_range(x))
+            if self.feature_runtime is not None:
+                maps = self.feature_runtime(prepared.float())
+                return [m.to(x.device).float() for m in maps]
             maps = self.frozen.feature_maps(prepared if param is None else prepared.to(param.dtype))
         return [maps[i].detach().float() for i in self.feature_index]
 

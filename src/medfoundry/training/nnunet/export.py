@@ -4,7 +4,9 @@ Cases are found with two path patterns holding ``{case}`` (e.g. ``{case}/PET_ima
 ``{case}/PET_mask.nii.gz`` under ``pet-sts``). Patients are shuffled once with ``seed``; the first
 ``test_fraction`` of them form the test set, and the training fraction ``f`` % takes the first
 ``round(f / 100 * n_train)`` of the remaining patients, so every smaller subset lies inside every larger one.
-Each fraction becomes one fold of nnU-Net's ``splits_final.json`` (see :mod:`.plan`).
+``train_seed`` re-shuffles the training patients alone (the test patients stay those of ``seed``), so repeated
+runs of a fraction draw other patients against the same test set. Each fraction becomes one fold of nnU-Net's
+``splits_final.json`` (see :mod:`.plan`).
 """
 
 from __future__ import annotations
@@ -110,8 +112,12 @@ def split_cases(
     test_fraction: float = 0.2,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     seed: int = 0,
+    train_seed: int | None = None,
 ) -> Split:
-    """Patient-wise seeded test split and nested training fractions (percent); refuses empty subsets."""
+    """Patient-wise seeded test split and nested training fractions (percent); refuses empty subsets.
+
+    ``train_seed`` (default: keep ``seed``'s order) permutes the training patients after the test split, so the
+    fractions of two training seeds hold different patients and the same test patients."""
     if not 0.0 <= test_fraction < 1.0:
         raise InputError(None, f"test fraction must be in [0, 1), got {test_fraction}")
     if not fractions:
@@ -127,6 +133,8 @@ def split_cases(
     if len(patients) - n_test < 1:
         raise InputError(None, f"{len(patients)} patients leave no training patient after the test split")
     test_patients, train_patients = order[:n_test], order[n_test:]
+    if train_seed is not None:
+        train_patients = [train_patients[i] for i in np.random.default_rng(train_seed).permutation(len(train_patients))]
     by_patient: dict[str, list[str]] = {}
     for c in cases:
         by_patient.setdefault(c.patient, []).append(c.case)
@@ -239,6 +247,7 @@ def export_dataset(
     seed: int = 0,
     source_root: str | Path | None = None,
     overwrite: bool = False,
+    train_seed: int | None = None,
 ) -> dict:
     """Write the nnU-Net raw dataset and the run manifest; returns the manifest.
 
@@ -285,6 +294,7 @@ def export_dataset(
             "modality": modality.upper(),
             "labels": label_names,
             "seed": int(seed),
+            "train_seed": None if train_seed is None else int(train_seed),
             "test": list(split.test),
             "train": list(split.train),
             "fractions": {k: list(v) for k, v in split.fractions.items()},
@@ -310,12 +320,13 @@ def prepare(
     binarize: bool = False,
     max_cases: int | None = None,
     overwrite: bool = False,
+    train_seed: int | None = None,
 ) -> dict:
     """Find the cases, split them and export them: ``medfoundry nnunet prepare`` as a function."""
     cases = find_cases(data_root, image_pattern, mask_pattern, patient_regex)
     if max_cases is not None:
         cases = cases[: int(max_cases)]
-    split = split_cases(cases, test_fraction, fractions, seed)
+    split = split_cases(cases, test_fraction, fractions, seed, train_seed)
     return export_dataset(
         cases,
         run_dir,
@@ -327,6 +338,7 @@ def prepare(
         seed=seed,
         source_root=Path(data_root).resolve(),
         overwrite=overwrite,
+        train_seed=train_seed,
     )
 
 

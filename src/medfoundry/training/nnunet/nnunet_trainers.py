@@ -6,11 +6,13 @@ on first use. See :mod:`.trainers` for the schedules and the training entry poin
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from medfoundry.modeling.fusion import FusionSpec
-from medfoundry.training.nnunet.trainers import Schedule, build_network
+from medfoundry.training.nnunet.trainers import Schedule, attach_feature_runtime, build_network, snapshot_name
 
 
 class nnUNetTrainerMF(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming, shown in its output folder names
@@ -19,11 +21,14 @@ class nnUNetTrainerMF(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming, shown in
     variant = "baseline"
     mf_schedule: Schedule | None = None
     mf_fusion: FusionSpec | None = None
+    mf_encoder_backend: str = "fast"
+    mf_runtime: str | None = None
 
-    def configure(self, schedule: Schedule, fusion: FusionSpec | None = None) -> None:
-        """Set the schedule (and the frozen encoder) before nnU-Net's ``initialize``."""
+    def configure(self, schedule: Schedule, fusion: FusionSpec | None = None, encoder_backend: str = "fast") -> None:
+        """Set the schedule (and the frozen encoder and its CPU runtime) before nnU-Net's ``initialize``."""
         self.mf_schedule = schedule
         self.mf_fusion = fusion
+        self.mf_encoder_backend = encoder_backend
         self.num_epochs = int(schedule.epochs)
         self.num_iterations_per_epoch = int(schedule.iterations_per_epoch)
         self.num_val_iterations_per_epoch = int(schedule.val_iterations)
@@ -35,6 +40,12 @@ class nnUNetTrainerMF(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming, shown in
             # nnU-Net's deep-supervision weights are all zero (loss NaN) for a 2-stage U-Net (tiny images)
             self.enable_deep_supervision = False
         super().initialize()
+
+    def on_epoch_end(self) -> None:
+        super().on_epoch_end()  # nnU-Net's logging and checkpoints; then current_epoch = epochs done
+        snaps = self.mf_schedule.snapshot_epochs if self.mf_schedule is not None else ()
+        if self.current_epoch in snaps and self.current_epoch < self.num_epochs:
+            self.save_checkpoint(str(Path(self.output_folder) / snapshot_name(self.current_epoch)))
 
     def _set_batch_size_and_oversample(self) -> None:
         super()._set_batch_size_and_oversample()
@@ -57,7 +68,9 @@ class nnUNetTrainerMFFusion(nnUNetTrainerMF):  # noqa: N801
     ) -> torch.nn.Module:
         fusion = self.mf_fusion or FusionSpec(self.variant)
         channels = (num_input_channels, num_output_channels)
-        return build_network(plans_manager, configuration_manager, *channels, enable_deep_supervision, fusion)
+        network = build_network(plans_manager, configuration_manager, *channels, enable_deep_supervision, fusion)
+        self.mf_runtime = attach_feature_runtime(network, self.mf_encoder_backend, self.device)
+        return network
 
     def _do_i_compile(self) -> bool:
         return False  # the frozen encoder runs eagerly under no_grad

@@ -26,7 +26,13 @@ from medfoundry.training.nnunet.runtime import (
     fraction_fold,
     nnunet_environment,
 )
-from medfoundry.training.nnunet.trainers import MODEL_INFO, build_network, model_folder, trainer_name
+from medfoundry.training.nnunet.trainers import (
+    MODEL_INFO,
+    attach_feature_runtime,
+    build_network,
+    model_folder,
+    trainer_name,
+)
 
 FILE_ENDING = ".nii.gz"
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".npz")
@@ -40,8 +46,10 @@ def load_predictor(
     mirroring: bool = False,
     checkpoint: str = "checkpoint_final.pth",
     tile_step_size: float = 0.5,
+    encoder_backend: str = "fast",
 ):  # noqa: ANN201 - nnU-Net's nnUNetPredictor
-    """nnU-Net's ``nnUNetPredictor`` holding the trained network (and its frozen encoder) of one model."""
+    """nnU-Net's ``nnUNetPredictor`` holding the trained network (and its frozen encoder) of one model; on the CPU
+    the frozen encoder runs on ``encoder_backend`` (``fast``: ONNX Runtime)."""
     from medfoundry.training.nnunet.plan import load_plans
 
     manifest, plans, dataset_json = load_plans(run_dir)
@@ -82,6 +90,7 @@ def load_predictor(
                     f"model was trained with (sha256 {expected[:12]}...); pass the same --encoder-weights"
                 )
         network.load_state_dict(checkpoint_data["network_weights"])
+        attach_feature_runtime(network, encoder_backend, dev)
         predictor = nnUNetPredictor(
             tile_step_size=tile_step_size,
             use_gaussian=True,
@@ -158,6 +167,7 @@ def predict(
     device: str = "cpu",
     mirroring: bool = False,
     overwrite: bool = False,
+    encoder_backend: str = "fast",
 ) -> list[Path]:
     """Predict the run's test cases (or ``inputs``: files or folders of volumes) with one trained model."""
     from medfoundry.training.nnunet.runtime import read_manifest
@@ -181,5 +191,7 @@ def predict(
         if not pairs:
             raise InputError(run_dir, "this run has no test cases; pass input volumes")
     out = Path(out_dir) if out_dir is not None else RunLayout(Path(run_dir).resolve()).prediction_dir(variant, fraction)
-    predictor = load_predictor(run_dir, variant, fraction, device=device, mirroring=mirroring)
+    predictor = load_predictor(
+        run_dir, variant, fraction, device=device, mirroring=mirroring, encoder_backend=encoder_backend
+    )
     return predict_volumes(predictor, pairs, out, modality=manifest.get("modality"), overwrite=overwrite)

@@ -37,7 +37,11 @@ MODEL_INFO = "medfoundry_model.json"
 
 @dataclass(frozen=True)
 class Schedule:
-    """How long nnU-Net trains: epochs x iterations, validation iterations, batch size (None = nnU-Net's plan)."""
+    """How long nnU-Net trains: epochs x iterations, validation iterations, batch size (None = nnU-Net's plan).
+
+    ``snapshot_epochs``: after each of these epochs the weights are also kept as ``checkpoint_epN.pth`` (for
+    test-Dice-against-training-length curves); the last epoch is ``checkpoint_final.pth`` as usual.
+    """
 
     epochs: int = 1000
     iterations_per_epoch: int = 250
@@ -45,6 +49,7 @@ class Schedule:
     batch_size: int | None = None
     initial_lr: float = 1e-2
     save_every: int = 50
+    snapshot_epochs: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("epochs", "iterations_per_epoch", "val_iterations", "save_every"):
@@ -54,6 +59,15 @@ class Schedule:
             raise InputError(None, f"batch size must be at least 1, got {self.batch_size}")
         if not self.initial_lr > 0:
             raise InputError(None, f"learning rate must be positive, got {self.initial_lr}")
+        snaps = tuple(sorted({int(e) for e in self.snapshot_epochs}))
+        if any(not 1 <= e <= int(self.epochs) for e in snaps):
+            raise InputError(None, f"snapshot epochs must lie in 1..{self.epochs}, got {list(snaps)}")
+        object.__setattr__(self, "snapshot_epochs", snaps)
+
+
+def snapshot_name(epoch: int) -> str:
+    """File name of the weights kept after ``epoch`` epochs (see :attr:`Schedule.snapshot_epochs`)."""
+    return f"checkpoint_ep{int(epoch)}.pth"
 
 
 SCHEDULES: dict[str, Schedule] = {
@@ -91,6 +105,20 @@ def build_network(
     if fusion is None:
         return unet
     return build_fusion_network(unet, fusion, list(configuration_manager.pool_op_kernel_sizes))
+
+
+def attach_feature_runtime(network: torch.nn.Module, backend: str, device: torch.device | str) -> str:
+    """On the CPU, run a fusion network's frozen forward on ``backend`` (``fast`` = ONNX Runtime); returns the
+    runtime's name (``torch`` where the eager path stays: GPU, several feature maps, a plain U-Net)."""
+    from medfoundry.modeling.fusion import FusionUNet
+
+    if not isinstance(network, FusionUNet) or torch.device(device).type != "cpu":
+        return "torch"
+    from medfoundry.inference.encoder_backends import feature_map_runtime
+
+    runtime = feature_map_runtime(network.frozen, network.feature_index, backend, threads=torch.get_num_threads())
+    network.feature_runtime = runtime
+    return runtime.name if runtime is not None else "torch"
 
 
 # variant -> trainer class name (nnU-Net shows it in its output folder names); classes in :mod:`.nnunet_trainers`
@@ -147,8 +175,12 @@ def train(
     overwrite: bool = False,
     data_workers: int | None = None,
     seed: int | None = 0,
+    encoder_backend: str = "fast",
 ) -> Path:
     """Train one variant on one training fraction with nnU-Net; returns the model folder (``fold_k``).
+
+    On the CPU a fusion variant's frozen encoder runs on ``encoder_backend`` (``fast``: ONNX Runtime; ``torch``:
+    eager), as in ``segment``; on a GPU it runs eagerly.
 
     An existing model is refused unless ``overwrite`` (retrain) or ``resume`` (continue from nnU-Net's
     ``checkpoint_latest.pth`` after an interruption; a finished model is left as it is).
@@ -194,7 +226,7 @@ def train(
         cls = trainer_class(variant)
         plans = dict(plans, continue_training=resuming)
         trainer = cls(plans=plans, configuration=CONFIGURATION, fold=fold, dataset_json=dataset_json, device=dev)
-        trainer.configure(schedule, fusion)
+        trainer.configure(schedule, fusion, encoder_backend)
         if resuming:
             # nnU-Net's loader unpickles with weights_only=False: first prove the file holds only tensors and
             # plain values (weights_only=True, refuses a code payload), then let nnU-Net restore its state
@@ -218,6 +250,7 @@ def train(
             "schedule": asdict(schedule),
             "fusion": fusion.to_dict() if fusion else None,
             "encoder": trainer.network.frozen.describe() if fusion else None,
+            "encoder_runtime": getattr(trainer, "mf_runtime", None) if fusion else None,
             "export_id": manifest.get("export_id"),
             "device": str(dev),
         }
