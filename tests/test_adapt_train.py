@@ -216,3 +216,48 @@ def test_shared_cache_and_loose_box_evaluation(pet_samples):
     uncached = evaluate_samples(model, samples)
     assert abs(uncached["dsc"] - exact["dsc"]) < 0.02  # float16 cache vs float32 embeddings
     assert set(uncached) == {"dsc", "nsd"}
+
+
+@pytest.mark.parametrize("method", ["lora", "dbsam"])
+def test_decoder_warmup_trains_the_decoder_side_first_then_the_encoder(pet_samples, tmp_path, method):
+    from medfoundry.training.finetune.engine import MemoryEmbeddingCache, encoder_side_parameters
+
+    base = build_tiny_lite_medsam(seed=0)
+    fp = base_fingerprint(base)
+    model = build_adapted(base, method)
+    enc_names = {n for n, p in model.image_encoder.named_parameters() if p.requires_grad}
+    dec_names = {n for n, p in model.named_parameters() if p.requires_grad and not n.startswith("image_encoder.")}
+    assert enc_names and dec_names
+    start = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    lent = MemoryEmbeddingCache(build_adapted(build_tiny_lite_medsam(seed=0), "decoder"))  # the base's embeddings
+    seen = []
+
+    def snapshot(epoch, record):
+        grads = {n: p.requires_grad for n, p in model.named_parameters() if n in start}
+        seen.append((epoch, {n: not torch.equal(p.detach(), start[n]) for n, p in model.named_parameters()
+                             if n in start}, grads))  # fmt: skip
+
+    cfg = FinetuneConfig(epochs=3, batch_size=1, steps_per_epoch=2, flip_prob=0.0, warmup_steps=1, lr=1e-3,
+                         decoder_warmup_epochs=2)  # fmt: skip
+    result = finetune(model, pet_samples[:4], pet_samples[:2], tmp_path / "run", config=cfg, base_fingerprint=fp,
+                      progress=False, on_epoch_end=snapshot, cache=lent)  # fmt: skip
+    assert [e for e, _, _ in seen] == [0, 1, 2]
+    for epoch, changed, grads in seen[:2]:  # warm-up: the encoder side held still, the decoder side trains
+        assert not any(changed[n] for n in start if n.removeprefix("image_encoder.") in enc_names), epoch
+        assert any(changed[n] for n in start if n.removeprefix("image_encoder.") not in enc_names), epoch
+        assert not any(grads[f"image_encoder.{n}"] for n in enc_names)
+    _, changed, grads = seen[2]  # then the encoder's adapters train too
+    assert any(changed[f"image_encoder.{n}"] for n in enc_names) and all(grads.values())
+    assert {n for n, p in model.image_encoder.named_parameters() if p.requires_grad} == enc_names
+    assert len(encoder_side_parameters(model)) == len(enc_names) and result.trainable == sum(
+        p.numel() for p in model.parameters() if p.requires_grad
+    )
+    # LoRA's untrained encoder is the base, so the lent cache served the warm-up; DB-SAM's is not (its fusion gate
+    # mixes the conv branch in from the start), so it made its own
+    assert (len(lent.store) > 0) == (method == "lora")
+    # the adapter file holds the encoder-side tensors trained after the warm-up
+    reloaded = load_adapted_model(result.last, base_model=build_tiny_lite_medsam(seed=0), merge=False)
+    now = dict(model.named_parameters())
+    for n, p in reloaded.named_parameters():
+        if n in start:
+            assert torch.equal(p.detach(), now[n].detach()), n

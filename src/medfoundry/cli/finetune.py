@@ -20,6 +20,7 @@ from medfoundry.modeling.registry import ADAPTERS
 
 METHOD_CHOICES = tuple(ADAPTERS)  # plain names: the registry imports no torch
 EPOCHS, STEPS, PATIENCE = 20, 25, 3  # at most 500 steps; validation every 25 (docs/adaptation.md)
+DECODER_WARMUP = 4  # lora / dbsam: 100 decoder-side steps on cached embeddings before the encoder's adapters train
 
 
 def add_parser(subparsers) -> None:
@@ -63,6 +64,10 @@ def add_parser(subparsers) -> None:
     t.add_argument("--patience", type=nonnegative_int, default=PATIENCE,
                    help=f"stop after this many epochs without a better validation score (default {PATIENCE}; 0: "
                    "never)")  # fmt: skip
+    t.add_argument("--decoder-warmup", type=nonnegative_int, default=DECODER_WARMUP, metavar="EPOCHS",
+                   help=f"LoRA / DB-SAM: the first EPOCHS epochs train only their decoder-side parameters, on cached "
+                   f"embeddings (as cheap as --method decoder), then the encoder's adapters join (default "
+                   f"{DECODER_WARMUP}; 0: off)")  # fmt: skip
     t.add_argument("--lr", type=positive_float, help="learning rate (default per method: 1e-4, LoRA 1e-3, DB-SAM 3e-4)")
     t.add_argument("--loss", choices=["dice+focal", "bce+dice"], default="dice+focal",
                    help="dice+focal, or bce+dice (BCE + 0.8 Dice)")  # fmt: skip
@@ -161,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
         box3d_prob=args.box3d_prob,
         neighbour_prob=args.neighbour_prob,
         patience=args.patience,
+        decoder_warmup_epochs=args.decoder_warmup,
         seed=args.seed,
     )
     result = finetune(model, train, val, out, config=config, base_fingerprint=fingerprint, base_name=base_name,

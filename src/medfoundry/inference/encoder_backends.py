@@ -141,30 +141,40 @@ class EncoderRuntime:
         return {**self.encoder.describe(), "runtime": self.runtime}
 
 
-def encoder_runtime(encoder: torch.nn.Module, backend: str = "fast", threads: int | None = None) -> EncoderRuntime:
-    """``encoder`` (a FrozenEncoder) with ``embed`` on ``backend``. A family that cannot be exported to ONNX
-    falls back to eager PyTorch with a warning (``fast``) or fails (``onnx`` / ``onnx-int8`` asked for)."""
+def _onnx_or_none(
+    module: torch.nn.Module, encoder: torch.nn.Module, backend: str, threads: int | None, cache_name: str,
+    output_name: str, what: str,
+) -> OnnxEncoder | None:  # fmt: skip
+    """``module`` (a view of ``encoder``) on ONNX Runtime, or ``None`` when it does not export and ``fast`` was
+    asked for (a warning says ``what`` stays eager); with ``onnx`` / ``onnx-int8`` asked for, a failure is an error."""
     name = resolve_backend(backend)
-    if name == "torch":
-        return EncoderRuntime(encoder, TorchEncoder(_Embed(encoder)))
     try:
-        onnx = OnnxEncoder(
-            _Embed(encoder),
+        return OnnxEncoder(
+            module,
             int8=name == "onnx-int8",
             threads=threads,
             input_size=encoder.input_size,
-            cache_name=f"embed-{encoder.name}",
+            cache_name=cache_name,
+            output_name=output_name,
         )
     except Exception as exc:  # noqa: BLE001 - exporters fail in many ways; the eager path always works
         if backend != "fast":
             raise InputError(None, f"{encoder.name}: cannot run on {name} ({type(exc).__name__}: {exc})") from exc
         warnings.warn(
-            f"{encoder.name}: ONNX export failed ({type(exc).__name__}); embedding in eager PyTorch",
+            f"{encoder.name}: ONNX export failed ({type(exc).__name__}); {what} in eager PyTorch",
             MedfoundryWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
+        return None
+
+
+def encoder_runtime(encoder: torch.nn.Module, backend: str = "fast", threads: int | None = None) -> EncoderRuntime:
+    """``encoder`` (a FrozenEncoder) with ``embed`` on ``backend``. A family that cannot be exported to ONNX
+    falls back to eager PyTorch with a warning (``fast``) or fails (``onnx`` / ``onnx-int8`` asked for)."""
+    if resolve_backend(backend) == "torch":
         return EncoderRuntime(encoder, TorchEncoder(_Embed(encoder)))
-    return EncoderRuntime(encoder, onnx)
+    onnx = _onnx_or_none(_Embed(encoder), encoder, backend, threads, f"embed-{encoder.name}", "embedding", "embedding")
+    return EncoderRuntime(encoder, onnx or TorchEncoder(_Embed(encoder)))
 
 
 class _FeatureMap(torch.nn.Module):
@@ -200,26 +210,9 @@ def feature_map_runtime(
     """A runtime for ``encoder.feature_maps(x)[i] for i in indices``, or ``None`` where eager PyTorch must do
     (``torch`` asked for, several maps, or ``fast`` with an encoder that does not export; ``onnx`` asked for
     and failing is an error)."""
-    name = resolve_backend(backend)
-    if name == "torch" or len(indices) != 1:
+    if resolve_backend(backend) == "torch" or len(indices) != 1:
         return None
     index = int(indices[0])
-    try:
-        onnx = OnnxEncoder(
-            _FeatureMap(encoder, index),
-            int8=name == "onnx-int8",
-            threads=threads,
-            input_size=encoder.input_size,
-            cache_name=f"fmap{index}-{encoder.name}",
-            output_name="features",
-        )
-    except Exception as exc:  # noqa: BLE001 - exporters fail in many ways; the eager path always works
-        if backend != "fast":
-            raise InputError(None, f"{encoder.name}: cannot run on {name} ({type(exc).__name__}: {exc})") from exc
-        warnings.warn(
-            f"{encoder.name}: ONNX export failed ({type(exc).__name__}); frozen features in eager PyTorch",
-            MedfoundryWarning,
-            stacklevel=2,
-        )
-        return None
-    return FeatureMapRuntime(onnx)
+    cache_name = f"fmap{index}-{encoder.name}"
+    onnx = _onnx_or_none(_FeatureMap(encoder, index), encoder, backend, threads, cache_name, "features", "features")
+    return None if onnx is None else FeatureMapRuntime(onnx)

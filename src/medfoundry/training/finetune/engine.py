@@ -8,7 +8,10 @@ stops after ``patience`` epochs without a better score. Without volumes, the 2D 
 samples decides.
 
 Methods whose encoder stays frozen (``decoder``, ``classprompt``) reuse cached image embeddings (one per
-sample and flip), so an epoch costs decoder passes only.
+sample and flip), so an epoch costs decoder passes only. Methods that train inside the encoder (``lora``,
+``dbsam``) can start with ``decoder_warmup_epochs``: their decoder-side parameters train first, on cached
+embeddings of their still untrained encoder, at the frozen methods' cost per step; then every adapter parameter
+trains (a staged fine-tuning: the cheap part first, the encoder's adapters on top).
 """
 
 from __future__ import annotations
@@ -74,6 +77,9 @@ class FinetuneConfig:
     box3d_prob: float = 0.3  # prompts: the 3D box's in-plane extent (augment.prompt_box)
     neighbour_prob: float = 0.4  # prompts: an adjacent slice's box + the propagation margin; the rest exact
     patience: int = 0  # stop after this many epochs without a better validation score (0: never)
+    # lora / dbsam: train only the decoder-side adapter parameters for the first epochs, on cached embeddings of
+    # the (untrained) encoder, then everything (0: off; frozen-encoder methods ignore it)
+    decoder_warmup_epochs: int = 0
     # 3D validation encoder, fp32: "onnx" (as `segment` runs) or "torch"; None: onnx for a frozen encoder (one
     # export of the base), torch for a trained one (no export of every epoch's weights into the cache)
     val_backend: str | None = None
@@ -199,6 +205,33 @@ def _restore(model: AdaptedLiteMedSAM, last_path: Path, base_fingerprint: str, o
     return state
 
 
+def encoder_side_parameters(model: AdaptedLiteMedSAM) -> list[torch.nn.Parameter]:
+    """The trainable parameters inside the image encoder (what a decoder warm-up holds still)."""
+    return [p for p in model.image_encoder.parameters() if p.requires_grad]
+
+
+def _same_embeddings(model: AdaptedLiteMedSAM, encode: Callable[[torch.Tensor], torch.Tensor], image) -> bool:
+    """Whether ``encode`` (a lent cache's or memo's encoder) gives ``model``'s own embeddings of ``image``."""
+    x = model_image(image)[None]
+    with torch.no_grad():
+        own, lent = model.embed(x), encode(x)
+    return float((own - lent).abs().max()) <= 1e-3 * max(float(own.abs().max()), 1.0)
+
+
+def _frozen_inputs(model, train, val_volumes, config, cache, memo, lent_checked: bool):  # noqa: ANN202
+    """(cache, memo) for training on a frozen encoder: the lent ones where they give this model's embeddings
+    (always for a frozen-encoder method; checked on one slice for a warm-up, whose encoder may differ from the
+    base the cache was made with), else new ones of this model."""
+    if cache is not None and not lent_checked:
+        cache = cache if _same_embeddings(model, lambda x: cache._encode(x), train[0].image) else None
+    if memo is not None and not lent_checked:
+        memo = memo if _same_embeddings(model, memo, train[0].image) else None
+    cache = cache or MemoryEmbeddingCache(model)
+    if val_volumes and memo is None:
+        memo = fp32_encoder(model, config.val_backend or "onnx")
+    return cache, memo
+
+
 def _train_step(model, batch, flips, prompts, cache, modality, loss_fn, optimizer, class_w=None) -> float:
     """One optimiser step on a batch of prepared prompts and targets; returns the loss."""
     emb = cache.get(batch, flips) if cache is not None else model.embed(model_images(batch, flips))
@@ -292,9 +325,13 @@ def finetune(
     loss_fn = make_loss(config.loss)
     augment = Augment(config.flip_prob, config.jitter, config.point_prob, config.points, config.box3d_prob,
                       config.neighbour_prob)  # fmt: skip
-    cache = None if model.encoder_trainable else (cache or MemoryEmbeddingCache(model))
-    if val_volumes and memo is None and not model.encoder_trainable:  # base embeddings, kept for every epoch
-        memo = fp32_encoder(model, config.val_backend or "onnx")
+    warm_params = encoder_side_parameters(model) if config.decoder_warmup_epochs > 0 else []
+    warm_epochs = config.decoder_warmup_epochs if warm_params else 0
+    lent = (cache, memo)
+    if model.encoder_trainable:
+        cache, memo = None, None  # fresh embeddings at every step; a warm-up takes its own below
+    else:  # base embeddings, kept for every epoch
+        cache, memo = _frozen_inputs(model, train, val_volumes, config, cache, memo, lent_checked=True)
     modality_all = modality_targets(model, train)
     class_w = None if modality_all is None else class_weights(modality_all, len(model.modalities))
     history: list[dict] = []
@@ -310,6 +347,12 @@ def finetune(
         best_epoch = state.get("best_epoch", state["epoch"])
     else:
         _fit_head(model, train, modality_all, cache, config.seed, progress)
+    trainable, total = model.count_parameters()
+    warming = start_epoch < warm_epochs
+    if warming:  # decoder side only, on cached embeddings of this (not yet trained) encoder
+        for p in warm_params:
+            p.requires_grad_(False)
+        cache, memo = _frozen_inputs(model, train, val_volumes, config, *lent, lent_checked=False)
     if not resumed and val_volumes:
         # the untrained adapter is the first candidate: best.pt is never worse on validation
         scores = _validate(model, val, val_volumes, config, cache, memo)
@@ -322,11 +365,16 @@ def finetune(
             tqdm.write(f"before training: 3D val DSC {scores['val3d_dsc']:.3f} (loose box "
                        f"{scores['val3d_dsc_loose']:.3f}), 2D {scores['val_dsc']:.3f}")  # fmt: skip
 
-    trainable, total = model.count_parameters()
     step_times: list[float] = []
     for epoch in range(start_epoch, config.epochs):
-        if config.patience and epoch - best_epoch > config.patience:
+        if config.patience and epoch - best_epoch > config.patience and epoch > warm_epochs:
             break
+        if epoch >= warm_epochs and warming:  # the encoder's adapters join; embeddings change every step
+            for p in warm_params:
+                p.requires_grad_(True)
+            cache, memo, warming = None, None, False
+            if progress:
+                tqdm.write(f"decoder warm-up done after {warm_epochs} epochs; the encoder's adapters train now")
         model.train()
         losses = []
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress)
@@ -374,6 +422,8 @@ def finetune(
             tqdm.write(f"epoch {epoch + 1}: loss {record['train_loss']:.4f}{val_text}")
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
+    for p in warm_params:  # the model leaves as it came: every adapter parameter trainable
+        p.requires_grad_(True)
     return FinetuneResult(
         out_dir=out_dir,
         best=best_path,
