@@ -32,6 +32,7 @@ from medfoundry._deprecated import moved
 from medfoundry.data.slices2d import Sample2D
 from medfoundry.errors import InputError
 from medfoundry.evaluation import dice, nsd
+from medfoundry.inference.encoder_backends import OnnxEncoder
 from medfoundry.inference.volume_eval import MemoEncoder, Volume3D, evaluate_volumes, fp32_encoder
 from medfoundry.io.atomic import atomic_path
 from medfoundry.modeling.adapters.base import AdaptedLiteMedSAM
@@ -221,14 +222,19 @@ def _same_embeddings(model: AdaptedLiteMedSAM, encode: Callable[[torch.Tensor], 
 def _frozen_inputs(model, train, val_volumes, config, cache, memo, lent_checked: bool):  # noqa: ANN202
     """(cache, memo) for training on a frozen encoder: the lent ones where they give this model's embeddings
     (always for a frozen-encoder method; checked on one slice for a warm-up, whose encoder may differ from the
-    base the cache was made with), else new ones of this model."""
+    base the cache was made with), else new ones of this model. A new cache embeds with the validation memo's
+    ONNX Runtime encoder where there is one, so the encoder is exported and loaded once."""
     if cache is not None and not lent_checked:
-        cache = cache if _same_embeddings(model, lambda x: cache._encode(x), train[0].image) else None
+        cache = cache if _same_embeddings(model, cache._encode, train[0].image) else None
     if memo is not None and not lent_checked:
         memo = memo if _same_embeddings(model, memo, train[0].image) else None
-    cache = cache or MemoryEmbeddingCache(model)
     if val_volumes and memo is None:
         memo = fp32_encoder(model, config.val_backend or "onnx")
+    if cache is None:
+        inner = getattr(memo, "inner", None)
+        on_cpu = all(p.device.type == "cpu" for p in model.image_encoder.parameters())
+        shared = inner if on_cpu and isinstance(inner, OnnxEncoder) else None
+        cache = MemoryEmbeddingCache(model, encoder=shared)
     return cache, memo
 
 
