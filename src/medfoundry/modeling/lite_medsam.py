@@ -99,7 +99,15 @@ def build_lite_medsam(pretrained: bool = True, weights: str | Path | None = None
         except RuntimeError as exc:
             first = str(exc).splitlines()[1:2] or [str(exc)[:200]]
             raise WeightsError(f"{path}: not a LiteMedSAM checkpoint ({first[0].strip()})") from exc
-    return model.eval()
+    return channels_last_upscaling(model).eval()
+
+
+def channels_last_upscaling(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with its mask decoder's two transposed convolutions in channels-last memory format: the same
+    values (to 1e-5 in the logits), but eager PyTorch runs the decoder ~1.3x faster on CPU (56 -> 43 ms per
+    prompt on 2 threads), which is most of the cost of 3D validation and scoring in fine-tuning."""
+    model.mask_decoder.output_upscaling.to(memory_format=torch.channels_last)
+    return model
 
 
 def build_tiny_lite_medsam(seed: int = 0) -> torch.nn.Module:
@@ -139,4 +147,6 @@ def build_tiny_lite_medsam(seed: int = 0) -> torch.nn.Module:
         iou_head_hidden_dim=64,
         transformer=TwoWayTransformer(depth=1, embedding_dim=256, mlp_dim=256, num_heads=8),
     )
-    return MedSAMLite(image_encoder=encoder, mask_decoder=decoder, prompt_encoder=prompt_encoder).eval()
+    return channels_last_upscaling(
+        MedSAMLite(image_encoder=encoder, mask_decoder=decoder, prompt_encoder=prompt_encoder)
+    ).eval()
