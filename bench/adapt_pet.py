@@ -15,6 +15,8 @@ Label-efficiency points for the frozen-encoder methods, with and without synthes
     python bench/adapt_pet.py --train-patients 5 20 --methods decoder classprompt --synthesis-methods decoder
 Full grid (several hours on 2 cores):
     python bench/adapt_pet.py --train-patients 5 10 20 --synthesis-methods decoder lora dbsam classprompt
+Runs into the same --out folder with the same split add up: a later run keeps the earlier rows (a point run
+again replaces its row), so the grid can be run piece by piece and the table and plot cover every point.
 LoRA vs full fine-tuning step time and memory (each in a fresh subprocess): add --memory.
 
 Multimodal arm (issue 15, item 4; off by default, instead of the PET grid): the decoder and the class prompt
@@ -189,6 +191,26 @@ def train_method(method: str, train: list, run_dir: Path, args, val: list, cache
     return load_adapted_model(result.best), frozen, record
 
 
+def grid_key(row: dict) -> tuple:
+    """A grid point: (training patients, method, synthesis)."""
+    return row["n_train"], row["method"], row["synthesis"]
+
+
+def earlier_rows(path: Path, pool: list[str], val: list[str], test: list[str]) -> list[dict]:
+    """The PET-grid rows an earlier run wrote to ``path`` with the same split (so runs of different grid points
+    into one folder add up to one table and one plot; a point run again replaces its row)."""
+    if not path.is_file():
+        return []
+    done = json.loads(path.read_text())
+    if (done.get("pool"), done.get("val"), done.get("test")) != (pool, val, test):
+        return []
+    rows = done.get("rows", [])
+    if rows:
+        kept = [f"{m} n{n}{' syn' if s == 'yes' else ''}" for n, m, s in sorted(map(grid_key, rows))]
+        print(f"kept from the earlier run in {path.parent}: {', '.join(kept)}")
+    return rows
+
+
 def same_encoder(model: torch.nn.Module, base: torch.nn.Module) -> bool:
     """Whether ``model``'s image encoder holds exactly ``base``'s tensors (names, shapes, values)."""
     a, b = model.image_encoder.state_dict(), base.image_encoder.state_dict()
@@ -256,7 +278,7 @@ def pet_grid(args, setup: Setup) -> None:
     pool, val_cases, test_cases, val, test = setup.pool, setup.val_cases, setup.test_cases, setup.val, setup.test
     zero, base_memo, val_memo, shared_cache, t0 = setup.zero, setup.base_memo, setup.val_memo, setup.cache, setup.t0
     zero_cases = {c["case"]: c for c in zero["per_case"]}
-    rows: list[dict] = []
+    rows: list[dict] = earlier_rows(args.out / "results.json", pool, val_cases, test_cases)
     for n_train in args.train_patients:
         train_cases = pool[:n_train]
         train = load_samples(DATA, image_glob=GLOB, cases=train_cases, every=1, progress=False)
@@ -288,7 +310,7 @@ def pet_grid(args, setup: Setup) -> None:
                     row[key], row[key + "_sd"] = float(np.mean(vals)), float(np.std(vals))
                     if key in ("dsc", "dsc_loose"):
                         row[key + "_wl"] = wins_losses(vals, [zero_cases[c][key] for c in test_cases])
-                rows.append(row)
+                rows = [r for r in rows if grid_key(r) != grid_key(row)] + [row]  # a point run again: replaced
                 print(f"{method} n={n_train} synth={syn_name}: 3D DSC {row['dsc']:.4f} +- {row['dsc_sd']:.3f} "
                       f"W/L {row['dsc_wl']}, loose {row['dsc_loose']:.4f} W/L {row['dsc_loose_wl']}, 2D "
                       f"{row['dsc2d']:.4f}; best epoch {row['best_epoch'] + 1} of {row['epochs_run']}, "
@@ -305,6 +327,7 @@ def pet_grid(args, setup: Setup) -> None:
     zsd = {k: float(np.std([c[k] for c in zero["per_case"]])) for k in ("dsc", "dsc_loose", "nsd", "dsc2d")}
     print(f"| zero-shot | - | - | {zero['dsc']:.3f} +- {zsd['dsc']:.3f} | - | {zero['dsc_loose']:.3f} +- "
           f"{zsd['dsc_loose']:.3f} | - | {zero['nsd']:.3f} | {zero['dsc2d']:.3f} | - | - |")  # fmt: skip
+    rows.sort(key=grid_key)
     for r in rows:
         print(
             f"| {r['method']} | {r['n_train']} | {r['synthesis']} | {sd(r, 'dsc')} | {r['dsc_wl'][0]} / "
