@@ -1,5 +1,6 @@
-"""The one encoder runtime: ONNX Runtime against eager PyTorch for every encoder family on real slices (max abs
-difference, mask DSC), the cached optimised graph, and the wheel imported without timm."""
+"""The one encoder runtime: ONNX Runtime and OpenVINO against eager PyTorch for every encoder family on real slices
+(max abs difference, mask DSC), what ``fast`` stands for, the cached optimised graph, and the wheel imported
+without timm."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from medfoundry.evaluation import dice
-from medfoundry.inference.encoder_backends import encoder_runtime, make_encoder_backend
+from medfoundry.inference.encoder_backends import encoder_runtime, fast_backend, make_encoder_backend, resolve_backend
 from medfoundry.inference.onnx_export import optimized_path, ort_session
 from medfoundry.inference.predictor import LiteMedSAMPredictor
 from medfoundry.io import read_image, read_mask
@@ -30,6 +31,21 @@ def _pet_slices(shared_data, cases=("STS_001", "STS_005", "STS_009")):
     return out
 
 
+EXPORTED = ["onnx", pytest.param("openvino", marks=pytest.mark.skipif(
+    fast_backend() != "openvino", reason="OpenVINO not installed (pip install 'medfoundry[openvino]')"))]  # fmt: skip
+
+
+def test_fast_is_openvino_where_installed_else_onnx(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    installed = real("openvino") is not None
+    assert resolve_backend("fast") == ("openvino" if installed else "onnx")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    assert resolve_backend("fast") == "onnx" and resolve_backend("openvino") == "openvino"
+
+
+@pytest.mark.parametrize("backend", EXPORTED)
 @pytest.mark.parametrize(
     "name, kwargs",
     [
@@ -39,11 +55,11 @@ def _pet_slices(shared_data, cases=("STS_001", "STS_005", "STS_009")):
         ("rad_dino", {"tiny": True, "input_size": 56}),
     ],
 )
-def test_runtime_embeddings_match_eager_on_real_slices(shared_data, name, kwargs):
+def test_runtime_embeddings_match_eager_on_real_slices(shared_data, name, kwargs, backend):
     encoder = build_encoder(name, **kwargs)
-    runtime = encoder_runtime(encoder, "fast")
-    assert runtime.runtime == "onnx" and runtime.name == encoder.name and runtime.weights_id == encoder.weights_id
-    assert runtime.describe()["runtime"] == "onnx"
+    runtime = encoder_runtime(encoder, backend)
+    assert runtime.runtime == backend and runtime.name == encoder.name and runtime.weights_id == encoder.weights_id
+    assert runtime.describe()["runtime"] == backend
     x = torch.cat([encoder.prepare(torch.from_numpy(s)[None]) for s, _ in _pet_slices(shared_data)])
     with torch.inference_mode():
         eager = encoder.embed(x)
@@ -62,7 +78,7 @@ def test_nnsam_frozen_features_onnx_vs_eager_on_real_slices(shared_data):
 
     encoder = FusionSpec("sam").build_encoder()
     runtime = feature_map_runtime(encoder, [2], "fast")
-    assert runtime is not None and runtime.name == "onnx"
+    assert runtime is not None and runtime.name == fast_backend()
     x = torch.cat([encoder.prepare(torch.from_numpy(s)[None]) for s, _ in _pet_slices(shared_data)])
     with torch.inference_mode():
         eager = encoder.feature_maps(x)[2]
@@ -71,7 +87,8 @@ def test_nnsam_frozen_features_onnx_vs_eager_on_real_slices(shared_data):
     assert float((fast - eager).abs().max()) <= 1e-3 * max(float(eager.abs().max()), 1.0)
 
 
-def test_litemedsam_masks_onnx_vs_eager_on_real_pet_and_ct(shared_data, real_model):
+@pytest.mark.parametrize("backend", EXPORTED)
+def test_litemedsam_masks_exported_vs_eager_on_real_pet_and_ct(shared_data, real_model, backend):
     from medfoundry.io import read_npz_case
 
     case = read_npz_case(shared_data / "ct-lesion-npz" / "CT_Lesion_000001_02_01_008-023.npz")
@@ -79,7 +96,8 @@ def test_litemedsam_masks_onnx_vs_eager_on_real_pet_and_ct(shared_data, real_mod
     ys, xs = np.nonzero(case.gts[z] > 0)
     ct = (case.imgs[z].astype(np.float32) / 255.0, [xs.min(), ys.min(), xs.max(), ys.max()])
     eager = LiteMedSAMPredictor(model=real_model, backend="torch")
-    fast = LiteMedSAMPredictor(model=real_model, backend="fast")
+    fast = LiteMedSAMPredictor(model=real_model, backend=backend)
+    assert fast.backend_name == backend
     for image, box in [*_pet_slices(shared_data), ct]:
         eager.set_image(image)
         fast.set_image(image)

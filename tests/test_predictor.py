@@ -151,6 +151,38 @@ def test_propagation_respects_the_box_z_range_and_per_slice_boxes():
     assert sorted(np.unique(np.nonzero(labels)[0])) == [12, 18] and sorted(oracle.embedded) == [12, 18]
 
 
+def test_slice_step_encodes_every_kth_slice_interpolates_between_and_finds_the_ends():
+    truth = _ball((30, 40, 40), (15, 20, 20), 6).astype(np.uint8)
+    dense = OraclePredictor(truth)
+    volume = slice_index_volume(truth.shape)
+    box = ObjectPrompt(box=[14, 14, 0, 26, 26, 29])
+    reference = segment_array(dense, volume, [box], is_3d=True) > 0
+    oracle = OraclePredictor(truth)
+    labels = segment_array(oracle, volume, [box], is_3d=True, slice_step=3) > 0
+    # middle slice 14, then 17, 20, 23 (empty: 21, 22 walked one by one) and 11, 8 (empty: 10, 9 walked)
+    assert sorted(oracle.embedded) == [8, 9, 10, 11, 14, 17, 20, 21, 22, 23]
+    assert len(oracle.embedded) < len(dense.embedded)
+    assert np.nonzero(labels)[0].min() == 9 and np.nonzero(labels)[0].max() == 21  # the ball's ends, exactly
+    for z in (11, 14, 17, 20, 21, 9, 10):  # segmented slices are the oracle's own
+        np.testing.assert_array_equal(labels[z], reference[z])
+    for z in (12, 13, 15, 16, 18, 19):  # interpolated: close to the truth, between its neighbours in area
+        inter = (labels[z] & reference[z]).sum() / (labels[z] | reference[z]).sum()
+        assert inter > 0.7, z
+    with pytest.raises(InputError, match="slice step"):
+        segment_array(oracle, volume, [box], is_3d=True, slice_step=0)
+
+
+def test_interpolated_masks_move_from_one_shape_to_the_other():
+    from medfoundry.inference.propagation import interpolate_masks
+
+    small, large = _ball((1, 41, 41), (0, 20, 20), 5)[0], _ball((1, 41, 41), (0, 20, 20), 15)[0]
+    between = interpolate_masks(small, large, 3)
+    areas = [int(m.sum()) for m in [small, *between, large]]
+    assert len(between) == 3 and areas == sorted(areas) and len(set(areas)) == 5
+    assert all((small <= m).all() and (m <= large).all() for m in between)  # nested discs stay nested
+    assert all(np.array_equal(m, small) for m in interpolate_masks(small, small, 2))
+
+
 def test_points_in_3d_propagate_without_z_limit():
     truth = _ball((30, 40, 40), (15, 20, 20), 6).astype(np.uint8)
     oracle = OraclePredictor(truth)

@@ -86,8 +86,9 @@ def segment_image(
     window: IntensityWindow | None = None,
     threshold: float = 0.5,
     progress: bool = True,
+    slice_step: int = 1,
 ) -> SegmentResult:
-    """Segment an image already in memory; object i becomes label i."""
+    """Segment an image already in memory; object i becomes label i (``slice_step``: see ``segment_array``)."""
     if image.spatial_ndim not in (2, 3):
         raise InputError(image.path, f"expected a 2D or 3D image, got shape {image.array.shape}")
     check_prompts(objects, image.array.shape, image.spatial_ndim == 3, image.path)  # before the model loads
@@ -102,6 +103,7 @@ def segment_image(
         path=image.path,
         threshold=threshold,
         progress=progress,
+        slice_step=slice_step,
     )
     return SegmentResult(image.with_array(labels, modality="OTHER"), normalized)
 
@@ -121,6 +123,7 @@ def segment(
     threshold: float = 0.5,
     overwrite: bool = False,
     progress: bool = True,
+    slice_step: int = 1,
 ) -> MedicalImage:
     """Segment the image file ``image_path`` from prompts and write the label map to ``out`` (same geometry).
 
@@ -128,7 +131,7 @@ def segment(
     """
     check_outputs(out, overlay, overwrite=overwrite)
     image = read_for_segmentation(image_path, modality)
-    result = segment_image(image, objects, predictor, window, threshold, progress)
+    result = segment_image(image, objects, predictor, window, threshold, progress, slice_step)
     write_mask(result.labels, out, reference=image, overwrite=overwrite)
     if overlay is not None:
         from medfoundry.evaluation.overlay import save_overlay
@@ -165,6 +168,7 @@ def segment_many(
     threshold: float = 0.5,
     overwrite: bool = False,
     progress: bool = True,
+    slice_step: int = 1,
 ) -> ManyResult:
     """Segment every row of a manifest (:func:`medfoundry.inference.manifest.read_manifest`) with one model.
 
@@ -197,7 +201,7 @@ def segment_many(
         try:
             check_outputs(row.out, row.overlay, overwrite=overwrite)
             image = read_for_segmentation(row.image, modality)
-            res = segment_image(image, row.objects, once, window, threshold, progress=False)
+            res = segment_image(image, row.objects, once, window, threshold, progress=False, slice_step=slice_step)
             if row.overlay is not None:  # first: the mask is the row's last file
                 from medfoundry.evaluation.overlay import save_overlay
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from medfoundry.cli.common import add_overwrite, add_progress
+from medfoundry.cli.common import BACKEND_CHOICES, add_overwrite, add_progress
 
 
 def add_parser(subparsers) -> None:
@@ -15,7 +15,7 @@ def add_parser(subparsers) -> None:
         "boxes with LiteMedSAM, writes masks (input geometry), overlay PNGs and metrics.csv, and prints DSC / NSD.",
     )
     p.add_argument("--out", default="medfoundry-demo-output", help="output folder (default: %(default)s)")
-    p.add_argument("--backend", default="fast", choices=["fast", "torch", "onnx", "onnx-int8"])
+    p.add_argument("--backend", default="fast", choices=BACKEND_CHOICES)
     add_overwrite(p, "outputs of an earlier run")
     add_progress(p)
 

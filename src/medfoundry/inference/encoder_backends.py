@@ -8,12 +8,15 @@
 * :func:`feature_map_runtime` runs one of a frozen encoder's ``feature_maps`` on the backend: the nnU-Net fusion
   networks' frozen forward (:attr:`~medfoundry.modeling.fusion.FusionUNet.feature_runtime`) on the CPU.
 
-Backend names are the CLI's ``--backend``: ``torch``, ``onnx``, ``onnx-int8`` or ``fast`` (the quickest that
-keeps masks within DSC 0.99 of eager fp32: ``onnx``).
+Backend names are the CLI's ``--backend``: ``torch``, ``onnx``, ``onnx-int8``, ``openvino`` (the same exported
+graph on OpenVINO, fp32; ``pip install 'medfoundry[openvino]'``) or ``fast``: the quickest that keeps masks within
+DSC 0.99 of eager fp32, i.e. ``openvino`` where it is installed (1.2x ONNX Runtime's encoder speed with the same
+masks, ``bench/runtime_int8.py``), else ``onnx``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 
 import numpy as np
@@ -22,15 +25,21 @@ import torch
 from medfoundry.errors import InputError, MedfoundryWarning
 from medfoundry.inference.onnx_export import cached_onnx, ort_session
 
-BACKENDS = ("fast", "torch", "onnx", "onnx-int8")
-FAST_BACKEND = "onnx"  # int8 weights are ~1.2x faster but move masks to DSC 0.95-0.99 (bench/segment_speed.py)
+BACKENDS = ("fast", "torch", "onnx", "onnx-int8", "openvino")
+# what ``fast`` stands for without OpenVINO; int8 weights are faster but move masks to DSC 0.95-0.99
+FAST_BACKEND = "onnx"
+
+
+def fast_backend() -> str:
+    """What ``fast`` stands for here: ``openvino`` when the package is installed, else ``onnx``."""
+    return "openvino" if importlib.util.find_spec("openvino") is not None else FAST_BACKEND
 
 
 def resolve_backend(name: str) -> str:
     """``name`` checked, with ``fast`` replaced by the backend it stands for."""
     if name not in BACKENDS:
         raise InputError(None, f"unknown backend {name!r}; use one of {BACKENDS}")
-    return FAST_BACKEND if name == "fast" else name
+    return fast_backend() if name == "fast" else name
 
 
 class EncoderBackend:
@@ -55,6 +64,29 @@ class TorchEncoder(EncoderBackend):
             return self.encoder(batch)
 
 
+def export_encoder(
+    encoder: torch.nn.Module,
+    int8: bool = False,
+    input_size: int = 256,
+    cache_name: str = "encoder",
+    output_name: str = "embedding",
+):
+    """Path of ``encoder`` exported to ONNX at batch 1 (input ``image``), cached per set of weights."""
+
+    def export(path):
+        torch.onnx.export(
+            encoder.eval(),
+            (torch.zeros(1, 3, input_size, input_size),),
+            str(path),
+            input_names=["image"],
+            output_names=[output_name],
+            opset_version=17,
+            dynamo=False,
+        )
+
+    return cached_onnx(encoder, cache_name, export, int8=int8)
+
+
 class OnnxEncoder(EncoderBackend):
     """A module exported to ONNX at batch 1 and run with ONNX Runtime one image at a time (batching does not
     speed up ORT on CPU); ``int8`` quantises MatMul/Gemm weights per channel."""
@@ -69,19 +101,7 @@ class OnnxEncoder(EncoderBackend):
         output_name: str = "embedding",
     ) -> None:
         self.name = "onnx-int8" if int8 else "onnx"
-
-        def export(path):
-            torch.onnx.export(
-                encoder.eval(),
-                (torch.zeros(1, 3, input_size, input_size),),
-                str(path),
-                input_names=["image"],
-                output_names=[output_name],
-                opset_version=17,
-                dynamo=False,
-            )
-
-        self.path = cached_onnx(encoder, cache_name, export, int8=int8)
+        self.path = export_encoder(encoder, int8, input_size, cache_name, output_name)
         self.session = ort_session(self.path, threads)
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
@@ -90,12 +110,24 @@ class OnnxEncoder(EncoderBackend):
         return torch.from_numpy(np.concatenate(out))
 
 
-def make_encoder_backend(module: torch.nn.Module, backend: str = "fast", **onnx_kw) -> EncoderBackend:
+def exported_encoder(module: torch.nn.Module, name: str, threads: int | None = None, **export_kw) -> EncoderBackend:
+    """``module`` exported to ONNX and run on the resolved backend ``name`` (``onnx``, ``onnx-int8`` or
+    ``openvino``)."""
+    if name == "openvino":
+        from medfoundry.inference.openvino_backend import OpenVinoEncoder
+
+        return OpenVinoEncoder(export_encoder(module, **export_kw), threads)
+    return OnnxEncoder(module, int8=name == "onnx-int8", threads=threads, **export_kw)
+
+
+def make_encoder_backend(
+    module: torch.nn.Module, backend: str = "fast", threads: int | None = None, **export_kw
+) -> EncoderBackend:
     """The runtime ``backend`` (a ``--backend`` name) for an encoder module."""
     name = resolve_backend(backend)
     if name == "torch":
         return TorchEncoder(module)
-    return OnnxEncoder(module, int8=name == "onnx-int8", **onnx_kw)
+    return exported_encoder(module, name, threads, **export_kw)
 
 
 class _Embed(torch.nn.Module):
@@ -144,18 +176,14 @@ class EncoderRuntime:
 def _onnx_or_none(
     module: torch.nn.Module, encoder: torch.nn.Module, backend: str, threads: int | None, cache_name: str,
     output_name: str, what: str,
-) -> OnnxEncoder | None:  # fmt: skip
-    """``module`` (a view of ``encoder``) on ONNX Runtime, or ``None`` when it does not export and ``fast`` was
-    asked for (a warning says ``what`` stays eager); with ``onnx`` / ``onnx-int8`` asked for, a failure is an error."""
+) -> EncoderBackend | None:  # fmt: skip
+    """``module`` (a view of ``encoder``) exported and run on ``backend``, or ``None`` when it does not export and
+    ``fast`` was asked for (a warning says ``what`` stays eager); with an exported backend asked for by name, a
+    failure is an error."""
     name = resolve_backend(backend)
     try:
-        return OnnxEncoder(
-            module,
-            int8=name == "onnx-int8",
-            threads=threads,
-            input_size=encoder.input_size,
-            cache_name=cache_name,
-            output_name=output_name,
+        return exported_encoder(
+            module, name, threads, input_size=encoder.input_size, cache_name=cache_name, output_name=output_name
         )
     except Exception as exc:  # noqa: BLE001 - exporters fail in many ways; the eager path always works
         if backend != "fast":

@@ -2,7 +2,9 @@
 
 The graphs are the cached ONNX exports of :mod:`.encoder_backends` / :mod:`.decoder_backends`. int8 is NNCF's
 post-training static quantisation, calibrated on slices the caller gives (``bench/runtime_int8.py`` measures
-it against ONNX Runtime and fp32 eager per modality). Not a ``--backend`` choice: see docs/segmentation.md.
+it against ONNX Runtime and fp32 eager per modality; it does not keep masks within DSC 0.99, so it is not a
+backend). The fp32 encoder is ``--backend openvino`` and what ``fast`` means where OpenVINO is installed; compiled
+graphs are cached in ``$MEDFOUNDRY_CACHE/openvino`` so later processes start sooner.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 from medfoundry.errors import InputError
 from medfoundry.inference.decoder_backends import DecoderBackend
 from medfoundry.inference.encoder_backends import EncoderBackend
+from medfoundry.inference.onnx_export import cache_dir
 
 
 def _openvino():
@@ -24,14 +27,29 @@ def _openvino():
 
 
 def compile_model(model, threads: int | None = None, precision: str = "f32"):
-    """An OpenVINO CPU model compiled for latency with ``threads`` threads and ``precision`` (f32, bf16)."""
+    """An OpenVINO CPU model (an ``openvino.Model`` or a graph file) compiled for latency with ``threads`` threads
+    and ``precision`` (f32, bf16); a file's compiled blob is cached in ``$MEDFOUNDRY_CACHE/openvino``."""
     ov = _openvino()
     config = {
         "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
         "PERFORMANCE_HINT": "LATENCY",
         "INFERENCE_PRECISION_HINT": precision,
     }
-    return ov.Core().compile_model(model, "CPU", config)
+    if not hasattr(model, "inputs"):  # a file: OpenVINO reads it and keeps the compiled blob for the next process
+        folder = cache_dir() / "openvino"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            config["CACHE_DIR"] = str(folder)
+        except OSError:  # read-only cache: compile every time
+            pass
+        model = str(model)
+    try:
+        return ov.Core().compile_model(model, "CPU", config)
+    except RuntimeError:
+        if "CACHE_DIR" not in config:
+            raise
+        config.pop("CACHE_DIR")  # a cache folder it cannot use (read-only, damaged blob): compile without it
+        return ov.Core().compile_model(model, "CPU", config)
 
 
 def quantize_int8(onnx_path, samples: list[dict[str, np.ndarray]], transformer: bool = True):
@@ -50,10 +68,9 @@ class OpenVinoEncoder(EncoderBackend):
     """An image encoder graph (input ``image`` (1, 3, S, S)) on OpenVINO, one image per run."""
 
     def __init__(self, model_or_path, threads: int | None = None, name: str = "openvino") -> None:
-        ov = _openvino()
-        model = ov.Core().read_model(str(model_or_path)) if not hasattr(model_or_path, "inputs") else model_or_path
+        _openvino()
         self.name = name
-        self.compiled = compile_model(model, threads)
+        self.compiled = compile_model(model_or_path, threads)
         self.request = self.compiled.create_infer_request()
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
@@ -66,10 +83,9 @@ class OpenVinoDecoder(DecoderBackend):
     """The mask decoder graph of :class:`~.decoder_backends.OnnxDecoder` on OpenVINO, one prompt per run."""
 
     def __init__(self, model_or_path, threads: int | None = None, name: str = "openvino") -> None:
-        ov = _openvino()
-        model = ov.Core().read_model(str(model_or_path)) if not hasattr(model_or_path, "inputs") else model_or_path
+        _openvino()
         self.name = name
-        self.compiled = compile_model(model, threads)
+        self.compiled = compile_model(model_or_path, threads)
         self.request = self.compiled.create_infer_request()
 
     def __call__(self, embedding, sparse, dense):

@@ -72,8 +72,9 @@ __all__ = ["BACKENDS", "FAST_BACKEND", "LiteMedSAMPredictor", "Prompts", "make_b
 
 def make_backends(model: torch.nn.Module, name: str = "fast") -> tuple[EncoderBackend, DecoderBackend]:
     """Encoder and decoder runtimes for ``name``: ``torch`` (fp32 eager), ``onnx`` (ONNX Runtime fp32),
-    ``onnx-int8`` (int8 per-channel encoder weights, fp32 decoder) or ``fast`` (the quickest that keeps DSC >= 0.99
-    against fp32 PyTorch, see ``bench/segment_speed.py``: ``onnx``)."""
+    ``onnx-int8`` (int8 per-channel encoder weights, fp32 decoder), ``openvino`` (the exported encoder on OpenVINO
+    fp32, ONNX Runtime decoder: the two decoders run at the same speed) or ``fast`` (the quickest that keeps DSC >=
+    0.99 against fp32 PyTorch: ``openvino`` where installed, else ``onnx``)."""
     name = resolve_backend(name)
     encoder = make_encoder_backend(model.image_encoder, name)
     return encoder, TorchDecoder(model) if name == "torch" else OnnxDecoder(model)
@@ -106,6 +107,11 @@ class LiteMedSAMPredictor:
         else:
             self.encoder, self.decoder = make_backends(self.model, backend)
         self.reset_image()
+
+    @property
+    def backend_name(self) -> str:
+        """The encoder's runtime (``torch``, ``onnx``, ``onnx-int8``, ``openvino`` or a lent backend's name)."""
+        return self.encoder.name
 
     def reset_image(self) -> None:
         """Forget the current image and its embedding."""

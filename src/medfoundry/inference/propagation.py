@@ -76,6 +76,35 @@ def segment_slice(
     return predictor.predict(prompts, threshold=threshold)
 
 
+def interpolate_masks(a: np.ndarray, b: np.ndarray, n: int) -> list[np.ndarray]:
+    """``n`` masks evenly between 2D masks ``a`` and ``b`` (exclusive), by shape-based interpolation: the weighted
+    mean of the two signed distance maps (positive inside), thresholded at 0."""
+    from scipy.ndimage import distance_transform_edt as edt
+
+    def signed(m: np.ndarray) -> np.ndarray:
+        return edt(m) - edt(~m)
+
+    da, db = signed(a), signed(b)
+    return [((1 - t) * da + t * db) > 0 for t in (np.arange(1, n + 1) / (n + 1))]
+
+
+def _walk(predictor, embeddings, z: int, previous: np.ndarray, step: int, stop: int, out, margin, threshold) -> None:
+    """Slice by slice from ``z + step`` up to ``stop`` (inclusive), each prompted with the previous mask's box plus
+    ``margin``, until the mask vanishes."""
+    size = previous.shape
+    z += step
+    while (z <= stop) if step > 0 else (z >= stop):
+        box = mask_box(previous, margin, size)
+        if box is None:
+            return
+        mask = segment_slice(predictor, embeddings, z, Prompts(boxes=box[None]), threshold)[0]
+        if not mask.any():
+            return
+        out[z] = mask
+        previous = mask
+        z += step
+
+
 def propagate(
     predictor: LiteMedSAMPredictor,
     embeddings: SliceEmbeddings,
@@ -84,23 +113,34 @@ def propagate(
     z_range: tuple[int, int],
     out: np.ndarray,
     threshold: float = 0.5,
+    slice_step: int = 1,
 ) -> None:
     """Fill ``out[z]`` beyond ``start_z`` (both ways, within ``z_range`` inclusive) until the mask vanishes.
 
-    Each slice is prompted with the previous slice's mask box plus a margin of 3 model pixels.
+    Each slice is prompted with the previous slice's mask box plus a margin of 3 model pixels. With ``slice_step``
+    k > 1 (opt-in, fewer encoder calls) only every k-th slice is segmented, prompted with the mask k slices back
+    (margin x k); the slices between get the shape-based interpolation of the two masks, and where the mask
+    vanishes the last k slices are walked one by one, so the object's ends are found as without it.
     """
+    if not start_mask.any():
+        return
     size = start_mask.shape
     margin = propagation_margin(size)
     for step in (1, -1):
-        previous = start_mask
-        z = start_z + step
-        while z_range[0] <= z <= z_range[1]:
-            box = mask_box(previous, margin, size)
-            if box is None:
+        stop = z_range[1] if step > 0 else z_range[0]
+        if slice_step <= 1:
+            _walk(predictor, embeddings, start_z, start_mask, step, stop, out, margin, threshold)
+            continue
+        z, previous = start_z, start_mask
+        while z != stop:
+            nxt = min(z + slice_step, stop) if step > 0 else max(z - slice_step, stop)
+            box = mask_box(previous, margin * abs(nxt - z), size)
+            mask = segment_slice(predictor, embeddings, nxt, Prompts(boxes=box[None]), threshold)[0]
+            if not mask.any():  # the object ends in between: one slice at a time from the last mask
+                _walk(predictor, embeddings, z, previous, step, nxt - step, out, margin, threshold)
                 break
-            mask = segment_slice(predictor, embeddings, z, Prompts(boxes=box[None]), threshold)[0]
-            if not mask.any():
-                break
-            out[z] = mask
-            previous = mask
-            z += step
+            between = range(z + step, nxt, step)
+            for zi, m in zip(between, interpolate_masks(previous, mask, len(between)), strict=True):
+                out[zi] = m
+            out[nxt] = mask
+            z, previous = nxt, mask

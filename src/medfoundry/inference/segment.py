@@ -108,6 +108,7 @@ def _segment_3d(
     path: str | None,
     threshold: float,
     progress: bool,
+    slice_step: int = 1,
 ) -> np.ndarray:
     shape = volume.shape
     plans = [_plan_3d(obj, shape, path) for obj in objects]  # every prompt is checked before any work
@@ -120,7 +121,7 @@ def _segment_3d(
             for z, prompts, z_range in plan:
                 mask3d[z] = segment_slice(predictor, embeddings, z, prompts, threshold)[0]
                 if z_range:
-                    propagate(predictor, embeddings, z, mask3d[z], z_range, mask3d, threshold)
+                    propagate(predictor, embeddings, z, mask3d[z], z_range, mask3d, threshold, slice_step)
             labels[mask3d] = label
     finally:
         bar.close()
@@ -136,10 +137,15 @@ def segment_array(
     path: str | None = None,
     threshold: float = 0.5,
     progress: bool = False,
+    slice_step: int = 1,
 ) -> np.ndarray:
-    """Label map for an intensity-normalised array: (H, W[, 3]) if not ``is_3d``, else (Z, H, W)."""
+    """Label map for an intensity-normalised array: (H, W[, 3]) if not ``is_3d``, else (Z, H, W). ``slice_step``
+    k > 1 propagates 3D objects on every k-th slice with interpolation between (opt-in: fewer encoder calls,
+    see :func:`~medfoundry.inference.propagation.propagate`)."""
     if not objects:
         raise InputError(path, "no prompts given: pass at least one box or point")
+    if int(slice_step) < 1:
+        raise InputError(path, f"slice step must be >= 1, got {slice_step}")
     if is_3d:
-        return _segment_3d(predictor, image, objects, path, threshold, progress)
+        return _segment_3d(predictor, image, objects, path, threshold, progress, int(slice_step))
     return _segment_2d(predictor, image, objects, path, threshold)
