@@ -6,8 +6,9 @@ slices per second of
 
 * eager b1: one slice at a time, prepare + forward under ``inference_mode`` (the baseline);
 * eager bN: the same in batches of ``--batch-size`` (the batching gain alone: bN / b1);
-* runtime: ``encoder_runtime(encoder, --backend)``, the path of ``classify embed`` (ONNX Runtime fp32 by default,
-  one slice per run: the runtime gain alone: runtime / b1), with the max abs difference from eager;
+* runtime: ``encoder_runtime(encoder, --backend)``, the path of ``classify embed`` (``fast``: OpenVINO fp32 where
+  installed, else ONNX Runtime fp32; one slice per run: the runtime gain alone: runtime / b1), with the max abs
+  difference from eager;
 * for litemedsam also the rate of ``segment``'s image encoder (the same runtime on the bare TinyViT), which
   ``classify embed`` should match within 10 %;
 
@@ -95,7 +96,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=8, help="slices per measurement")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2, help="torch / ONNX Runtime threads (default 2)")
-    parser.add_argument("--backend", default="fast", help="runtime of classify embed (fast, onnx, onnx-int8, torch)")
+    parser.add_argument(
+        "--backend", default="fast", help="runtime of classify embed: fast, onnx, openvino, onnx-int8, torch"
+    )
     parser.add_argument("--skip-training", action="store_true", help="skip the head-vs-CNN training timing")
     args = parser.parse_args()
     if args.threads:
