@@ -9,9 +9,9 @@
   networks' frozen forward (:attr:`~medfoundry.modeling.fusion.FusionUNet.feature_runtime`) on the CPU.
 
 Backend names are the CLI's ``--backend``: ``torch``, ``onnx``, ``onnx-int8``, ``openvino`` (the same exported
-graph on OpenVINO, fp32; ``pip install 'medfoundry[openvino]'``) or ``fast``: the quickest that keeps masks within
-DSC 0.99 of eager fp32, i.e. ``openvino`` where it is installed (1.2x ONNX Runtime's encoder speed with the same
-masks, ``bench/runtime_int8.py``), else ``onnx``.
+graph on OpenVINO, fp32) or ``fast``: the quickest that keeps masks within DSC 0.99 of eager fp32, i.e.
+``openvino`` (a dependency; 1.2-1.5x ONNX Runtime's encoder speed with the same masks, ``bench/segment_speed.py``),
+or ``onnx`` where OpenVINO cannot be imported.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""LiteMedSAM's encoder and decoder on OpenVINO (optional: ``pip install medfoundry[openvino]``), fp32 or int8.
+"""LiteMedSAM's encoder and decoder on OpenVINO, fp32 or int8 (int8 needs NNCF: ``pip install 'medfoundry[openvino]'``).
 
 The graphs are the cached ONNX exports of :mod:`.encoder_backends` / :mod:`.decoder_backends`. int8 is NNCF's
 post-training static quantisation, calibrated on slices the caller gives (``bench/runtime_int8.py`` measures
 it against ONNX Runtime and fp32 eager per modality; it does not keep masks within DSC 0.99, so it is not a
-backend). The fp32 encoder is ``--backend openvino`` and what ``fast`` means where OpenVINO is installed; compiled
+backend). The fp32 encoder is ``--backend openvino`` and what ``fast`` means (OpenVINO is a dependency); compiled
 graphs are cached in ``$MEDFOUNDRY_CACHE/openvino`` so later processes start sooner.
 """
 
@@ -22,7 +22,7 @@ def _openvino():
     try:
         import openvino
     except ImportError:
-        raise InputError(None, "OpenVINO is not installed; pip install 'medfoundry[openvino]'") from None
+        raise InputError(None, "OpenVINO cannot be imported; pip install openvino (or use --backend onnx)") from None
     return openvino
 
 
