@@ -32,7 +32,7 @@ def _pet_slices(shared_data, cases=("STS_001", "STS_005", "STS_009")):
 
 
 EXPORTED = ["onnx", pytest.param("openvino", marks=pytest.mark.skipif(
-    fast_backend() != "openvino", reason="OpenVINO cannot be imported (pip install openvino)"))]  # fmt: skip
+    fast_backend() != "openvino", reason="OpenVINO not installed (pip install openvino)"))]  # fmt: skip
 
 
 def test_fast_is_openvino_where_installed_else_onnx(monkeypatch):
@@ -97,7 +97,7 @@ def test_litemedsam_masks_exported_vs_eager_on_real_pet_and_ct(shared_data, real
     ct = (case.imgs[z].astype(np.float32) / 255.0, [xs.min(), ys.min(), xs.max(), ys.max()])
     eager = LiteMedSAMPredictor(model=real_model, backend="torch")
     fast = LiteMedSAMPredictor(model=real_model, backend=backend)
-    assert fast.backend_name == backend
+    assert fast.encoder.name == backend
     for image, box in [*_pet_slices(shared_data), ct]:
         eager.set_image(image)
         fast.set_image(image)

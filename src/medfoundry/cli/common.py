@@ -143,7 +143,7 @@ def add_backend(parser) -> None:
         "--backend",
         default="fast",
         choices=BACKEND_CHOICES,
-        help="runtime: fast (default) = openvino (onnx where OpenVINO cannot be imported); "
+        help="runtime: fast (default) = openvino (onnx where OpenVINO is not installed); "
         "onnx = ONNX Runtime fp32; openvino = the same graph on OpenVINO fp32 (same masks, 1.2-1.5x quicker encoder); "
         "onnx-int8 = int8 encoder weights (quicker, masks within DSC 0.95-0.99 of fp32); torch = eager PyTorch",
     )

@@ -11,7 +11,7 @@
 Backend names are the CLI's ``--backend``: ``torch``, ``onnx``, ``onnx-int8``, ``openvino`` (the same exported
 graph on OpenVINO, fp32) or ``fast``: the quickest that keeps masks within DSC 0.99 of eager fp32, i.e.
 ``openvino`` (a dependency; 1.2-1.5x ONNX Runtime's encoder speed with the same masks, ``bench/segment_speed.py``),
-or ``onnx`` where OpenVINO cannot be imported.
+or ``onnx`` where OpenVINO is not installed.
 """
 
 from __future__ import annotations

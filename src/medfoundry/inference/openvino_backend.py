@@ -68,7 +68,6 @@ class OpenVinoEncoder(EncoderBackend):
     """An image encoder graph (input ``image`` (1, 3, S, S)) on OpenVINO, one image per run."""
 
     def __init__(self, model_or_path, threads: int | None = None, name: str = "openvino") -> None:
-        _openvino()
         self.name = name
         self.compiled = compile_model(model_or_path, threads)
         self.request = self.compiled.create_infer_request()
@@ -83,7 +82,6 @@ class OpenVinoDecoder(DecoderBackend):
     """The mask decoder graph of :class:`~.decoder_backends.OnnxDecoder` on OpenVINO, one prompt per run."""
 
     def __init__(self, model_or_path, threads: int | None = None, name: str = "openvino") -> None:
-        _openvino()
         self.name = name
         self.compiled = compile_model(model_or_path, threads)
         self.request = self.compiled.create_infer_request()

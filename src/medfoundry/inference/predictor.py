@@ -108,11 +108,6 @@ class LiteMedSAMPredictor:
             self.encoder, self.decoder = make_backends(self.model, backend)
         self.reset_image()
 
-    @property
-    def backend_name(self) -> str:
-        """The encoder's runtime (``torch``, ``onnx``, ``onnx-int8``, ``openvino`` or a lent backend's name)."""
-        return self.encoder.name
-
     def reset_image(self) -> None:
         """Forget the current image and its embedding."""
         self.embedding: torch.Tensor | None = None
