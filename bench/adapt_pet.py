@@ -16,7 +16,8 @@ Label-efficiency points for the frozen-encoder methods, with and without synthes
 Full grid (several hours on 2 cores):
     python bench/adapt_pet.py --train-patients 5 10 20 --synthesis-methods decoder lora dbsam classprompt
 Runs into the same --out folder with the same split add up: a later run keeps the earlier rows (a point run
-again replaces its row), so the grid can be run piece by piece and the table and plot cover every point.
+again replaces its row; --only-missing skips the points already there), so the grid can be run piece by piece
+and the table and plot cover every point.
 LoRA vs full fine-tuning step time and memory (each in a fresh subprocess): add --memory.
 
 Multimodal arm (issue 15, item 4; off by default, instead of the PET grid): the decoder and the class prompt
@@ -294,6 +295,9 @@ def pet_grid(args, setup: Setup) -> None:
             for syn_name, extra in arms:
                 if syn_name == "yes" and method not in args.synthesis_methods:
                     continue
+                if args.only_missing and (n_train, method, syn_name) in {grid_key(r) for r in rows}:
+                    print(f"{method} n={n_train} synth={syn_name}: kept from the earlier run (--only-missing)")
+                    continue
                 run_dir = args.out / f"{method}-n{n_train}-syn{syn_name}"
                 best, frozen, record = train_method(method, train + extra, run_dir, args, val, shared_cache,
                                                     val_memo)  # fmt: skip
@@ -510,6 +514,8 @@ def main() -> None:
         help="methods also trained with synthetic slices added (none: skip the synthesis arm)",
     )
     ap.add_argument("--synthetic", type=int, default=100, help="synthetic slices for the synthesis arm")
+    ap.add_argument("--only-missing", action="store_true",
+                    help="skip grid points --out already holds (same split); default: run them again")  # fmt: skip
     ap.add_argument("--epochs", type=int, default=None, help="max epochs (default: per method, METHOD_BUDGET)")
     ap.add_argument("--steps-per-epoch", type=int, default=None, help="steps per epoch (default: per method)")
     ap.add_argument("--patience", type=int, default=None, help="early stopping patience (default: per method)")
