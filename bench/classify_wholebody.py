@@ -20,7 +20,8 @@ Embeddings are cached by slice content (sha1 of the stored uint8 pixels) in ``OU
 slices shared by both splits are embedded once and a second run does no encoder work.
 
     PYTHONPATH=src python bench/classify_wholebody.py [--out bench/out/classify_wholebody] [--insertions 3]
-        [--threads 2] [--backend onnx|torch] [--no-cnn] [--docs docs/images]
+        [--threads 2] [--backend fast|onnx|openvino|torch] [--intensity slice-max|suv-window] [--no-cnn]
+        [--docs docs/images]
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def build(args, name: str, regions: dict, out: Path):
                  data / "pet-sts" / f"STS_{i:03d}" / "PET_mask.nii.gz")
         for i in range(2, 31)
     ]  # fmt: skip
+    config = SliceConfig(grid=(0, 0, 0), size=args.size, intensity=args.intensity, suv_window=args.suv_window)
     options = WholeBodyOptions(
         n_inserted=args.insertions, insertion=InsertionConfig(), crop_slices=args.crop_slices, regions=regions
     )
@@ -68,7 +70,7 @@ def build(args, name: str, regions: dict, out: Path):
         [background],
         crops,
         folder,
-        SliceConfig(grid=(0, 0, 0), size=args.size),
+        config,
         options,
         fractions=(0.6, 0.1, 0.3),
         seed=args.seed,
@@ -100,12 +102,12 @@ class SliceEmbeddings:
 
     def _runner(self):
         if self._run is None:
-            if self.backend == "onnx":
-                from medfoundry.inference.encoder_backends import OnnxEncoder
-
-                neck = OnnxEncoder(self.encoder.backbone, threads=self.threads)  # == backbone (max abs diff ~1e-7)
-            else:
+            if self.backend == "torch":
                 neck = self.encoder.backbone
+            else:  # the exported graph on ONNX Runtime or OpenVINO (== backbone, max abs diff ~1e-5)
+                from medfoundry.inference.encoder_backends import exported_encoder, resolve_backend
+
+                neck = exported_encoder(self.encoder.backbone, resolve_backend(self.backend), threads=self.threads)
             self._run = lambda x: torch.cat([(m := neck(x)).mean(dim=(2, 3)), m.amax(dim=(2, 3))], dim=1)
         return self._run
 
@@ -261,7 +263,14 @@ def main() -> None:
     p.add_argument("--crop-slices", type=int, default=2, help="lesion slices per crop as extra training examples")
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--backend", choices=("onnx", "torch"), default="onnx")
+    p.add_argument("--backend", choices=("fast", "onnx", "openvino", "torch"), default="fast")
+    p.add_argument(
+        "--intensity",
+        choices=("slice-max", "suv-window"),
+        default="slice-max",
+        help="slice pixels: each slice / its maximum, or SUV on one fixed [0, --suv-window] scale",
+    )
+    p.add_argument("--suv-window", type=float, default=10.0)
     p.add_argument("--rule", choices=("youden", "f1"), default="youden")
     p.add_argument("--head-epochs", type=int, default=300)
     p.add_argument("--cnn-epochs", type=int, default=20)

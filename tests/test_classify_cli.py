@@ -124,3 +124,24 @@ def test_bad_input_exits_2_and_writes_nothing(cases_csv, tmp_path, capsys, monke
     assert "--binarize" in capsys.readouterr().out and not (tmp_path / "ds2").exists()
     assert run_cli(["classify", "compare", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "not a slice dataset" in capsys.readouterr().out
+
+
+def test_suv_window_model_predicts_in_suv(cases_csv, tmp_path, capsys):
+    """A model built with --intensity suv-window sees the same pixels for a Bq/mL scan given its --suv-factor,
+    and refuses the Bq/mL scan without one."""
+    ds, cmp_dir = tmp_path / "ds", tmp_path / "cmp"
+    build = ["classify", "build", str(ds), "--cases", str(cases_csv), "--grid", "16", "16", "0", "--size", "16"]
+    assert run_cli([*build, "--intensity", "suv-window", "--suv-window", "4", "--test-patients", "p0"]) == 0
+    assert run_cli(["classify", "compare", str(ds), "--out", str(cmp_dir), "--cnn-epochs", "1"]) == 0
+    model = str(cmp_dir / "models" / "cnn.pt")
+    image, _, vol, _ = synthetic_case(tmp_path, "new", seed=42, nz=10, lesion_slices=(7, 8))
+    bq = write_nifti(tmp_path / "new_bq.nii.gz", vol * 5000.0)
+    capsys.readouterr()
+    assert run_cli(["classify", "predict", str(bq), "--model", model, "--out", str(tmp_path / "p0")]) == 2
+    assert "new_bq.nii.gz" in capsys.readouterr().out and not (tmp_path / "p0").exists()
+    probs = []
+    for scan, extra, out in ((image, [], "p1"), (bq, ["--suv-factor", str(1 / 5000.0)], "p2")):
+        assert run_cli(["classify", "predict", str(scan), "--model", model, "--out", str(tmp_path / out), *extra]) == 0
+        with (tmp_path / out / "slice_probabilities.csv").open() as handle:
+            probs.append([float(r["probability"]) for r in csv.DictReader(handle)])
+    assert probs[0] == pytest.approx(probs[1], abs=1e-4)

@@ -60,6 +60,35 @@ def test_native_grid_labels_and_per_slice_scaling(tmp_path):
     assert floats.dtype == np.float32 and floats.max() == pytest.approx(1.0)
 
 
+def test_suv_window_puts_every_slice_on_one_scale_and_needs_suv(tmp_path):
+    image, label, vol, _ = synthetic_case(tmp_path, "s", lesion_slices=(2, 3))
+    vol[5] *= 0.5  # a dimmer slice: per-slice scaling would stretch it to 255, a fixed window must not
+    write_nifti(image, vol)
+    config = SliceConfig(grid=(0, 0, 0), size=16, intensity="suv-window", suv_window=4.0)
+    ds = build_slice_dataset([CaseSpec("s", image, label)], tmp_path / "ds", config, progress=False)
+    pixels = ds.case_images("s").astype(int)
+    expected = np.round(np.clip(vol, 0, 4.0) / 4.0 * 255)
+    assert np.abs(pixels - expected).max() <= 1  # the lesion (SUV 8) saturates, background keeps its SUV grey
+    assert pixels[2].max() == 255 and pixels[5].max() < 0.5 * 1.5 / 4.0 * 255 + 1
+    default = build_slice_dataset(
+        [CaseSpec("s", image, label)], tmp_path / "ds0", SliceConfig(grid=(0, 0, 0), size=16), progress=False
+    )
+    assert default.preprocessing_hash != ds.preprocessing_hash  # caches of the two representations never mix
+    assert "w = 4" in ds.info["pixel_params"]["intensity"]
+    # Bq/mL (values far above any SUV) is refused without a factor, accepted with one
+    bq = write_nifti(tmp_path / "bq.nii.gz", vol * 5000.0)
+    with pytest.raises(InputError, match="bq.nii.gz.*Bq/mL.*--suv-factor"):
+        build_slice_dataset([CaseSpec("s", bq, label)], tmp_path / "ds1", config, progress=False)
+    converted = build_slice_dataset(
+        [CaseSpec("s", bq, label, suv_factor=1 / 5000.0)], tmp_path / "ds1", config, progress=False
+    )
+    assert np.abs(converted.case_images("s").astype(int) - pixels).max() <= 1
+    with pytest.raises(InputError, match="intensity must be one of"):
+        SliceConfig(intensity="minmax")
+    with pytest.raises(InputError, match="SUV window"):
+        SliceConfig(intensity="suv-window", suv_window=0.0)
+
+
 def test_grid_resampling_keeps_the_field_of_view_and_counts_resampled_lesions(tmp_path):
     image, label, _, _ = synthetic_case(tmp_path, "b", lesion_slices=(4, 5))
     img = MedicalImage(np.zeros((10, 16, 16)), (4.0, 4.0, 3.0), (10.0, 20.0, 30.0))

@@ -66,6 +66,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--size", type=positive_int, default=224, help="slice side in pixels (default 224)")
     b.add_argument("--min-lesion-voxels", type=positive_int, default=1, help="lesion voxels that make a slice abnormal")
     b.add_argument("--min-slice-max", type=finite_float, default=0.0, help="drop slices whose maximum is <= this")
+    b.add_argument(
+        "--intensity",
+        choices=("slice-max", "suv-window"),
+        default="slice-max",
+        help="'slice-max': each slice divided by its own maximum (any unit; default); 'suv-window': SUV clipped to "
+        "[0, --suv-window] on one fixed scale for every slice (needs SUV: DICOM, or a suv_factor for Bq/mL files)",
+    )
+    b.add_argument("--suv-window", type=positive_float, default=10.0, help="top of the SUV window (default 10)")
     b.add_argument("--binarize", action="store_true", help="count every non-zero mask label as lesion")
     b.add_argument("--lesion-labels", nargs="+", type=positive_int, help="mask labels that count as lesion")
     b.add_argument("--split", nargs=3, type=fraction, default=(0.75, 0.15, 0.10), metavar=("TRAIN", "VAL", "TEST"))
@@ -132,6 +140,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--mask", type=Path, help="optional lesion mask: shades the true lesion slices in the plot")
     p.add_argument("--weights", type=Path, help="encoder weights, if they moved since 'embed'")
     p.add_argument("--threshold", type=probability, help="override the threshold chosen on the val split")
+    p.add_argument(
+        "--suv-factor",
+        type=positive_float,
+        help="SUV per Bq/mL of a NIfTI / NRRD / MHA scan, for models built with --intensity suv-window",
+    )
     add_overwrite(p, "an existing output folder")
 
 
@@ -171,6 +184,8 @@ def _build(args: argparse.Namespace) -> int:
         min_slice_max=args.min_slice_max,
         binarize=args.binarize,
         lesion_labels=tuple(args.lesion_labels) if args.lesion_labels else None,
+        intensity=args.intensity,
+        suv_window=args.suv_window,
     )
     pinned = {p: "test" for p in args.test_patients}
     if wholebody:
@@ -287,6 +302,7 @@ def _predict(args: argparse.Namespace) -> int:
         weights=args.weights,
         threshold=args.threshold,
         overwrite=args.overwrite,
+        suv_factor=args.suv_factor,
     )
     print(f"{args.scan}: {len(result.probabilities)} slices, threshold {result.threshold:.3f}")
     if result.ranges:

@@ -136,10 +136,13 @@ def predict_scan(
     weights: str | Path | None = None,
     threshold: float | None = None,
     overwrite: bool = False,
+    suv_factor: float | None = None,
 ) -> ScanPrediction:
     """Probabilities for every slice of ``scan``; writes CSV, JSON ranges, the z-profile and the coronal MIP
-    (``coronal_mip.png``, flagged slice ranges shaded) atomically."""
+    (``coronal_mip.png``, flagged slice ranges shaded) atomically. A model trained on SUV-window slices needs the
+    scan in SUV: a DICOM series is converted, a Bq/mL file needs ``suv_factor``."""
     from medfoundry.data.pet_slices import CaseSpec, SliceConfig, read_case, slice_volume
+    from medfoundry.preprocessing.pet_suv import to_suv
 
     out_dir = check_writable(out_dir, overwrite, folder=True, create=False)  # before any work
     bundle = load_bundle(model)
@@ -149,6 +152,10 @@ def predict_scan(
         cfg["lesion_labels"] = tuple(cfg["lesion_labels"])
     config = SliceConfig(**cfg)
     image, mask_img = read_case(CaseSpec("scan", Path(scan), None if mask is None else Path(mask)))
+    if config.intensity == "suv-window":
+        image = to_suv(image, suv_factor)
+    elif suv_factor is not None:
+        raise InputError(None, "--suv-factor only applies to models trained on SUV-window slices; this one is not")
     stack = slice_volume(image, mask_img, config)
     images = stack.images.astype(np.float32) / 255.0
     prob = _scan_probabilities(bundle, images, weights)

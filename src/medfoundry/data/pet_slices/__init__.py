@@ -28,6 +28,7 @@ from medfoundry.data.pet_slices.volume import (
     resample_to_grid,
     slice_volume,
     to_uint8_unit,
+    to_uint8_window,
 )
 from medfoundry.data.pet_slices.wholebody import (
     WHOLEBODY_FIELDS,
@@ -57,4 +58,5 @@ __all__ = [
     "resample_to_grid",
     "slice_volume",
     "to_uint8_unit",
+    "to_uint8_window",
 ]

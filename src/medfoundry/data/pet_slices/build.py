@@ -17,6 +17,7 @@ from medfoundry.data.pet_slices.dataset import SliceDataset
 from medfoundry.data.pet_slices.split import patient_split
 from medfoundry.data.pet_slices.volume import read_case, slice_volume
 from medfoundry.io.atomic import atomic_dir, check_writable
+from medfoundry.preprocessing.pet_suv import to_suv
 
 
 def _digest_json(obj: object) -> str:
@@ -46,6 +47,8 @@ def build_slice_dataset(
         digests = []
         for case in tqdm(cases, desc="slicing volumes", unit="case", disable=not progress):
             image, mask = read_case(case)
+            if config.intensity == "suv-window":  # a fixed SUV scale needs SUV (refuses Bq/mL without a factor)
+                image = to_suv(image, case.suv_factor)
             stack = slice_volume(image, mask, config)
             np.savez_compressed(tmp / "slices" / f"{case.case_id}.npz", images=stack.images)
             digests.append(hashlib.sha256(stack.images.tobytes()).hexdigest())

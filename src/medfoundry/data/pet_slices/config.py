@@ -23,6 +23,7 @@ MANIFEST_FIELDS = (
     "split",
 )
 FORMAT_VERSION = 1
+INTENSITIES = ("slice-max", "suv-window")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,10 @@ class SliceConfig:
     min_slice_max: float = 0.0  # slices whose maximum is <= this are dropped (cannot be normalised)
     binarize: bool = False  # every non-zero mask label counts as lesion
     lesion_labels: tuple[int, ...] | None = None  # these labels count as lesion (others as background)
+    # "slice-max": each slice / its own maximum (any unit); "suv-window": SUV clipped to [0, suv_window] / suv_window
+    # (the same grey for the same SUV on every slice; needs SUV volumes)
+    intensity: str = "slice-max"
+    suv_window: float = 10.0
 
     def __post_init__(self) -> None:
         if len(self.grid) != 3 or any(int(g) < 0 for g in self.grid):
@@ -43,6 +48,10 @@ class SliceConfig:
             raise InputError(None, f"slice size must be >= 8 pixels, got {self.size}")
         if self.min_lesion_voxels < 1:
             raise InputError(None, f"min_lesion_voxels must be >= 1, got {self.min_lesion_voxels}")
+        if self.intensity not in INTENSITIES:
+            raise InputError(None, f"intensity must be one of {', '.join(INTENSITIES)}, got {self.intensity!r}")
+        if not (np.isfinite(self.suv_window) and self.suv_window > 0):
+            raise InputError(None, f"the SUV window must be a positive number, got {self.suv_window}")
 
     def pixel_params(self) -> dict:
         """The parameters that determine the stored slice pixels (hashed into the preprocessing hash)."""
@@ -50,7 +59,9 @@ class SliceConfig:
             "grid": [int(g) for g in self.grid],
             "size": int(self.size),
             "min_slice_max": float(self.min_slice_max),
-            "intensity": "slice / slice max, uint8 [0, 255] -> [0, 1]",
+            "intensity": "slice / slice max, uint8 [0, 255] -> [0, 1]"
+            if self.intensity == "slice-max"  # the hash of datasets built before the option is unchanged
+            else f"SUV clipped to [0, w] / w, w = {float(self.suv_window):g}, uint8 [0, 255] -> [0, 1]",
             "resample": "MONAI Resize trilinear (image), nearest-exact (mask); slices: sitk linear + Gaussian AA",
             "format": FORMAT_VERSION,
         }

@@ -90,6 +90,11 @@ def to_uint8_unit(stack: np.ndarray) -> np.ndarray:
     return np.round(stack / peak[:, None, None] * 255.0).astype(np.uint8)
 
 
+def to_uint8_window(stack: np.ndarray, top: float) -> np.ndarray:
+    """Values clipped to ``[0, top]`` and divided by ``top`` (one fixed scale for every slice), stored as uint8."""
+    return np.round(np.clip(stack, 0.0, top) / top * 255.0).astype(np.uint8)
+
+
 def slice_volume(image: MedicalImage, mask: MedicalImage | None, config: SliceConfig) -> SliceStack:
     """Resample ``image`` (and ``mask``) to the grid, keep non-empty axial slices, normalise and resize."""
     if image.spatial_ndim != 3 or image.is_rgb:
@@ -115,7 +120,11 @@ def slice_volume(image: MedicalImage, mask: MedicalImage | None, config: SliceCo
     z_mm = centres[:, 2]
     # nearest original slice of each kept grid slice (both grids cover the same FOV)
     source = np.floor((keep + 0.5) * image.array.shape[0] / nz).astype(np.int64)
-    pixels = to_uint8_unit(_resize_stack(data[keep], config.size))
+    resized = _resize_stack(data[keep], config.size)
+    if config.intensity == "suv-window":  # the caller passes SUV (``to_suv``)
+        pixels = to_uint8_window(resized, config.suv_window)
+    else:
+        pixels = to_uint8_unit(resized)
     return SliceStack(
         images=pixels,
         slice_index=keep.astype(np.int64),
