@@ -44,6 +44,7 @@ SPLITS = {
     "upper->lower": {"test": (0.0, 0.5), "val": (0.5, 0.625), "train": (0.625, 1.0)},
 }
 # STS_001's hot organs, slice ranges read from its components above the liver threshold (3.6 SUV)
+PATCH_GRID = 16  # patch head: the 64 x 64 LiteMedSAM neck average-pooled to 16 x 16 patches
 ORGANS = {"bladder": (57, 68), "kidneys": (109, 135), "heart": (164, 189), "brain": (262, 266)}
 
 
@@ -99,6 +100,8 @@ class SliceEmbeddings:
         self._run = None
         self.seconds = 0.0
         self.n_new = 0
+        # per-slice patch features for the patch head: the neck average-pooled to PATCH_GRID x PATCH_GRID
+        self.patch_dir = folder / f"litemedsam-{self.encoder.weights_id[:12]}-patches{PATCH_GRID}"
 
     def _runner(self):
         if self._run is None:
@@ -108,7 +111,13 @@ class SliceEmbeddings:
                 from medfoundry.inference.encoder_backends import exported_encoder, resolve_backend
 
                 neck = exported_encoder(self.encoder.backbone, resolve_backend(self.backend), threads=self.threads)
-            self._run = lambda x: torch.cat([(m := neck(x)).mean(dim=(2, 3)), m.amax(dim=(2, 3))], dim=1)
+
+            def run(x):
+                m = neck(x)
+                pooled = torch.cat([m.mean(dim=(2, 3)), m.amax(dim=(2, 3))], dim=1)
+                return pooled, torch.nn.functional.adaptive_avg_pool2d(m, PATCH_GRID)
+
+            self._run = run
         return self._run
 
     def save(self) -> None:
@@ -123,7 +132,8 @@ class SliceEmbeddings:
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """``(n, S, S)`` uint8 slices -> ``(n, 512)`` float32 (mean | max pooled; new ones computed, then stored)."""
         keys = [hashlib.sha1(im.tobytes()).hexdigest() for im in images]
-        todo = sorted({k: i for i, k in enumerate(keys) if k not in self.store}.values())
+        missing = [k not in self.store or not (self.patch_dir / f"{k}.npy").is_file() for k in keys]
+        todo = sorted({k: i for i, k in enumerate(keys) if missing[i]}.values())
         if todo:
             run = self._runner()
             start = time.perf_counter()
@@ -131,15 +141,23 @@ class SliceEmbeddings:
                 idx = todo[b : b + 8]
                 batch = torch.from_numpy(images[idx].astype(np.float32) / 255.0)
                 with torch.inference_mode():
-                    out = run(self.encoder.prepare(batch)).float().numpy()
-                for i, e in zip(idx, out, strict=True):
+                    out, patches = (t.float().numpy() for t in run(self.encoder.prepare(batch)))
+                self.patch_dir.mkdir(parents=True, exist_ok=True)
+                for i, e, pm in zip(idx, out, patches, strict=True):
                     self.store[keys[i]] = e.astype(np.float16)
+                    np.save(self.patch_dir / f"{keys[i]}.npy", pm.astype(np.float16))
                 if (b // 8) % 8 == 7:
                     self.save()  # an interrupted run resumes here
             self.seconds += time.perf_counter() - start
             self.n_new += len(todo)
             self.save()
         return np.stack([self.store[k] for k in keys]).astype(np.float32)
+
+    def patches(self, images: np.ndarray) -> np.ndarray:
+        """``(n, S, S)`` uint8 slices (embedded before) -> ``(n, PATCH_GRID**2, 256)`` float16 patch features."""
+        keys = [hashlib.sha1(im.tobytes()).hexdigest() for im in images]
+        out = np.stack([np.load(self.patch_dir / f"{k}.npy") for k in keys])  # (n, 256, G, G)
+        return out.reshape(len(keys), out.shape[1], -1).transpose(0, 2, 1)
 
 
 def stored_images(ds) -> np.ndarray:
@@ -153,7 +171,56 @@ def score(y: np.ndarray, p: np.ndarray, thr: float) -> dict:
     return {k: m[k] for k in ("roc_auc", "ap", "recall", "specificity", "precision", "n", "n_pos", "threshold")}
 
 
-def train_models(args, ds, emb: np.ndarray | None, tr, va):
+class PatchHead(torch.nn.Module):
+    """A linear classifier on every patch's embedding (standardised, dropout), pooled to one slice logit by
+    log-sum-exp (a smooth maximum: the slice is as abnormal as its most abnormal patch)."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, dropout: float = 0.2, sharpness: float = 5.0):
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+        self.drop = torch.nn.Dropout(dropout)
+        self.fc = torch.nn.Linear(mean.numel(), 1)
+        self.sharpness = sharpness
+
+    def patch_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.drop((x.float() - self.mean) / self.std)).squeeze(-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, P, D) -> (B,)
+        r = self.sharpness
+        return (torch.logsumexp(r * self.patch_logits(x), dim=1) - math.log(x.shape[1])) / r
+
+
+def train_patch_head(x: np.ndarray, y: np.ndarray, w: np.ndarray, epochs: int, seed: int):
+    """The patch head on the training rows, minibatches drawn by the sample weights, fixed epochs."""
+    from medfoundry.training.heads import TrainedClassifier, imbalance_setup
+
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    xt, yt = torch.from_numpy(np.asarray(x)), torch.as_tensor(y, dtype=torch.float32)
+    flat = xt.reshape(-1, xt.shape[-1]).float()
+    model = PatchHead(flat.mean(0), flat.std(0).clamp_min(1e-6))
+    _, sampler = imbalance_setup(y, "weights", seed, w)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xt, yt), batch_size=64, sampler=sampler)
+    optim = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=1e-4)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    model.train()
+    for _ in range(epochs):
+        for xb, yb in loader:
+            optim.zero_grad()
+            loss_fn(model(xb), yb).backward()
+            optim.step()
+    model.eval()
+    return TrainedClassifier(model, 0.5, time.perf_counter() - start, epochs - 1)
+
+
+def patch_probabilities(model: PatchHead, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return np.concatenate([torch.sigmoid(model(torch.from_numpy(x[i : i + 256]))).numpy()
+                               for i in range(0, len(x), 256)])  # fmt: skip
+
+
+def train_models(args, ds, emb: np.ndarray | None, tr, va, patches: np.ndarray | None = None):
     """Head(s) and CNN on the train region. With ``--select-on-val`` the epoch with the lowest val-region loss
     is kept (the library default); by default training runs its fixed epochs (the last / lowest-training-loss
     epoch is kept) and the val region only sets the threshold: with one scan the val region is other anatomy,
@@ -177,6 +244,14 @@ def train_models(args, ds, emb: np.ndarray | None, tr, va):
             e = emb[:, cols]
             head = train_linear_head(e[tr], y[tr], e[sel], y[sel], cfg, w[tr])
             models[name] = done(head, lambda rows, m=head.model, e=e: predict_proba(m, e[rows]))
+    if patches is not None:  # fixed epochs; the val region sets the threshold only
+        head = train_patch_head(patches[tr], y[tr], w[tr], args.patch_epochs, args.seed)
+
+        def predict_patches(rows, m=head.model):
+            return patch_probabilities(m, patches[rows])
+
+        head.threshold = choose_threshold(y[va], predict_patches(va), args.rule)
+        models["LiteMedSAM patches + linear (LSE)"] = (head, predict_patches)
     if not args.no_cnn:
         x = stored_images(ds).astype(np.float32) / 255.0
         cfg = CNNConfig(epochs=args.cnn_epochs, threshold_rule=args.rule, seed=args.seed, patience=args.cnn_epochs)
@@ -276,6 +351,8 @@ def main() -> None:
     p.add_argument("--cnn-epochs", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-cnn", action="store_true")
+    p.add_argument("--no-patch-head", action="store_true", help="skip the LiteMedSAM patch head")
+    p.add_argument("--patch-epochs", type=int, default=100, help="patch head: training epochs")
     p.add_argument("--select-on-val", action="store_true", help="keep the epoch with the lowest val-region loss")
     p.add_argument("--no-embed", action="store_true", help="CNN only")
     p.add_argument("--docs", help="copy the key figures to this folder (e.g. docs/images)")
@@ -295,16 +372,19 @@ def main() -> None:
         y = ds.labels
         tr, va = ds.split_rows("train"), ds.split_rows("val")
         te = np.array([r["row"] for r in rows if r["split"] == "test" and r["source"] != "crop"])
-        emb = None
+        emb = patches = None
         if embedder is not None:
             t = time.perf_counter()
             need = np.r_[tr, va, te]
             images = stored_images(ds)
             emb = np.zeros((len(rows), 512), np.float32)
             emb[need] = embedder(images[need])
+            if not args.no_patch_head:
+                patches = np.zeros((len(rows), PATCH_GRID**2, 256), np.float16)
+                patches[need] = embedder.patches(images[need])
             timings[f"embed {name}"] = time.perf_counter() - t
         t = time.perf_counter()
-        models = train_models(args, ds, emb, tr, va)
+        models = train_models(args, ds, emb, tr, va, patches)
         timings[f"train {name}"] = time.perf_counter() - t
         need_all = np.array([r["row"] for r in rows if r["source"] != "crop" or r["split"] != "test"])
         probs, thresholds, entry = {}, {}, {}
