@@ -12,8 +12,8 @@ Protocol (docs/classification.md, "Whole-body protocol"):
   wholly inside it (``classify build --mode wholebody --regions``).
 * Models: LiteMedSAM (frozen) + linear head on cached embeddings (mean-pooled neck, and mean + max pooled), a
   patch head (one linear classifier on each of 16 x 16 pooled neck patches, log-sum-exp over patches; bench-only)
-  and the from-scratch CNN; all with the dataset's class-balancing sample weights; threshold by Youden's J on the val region (prevalence-free: the val
-  region's prevalence is not a new scan's).
+  and the from-scratch CNN; all with the dataset's class-balancing sample weights; threshold by Youden's J on
+  the val region (prevalence-free: the val region's prevalence is not a new scan's).
 * Scored on the test half (its whole-body slices + its inserted slices): ROC-AUC, AP, sensitivity, specificity;
   the real tumour slices of STS_001 (test half of "upper->lower" only); brain / heart / bladder / kidney slices.
 
