@@ -173,23 +173,21 @@ def score(y: np.ndarray, p: np.ndarray, thr: float) -> dict:
 
 
 class PatchHead(torch.nn.Module):
-    """A linear classifier on every patch's embedding (standardised, dropout), pooled to one slice logit by
-    log-sum-exp (a smooth maximum: the slice is as abnormal as its most abnormal patch)."""
+    """The library's linear head (standardise, dropout, linear) applied to every patch embedding, pooled to one
+    slice logit by log-sum-exp (a smooth maximum: the slice is as abnormal as its most abnormal patch)."""
 
     def __init__(self, mean: torch.Tensor, std: torch.Tensor, dropout: float = 0.2, sharpness: float = 5.0):
-        super().__init__()
-        self.register_buffer("mean", mean)
-        self.register_buffer("std", std)
-        self.drop = torch.nn.Dropout(dropout)
-        self.fc = torch.nn.Linear(mean.numel(), 1)
-        self.sharpness = sharpness
+        from medfoundry.modeling.heads import LinearHead
 
-    def patch_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.drop((x.float() - self.mean) / self.std)).squeeze(-1)
+        super().__init__()
+        self.patch = LinearHead(mean.numel(), dropout)  # (B, P, D) -> (B, P) patch logits
+        self.patch.mean.copy_(mean)
+        self.patch.std.copy_(std)
+        self.sharpness = sharpness
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, P, D) -> (B,)
         r = self.sharpness
-        return (torch.logsumexp(r * self.patch_logits(x), dim=1) - math.log(x.shape[1])) / r
+        return (torch.logsumexp(r * self.patch(x), dim=1) - math.log(x.shape[1])) / r
 
 
 def train_patch_head(x: np.ndarray, y: np.ndarray, w: np.ndarray, epochs: int, seed: int):
@@ -213,12 +211,6 @@ def train_patch_head(x: np.ndarray, y: np.ndarray, w: np.ndarray, epochs: int, s
             optim.step()
     model.eval()
     return TrainedClassifier(model, 0.5, time.perf_counter() - start, epochs - 1)
-
-
-def patch_probabilities(model: PatchHead, x: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        return np.concatenate([torch.sigmoid(model(torch.from_numpy(x[i : i + 256]))).numpy()
-                               for i in range(0, len(x), 256)])  # fmt: skip
 
 
 def train_models(args, ds, emb: np.ndarray | None, tr, va, patches: np.ndarray | None = None):
@@ -249,7 +241,7 @@ def train_models(args, ds, emb: np.ndarray | None, tr, va, patches: np.ndarray |
         head = train_patch_head(patches[tr], y[tr], w[tr], args.patch_epochs, args.seed)
 
         def predict_patches(rows, m=head.model):
-            return patch_probabilities(m, patches[rows])
+            return predict_proba(m, patches[rows], batch_size=256)
 
         head.threshold = choose_threshold(y[va], predict_patches(va), args.rule)
         models["LiteMedSAM patches + linear (LSE)"] = (head, predict_patches)
