@@ -4,6 +4,7 @@ without timm."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -136,3 +137,81 @@ def test_lite_medsam_builds_without_importing_timm_and_timm_still_imports_after(
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "_timm_shim" in done.stdout
+
+
+needs_openvino = pytest.mark.skipif(fast_backend() != "openvino", reason="OpenVINO not installed")
+
+
+@needs_openvino
+def test_openvino_bf16_backend_runs_bf16_where_the_cpu_has_it_and_masks_stay_close(shared_data, real_model):
+    from medfoundry.inference.openvino_backend import cpu_has_bf16
+
+    eager = LiteMedSAMPredictor(model=real_model, backend="torch")
+    fp32 = LiteMedSAMPredictor(model=real_model, backend="openvino")
+    bf16 = LiteMedSAMPredictor(model=real_model, backend="openvino-bf16")
+    assert bf16.encoder.name == "openvino-bf16" and bf16.encoder.precision == "bf16"
+    assert fp32.encoder.precision == "f32" and bf16.decoder.name == fp32.decoder.name == "onnx"
+    hint = str(bf16.encoder.compiled.get_property("INFERENCE_PRECISION_HINT"))
+    assert ("bf16" in hint or "bfloat16" in hint) == cpu_has_bf16()
+    scores = []
+    for image, box in _pet_slices(shared_data):
+        for predictor in (eager, fp32, bf16):
+            predictor.set_image(image)
+        diff = float((bf16.embedding - fp32.embedding).abs().mean())
+        scale = float(fp32.embedding.abs().mean())
+        cos = float(torch.cosine_similarity(bf16.embedding.flatten(), fp32.embedding.flatten(), dim=0))
+        assert diff < 0.2 * scale and cos > 0.99  # bf16 rounding (measured: 6 % mean, cosine 0.998), same graph
+        if cpu_has_bf16():
+            assert diff > 1e-4 * scale  # the precision really changed
+        reference = eager.predict(boxes=[box])[0]
+        scores.append(dice(bf16.predict(boxes=[box])[0], reference))
+    assert min(scores) >= 0.85 and np.mean(scores) >= 0.93, scores
+
+
+@needs_openvino
+def test_openvino_compiled_blobs_are_cached_per_precision(tmp_path):
+    """One cache folder per precision: OpenVINO's cache key leaves the precision out, and loading a blob compiled
+    for fp32 with a bf16 hint crashed the process. Run in a child process so that a crash is a failure here."""
+    graph = tmp_path / "conv.onnx"
+    torch.onnx.export(
+        torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3)).eval(),
+        (torch.zeros(1, 3, 32, 32),),
+        str(graph),
+        input_names=["image"],
+        output_names=["out"],
+        opset_version=17,
+        dynamo=False,
+    )
+    code = (
+        "import sys, numpy as np\n"
+        "from medfoundry.inference.openvino_backend import compile_model\n"
+        "x = np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32)\n"
+        "outs = [np.array(compile_model(sys.argv[1], 1, p).create_infer_request().infer({'image': x})[0])"
+        " for p in ('f32', 'bf16', 'f32', 'bf16')]\n"
+        "assert np.array_equal(outs[0], outs[2]) and np.array_equal(outs[1], outs[3])\n"
+        "print(float(np.abs(outs[0] - outs[1]).max()))\n"
+    )
+    env = {**os.environ, "MEDFOUNDRY_CACHE": str(tmp_path / "cache")}
+    for _ in range(2):  # the second process loads both blobs from the cache
+        done = subprocess.run([sys.executable, "-c", code, str(graph)], capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert float(done.stdout.split()[-1]) < 0.1
+    folders = {p.name: len(list(p.glob("*.blob"))) for p in (tmp_path / "cache" / "openvino").iterdir()}
+    assert folders == {"f32": 1, "bf16": 1}
+
+
+def test_an_unknown_openvino_precision_is_refused():
+    from medfoundry.errors import InputError
+    from medfoundry.inference.openvino_backend import compile_model
+
+    if fast_backend() != "openvino":
+        pytest.skip("OpenVINO not installed")
+    with pytest.raises(InputError, match="f16"):
+        compile_model("model.onnx", 1, "f16")
+
+
+def test_cli_backend_choices_are_the_runtime_backends():
+    from medfoundry.cli.common import BACKEND_CHOICES
+    from medfoundry.inference.encoder_backends import BACKENDS
+
+    assert BACKEND_CHOICES == BACKENDS and "openvino-bf16" in BACKENDS

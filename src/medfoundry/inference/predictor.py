@@ -73,8 +73,9 @@ __all__ = ["BACKENDS", "FAST_BACKEND", "LiteMedSAMPredictor", "Prompts", "make_b
 def make_backends(model: torch.nn.Module, name: str = "fast") -> tuple[EncoderBackend, DecoderBackend]:
     """Encoder and decoder runtimes for ``name``: ``torch`` (fp32 eager), ``onnx`` (ONNX Runtime fp32),
     ``onnx-int8`` (int8 per-channel encoder weights, fp32 decoder), ``openvino`` (the exported encoder on OpenVINO
-    fp32, ONNX Runtime decoder: the two decoders run at the same speed) or ``fast`` (the quickest that keeps DSC >=
-    0.99 against fp32 PyTorch: ``openvino`` where installed, else ``onnx``)."""
+    fp32, ONNX Runtime decoder: the two decoders run at the same speed), ``openvino-bf16`` (the encoder on OpenVINO
+    in bfloat16, fp32 ONNX Runtime decoder; opt-in, masks move) or ``fast`` (the quickest that keeps DSC >= 0.99
+    against fp32 PyTorch: ``openvino`` where installed, else ``onnx``)."""
     name = resolve_backend(name)
     encoder = make_encoder_backend(model.image_encoder, name)
     return encoder, TorchDecoder(model) if name == "torch" else OnnxDecoder(model)
