@@ -1,5 +1,6 @@
-"""LiteMedSAM's encoder and decoder on ONNX Runtime and OpenVINO, fp32 and int8, on this CPU in one run.
+"""LiteMedSAM's encoder and decoder on ONNX Runtime and OpenVINO, fp32, bf16 and int8, on this CPU in one run.
 
+bf16: OpenVINO's bfloat16 inference precision (``--backend openvino-bf16``; AMX / AVX-512 BF16 CPUs, else fp32).
 int8: ONNX Runtime's dynamic per-channel weight quantisation (``--backend onnx-int8``) and OpenVINO + NNCF static
 post-training quantisation calibrated on ``--calib`` real slices per modality. Accuracy: mask DSC of each
 runtime's encoder (decoded by the eager fp32 decoder) against fp32 eager PyTorch, on held-out slices that were
@@ -126,10 +127,14 @@ def main(argv=None) -> int:
         "ORT fp32": ort_fp32,
         "ORT int8 (dynamic)": OnnxEncoder(model.image_encoder, int8=True, threads=args.threads),
         "OpenVINO fp32": OpenVinoEncoder(ort_fp32.path, args.threads),
+        "OpenVINO bf16": OpenVinoEncoder(ort_fp32.path, args.threads, name="openvino-bf16", precision="bf16"),
         "OpenVINO int8 (NNCF static)": OpenVinoEncoder(ov_int8_model, args.threads, name="openvino-int8"),
     }
     ort_dec = OnnxDecoder(model, threads=args.threads)
     decoders = {"ORT fp32": ort_dec, "OpenVINO fp32": OpenVinoDecoder(ort_dec.path, args.threads)}
+    from medfoundry.inference.openvino_backend import cpu_has_bf16
+
+    print(f"CPU bf16 (AMX / AVX-512 BF16): {'yes' if cpu_has_bf16() else 'no: the bf16 row runs fp32'}")
     print(
         f"threads {args.threads}; calibration {len(calib)} slices ({', '.join(f'{m} {len(sets[m][0])}' for m in sets)})"
         f", NNCF quantisation {quant_s:.0f} s; held out: {', '.join(f'{m} {len(sets[m][1])}' for m in sets)}"
