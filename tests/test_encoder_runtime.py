@@ -142,30 +142,58 @@ def test_lite_medsam_builds_without_importing_timm_and_timm_still_imports_after(
 needs_openvino = pytest.mark.skipif(fast_backend() != "openvino", reason="OpenVINO not installed")
 
 
-@needs_openvino
-def test_openvino_bf16_backend_runs_bf16_where_the_cpu_has_it_and_masks_stay_close(shared_data, real_model):
-    from medfoundry.inference.openvino_backend import cpu_has_bf16
+BF16_CHECK = """
+import json, sys
+from pathlib import Path
+import numpy as np, torch
+sys.path.insert(0, sys.argv[2])
+from test_encoder_runtime import _pet_slices
+from medfoundry.evaluation import dice
+from medfoundry.inference.openvino_backend import cpu_has_bf16
+from medfoundry.inference.predictor import LiteMedSAMPredictor
+from medfoundry.modeling.lite_medsam import build_lite_medsam
 
-    eager = LiteMedSAMPredictor(model=real_model, backend="torch")
-    fp32 = LiteMedSAMPredictor(model=real_model, backend="openvino")
-    bf16 = LiteMedSAMPredictor(model=real_model, backend="openvino-bf16")
-    assert bf16.encoder.name == "openvino-bf16" and bf16.encoder.precision == "bf16"
-    assert fp32.encoder.precision == "f32" and bf16.decoder.name == fp32.decoder.name == "onnx"
-    hint = str(bf16.encoder.compiled.get_property("INFERENCE_PRECISION_HINT"))
-    assert ("bf16" in hint or "bfloat16" in hint) == cpu_has_bf16()
-    scores = []
-    for image, box in _pet_slices(shared_data):
-        for predictor in (eager, fp32, bf16):
-            predictor.set_image(image)
-        diff = float((bf16.embedding - fp32.embedding).abs().mean())
-        scale = float(fp32.embedding.abs().mean())
-        cos = float(torch.cosine_similarity(bf16.embedding.flatten(), fp32.embedding.flatten(), dim=0))
-        assert diff < 0.2 * scale and cos > 0.99  # bf16 rounding (measured: 6 % mean, cosine 0.998), same graph
-        if cpu_has_bf16():
-            assert diff > 1e-4 * scale  # the precision really changed
-        reference = eager.predict(boxes=[box])[0]
-        scores.append(dice(bf16.predict(boxes=[box])[0], reference))
-    assert min(scores) >= 0.85 and np.mean(scores) >= 0.93, scores
+model = build_lite_medsam()
+eager, fp32, bf16 = (LiteMedSAMPredictor(model=model, backend=b) for b in ("torch", "openvino", "openvino-bf16"))
+out = {"name": bf16.encoder.name, "precision": [fp32.encoder.precision, bf16.encoder.precision],
+       "decoders": [fp32.decoder.name, bf16.decoder.name], "has_bf16": cpu_has_bf16(),
+       "hint": str(bf16.encoder.compiled.get_property("INFERENCE_PRECISION_HINT")), "rows": []}
+for image, box in _pet_slices(Path(sys.argv[1])):
+    for p in (eager, fp32, bf16):
+        p.set_image(image)
+    diff = float((bf16.embedding - fp32.embedding).abs().mean()) / float(fp32.embedding.abs().mean())
+    cos = float(torch.cosine_similarity(bf16.embedding.flatten(), fp32.embedding.flatten(), dim=0))
+    dsc = dice(bf16.predict(boxes=[box])[0], eager.predict(boxes=[box])[0])
+    out["rows"].append([diff, cos, float(dsc)])
+print(json.dumps(out))
+"""
+
+
+@needs_openvino
+def test_openvino_bf16_backend_runs_bf16_where_the_cpu_has_it_and_masks_stay_close(shared_data):
+    """In a child process: once AMX has run, a signal handled on pytest's faulthandler stack can crash the
+    process (the library warns about it), which would take later tests down with it."""
+    import json
+    from pathlib import Path
+
+    done = subprocess.run(
+        [sys.executable, "-c", BF16_CHECK, str(shared_data), str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["name"] == "openvino-bf16" and out["precision"] == ["f32", "bf16"]
+    assert out["decoders"] == ["onnx", "onnx"]
+    assert ("bf16" in out["hint"] or "bfloat16" in out["hint"]) == out["has_bf16"]
+    diffs, cosines, scores = np.array(out["rows"]).T
+    assert len(scores) == 3
+    # bf16 rounding, not a different graph (measured: 6 % mean relative difference, cosine 0.998)
+    assert (diffs < 0.2).all() and (cosines > 0.99).all()
+    if out["has_bf16"]:
+        assert (diffs > 1e-4).all()  # the precision really changed
+    assert scores.min() >= 0.85 and scores.mean() >= 0.93, scores
 
 
 @needs_openvino

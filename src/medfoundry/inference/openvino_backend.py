@@ -11,6 +11,7 @@ graphs are cached in ``$MEDFOUNDRY_CACHE/openvino/<precision>`` so later process
 
 from __future__ import annotations
 
+import faulthandler
 import warnings
 
 import numpy as np
@@ -46,6 +47,13 @@ def compile_model(model, threads: int | None = None, precision: str = "f32"):
     if precision == "bf16" and not cpu_has_bf16():
         warnings.warn(
             "this CPU has no bf16 instructions (AMX / AVX-512 BF16); OpenVINO runs the encoder in fp32",
+            MedfoundryWarning,
+            stacklevel=2,
+        )
+    elif precision == "bf16" and faulthandler.is_enabled():
+        warnings.warn(
+            "bf16 with Python's faulthandler enabled (python -X faulthandler, pytest): once AMX has run, a signal "
+            "handled on faulthandler's small alternate stack (e.g. a DataLoader worker's exit) can crash the process",
             MedfoundryWarning,
             stacklevel=2,
         )
