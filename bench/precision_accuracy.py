@@ -4,7 +4,7 @@
 segments every labelled 3D volume the way users do (the reference mask's 3D box, middle slice first, then
 propagation: ``medfoundry segment --box``) with each backend and reports, per case and on average, the DSC
 against the reference label and the DSC against the first backend's (fp32) mask, plus the paired difference
-and win / loss counts (a case counts when it moves by more than 0.05).
+(mean +- sd, Wilcoxon signed-rank p) and win / loss counts (a case counts when it moves by more than 0.05).
 
 Volumes: the 30 FDG-PET sarcoma crops (``pet-sts``, SUV), the sarcoma of the whole-body FDG-PET STS_001 (read
 from DICOM in SUV, ``GTV_Mass``) and the three DeepLesion CT stacks.
@@ -48,6 +48,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cases", type=int, default=None, help="only the first N PET crops (default: all 30)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+
+    from scipy.stats import wilcoxon
 
     from medfoundry.evaluation import dice
     from medfoundry.inference.predictor import LiteMedSAMPredictor
@@ -95,9 +97,12 @@ def main(argv=None) -> int:
             gt = np.array([r[f"gt {n}"] for r in sel])
             agree = np.array([r[f"agree {n}"] for r in sel])
             delta = gt - base
+            sd = delta.std(ddof=1) if len(delta) > 1 else 0.0
+            p = wilcoxon(delta).pvalue if len(delta) > 1 and delta.any() else float("nan")
             print(
-                f"  {n:<16}{gt.mean():.4f} +- {gt.std():.4f}   paired difference {delta.mean():+.4f} "
-                f"(min {delta.min():+.4f}, max {delta.max():+.4f}); better / worse by > 0.05: "
+                f"  {n:<16}{gt.mean():.4f} +- {gt.std():.4f}   paired difference {delta.mean():+.4f} +- "
+                f"{sd:.4f} (min {delta.min():+.4f}, max {delta.max():+.4f}; "
+                f"Wilcoxon p = {p:.2f}); better / worse by > 0.05: "
                 f"{int((delta > 0.05).sum())} / {int((delta < -0.05).sum())}; agreement with {names[0]} "
                 f"min {agree.min():.4f}, mean {agree.mean():.4f}"
             )
