@@ -24,7 +24,8 @@ import torch
 
 
 def _runtime_int8():
-    """bench/runtime_int8.py, for its held-out slices, model input, DSC and timing (one definition of each)."""
+    """bench/runtime_int8.py, for its held-out slices and masks, model input, DSC and timing (one definition of
+    each)."""
     spec = importlib.util.spec_from_file_location("runtime_int8", Path(__file__).resolve().parent / "runtime_int8.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -68,30 +69,18 @@ def main(argv=None) -> int:
     from medfoundry.modeling.lite_medsam import build_lite_medsam
 
     r8 = _runtime_int8()
-    dsc, model_input, per_call = r8.dsc, r8.model_input, r8.per_call
+    model_input, per_call = r8.model_input, r8.per_call
     model = build_lite_medsam()
     encoder = model.image_encoder.eval()
     sets = r8.modality_sets(4, args.held_out)
     print(f"threads {args.threads}; CPU bf16: {'yes' if cpu_has_bf16() else 'no (bf16 runs fp32)'}; held out: "
           + ", ".join(f"{m} {len(held)}" for m, (_, held) in sets.items()))  # fmt: skip
-    eager = LiteMedSAMPredictor(model=model, backend=TorchEncoder(encoder))
-    reference = {}
-    for m, (_, held) in sets.items():
-        for i, (image, box) in enumerate(held):
-            eager.set_image(image)
-            reference[m, i] = eager.predict(boxes=[box])[0]
+    reference = r8.held_out_masks(LiteMedSAMPredictor(model=model, backend=TorchEncoder(encoder)), sets)
     x = torch.from_numpy(model_input(sets["PET"][1][0][0]))
 
     def score(backend: EncoderBackend) -> str:
-        predictor = LiteMedSAMPredictor(model=model, backend=backend)
-        out = []
-        for m, (_, held) in sets.items():
-            values = []
-            for i, (image, box) in enumerate(held):
-                predictor.set_image(image)
-                values.append(dsc(predictor.predict(boxes=[box])[0], reference[m, i]))
-            out.append(f"{m} {min(values):.4f}/{np.mean(values):.4f}")
-        return "  ".join(out)
+        values = r8.held_out_dsc(LiteMedSAMPredictor(model=model, backend=backend), sets, reference)
+        return "  ".join(f"{m} {min(v):.4f}/{np.mean(v):.4f}" for m, v in values.items())
 
     requests = {}
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():

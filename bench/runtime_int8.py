@@ -85,6 +85,22 @@ def dsc(a, b) -> float:
     return 1.0 if total == 0 else float(2.0 * (a & b).sum() / total)
 
 
+def held_out_masks(predictor, sets: dict) -> dict[tuple[str, int], np.ndarray]:
+    """``predictor``'s mask for each held-out (slice, box) of ``sets``, keyed by (modality, index)."""
+    out = {}
+    for m, (_, held) in sets.items():
+        for i, (image, box) in enumerate(held):
+            predictor.set_image(image)
+            out[m, i] = predictor.predict(boxes=[box])[0]
+    return out
+
+
+def held_out_dsc(predictor, sets: dict, reference: dict) -> dict[str, list[float]]:
+    """Per modality, the DSC of ``predictor``'s held-out masks against ``reference`` (:func:`held_out_masks`)."""
+    masks = held_out_masks(predictor, sets)
+    return {m: [dsc(masks[m, i], reference[m, i]) for i in range(len(held))] for m, (_, held) in sets.items()}
+
+
 def per_call(fn, args_list, repeats: int = 1) -> float:
     """Median seconds per call over ``args_list`` (after one warm-up call)."""
     fn(*args_list[0])
@@ -142,24 +158,13 @@ def main(argv=None) -> int:
 
     x = torch.from_numpy(model_input(sets["PET"][1][0][0]))
     print(f"\n{'encoder':<30}{'s / slice':>10}{'vs ORT fp32':>12}" + "".join(f"{'DSC ' + m:>13}" for m in sets))
-    eager = LiteMedSAMPredictor(model=model, backend=encoders["torch fp32 (eager)"])
-    reference = {}
-    for m, (_, held) in sets.items():
-        for i, (image, box) in enumerate(held):
-            eager.set_image(image)
-            reference[m, i] = eager.predict(boxes=[box])[0]
+    reference = held_out_masks(LiteMedSAMPredictor(model=model, backend=encoders["torch fp32 (eager)"]), sets)
     t_ort = None
     for name, enc in encoders.items():
         t = per_call(enc, [(x,)], repeats=5)
         t_ort = t if name == "ORT fp32" else t_ort
         pred = LiteMedSAMPredictor(model=model, backend=enc)  # eager fp32 decoder: the encoder's effect alone
-        scores = []
-        for m, (_, held) in sets.items():
-            values = []
-            for i, (image, box) in enumerate(held):
-                pred.set_image(image)
-                values.append(dsc(pred.predict(boxes=[box])[0], reference[m, i]))
-            scores.append(f"{min(values):.3f}/{np.mean(values):.3f}")
+        scores = [f"{min(v):.3f}/{np.mean(v):.3f}" for v in held_out_dsc(pred, sets, reference).values()]
         ratio = "" if t_ort is None else f"{t_ort / t:.2f}x"
         print(f"{name:<30}{t:>10.3f}{ratio:>12}" + "".join(f"{s:>13}" for s in scores))
     print("(DSC: min/mean over held-out slices vs fp32 eager masks)")
