@@ -228,6 +228,29 @@ def test_openvino_compiled_blobs_are_cached_per_precision(tmp_path):
     assert folders == {"f32": 1, "bf16": 1}
 
 
+@needs_openvino
+def test_openvino_extra_properties_join_the_runtime_settings(tmp_path):
+    """``properties`` (here PERF_COUNT, for bench/encoder_profile.py) are added to the runtime's own settings."""
+    import openvino as ov
+
+    from medfoundry.inference.openvino_backend import compile_model
+
+    graph = tmp_path / "conv.onnx"
+    torch.onnx.export(torch.nn.Conv2d(3, 4, 3).eval(), (torch.zeros(1, 3, 16, 16),), str(graph),
+                      input_names=["image"], opset_version=17, dynamo=False)  # fmt: skip
+    x = np.zeros((1, 3, 16, 16), np.float32)
+    plain = compile_model(ov.Core().read_model(str(graph)), 1)
+    profiled = compile_model(ov.Core().read_model(str(graph)), 1, properties={"PERF_COUNT": "YES"})
+    flag = {c: str(c.get_property("PERF_COUNT")).upper() for c in (plain, profiled)}  # "YES" / "NO" (or bool)
+    assert flag[plain] in ("NO", "FALSE") and flag[profiled] in ("YES", "TRUE")
+    for compiled in (plain, profiled):
+        assert compiled.get_property("INFERENCE_NUM_THREADS") == 1
+        assert "LATENCY" in str(compiled.get_property("PERFORMANCE_HINT"))
+    request = profiled.create_infer_request()
+    request.infer({"image": x})
+    assert any(p.node_type == "Convolution" for p in request.profiling_info)
+
+
 def test_an_unknown_openvino_precision_is_refused():
     from medfoundry.errors import InputError
     from medfoundry.inference.openvino_backend import compile_model

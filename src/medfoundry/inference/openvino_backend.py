@@ -36,11 +36,12 @@ def cpu_has_bf16() -> bool:
     return "BF16" in _openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-def compile_model(model, threads: int | None = None, precision: str = "f32"):
+def compile_model(model, threads: int | None = None, precision: str = "f32", properties: dict | None = None):
     """An OpenVINO CPU model (an ``openvino.Model`` or a graph file) compiled for latency with ``threads`` threads
     and ``precision`` (f32, bf16); a file's compiled blob is cached in ``$MEDFOUNDRY_CACHE/openvino/<precision>``
     (one folder per precision: OpenVINO's cache key leaves the precision out, and a blob compiled for one
-    precision loaded with the other crashes the process)."""
+    precision loaded with the other crashes the process). ``properties``: further OpenVINO properties added to
+    these (e.g. ``{"PERF_COUNT": "YES"}`` to profile the runtime as it runs)."""
     ov = _openvino()
     if precision not in ("f32", "bf16"):
         raise InputError(None, f"OpenVINO precision {precision!r}: use f32 or bf16")
@@ -61,6 +62,7 @@ def compile_model(model, threads: int | None = None, precision: str = "f32"):
         "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
         "PERFORMANCE_HINT": "LATENCY",
         "INFERENCE_PRECISION_HINT": precision,
+        **(properties or {}),
     }
     if not hasattr(model, "inputs"):  # a file: OpenVINO reads it and keeps the compiled blob for the next process
         folder = cache_dir() / "openvino" / precision
