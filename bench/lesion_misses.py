@@ -73,11 +73,11 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     from medfoundry.api import make_predictor
-    from medfoundry.inference.lesions.pipeline import find_lesions, to_suv
-    from medfoundry.io import read_image
+    from medfoundry.inference.lesions.pipeline import find_lesions
 
+    bench = _lesions_bench()
     predictor = make_predictor()
-    background = to_suv(read_image(Path(args.data) / "pet-wholebody" / "STS_001" / "dicom" / "image")).array
+    background = bench.wholebody_suv(Path(args.data))
     outcomes: Counter[str] = Counter()
     rules: dict[str, list[int]] = {}
     print(
@@ -85,24 +85,23 @@ def main(argv=None) -> int:
         "| above threshold mL (pieces) | outcome |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
-    for name, image, ref in _lesions_bench().inserted_cases(Path(args.data), args.templates, args.inserted):
+    for name, image, ref in bench.inserted_cases(Path(args.data), args.templates, args.inserted, background):
         res = find_lesions(image, delineation="threshold", predictor=predictor, progress=False)
         suv, t = res.suv.array, res.threshold.threshold
         voxel_ml = float(np.prod(res.suv.spacing)) / 1000.0
         lesions = cc3d.connected_components(ref.astype(np.uint8), connectivity=26)
+        masks = [lesions == i for i in range(1, int(lesions.max()) + 1)]
         sigma = args.fwhm / 2.3548 / np.asarray(res.suv.spacing_zyx)
-        imaged = background + ndimage.gaussian_filter((suv - background).astype(np.float32), sigma)
+        imaged = background.array + ndimage.gaussian_filter((suv - background.array).astype(np.float32), sigma)
         candidate_masks = [c.full_mask(suv.shape) for c in res.candidates]
         for rule, labels in candidate_rules(suv, t, voxel_ml).items():
             hit = {int(i) for i in np.unique(labels[lesions > 0])} - {0}
             kept = {int(i) for i in np.unique(labels)} - {0}
-            found = sum(bool(labels[lesions == i].any()) for i in range(1, int(lesions.max()) + 1))
             counts = rules.setdefault(rule, [0, 0, 0])
-            counts[0] += found
-            counts[1] += int(lesions.max())
+            counts[0] += sum(bool(labels[mask].any()) for mask in masks)
+            counts[1] += len(masks)
             counts[2] += len(kept - hit)
-        for index in range(1, int(lesions.max()) + 1):
-            mask = lesions == index
+        for index, mask in enumerate(masks, start=1):
             hot = mask & (suv > t)
             pieces = int(cc3d.connected_components(hot.astype(np.uint8), connectivity=26).max())
             hits = [i for i, m in enumerate(candidate_masks) if (m & mask).any()]
