@@ -228,27 +228,39 @@ def test_openvino_compiled_blobs_are_cached_per_precision(tmp_path):
     assert folders == {"f32": 1, "bf16": 1}
 
 
+PROPERTIES_CHECK = """
+import json, sys
+import numpy as np, openvino as ov
+from medfoundry.inference.openvino_backend import compile_model
+
+plain = compile_model(ov.Core().read_model(sys.argv[1]), 1)
+profiled = compile_model(ov.Core().read_model(sys.argv[1]), 1, properties={"PERF_COUNT": "YES"})
+request = profiled.create_infer_request()
+request.infer({"image": np.zeros((1, 3, 16, 16), np.float32)})
+print(json.dumps({"perf_count": [str(c.get_property("PERF_COUNT")).upper() for c in (plain, profiled)],
+                  "threads": [int(c.get_property("INFERENCE_NUM_THREADS")) for c in (plain, profiled)],
+                  "hint": [str(c.get_property("PERFORMANCE_HINT")) for c in (plain, profiled)],
+                  "profiled": sorted({p.node_type for p in request.profiling_info})}))
+"""
+
+
 @needs_openvino
 def test_openvino_extra_properties_join_the_runtime_settings(tmp_path):
-    """``properties`` (here PERF_COUNT, for bench/encoder_profile.py) are added to the runtime's own settings."""
-    import openvino as ov
-
-    from medfoundry.inference.openvino_backend import compile_model
+    """``properties`` (here PERF_COUNT, for bench/encoder_profile.py) are added to the runtime's own settings. In a
+    child process: two in-memory OpenVINO compiles in the pytest process made a later test whose DataLoader
+    worker is killed on purpose (test_tsfm_train) end in a segmentation fault."""
+    import json
 
     graph = tmp_path / "conv.onnx"
     torch.onnx.export(torch.nn.Conv2d(3, 4, 3).eval(), (torch.zeros(1, 3, 16, 16),), str(graph),
                       input_names=["image"], opset_version=17, dynamo=False)  # fmt: skip
-    x = np.zeros((1, 3, 16, 16), np.float32)
-    plain = compile_model(ov.Core().read_model(str(graph)), 1)
-    profiled = compile_model(ov.Core().read_model(str(graph)), 1, properties={"PERF_COUNT": "YES"})
-    flag = {c: str(c.get_property("PERF_COUNT")).upper() for c in (plain, profiled)}  # "YES" / "NO" (or bool)
-    assert flag[plain] in ("NO", "FALSE") and flag[profiled] in ("YES", "TRUE")
-    for compiled in (plain, profiled):
-        assert compiled.get_property("INFERENCE_NUM_THREADS") == 1
-        assert "LATENCY" in str(compiled.get_property("PERFORMANCE_HINT"))
-    request = profiled.create_infer_request()
-    request.infer({"image": x})
-    assert any(p.node_type == "Convolution" for p in request.profiling_info)
+    done = subprocess.run([sys.executable, "-c", PROPERTIES_CHECK, str(graph)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    plain, profiled = out["perf_count"]  # "YES" / "NO" (or a bool's text)
+    assert plain in ("NO", "FALSE") and profiled in ("YES", "TRUE")
+    assert out["threads"] == [1, 1] and all("LATENCY" in h for h in out["hint"])
+    assert "Convolution" in out["profiled"]
 
 
 def test_an_unknown_openvino_precision_is_refused():
