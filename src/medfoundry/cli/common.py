@@ -6,51 +6,39 @@ exit code 2, before any work)."""
 from __future__ import annotations
 
 import argparse
-import math
 import re
 
 # --- validated argparse types ---------------------------------------------------------------------------------
 
 
-def _number(text: str, kind: type) -> float | int:
+def _checked(text: str, **bounds) -> float | int:
+    """``text`` through the one number check of every entry point (:func:`medfoundry.io.numbers.check_number`:
+    finite, usable as float32, in range); its problem becomes argparse's one-line error naming the option."""
+    from medfoundry.errors import InputError
+    from medfoundry.io.numbers import check_number  # noqa: PLC0415 - only when an option is parsed
+
     try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
-        ) from None
-    if kind is float and not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
+        return check_number(text, None, **bounds)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(exc.problem) from None
 
 
 def int_range(lo: int | None = None, hi: int | None = None):
-    """An argparse type: an integer in ``[lo, hi]``."""
+    """An argparse type: an integer in ``[lo, hi]`` (32-bit when a bound is not given)."""
 
     def parse(text: str) -> int:
-        value = _number(text, int)
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            bound = f">= {lo}" if hi is None else f"in {lo}..{hi}"
-            raise argparse.ArgumentTypeError(f"expected an integer {bound}, got {value}")
-        return value
+        return _checked(text, lo=lo, hi=hi, integer=True)
 
     parse.__name__ = "integer"
     return parse
 
 
 def float_range(lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False):
-    """An argparse type: a finite number in the interval from ``lo`` to ``hi`` (open ends when asked)."""
+    """An argparse type: a finite number (usable as float32) in the interval from ``lo`` to ``hi`` (open ends when
+    asked)."""
 
     def parse(text: str) -> float:
-        value = _number(text, float)
-        bad = (lo is not None and (value < lo or (lo_open and value == lo))) or (
-            hi is not None and (value > hi or (hi_open and value == hi))
-        )
-        if bad:
-            left = "" if lo is None else ("(" if lo_open else "[") + f"{lo:g}"
-            right = "" if hi is None else f"{hi:g}" + (")" if hi_open else "]")
-            raise argparse.ArgumentTypeError(f"expected a number in {left or '(-inf'}, {right or 'inf)'}, got {text}")
-        return value
+        return _checked(text, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open)
 
     parse.__name__ = "number"
     return parse

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from medfoundry.errors import InputError
+from medfoundry.io.numbers import MAX_COORDINATE
 
 
 @dataclass
@@ -43,9 +44,6 @@ class ObjectPrompt:
         self.slice_boxes = {int(z): check_box(b) for z, b in self.slice_boxes.items()}
         if self.box is None and self.points is None and not self.slice_boxes:
             raise InputError(None, "an object needs a box, points or per-slice boxes")
-
-
-MAX_COORDINATE = 1e6  # voxel indices beyond this are typos (no image is a million voxels wide)
 
 
 def check_box(values, path: str | Path | None = None, need_area: bool = False) -> np.ndarray:
