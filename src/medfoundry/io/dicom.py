@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -273,6 +274,7 @@ def _maybe_suv(img: MedicalImage, datasets: list, files: list[Path], suv: bool) 
     factor, info = suv_bw_factor(datasets, files[0])
     array = (img.array.astype(np.float64) * factor).astype(np.float32)
     out = img.with_array(array)
+    _check_dose_in_view(out, info, files[0])
     out.meta.update(units="SUVbw", suv=info)
     return out
 
@@ -280,14 +282,55 @@ def _maybe_suv(img: MedicalImage, datasets: list, files: list[Path], suv: bool) 
 # --------------------------------------------------------------------------------------------- SUV
 
 
+MAX_DECAY_HALF_LIVES = 10.0  # after 10 half-lives < 0.1% of the dose is left: no protocol scans that late
+# The field of view cannot hold more activity than was injected (decay-corrected to the scan): SUVbw x mL summed
+# over the volume, divided by the weight in g, is that fraction (~0.66 whole-body, ~0.32 torso for FDG). The margin
+# covers dose-calibrator and scanner calibration errors (each ~10%); a header error (a wrong day, a dose in MBq, a
+# wrong unit) is a factor of 2 to 10^6.
+MAX_DOSE_FRACTION_IN_VIEW = 1.5
+KEEP_BQML = "(suv=False, or --suv-factor F for lesions, keeps Bq/mL)"
+
+
 def _need(ds, tag: str, path: Path, within: str = ""):
-    value = ds.get(tag) if ds is not None else None
+    with warnings.catch_warnings():  # pydicom's "invalid value for VR DS" (e.g. 'NaN'): the value is checked here
+        warnings.simplefilter("ignore", UserWarning)
+        value = ds.get(tag) if ds is not None else None
     if value is None or value == "":
         where = f" in {within}" if within else ""
-        raise InputError(
-            path, f"cannot convert PET to SUV: missing DICOM tag {tag}{where} (pass suv=False to keep Bq/mL)"
-        )
+        raise InputError(path, f"cannot convert PET to SUV: missing DICOM tag {tag}{where} {KEEP_BQML}")
     return value
+
+
+def _positive(ds, tag: str, unit: str, path: Path, within: str = "") -> float:
+    """A header number that SUV divides or multiplies by: present, finite and > 0, or one line naming the tag."""
+    value = _need(ds, tag, path, within)
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        number = math.nan
+    if not (math.isfinite(number) and number > 0):
+        raise InputError(
+            path,
+            f"cannot convert PET to SUV: DICOM tag {tag} is {str(value).strip()!r} {unit}, not a positive number "
+            + KEEP_BQML,
+        )
+    return number
+
+
+def _check_dose_in_view(image: MedicalImage, info: dict, path: Path) -> None:
+    """Refuse an SUV whose header values put more activity in the field of view than was injected."""
+    weight = info.get("PatientWeight_kg")
+    if not weight or image.spatial_ndim != 3:
+        return
+    fraction = float(image.array.sum(dtype=np.float64)) * image.voxel_volume_ml / (weight * 1000.0)
+    info["dose_fraction_in_view"] = fraction
+    if not fraction <= MAX_DOSE_FRACTION_IN_VIEW:  # NaN too
+        used = ", ".join(f"{k} {v:g}" for k, v in info.items() if isinstance(v, float) and k != "factor")
+        raise InputError(
+            path,
+            f"cannot convert PET to SUV: with these headers ({used}) the field of view would hold {fraction:.3g} "
+            "times the injected activity; a weight, dose, unit, date or time tag is wrong " + KEEP_BQML,
+        )
 
 
 def _since_midnight(t) -> timedelta:
@@ -360,7 +403,9 @@ def _private_float(datasets: list, tag: tuple[int, int], path: Path) -> float | 
                 ) from None
         values.append(value)
     if not values or not all(np.isfinite(values)) or min(values) <= 0:
-        raise InputError(path, f"cannot convert PET to SUV: private tag {tag[0]:04X},{tag[1]:04X} is not positive")
+        raise InputError(
+            path, f"cannot convert PET to SUV: private tag {tag[0]:04X},{tag[1]:04X} is {values[:1]}, not positive"
+        )
     if max(values) > min(values) * (1 + 1e-6):
         raise InputError(path, f"cannot convert PET to SUV: private tag {tag[0]:04X},{tag[1]:04X} differs by slice")
     return values[0]
@@ -390,14 +435,12 @@ def _bqml_factor(datasets: list, path: Path) -> tuple[float, dict]:
     """Body-weight SUV per Bq/mL from the patient weight, dose, half-life and decay-correction reference."""
     ds = datasets[0]
     units = "BQML"
-    weight = float(_need(ds, "PatientWeight", path))
-    if weight <= 0:
-        raise InputError(path, f"cannot convert PET to SUV: PatientWeight is {weight} kg")
+    weight = _positive(ds, "PatientWeight", "kg", path)
     seq = _need(ds, "RadiopharmaceuticalInformationSequence", path)
     rp = seq[0] if len(seq) else None
     seq_name = "RadiopharmaceuticalInformationSequence"
-    dose = float(_need(rp, "RadionuclideTotalDose", path, seq_name))
-    half_life = float(_need(rp, "RadionuclideHalfLife", path, seq_name))
+    dose = _positive(rp, "RadionuclideTotalDose", "Bq", path, seq_name)
+    half_life = _positive(rp, "RadionuclideHalfLife", "s", path, seq_name)
     correction = str(_need(ds, "DecayCorrection", path)).upper()
     info = {
         "Units": units,
@@ -409,7 +452,15 @@ def _bqml_factor(datasets: list, path: Path) -> tuple[float, dict]:
     if correction == "ADMIN":
         decayed = dose
     elif correction == "START":
-        elapsed = _elapsed_s(datasets, rp, path)
+        elapsed, when = _elapsed_s(datasets, rp, path)
+        if elapsed > MAX_DECAY_HALF_LIVES * half_life:
+            raise InputError(
+                path,
+                f"cannot convert PET to SUV: the scan starts {elapsed:.0f} s after the injection ({when}), "
+                f"{elapsed / half_life:.1f} half-lives of RadionuclideHalfLife {half_life:g} s; after "
+                f"{MAX_DECAY_HALF_LIVES:g} half-lives less than 0.1% of the dose is left, so a date or time tag is "
+                "wrong " + KEEP_BQML,
+            )
         info["elapsed_s"] = elapsed
         decayed = dose * math.exp(-math.log(2) * elapsed / half_life)
     else:
@@ -417,15 +468,19 @@ def _bqml_factor(datasets: list, path: Path) -> tuple[float, dict]:
             path,
             f"cannot convert PET to SUV with DecayCorrection {correction} (START or ADMIN); pass suv=False",
         )
-    if decayed <= 0:
-        raise InputError(path, f"cannot convert PET to SUV: RadionuclideTotalDose is {dose} Bq")
-    factor = weight * 1000.0 / decayed
+    factor = weight * 1000.0 / decayed if decayed > 0 else math.inf
+    if not (math.isfinite(factor) and factor > 0):
+        raise InputError(
+            path,
+            f"cannot convert PET to SUV: PatientWeight {weight:g} kg and RadionuclideTotalDose {dose:g} Bq give "
+            f"no usable factor ({factor:g} SUV per Bq/mL) " + KEEP_BQML,
+        )
     info["factor"] = factor
     return factor, info
 
 
-def _elapsed_s(datasets: list, rp, path: Path) -> float:
-    """Seconds from injection to the series reference time."""
+def _elapsed_s(datasets: list, rp, path: Path) -> tuple[float, str]:
+    """Seconds from injection to the series reference time, and the tags and values they came from."""
     try:
         return _elapsed_from_headers(datasets, rp, path)
     except ValueError as exc:  # pydicom's DA / TM / DT refuse a malformed value
@@ -434,14 +489,14 @@ def _elapsed_s(datasets: list, rp, path: Path) -> float:
         raise InputError(path, f"cannot convert PET to SUV: {exc}") from exc
 
 
-def _elapsed_from_headers(datasets: list, rp, path: Path) -> float:
+def _elapsed_from_headers(datasets: list, rp, path: Path) -> tuple[float, str]:
     ds = datasets[0]
     series_day = _parse_da(ds.get("SeriesDate"))
-    reference = None
+    reference = None  # (day or None, time since midnight, the tags and values it came from)
     if ds.get("SeriesTime"):
-        reference = (series_day, _parse_tm(ds.SeriesTime))
+        reference = (series_day, _parse_tm(ds.SeriesTime), f"SeriesDate {series_day} SeriesTime {ds.SeriesTime}")
     acq = [
-        (_parse_da(d.get("AcquisitionDate")) or series_day, _parse_tm(d.AcquisitionTime))
+        (_parse_da(d.get("AcquisitionDate")) or series_day, _parse_tm(d.AcquisitionTime), d.AcquisitionTime)
         for d in datasets
         if d.get("AcquisitionTime")
     ]
@@ -450,15 +505,18 @@ def _elapsed_from_headers(datasets: list, rp, path: Path) -> float:
         if reference is None or (reference[0] or date.min, reference[1]) > (
             earliest[0] or date.min,
             earliest[1],
-        ):
-            reference = earliest  # SeriesTime rewritten after the scan: use the first acquisition
+        ):  # SeriesTime rewritten after the scan: use the first acquisition
+            reference = (earliest[0], earliest[1], f"first AcquisitionDate {earliest[0]} AcquisitionTime {earliest[2]}")
     if reference is None:
         _need(ds, "SeriesTime", path)
     if rp.get("RadiopharmaceuticalStartDateTime"):
         injection = _parse_dt(rp.RadiopharmaceuticalStartDateTime)
+        injected = f"RadiopharmaceuticalStartDateTime {rp.RadiopharmaceuticalStartDateTime}"
     else:
         start = _need(rp, "RadiopharmaceuticalStartTime", path, "RadiopharmaceuticalInformationSequence")
         injection = (None, _parse_tm(start))
+        injected = f"RadiopharmaceuticalStartTime {start}"
+    when = f"{injected}; {reference[2]}".replace("SeriesDate None ", "").replace("AcquisitionDate None ", "")
     if reference[0] is not None and injection[0] is not None:
         elapsed = (
             datetime.combine(reference[0], datetime.min.time())
@@ -466,13 +524,20 @@ def _elapsed_from_headers(datasets: list, rp, path: Path) -> float:
             - datetime.combine(injection[0], datetime.min.time())
             - injection[1]
         ).total_seconds()
-    else:
-        elapsed = (reference[1] - injection[1]).total_seconds()
-        if elapsed < 0:  # scanned after midnight, dates unknown
-            elapsed += 86400.0
-    if elapsed < 0:
-        raise InputError(path, f"cannot convert PET to SUV: the scan starts {-elapsed:.0f} s before the injection")
-    return elapsed
+        if elapsed < 0:
+            raise InputError(
+                path, f"cannot convert PET to SUV: the scan starts {-elapsed:.0f} s before the injection ({when})"
+            )
+        return elapsed, when
+    elapsed = (reference[1] - injection[1]).total_seconds()
+    if elapsed < 0:  # the day before, or a wrong time: without the injection's date nobody can tell
+        raise InputError(
+            path,
+            f"cannot convert PET to SUV: the injection time is {-elapsed:.0f} s later than the scan's start ({when}) "
+            "and no date says the injection was the day before (RadiopharmaceuticalStartDateTime with SeriesDate "
+            "or AcquisitionDate) " + KEEP_BQML,
+        )
+    return elapsed, when
 
 
 _SHOW_PROGRESS = True
