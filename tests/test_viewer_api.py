@@ -99,7 +99,7 @@ def test_prompt_equals_segment_image_save_keeps_geometry_and_refuses_to_overwrit
     assert stats[0]["suv_max"] == pytest.approx(float(values.max()), abs=1e-3)
     assert stats[0]["volume_ml"] == pytest.approx(values.size * pet.voxel_volume_ml, rel=1e-3)
 
-    client.post("/api/erase", json={"object": 1})
+    client.post("/api/erase", json={"object": 1, "all": True})
     refused = client.post("/api/save", json={"confirm": False})
     assert refused.status_code == 409 and "confirm" in refused.json()["error"]
     assert np.array_equal(read_mask(saved["path"]).array, reference)  # untouched
@@ -238,3 +238,85 @@ def test_existing_labels_are_loaded_for_correction(pet, predictor, tmp_path):
     expected = gt.array.copy()
     expected[SLICE] = 0
     assert np.array_equal(fixed, expected)
+
+
+# --- refused requests (issue 29): 422 with the reason, before the session; the labels never change -------------
+
+
+@pytest.fixture()
+def labelled(pet, tmp_path):
+    """A session holding the real GTV as object 1 and a predictor that must never be called."""
+    gt = read_mask(sample_dir() / "STS_008_PET_mask.nii.gz", reference=pet)
+    session = ViewerSession(pet, labels=gt, predictor=lambda: pytest.fail("a refused request reached the model"))
+    with TestClient(create_app(session, token="t"), headers={"X-Medfoundry-Token": "t"}) as client:
+        yield client, session, gt.array.copy()
+
+
+def _raw(client, route: str, body: str):
+    """POST a JSON text as it is (NaN and Infinity are what Python's and JavaScript's encoders may send)."""
+    return client.post(route, content=body.encode(), headers={"content-type": "application/json"})
+
+
+REFUSED = [
+    ("/api/prompt", f'{{"object": 1, "index": {SLICE}, "box": [NaN, 11, 18, 17]}}', "finite"),
+    ("/api/prompt", f'{{"object": 1, "index": {SLICE}, "box": [11, 11, Infinity, 17]}}', "finite"),
+    ("/api/prompt", f'{{"object": 1, "index": {SLICE}, "box": [11, 11, 1e300, 17]}}', "out of range"),
+    ("/api/prompt", f'{{"object": 1, "index": {SLICE}, "box": [11, 11, 1e7, 17]}}', "1e+06"),
+    ("/api/prompt", f'{{"object": 1, "index": {SLICE}, "points": [[14, NaN]]}}', "finite"),
+    ("/api/prompt", f'{{"object": 1, "index": {SLICE}, "points": [[14, 1e300]]}}', "out of range"),
+    ("/api/prompt", f'{{"object": 1, "index": {SLICE}, "points": [[14]]}}', "at least 2"),
+    ("/api/prompt", f'{{"object": 1, "index": {SLICE}, "points": [[14, 14], [1, 2, 3]]}}', "at most 2"),
+    ("/api/propagate", '{"object": 1, "box": [11, 11, NaN, 18, 17, 30]}', "finite"),
+    ("/api/propagate", '{"object": 1, "box": [11, 11, 20, 18, 17, 1e300]}', "out of range"),
+    ("/api/propagate", '{"object": 1, "box": [Infinity, 11, 20, 18, 17, 30]}', "finite"),
+    ("/api/propagate", '{"object": 1, "from_slice": 25, "z_range": [0, 1e300]}', "z_range"),
+    ("/api/erase", '{"object": 1}', '"all": true'),
+    ("/api/erase", f'{{"object": 1, "axis": "z", "index": {SLICE}, "all": true}}', '"all": true'),
+]
+
+
+@pytest.mark.parametrize("route, body, reason", REFUSED, ids=[f"{r[0][5:]}-{i}" for i, r in enumerate(REFUSED)])
+def test_bad_numbers_are_422_with_the_reason_and_change_nothing(labelled, route, body, reason):
+    client, session, before = labelled
+    response = _raw(client, route, body)
+    assert response.status_code == 422, response.text
+    assert reason in response.json()["error"] and "Traceback" not in response.text
+    assert np.array_equal(session.labels.reshape(before.shape), before)  # the object is intact
+    assert client.get("/api/info").status_code == 200  # and the server goes on
+
+
+def test_points_per_prompt_are_capped(labelled):
+    from medfoundry.viewer.session import MAX_POINTS
+
+    client, session, before = labelled
+    points = [[14.0, 14.0]] * 3000
+    response = client.post("/api/prompt", json={"object": 1, "index": SLICE, "points": points})
+    assert response.status_code == 422 and f"at most {MAX_POINTS}" in response.json()["error"]
+    assert np.array_equal(session.labels.reshape(before.shape), before)
+
+
+def test_erase_needs_its_slice_or_all(labelled):
+    client, session, before = labelled
+    one = client.post("/api/erase", json={"object": 1, "axis": "z", "index": SLICE}).json()
+    assert one["removed"] == int((before[SLICE] == 1).sum()) > 0
+    everywhere = client.post("/api/erase", json={"object": 1, "all": True}).json()
+    assert everywhere["removed"] == int((before == 1).sum()) - one["removed"] and not session.labels.any()
+
+
+def test_the_session_refuses_the_same_numbers_in_python(pet):
+    from medfoundry.errors import InputError
+
+    session = ViewerSession(pet, predictor=lambda: pytest.fail("no model for a refused prompt"))
+    for kwargs, reason in [
+        ({"box": [float("nan"), 11, 18, 17]}, "finite"),
+        ({"box": [11, 11, 1e300, 17]}, "out of range"),
+        ({"points": [[14.0]]}, "takes 2 numbers"),
+        ({"points": [[14.0, 14.0]] * 3000}, "at most"),
+    ]:
+        with pytest.raises(InputError, match=reason):
+            session.prompt(1, SLICE, **kwargs)
+    with pytest.raises(InputError, match="finite"):
+        session.propagate(1, box=[11, 11, float("nan"), 18, 17, 30])
+    with pytest.raises(InputError, match="everywhere=True"):
+        session.erase(1)
+    assert not session.labels.any()

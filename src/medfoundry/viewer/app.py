@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import importlib.resources
 import secrets
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from medfoundry.errors import InputError, MedfoundryError, OutputExistsError
-from medfoundry.viewer.session import ViewerSession
+from medfoundry.io.numbers import MAX_COORDINATE, check_number
+from medfoundry.viewer.session import MAX_POINTS, ViewerSession
 
 TOKEN_HEADER = "x-medfoundry-token"
 # the only files /static serves: name -> media type (request paths are never joined to the file system)
@@ -34,27 +35,46 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _coordinate(value: float) -> float:
+    """A voxel coordinate: the shared number check (finite, float32) and at most ``MAX_COORDINATE``."""
+    return check_number(value, None, lo=-MAX_COORDINATE, hi=MAX_COORDINATE)
+
+
+# JSON numbers are checked while the request is parsed: a refused request (422) never reaches the session
+Coordinate = Annotated[float, AfterValidator(_coordinate)]
+Index = Annotated[int, AfterValidator(lambda v: check_number(v, None, integer=True))]
+
+
 class PromptRequest(_Request):
     object: int = Field(1, ge=1, le=65535, description="label value of the object")
     axis: Literal["z", "y", "x"] = "z"
-    index: int = Field(..., ge=0, description="slice index along axis")
-    box: list[float] | None = Field(None, min_length=4, max_length=4)
-    points: list[list[float]] | None = None
-    point_labels: list[int] | None = None
+    index: Index = Field(..., ge=0, description="slice index along axis")
+    box: list[Coordinate] | None = Field(None, min_length=4, max_length=4)
+    points: list[Annotated[list[Coordinate], Field(min_length=2, max_length=2)]] | None = Field(
+        None, max_length=MAX_POINTS, description="[[u, v], ...]"
+    )
+    point_labels: list[Literal[0, 1]] | None = Field(None, max_length=MAX_POINTS)
 
 
 class PropagateRequest(_Request):
     object: int = Field(1, ge=1, le=65535)
-    box: list[float] | None = Field(None, min_length=6, max_length=6, description="[x0, y0, z0, x1, y1, z1]")
-    start_z: int | None = None
-    from_slice: int | None = None
-    z_range: list[int] | None = Field(None, min_length=2, max_length=2, description="with from_slice: [z0, z1]")
+    box: list[Coordinate] | None = Field(None, min_length=6, max_length=6, description="[x0, y0, z0, x1, y1, z1]")
+    start_z: Index | None = None
+    from_slice: Index | None = None
+    z_range: list[Index] | None = Field(None, min_length=2, max_length=2, description="with from_slice: [z0, z1]")
 
 
 class EraseRequest(_Request):
     object: int = Field(..., ge=1, le=65535)
     axis: Literal["z", "y", "x"] | None = None
-    index: int | None = None
+    index: Index | None = None
+    all: bool = Field(False, description="erase the object on every slice (instead of one slice: axis, index)")
+
+    @model_validator(mode="after")
+    def _one_scope(self) -> EraseRequest:
+        if (self.index is None) != self.all:
+            raise ValueError('give either the slice to erase ("axis", "index") or "all": true')
+        return self
 
 
 class SaveRequest(_Request):
@@ -140,7 +160,7 @@ def create_app(session: ViewerSession, token: str | None = None) -> FastAPI:
 
     @app.post("/api/erase")
     def erase(req: EraseRequest) -> dict:
-        return session.erase(req.object, req.axis, req.index)
+        return session.erase(req.object, req.axis, None if req.all else req.index, everywhere=req.all)
 
     @app.post("/api/undo")
     def undo() -> dict:

@@ -17,14 +17,17 @@ from pathlib import Path
 import numpy as np
 
 from medfoundry.errors import InputError, OutputExistsError
-from medfoundry.inference.predictor import LiteMedSAMPredictor, Prompts, fmt_box
+from medfoundry.inference.predictor import LiteMedSAMPredictor, Prompts
+from medfoundry.inference.prompts import check_box
 from medfoundry.inference.propagation import SliceEmbeddings, propagate, segment_slice
 from medfoundry.io import MedicalImage, write_image, write_mask
+from medfoundry.io.numbers import check_coordinates
 from medfoundry.preprocessing.intensity import CT_WINDOWS, DEFAULT_PERCENTILES, IntensityWindow, normalize_intensity
 
 AXES = {"z": 0, "y": 1, "x": 2}  # array axis of a slice; in-slice coordinates are (u, v) = the other two, x first
 AXIS_COORDS = {"z": ("x", "y"), "y": ("x", "z"), "x": ("y", "z")}
 MAX_UNDO = 30
+MAX_POINTS = 64  # points in one prompt: a person clicks a handful; thousands only cost memory and time
 
 
 class ViewerSession:
@@ -169,19 +172,19 @@ class ViewerSession:
         index = self._check_index(axis, index)
         if box is None and not points:
             raise InputError(None, "a prompt needs a box [u0, v0, u1, v1] and/or points [[u, v], ...]")
-        if box is not None and np.asarray(box).size != 4:
-            raise InputError(None, f"box takes 4 numbers (in-slice {'/'.join(AXIS_COORDS[axis])}), got {box}")
+        if box is not None:  # the CLI's box check: 4 finite numbers, not inverted
+            box = check_box(check_coordinates(box, "box", 4), "box")
         if points:
-            pts = np.asarray(points, dtype=np.float32)
-            if pts.ndim != 2 or pts.shape[1] != 2:
-                raise InputError(None, f"points are [[u, v], ...] pairs, got {points}")
+            if len(points) > MAX_POINTS:
+                raise InputError("points", f"at most {MAX_POINTS} points per prompt, got {len(points)}")
+            pts = np.asarray([check_coordinates(p, f"points[{i}]", 2) for i, p in enumerate(points)], np.float32)
             labs = np.ones(len(pts), dtype=np.int64) if point_labels is None else np.asarray(point_labels)
             if labs.shape != (len(pts),) or not np.isin(labs, (0, 1)).all():
                 raise InputError(None, "point_labels: one 0 (negative) or 1 (positive) per point")
         else:
             pts = labs = None
         prompts = Prompts(
-            boxes=None if box is None else np.asarray(box, dtype=np.float32)[None],
+            boxes=None if box is None else box[None],
             points=None if pts is None else pts[None],
             point_labels=None if labs is None else labs[None],
         )
@@ -223,18 +226,18 @@ class ViewerSession:
         """
         label = self._check_object(label)
         depth = self.volume.shape[0]
+        if box is not None:  # the CLI's box check (6 finite numbers, not inverted), before the model is asked for
+            box = check_box(check_coordinates(box, "box [x0, y0, z0, x1, y1, z1]", 6), "box")
         with self._lock:
             embeddings = self._slices("z")
             start = time.perf_counter()
             computed_before = embeddings.computed
             mask3d = np.zeros(self.volume.shape, dtype=bool)
             if box is not None:
-                b = np.asarray(box, dtype=np.float32).ravel()
-                if b.size != 6:
-                    raise InputError(None, f"a 3D box has 6 numbers [x0, y0, z0, x1, y1, z1], got {box}")
+                b = box
                 x0, y0, z0, x1, y1, z1 = b.tolist()
-                if z1 < z0 or z1 < 0 or z0 > depth - 1:
-                    raise InputError(None, f"box {fmt_box(b)} has z1 < z0 or lies outside slices 0..{depth - 1}")
+                if z1 < 0 or z0 > depth - 1:
+                    raise InputError("box", f"{b.tolist()} lies outside slices 0..{depth - 1}")
                 prompts = Prompts(boxes=np.array([[x0, y0, x1, y1]], dtype=np.float32))
                 prompts.validate(self.volume.shape[1:], self.image.path)
                 z_range = (max(0, int(round(z0))), min(depth - 1, int(round(z1))))
@@ -272,12 +275,14 @@ class ViewerSession:
                 "slices_embedded": embeddings.computed - computed_before,
             }
 
-    def erase(self, label: int, axis: str | None = None, index: int | None = None) -> dict:
-        """Remove an object everywhere, or only on one slice when ``axis`` and ``index`` are given."""
+    def erase(self, label: int, axis: str | None = None, index: int | None = None, everywhere: bool = False) -> dict:
+        """Remove an object on one slice (``axis``, ``index``) or, with ``everywhere``, on every slice."""
         label = self._check_object(label)
+        if (index is None) != everywhere:
+            raise InputError(None, 'erase needs the slice (axis, index) or everywhere=True ("all": true)')
         with self._lock:
             before = self.labels.copy()
-            if index is None:
+            if everywhere:
                 self.labels[self.labels == label] = 0
             else:
                 index = self._check_index(axis or "z", index)

@@ -284,7 +284,7 @@ async function main() {
     status(`erased ${r.removed} voxels of object ${r.label}`);
   }));
   $("erase-object").addEventListener("click", () => guarded("erasing", async () => {
-    const r = await api("POST", "/api/erase", { object: viewer.object });
+    const r = await api("POST", "/api/erase", { object: viewer.object, all: true });
     viewer.current = null;
     await refreshLabels();
     status(`erased object ${r.label} (${r.removed} voxels)`);
