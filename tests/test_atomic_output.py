@@ -57,7 +57,8 @@ def test_atomic_dir_refuses_existing_or_file(old_output, tmp_path):
 
 
 def test_failed_swap_puts_the_old_folder_back(old_output, tmp_path, monkeypatch):
-    """If the final rename fails, the old output is renamed back: it is never missing."""
+    """If the final rename fails, the old output is renamed back (it is never missing), and the failure is one
+    line naming the output, not a traceback."""
     real = os.replace
     calls = []
 
@@ -69,7 +70,7 @@ def test_failed_swap_puts_the_old_folder_back(old_output, tmp_path, monkeypatch)
 
     monkeypatch.setattr("medfoundry.io.atomic.os.replace", flaky)
     before = _tree(tmp_path)
-    with pytest.raises(OSError, match="rename failed"):
+    with pytest.raises(InputError, match="out: cannot replace the output \\(rename failed\\); the previous output"):
         with atomic_dir(old_output, overwrite=True) as tmp:
             (tmp / "new.txt").write_text("new")
     monkeypatch.undo()
@@ -208,3 +209,79 @@ def test_modes_follow_a_permissive_umask(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o664
     assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o775
+
+
+# --- nothing left behind (issue 29) ---------------------------------------------------------------------------
+
+
+def _hidden(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_temporaries_carry_the_process_id(tmp_path):
+    with atomic_path(tmp_path / "best.pt") as tmp:
+        assert tmp.name.startswith(f".best.pt.{os.getpid()}-") and tmp.suffix == ".pt"
+        tmp.write_bytes(b"x")
+    with atomic_dir(tmp_path / "res") as tmp:
+        assert tmp.name.startswith(f".res.{os.getpid()}-") and tmp.name.endswith(".tmp")
+    assert _hidden(tmp_path) == []
+
+
+@pytest.mark.parametrize("folder", [True, False], ids=["folder", "file"])
+def test_leftovers_of_a_killed_run_are_removed_at_the_next_write_with_a_notice(tmp_path, killed_write, folder):
+    from medfoundry.errors import MedfoundryWarning
+
+    target = tmp_path / ("res" if folder else "best.pt")
+    killed_write(target, folder)
+    (left,) = _hidden(tmp_path)  # what kill -9 leaves: a partial folder / a 0-byte file
+    assert left.startswith(f".{target.name}.") and not target.exists()
+    alive = tmp_path / f".{target.name}.1-{left.split('-')[1]}-running"  # pid 1 runs: its files are kept
+    other_host = tmp_path / f".{target.name}.999999-000000-elsewhere"  # another machine's: kept
+    alive.write_text("x")
+    other_host.write_text("x")
+    with pytest.warns(MedfoundryWarning, match=rf"removed 1 temporary file\(s\) left by an interrupted run \({left}"):
+        with atomic_dir(target) if folder else atomic_path(target) as tmp:
+            (tmp / "new.txt" if folder else tmp).write_text("new")
+    assert _hidden(tmp_path) == sorted([alive.name, other_host.name])
+
+
+def test_a_swap_killed_midway_gets_the_old_output_back(old_output, tmp_path, killed_write):
+    from medfoundry.errors import MedfoundryWarning
+
+    killed_write(old_output, folder=True, moment="swap")
+    assert not old_output.exists()  # the old output was moved aside, the new one not yet in
+    with pytest.warns(MedfoundryWarning) as notices:
+        with pytest.raises(RuntimeError, match="stop"):
+            with atomic_dir(old_output, overwrite=True):
+                raise RuntimeError("stop")
+    said = [str(n.message) for n in notices]
+    assert "put back the previous output" in said[0] and "removed 1 temporary file(s)" in said[1]
+    assert (old_output / "result.txt").read_text() == "old result"
+    assert _hidden(tmp_path) == []  # the killed run's new folder (renamed aside as a temporary) is gone too
+
+
+def test_an_output_given_as_a_link_is_written_where_it_points(old_output, tmp_path):
+    link = tmp_path / "link"
+    link.symlink_to(old_output)
+    with atomic_dir(link, overwrite=True) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert link.is_symlink() and sorted(p.name for p in old_output.iterdir()) == ["new.txt"]
+    (tmp_path / "real.txt").write_text("old")
+    (tmp_path / "file_link.txt").symlink_to(tmp_path / "real.txt")
+    with atomic_path(tmp_path / "file_link.txt", overwrite=True) as tmp:
+        tmp.write_text("new")
+    assert (tmp_path / "file_link.txt").is_symlink() and (tmp_path / "real.txt").read_text() == "new"
+    assert _hidden(tmp_path) == []  # no '.link.old-*' left behind
+
+
+def test_a_file_that_cannot_be_replaced_is_one_line(tmp_path, monkeypatch):
+    (tmp_path / "a.txt").write_text("old")
+
+    def refuse(src, dst):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("medfoundry.io.atomic.os.replace", refuse)
+    with pytest.raises(InputError, match=r"a.txt: cannot replace the output \(Permission denied\)"):
+        with atomic_path(tmp_path / "a.txt", overwrite=True) as tmp:
+            tmp.write_text("new")
+    assert (tmp_path / "a.txt").read_text() == "old" and _hidden(tmp_path) == []

@@ -8,20 +8,33 @@
   nothing changes and no temporary is left behind.
 * Outputs get the mode a plain ``open(path, "w")`` / ``mkdir`` would give (``0o666`` / ``0o777`` minus the
   umask), not the private ``0o600`` / ``0o700`` of :mod:`tempfile`.
+* Temporary siblings are named ``.NAME.PID-HOST-...`` (process id, a short hash of the machine's name). A run
+  killed before it could clean up (``kill -9``, a power cut) leaves one behind; the next write of the same output
+  removes those of processes that no longer run on this machine, with a one-line notice (an output that a killed
+  swap had moved aside is put back first).
+* An output given as a symbolic link is written where the link points (the link stays).
+* A final rename that fails (the output cannot be replaced) is one :class:`InputError` line; the old output stays.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import re
 import shutil
+import socket
 import tempfile
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from medfoundry.errors import InputError, OutputExistsError
+from medfoundry.errors import InputError, MedfoundryWarning, OutputExistsError
 from medfoundry.io.paths import split_suffix
+
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+_OLD = "old"  # the marker of an output moved aside by swap_in_dir
 
 
 def _umask() -> int:
@@ -93,14 +106,86 @@ def check_outputs(*paths: str | Path | None, overwrite: bool = False) -> list[Pa
     return [check_writable(p, overwrite) for p in given]
 
 
+def _prefix(target: Path) -> str:
+    """The start of this process's temporary siblings of ``target``: ``.NAME.PID-HOST-``."""
+    return f".{target.name}.{os.getpid()}-{_HOST}-"
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (another user's counts too)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # someone else's process, or not a pid we can ask about: keep its files
+    return True
+
+
+def remove_stale_temporaries(target: str | Path) -> list[str]:
+    """Remove the temporary siblings of ``target`` left by processes of this machine that no longer run (an
+    output moved aside by a killed swap is put back when ``target`` is missing); warn once, return their names."""
+    target = Path(target)
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(?P<pid>\d+)-{_HOST}-(?P<old>{_OLD}-)?")
+    try:
+        siblings = list(target.parent.iterdir())
+    except OSError:
+        return []
+    removed = []
+    for path in sorted(siblings):
+        match = pattern.match(path.name)
+        if not match or _running(int(match["pid"])):
+            continue
+        try:
+            if match["old"] and not os.path.lexists(target):
+                os.replace(path, target)  # killed between moving the old output aside and swapping the new one in
+                warnings.warn(f"{target}: put back the previous output, moved aside by an interrupted run",
+                              MedfoundryWarning, stacklevel=3)  # fmt: skip
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except OSError:
+            continue
+        removed.append(path.name)
+    if removed:
+        shown = ", ".join(removed[:3]) + (f" and {len(removed) - 3} more" if len(removed) > 3 else "")
+        warnings.warn(
+            f"{target.parent}: removed {len(removed)} temporary file(s) left by an interrupted run ({shown})",
+            MedfoundryWarning,
+            stacklevel=3,
+        )
+    return removed
+
+
+def _real(path: str | Path) -> Path:
+    """``path``, or where it points when it is a symbolic link (the output goes there; the link stays)."""
+    path = Path(path)
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def _replace(src: Path, dst: Path, target: Path) -> None:
+    """``os.replace`` whose failure is one line naming ``target``."""
+    try:
+        os.replace(src, dst)
+    except OSError as exc:
+        raise InputError(
+            target, f"cannot replace the output ({exc.strerror or exc}); the previous output is kept"
+        ) from None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path with the target's suffix; on success it replaces ``path`` in one rename.
 
     Nothing on disk changes if the body raises, and an existing ``path`` is refused unless ``overwrite``.
     """
-    target = check_writable(path, overwrite, create=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=split_suffix(target)[1], dir=target.parent)
+    target = check_writable(_real(path), overwrite, create=True)
+    remove_stale_temporaries(target)
+    fd, tmp = tempfile.mkstemp(prefix=_prefix(target), suffix=split_suffix(target)[1], dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -109,22 +194,23 @@ def atomic_path(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
             raise OutputExistsError(target)
         if tmp_path.is_file():
             os.chmod(tmp_path, default_mode())
-        os.replace(tmp_path, target)
+        _replace(tmp_path, target, target)
     finally:
         tmp_path.unlink(missing_ok=True)
 
 
 def swap_in_dir(tmp_dir: str | Path, out_dir: str | Path) -> Path:
     """Move a finished ``tmp_dir`` to ``out_dir``; an existing ``out_dir`` is moved aside, and removed only after
-    the new one is in place (put back if the swap fails). The caller has already checked ``overwrite``."""
-    tmp_dir, out_dir = Path(tmp_dir), Path(out_dir)
+    the new one is in place (put back if the swap fails). The caller has already checked ``overwrite``. A failed
+    rename is one :class:`InputError` line."""
+    tmp_dir, out_dir = Path(tmp_dir), _real(out_dir)
     if not out_dir.exists():
-        os.replace(tmp_dir, out_dir)
+        _replace(tmp_dir, out_dir, out_dir)
         return out_dir
-    old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
-    os.replace(out_dir, old)
+    old = out_dir.with_name(f"{_prefix(out_dir)}{_OLD}-{uuid.uuid4().hex[:8]}")
+    _replace(out_dir, old, out_dir)
     try:
-        os.replace(tmp_dir, out_dir)
+        _replace(tmp_dir, out_dir, out_dir)
     except BaseException:
         os.replace(old, out_dir)
         raise
@@ -139,8 +225,9 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     An existing ``path`` is refused unless ``overwrite``, and then replaced only after the new folder is complete
     (:func:`swap_in_dir`). If the body raises, the old output is untouched and the temporary folder is removed.
     """
-    target = check_writable(path, overwrite, folder=True, create=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    target = check_writable(_real(path), overwrite, folder=True, create=True)
+    remove_stale_temporaries(target)
+    tmp = Path(tempfile.mkdtemp(prefix=_prefix(target), suffix=".tmp", dir=target.parent))
     try:
         os.chmod(tmp, default_mode(folder=True))
         yield tmp
