@@ -89,8 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         refs[case] = ref
         for kind, box in (("exact", reference_box(ref)), ("loose", loose_box(ref, case))):
             for arm in rows:
+                # out relative to the manifest's folder (args.out): manifests keep their outputs inside
                 rows[arm].append({"image": str(image), "box": " ".join(str(int(v)) for v in box),
-                                  "out": str(args.out / arm / f"{case}_{kind}.nii.gz")})  # fmt: skip
+                                  "out": f"{arm}/{case}_{kind}.nii.gz"})  # fmt: skip
     times = {}
     for arm, arm_rows in rows.items():
         manifest = args.out / f"{arm}.csv"

@@ -267,8 +267,7 @@ def cold_start(threads: int, backend: str, scans: int) -> None:
             )[0]
         manifest = tmp / "scans.csv"
         manifest.write_text(
-            "image,box,out\n"
-            + "".join(f"{p},{' '.join(map(str, b))},{tmp / f'man{i}.png'}\n" for i, (p, b) in enumerate(cases))
+            "image,box,out\n" + "".join(f"{p},{' '.join(map(str, b))},man{i}.png\n" for i, (p, b) in enumerate(cases))
         )
         seconds, out = _cli(["segment", "--manifest", str(manifest), "--backend", backend], threads)
         print(

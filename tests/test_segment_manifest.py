@@ -48,7 +48,7 @@ def test_manifest_segments_good_rows_reports_bad_row_and_resumes(pngs, tmp_path,
     rows.insert(1, ("missing.png", "1 1 5 5", str(out / "missing_seg.png")))  # image not there
     rows.insert(2, (cases["STS_001"][0], "1 2 x 4", str(out / "typo_seg.png")))  # not numbers
     manifest = _write_csv(folder, rows)
-    args = ["segment", "--manifest", manifest, "--no-progress"]
+    args = ["segment", "--manifest", manifest, "--no-progress", "--allow-absolute-out"]  # out is elsewhere
     capsys.readouterr()
     assert main(args) == 2  # two rows failed, the others were written
     captured = capsys.readouterr()
@@ -137,3 +137,49 @@ def test_segment_many_raises_batch_failures_with_the_result(tmp_path):
     with pytest.raises(BatchFailures) as info:
         segment_many(read_manifest(manifest), predictor=lambda: pytest.fail("no model for a bad row"), progress=False)
     assert info.value.result.failed and "missing.png" in info.value.failed[0][0]
+
+
+def test_row_outputs_stay_inside_the_manifest_folder_or_out(tmp_path):
+    man = tmp_path / "study" / "manifests"
+    man.mkdir(parents=True)
+    manifest = man / "m.json"
+    rows = [
+        {"image": "a.png", "box": [1, 2, 3, 4], "out": "masks/a.png"},  # inside the manifest's folder
+        {"image": "b.png", "box": [1, 2, 3, 4], "out": "masks/../b.png"},  # climbs, but stays inside
+        {"image": "c.png", "box": [1, 2, 3, 4], "out": "../../../etc/x.nii.gz"},  # climbs out
+        {"image": "d.png", "box": [1, 2, 3, 4], "out": str(tmp_path / "abs.png")},  # absolute
+        {"image": "e.png", "box": [1, 2, 3, 4], "out": "../results/e.png"},  # inside --out
+        {"image": "f.png", "box": [1, 2, 3, 4], "out": "f.png", "overlay": "../../f_overlay.png"},
+        {"image": "g.png", "box": [1, 2, 3, 4], "out": "~/g.png"},
+    ]
+    manifest.write_text(json.dumps(rows))
+    results = tmp_path / "study" / "results"
+    got = read_manifest(manifest, out_dir=results)
+    assert [r.error is None for r in got] == [True, True, False, False, True, False, False]
+    assert got[1].out.resolve() == (man / "b.png").resolve() and got[4].out.resolve() == (results / "e.png")
+    assert "out ../../../etc/x.nii.gz climbs out of the manifest's folder or --out" in got[2].error
+    assert "is an absolute path" in got[3].error and "--allow-absolute-out" in got[3].error
+    assert "overlay ../../f_overlay.png climbs out" in got[5].error and "absolute" in got[6].error
+    assert "climbs out of the manifest's folder;" in read_manifest(manifest)[4].error  # no --out: not inside
+    allowed = read_manifest(manifest, out_dir=results, allow_absolute_out=True)
+    assert allowed[3].error is None and allowed[3].out == tmp_path / "abs.png" and allowed[2].error
+    assert not (tmp_path / "etc").exists() and not results.exists()  # reading a manifest writes nothing
+
+
+def test_a_row_whose_overlay_exists_without_its_mask_is_redone(pngs, tmp_path, real_model, capsys, monkeypatch):
+    """What a kill between the overlay and the mask leaves: the rerun writes the row, it does not refuse it."""
+    from medfoundry.inference.predictor import LiteMedSAMPredictor
+
+    folder, cases = pngs
+    name, box, gt = cases["STS_002"]
+    (tmp_path / name).write_bytes((folder / name).read_bytes())
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"image,box,out,overlay\n{name},{' '.join(map(str, box))},m/a.png,m/a_overlay.png\n")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "a_overlay.png").write_bytes(b"half written by a killed run")
+    predictor = LiteMedSAMPredictor(model=real_model, backend="onnx")
+    monkeypatch.setattr("medfoundry.cli.segment.predictor_from_args", lambda args: predictor)
+    assert main(["segment", "--manifest", str(manifest), "--no-progress"]) == 0
+    assert "wrote 1, skipped 0 (output exists), failed 0" in capsys.readouterr().out
+    assert dice(np.asarray(Image.open(tmp_path / "m" / "a.png")) > 0, gt) > 0.6
+    assert Image.open(tmp_path / "m" / "a_overlay.png").format == "PNG"  # the overlay was written again

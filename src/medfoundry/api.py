@@ -28,6 +28,7 @@ from medfoundry.io import (
     write_npz_segs,
 )
 from medfoundry.io.atomic import check_outputs
+from medfoundry.io.numbers import check_number
 from medfoundry.preprocessing.boxes import label_boxes
 from medfoundry.preprocessing.intensity import IntensityWindow, normalize_intensity
 
@@ -69,6 +70,11 @@ def warn_if_no_contrast(image: MedicalImage) -> bool:
     return False
 
 
+def _check_probability(threshold: float) -> float:
+    """The mask threshold: a probability in (0, 1), checked before any work."""
+    return check_number(threshold, "--threshold", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+
+
 def _resolve_predictor(predictor: PredictorArg) -> LiteMedSAMPredictor:
     """The predictor itself, one built now from a factory (so inputs and outputs are checked before the model
     loads), or the default one."""
@@ -91,6 +97,7 @@ def segment_image(
     """Segment an image already in memory; object i becomes label i (``slice_step``: see ``segment_array``)."""
     if image.spatial_ndim not in (2, 3):
         raise InputError(image.path, f"expected a 2D or 3D image, got shape {image.array.shape}")
+    threshold = _check_probability(threshold)
     check_prompts(objects, image.array.shape, image.spatial_ndim == 3, image.path)  # before the model loads
     warn_if_no_contrast(image)
     normalized = normalize_intensity(image, window)
@@ -129,6 +136,7 @@ def segment(
 
     Every output path is checked before any work (distinct, writable place, not existing unless ``overwrite``).
     """
+    _check_probability(threshold)
     check_outputs(out, overlay, overwrite=overwrite)
     image = read_for_segmentation(image_path, modality)
     result = segment_image(image, objects, predictor, window, threshold, progress, slice_step)
@@ -174,11 +182,13 @@ def segment_many(
 
     The model is built once, at the first usable row. A row whose output exists is skipped unless ``overwrite``
     (outputs are written atomically, the overlay before the mask, so an existing mask means a finished row: an
-    interrupted run resumes where it stopped). A bad row is recorded and the run goes on; at the end
+    interrupted run resumes where it stopped, and an overlay without its mask is from an unfinished row and is
+    written again). A bad row is recorded and the run goes on; at the end
     :class:`~medfoundry.errors.BatchFailures` lists the failed rows if there are any.
     """
     import time
 
+    _check_probability(threshold)
     result = ManyResult([], [], [], [])
     model: list[LiteMedSAMPredictor] = []
 
@@ -199,7 +209,7 @@ def segment_many(
             continue
         start = time.perf_counter()
         try:
-            check_outputs(row.out, row.overlay, overwrite=overwrite)
+            check_outputs(row.out, row.overlay, overwrite=True)  # the mask is not there (or overwrite): redo the row
             image = read_for_segmentation(row.image, modality)
             res = segment_image(image, row.objects, once, window, threshold, progress=False, slice_step=slice_step)
             if row.overlay is not None:  # first: the mask is the row's last file
@@ -211,7 +221,7 @@ def segment_many(
                     row.overlay,
                     is_3d=image.spatial_ndim == 3,
                     title=row.image.name,
-                    overwrite=overwrite,
+                    overwrite=True,  # an overlay without its mask is from an unfinished row
                 )
             result.written.append(write_mask(res.labels, row.out, reference=image, overwrite=overwrite))
             result.seconds.append(time.perf_counter() - start)
@@ -356,6 +366,11 @@ def lesions(
     from medfoundry.inference.lesions.pipeline import find_lesions
     from medfoundry.inference.lesions.report import write_lesion_outputs
 
+    if threshold is not None:  # numbers first: a value that would overflow never reaches the pipeline
+        threshold = check_number(threshold, "--threshold", lo=0.0, lo_open=True)
+    min_volume = check_number(min_volume, "--min-volume", lo=0.0)
+    if suv_factor is not None:
+        suv_factor = check_number(suv_factor, "--suv-factor", lo=0.0, lo_open=True)
     check_writable(out_dir, overwrite, folder=True)  # before any work
     path = Path(input)
     image = read_image(path, suv=suv_factor is None) if path.is_dir() else read_image(path)

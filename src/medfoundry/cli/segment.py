@@ -46,6 +46,12 @@ def add_parser(subparsers) -> None:
         "overlay) or a folder of images (prompts from the options or IMAGE.prompts.json); --out is then the folder "
         "for rows without 'out'. Existing outputs are skipped (resume); bad rows are reported at the end (exit 2)",
     )
+    p.add_argument(
+        "--allow-absolute-out",
+        action="store_true",
+        help="with --manifest: accept rows whose out / overlay is an absolute path (by default outputs stay inside "
+        "the manifest's folder or --out)",
+    )
     prompts = p.add_argument_group("prompts (one of --box / --boxes / --point is required)")
     prompts.add_argument(
         "--box",
@@ -146,7 +152,7 @@ def run_manifest(args: argparse.Namespace) -> int:
         raise InputError("--overlay", "with --manifest, give overlays in an 'overlay' column")
     given = args.box or args.boxes or args.point or args.negative
     defaults = objects_from_args(args) if given else None
-    rows = read_manifest(args.manifest, args.out, defaults)
+    rows = read_manifest(args.manifest, args.out, defaults, allow_absolute_out=args.allow_absolute_out)
     try:
         result = segment_many(
             rows,

@@ -2,7 +2,9 @@
 
 A row names an ``image``, its prompts (the CLI's: ``box``, ``point``, ``negative``, ``prompts`` = a prompt file)
 and an ``out`` path (optional ``overlay``). Relative paths are relative to the manifest's folder (``out`` of a row
-that gives none: ``OUT_DIR/<image name>_seg<suffix>``).
+that gives none: ``OUT_DIR/<image name>_seg<suffix>``). A row's ``out`` / ``overlay`` must stay inside the
+manifest's folder or ``OUT_DIR`` (``../`` that climbs out is refused for that row); an absolute one is refused
+unless ``allow_absolute_out`` (``--allow-absolute-out``).
 
 * CSV: a header with ``image`` and prompt columns; numbers separated by spaces, several boxes / points by ``;``
   (``box`` = ``"10 20 30 40; 50 60 70 80"`` is two objects, all ``point`` cells of a row make one object).
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,7 +90,37 @@ def _resolve(base: Path, value) -> Path | None:
     return path if path.is_absolute() else base / path
 
 
-def _row(index: int, item: dict, base: Path, out_dir: Path | None, defaults: list[ObjectPrompt] | None) -> ManifestRow:
+def _output(base: Path, out_dir: Path | None, value, key: str, allow_absolute: bool) -> Path | None:
+    """A row's output path: relative ones resolved under ``base`` and kept inside ``base`` or ``out_dir``;
+    absolute ones only with ``allow_absolute``."""
+    if value is None or str(value).strip() == "":
+        return None
+    given = str(value).strip()
+    path = Path(given).expanduser()
+    if path.is_absolute():
+        if not allow_absolute:
+            raise InputError(
+                None,
+                f"{key} {given} is an absolute path; write under the manifest's folder or --out, or pass "
+                "--allow-absolute-out",
+            )
+        return path
+    full = Path(os.path.abspath(base / path))
+    roots = [Path(os.path.abspath(base))] + ([Path(os.path.abspath(out_dir))] if out_dir is not None else [])
+    if not any(full.is_relative_to(root) for root in roots):
+        inside = " or --out" if out_dir is not None else ""
+        raise InputError(None, f"{key} {given} climbs out of the manifest's folder{inside}; outputs stay inside it")
+    return base / path
+
+
+def _row(
+    index: int,
+    item: dict,
+    base: Path,
+    out_dir: Path | None,
+    defaults: list[ObjectPrompt] | None,
+    allow_absolute_out: bool = False,
+) -> ManifestRow:
     """One manifest row; its problems are recorded in ``error`` (never raised)."""
     image = _resolve(base, item.get("image"))
     name = f"row {index}" + (f" ({image.name})" if image is not None else "")
@@ -95,12 +128,14 @@ def _row(index: int, item: dict, base: Path, out_dir: Path | None, defaults: lis
     try:
         if image is None:
             raise InputError(None, "no image given")
-        out = _resolve(base, item.get("out", item.get("output")))
+        key = "out" if item.get("out") not in (None, "") else "output"
+        out = _output(base, out_dir, item.get(key), key, allow_absolute_out)
         if out is None:
             if out_dir is None:
                 raise InputError(None, "no 'out' given; add an out column or pass --out OUT_DIR")
             out = default_output(image, out_dir)
-        row.out, row.overlay = out, _resolve(base, item.get("overlay"))
+        row.out = out
+        row.overlay = _output(base, out_dir, item.get("overlay"), "overlay", allow_absolute_out)
         given = {k: item.get(k) for k in PROMPT_KEYS if item.get(k) not in (None, "", [])}
         if not given:
             if defaults is None:
@@ -117,11 +152,15 @@ def _row(index: int, item: dict, base: Path, out_dir: Path | None, defaults: lis
 
 
 def read_manifest(
-    path: str | Path, out_dir: str | Path | None = None, defaults: list[ObjectPrompt] | None = None
+    path: str | Path,
+    out_dir: str | Path | None = None,
+    defaults: list[ObjectPrompt] | None = None,
+    allow_absolute_out: bool = False,
 ) -> list[ManifestRow]:
     """The rows of a ``.csv`` / ``.json`` manifest, or one row per image of a folder (prompts: ``defaults``, the
     command line's, or a ``<name>.prompts.json`` / ``.csv`` file beside each image). Two rows writing the same
-    output: the later one is marked bad."""
+    output (mask or overlay): the later one is marked bad; so is a row whose output climbs out of the manifest's
+    folder and ``out_dir``, or is absolute without ``allow_absolute_out``."""
     path = Path(path)
     out_dir = None if out_dir is None else Path(out_dir)
     if path.is_dir():
@@ -136,16 +175,18 @@ def read_manifest(
             items = _csv_items(path)
         else:
             raise InputError(path, "a manifest is a .csv or .json file, or a folder of images")
-        rows = [_row(i, item, path.parent, out_dir, defaults) for i, item in enumerate(items, start=1)]
+        base = path.parent
+        rows = [_row(i, item, base, out_dir, defaults, allow_absolute_out) for i, item in enumerate(items, start=1)]
     if not rows:
         raise InputError(path, "the manifest holds no rows" if path.is_file() else "no images in the folder")
     seen: dict[Path, str] = {}
     for row in rows:
-        if row.error is None and row.out is not None:
-            key = row.out.resolve()
-            if key in seen:
-                row.error = f"output {row.out} is also written by {seen[key]}"
-            seen.setdefault(key, row.name)
+        for output in (row.out, row.overlay):
+            if row.error is None and output is not None:
+                key = output.resolve()
+                if key in seen:
+                    row.error = f"output {output} is also written by {seen[key]}"
+                seen.setdefault(key, row.name)
     return rows
 
 
