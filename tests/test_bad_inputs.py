@@ -112,12 +112,37 @@ def _write_inputs(root: Path) -> None:
     # classify
     (root / "cases_missing.csv").write_text("case_id,image,mask\nc1,nowhere.nii.gz,nowhere_mask.nii.gz\n")
     (root / "cases_badheader.csv").write_text("a,b\n1,2\n")
+    # PET in Bq/mL (a body of ~4000 Bq/mL in air) for --suv-factor; manifests whose outputs leave their folder
+    _, y, x = np.mgrid[:12, :32, :32]
+    body = ((y - 16) / 12) ** 2 + ((x - 16) / 14) ** 2 < 1
+    bq = np.where(body, 4000.0, 0.0) * rng.uniform(0.8, 1.2, body.shape)
+    write_image(MedicalImage(bq.astype(np.float32), (4.0, 4.0, 3.0), modality="PET"), root / "pet_bq.nii.gz")
+    (root / "manifest_climb.csv").write_text("image,box,out\nimg.png,2 2 10 10,../../x.png\n")
+    (root / "manifest_absolute.csv").write_text(f"image,box,out\nimg.png,2 2 10 10,{root.parent / 'abs.png'}\n")
+
+
+def _rp(ds):
+    return ds.RadiopharmaceuticalInformationSequence[0]
+
+
+# STS_001's real headers (SeriesTime 112011, injection 103500, 71 kg, 3.89e8 Bq), edited one way each
+PET_HEADER_EDITS = {
+    "pet_late_injection": lambda ds: setattr(_rp(ds), "RadiopharmaceuticalStartTime", "113500.00"),
+    "pet_weight_nan": lambda ds: setattr(ds, "PatientWeight", "NaN"),
+    "pet_half_life_0": lambda ds: setattr(_rp(ds), "RadionuclideHalfLife", "0"),
+    "pet_dose_mbq": lambda ds: setattr(_rp(ds), "RadionuclideTotalDose", "388.777472"),
+    "pet_weight_grams": lambda ds: setattr(ds, "PatientWeight", "71000"),
+}
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory) -> Path:
+def inputs(tmp_path_factory, edited_pet) -> Path:
+    import shutil
+
     root = tmp_path_factory.mktemp("inputs")
     _write_inputs(root)
+    for name, edit in PET_HEADER_EDITS.items():
+        shutil.move(edited_pet("STS_001", edit), root / name)
     return root
 
 
@@ -471,6 +496,59 @@ CASES: list[tuple[str, list[str], str]] = [
     ("lesions-min-volume", ["lesions", "{i}/ct.nii.gz", "--out", "{o}/res", "--min-volume", "-1"], "--min-volume"),
     ("lesions-suv-factor", ["lesions", "{i}/ct.nii.gz", "--out", "{o}/res", "--suv-factor", "0"], "--suv-factor"),
     ("lesions-delineation", ["lesions", "{i}/ct.nii.gz", "--out", "{o}/res", "--delineation", "x"], "--delineation"),
+    # --- numbers that would overflow, SUV that cannot be trusted (issue 29) ---
+    (
+        "lesions-suv-factor-1e300",
+        ["lesions", "{i}/pet_bq.nii.gz", "--out", "{o}/r", "--suv-factor", "1e300"],
+        "--suv-factor",
+    ),  # fmt: skip
+    (
+        "lesions-suv-factor-1e-300",
+        ["lesions", "{i}/pet_bq.nii.gz", "--out", "{o}/r", "--suv-factor", "1e-300"],
+        "--suv-factor",
+    ),  # fmt: skip
+    (
+        "lesions-suv-factor-1e-30",
+        ["lesions", "{i}/pet_bq.nii.gz", "--out", "{o}/r", "--suv-factor", "1e-30"],
+        "median SUV of the tissue",
+    ),  # fmt: skip
+    (
+        "lesions-suv-factor-1e30",
+        ["lesions", "{i}/pet_bq.nii.gz", "--out", "{o}/r", "--suv-factor", "1e30"],
+        "pet_bq.nii.gz",
+    ),  # fmt: skip
+    (
+        "lesions-threshold-1e300",
+        ["lesions", "{i}/pet_bq.nii.gz", "--out", "{o}/r", "--threshold", "1e300"],
+        "--threshold",
+    ),  # fmt: skip
+    (
+        "lesions-min-volume-1e300",
+        ["lesions", "{i}/pet_bq.nii.gz", "--out", "{o}/r", "--min-volume", "1e300"],
+        "--min-volume",
+    ),  # fmt: skip
+    (
+        "lesions-dicom-late-injection",
+        ["lesions", "{i}/pet_late_injection", "--out", "{o}/r"],
+        "RadiopharmaceuticalStartTime 113500.00",
+    ),  # fmt: skip
+    ("lesions-dicom-weight-nan", ["lesions", "{i}/pet_weight_nan", "--out", "{o}/r"], "PatientWeight is 'NaN'"),
+    ("lesions-dicom-half-life-0", ["lesions", "{i}/pet_half_life_0", "--out", "{o}/r"], "RadionuclideHalfLife"),
+    ("lesions-dicom-dose-mbq", ["lesions", "{i}/pet_dose_mbq", "--out", "{o}/r"], "times the injected activity"),
+    ("lesions-dicom-weight-grams", ["lesions", "{i}/pet_weight_grams", "--out", "{o}/r"], "median SUV"),
+    ("seg-point-1e300", ["segment", "{i}/img.png", "--point", "1e300", "3", "--out", "{o}/m.png"], "--point"),
+    (
+        "seg-slice-step-huge",
+        ["segment", "{i}/img.png", *BOX2D, "--slice-step", "99999999999", "--out", "{o}/m.png"],
+        "--slice-step",
+    ),  # fmt: skip
+    ("seg-manifest-climbs-out", ["segment", "--manifest", "{i}/manifest_climb.csv", "--no-progress"], "climbs out"),
+    (
+        "seg-manifest-absolute-out",
+        ["segment", "--manifest", "{i}/manifest_absolute.csv", "--no-progress"],
+        "--allow-absolute-out",
+    ),  # fmt: skip
+    ("finetune-lr-1e300", ["finetune", "{i}/emptydir", "{o}/ft", "--lr", "1e300"], "--lr"),
     ("view-missing", ["view", "{i}/nowhere.nii.gz", "--no-browser"], "nowhere.nii.gz"),
     ("view-corrupt", ["view", "{i}/corrupt.nii.gz", "--no-browser"], "corrupt.nii.gz"),
     ("view-out-type", ["view", "{i}/ct.nii.gz", "--out", "{o}/labels.xyz", "--no-browser"], "labels.xyz"),
@@ -507,7 +585,7 @@ def test_bad_input_is_one_clean_line(argv, fragment, inputs, tmp_path, capsys):
 def test_corpus_is_large_and_covers_every_verb():
     from medfoundry.cli.main import COMMANDS
 
-    assert len(CASES) >= 88 and len({c[0] for c in CASES}) == len(CASES)
+    assert len(CASES) >= 190 and len({c[0] for c in CASES}) == len(CASES)
     verbs = {c[1][0] for c in CASES}
     assert set(COMMANDS) <= verbs
 
@@ -591,3 +669,71 @@ def test_no_progress_also_silences_the_dicom_bar(monkeypatch, tmp_path):
         assert isinstance(dicom._progress(list(range(60)), "reading DICOM"), list)  # no tqdm bar at all
     finally:
         dicom.show_progress(True)
+
+
+# --- what a failed or killed run leaves behind (issue 29) --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pet_suv(tmp_path_factory) -> Path:
+    """A small PET in SUV (a body of SUV ~0.7 in air): `lesions --threshold 500` finds nothing and needs no model."""
+    from medfoundry.io import MedicalImage, write_image
+
+    _, y, x = np.mgrid[:12, :32, :32]
+    body = ((y - 16) / 12) ** 2 + ((x - 16) / 14) ** 2 < 1
+    suv = np.where(body, 0.7, 0.0) * np.random.default_rng(0).uniform(0.8, 1.2, body.shape)
+    path = tmp_path_factory.mktemp("pet") / "pet_suv.nii.gz"
+    write_image(MedicalImage(suv.astype(np.float32), (4.0, 4.0, 3.0), modality="PET"), path)
+    return path
+
+
+def _lesions(pet: Path, out: Path, *extra: str) -> list[str]:
+    return ["lesions", str(pet), "--out", str(out), "--threshold", "500", "--no-progress", *extra]
+
+
+def _hidden(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_an_output_that_cannot_be_replaced_is_one_line_and_kept(pet_suv, tmp_path, monkeypatch, capsys):
+    import os
+
+    out = tmp_path / "res"
+    out.mkdir()
+    (out / "old.txt").write_text("previous run")
+    real = os.replace
+
+    def refuse_to_move_out(src, dst):  # as for a folder that is busy or not ours: it cannot be moved aside
+        if Path(src) == out:
+            raise PermissionError(13, "Permission denied")
+        return real(src, dst)
+
+    monkeypatch.setattr("medfoundry.io.atomic.os.replace", refuse_to_move_out)
+    assert main(_lesions(pet_suv, out, "--overwrite")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert f"{out}: cannot replace the output (Permission denied); the previous output is kept" in err
+    assert sorted(p.name for p in out.iterdir()) == ["old.txt"] and _hidden(tmp_path) == []
+
+
+def test_leftovers_of_a_killed_lesions_run_are_removed_with_a_notice(pet_suv, tmp_path, killed_write, capsys):
+    out = tmp_path / "res"
+    killed_write(out, folder=True)  # kill -9 while the outputs were written
+    (left,) = _hidden(tmp_path)
+    assert (tmp_path / left / "lesions.nii.gz").is_file()  # the partial output of the killed run
+    assert main(_lesions(pet_suv, out)) == 0
+    err = capsys.readouterr().err.strip()
+    assert err == f"medfoundry lesions: warning: {tmp_path}: removed 1 temporary file(s) left by an interrupted run " \
+        f"({left})"  # fmt: skip
+    assert _hidden(tmp_path) == [] and (out / "lesions.json").is_file()
+
+
+def test_out_given_as_a_link_replaces_the_folder_it_points_to(pet_suv, tmp_path, capsys):
+    real = tmp_path / "disk" / "results"
+    real.mkdir(parents=True)
+    (real / "old.txt").write_text("previous run")
+    link = tmp_path / "res"
+    link.symlink_to(real)
+    assert main(_lesions(pet_suv, link, "--overwrite")) == 0
+    assert link.is_symlink() and (real / "lesions.json").is_file() and not (real / "old.txt").exists()
+    assert _hidden(tmp_path) == [] and _hidden(real.parent) == []  # no '.res.old-*' link left
