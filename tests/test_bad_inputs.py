@@ -18,6 +18,7 @@ from medfoundry.cli.main import main
 
 BOX2D = ["--box", "2", "2", "10", "10"]
 BOX3D = ["--box", "2", "2", "1", "10", "10", "4"]
+BQ = ["lesions", "{i}/pet_bq.nii.gz", "--out", "{o}/r"]  # a PET in Bq/mL
 
 
 def _write_inputs(root: Path) -> None:
@@ -497,36 +498,12 @@ CASES: list[tuple[str, list[str], str]] = [
     ("lesions-suv-factor", ["lesions", "{i}/ct.nii.gz", "--out", "{o}/res", "--suv-factor", "0"], "--suv-factor"),
     ("lesions-delineation", ["lesions", "{i}/ct.nii.gz", "--out", "{o}/res", "--delineation", "x"], "--delineation"),
     # --- numbers that would overflow, SUV that cannot be trusted (issue 29) ---
-    (
-        "lesions-suv-factor-1e300",
-        ["lesions", "{i}/pet_bq.nii.gz", "--out", "{o}/r", "--suv-factor", "1e300"],
-        "--suv-factor",
-    ),  # fmt: skip
-    (
-        "lesions-suv-factor-1e-300",
-        ["lesions", "{i}/pet_bq.nii.gz", "--out", "{o}/r", "--suv-factor", "1e-300"],
-        "--suv-factor",
-    ),  # fmt: skip
-    (
-        "lesions-suv-factor-1e-30",
-        ["lesions", "{i}/pet_bq.nii.gz", "--out", "{o}/r", "--suv-factor", "1e-30"],
-        "median SUV of the tissue",
-    ),  # fmt: skip
-    (
-        "lesions-suv-factor-1e30",
-        ["lesions", "{i}/pet_bq.nii.gz", "--out", "{o}/r", "--suv-factor", "1e30"],
-        "pet_bq.nii.gz",
-    ),  # fmt: skip
-    (
-        "lesions-threshold-1e300",
-        ["lesions", "{i}/pet_bq.nii.gz", "--out", "{o}/r", "--threshold", "1e300"],
-        "--threshold",
-    ),  # fmt: skip
-    (
-        "lesions-min-volume-1e300",
-        ["lesions", "{i}/pet_bq.nii.gz", "--out", "{o}/r", "--min-volume", "1e300"],
-        "--min-volume",
-    ),  # fmt: skip
+    ("lesions-suv-factor-1e300", [*BQ, "--suv-factor", "1e300"], "--suv-factor"),
+    ("lesions-suv-factor-1e-300", [*BQ, "--suv-factor", "1e-300"], "--suv-factor"),
+    ("lesions-suv-factor-1e-30", [*BQ, "--suv-factor", "1e-30"], "median SUV of the tissue"),
+    ("lesions-suv-factor-1e30", [*BQ, "--suv-factor", "1e30"], "pet_bq.nii.gz"),
+    ("lesions-threshold-1e300", [*BQ, "--threshold", "1e300"], "--threshold"),
+    ("lesions-min-volume-1e300", [*BQ, "--min-volume", "1e300"], "--min-volume"),
     (
         "lesions-dicom-late-injection",
         ["lesions", "{i}/pet_late_injection", "--out", "{o}/r"],
