@@ -228,7 +228,7 @@ def test_temporaries_carry_the_process_id(tmp_path):
 
 
 @pytest.mark.parametrize("folder", [True, False], ids=["folder", "file"])
-def test_leftovers_of_a_killed_run_are_removed_at_the_next_write_with_a_notice(tmp_path, killed_write, folder):
+def test_leftovers_of_a_killed_run_are_removed_by_the_next_write_there_with_a_notice(tmp_path, killed_write, folder):
     from medfoundry.errors import MedfoundryWarning
 
     target = tmp_path / ("res" if folder else "best.pt")

@@ -9,9 +9,9 @@
 * Outputs get the mode a plain ``open(path, "w")`` / ``mkdir`` would give (``0o666`` / ``0o777`` minus the
   umask), not the private ``0o600`` / ``0o700`` of :mod:`tempfile`.
 * Temporary siblings are named ``.NAME.PID-HOST-...`` (process id, a short hash of the machine's name). A run
-  killed before it could clean up (``kill -9``, a power cut) leaves one behind; the next write of the same output
-  removes those of processes that no longer run on this machine, with a one-line notice (an output that a killed
-  swap had moved aside is put back first).
+  killed before it could clean up (``kill -9``, a power cut) leaves one behind; the next process that writes into
+  that folder removes those of processes that no longer run on this machine, with a one-line notice (an output
+  that a killed swap had moved aside is put back instead).
 * An output given as a symbolic link is written where the link points (the link stays).
 * A final rename that fails (the output cannot be replaced) is one :class:`InputError` line; the old output stays.
 """
@@ -124,20 +124,29 @@ def _running(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(target: str | Path) -> list[str]:
-    """Remove the temporary siblings of ``target`` left by processes of this machine that no longer run (an
-    output moved aside by a killed swap is put back when ``target`` is missing); warn once, return their names."""
-    target = Path(target)
-    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(?P<pid>\d+)-{_HOST}-(?P<old>{_OLD}-)?")
+_STALE = re.compile(rf"^\.(?P<name>.+)\.(?P<pid>\d+)-{_HOST}-(?P<old>{_OLD}-)?")
+_SCANNED: set[str] = set()  # folders already cleaned by this process (one scan each, not one per file written)
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[str]:
+    """Remove the temporaries in ``folder`` left by processes of this machine that no longer run (an output that a
+    killed swap had moved aside is put back instead, when its place is empty); one notice; returns their names.
+    Each folder is scanned once per process."""
+    folder = Path(folder)
+    key = os.path.abspath(folder)
+    if key in _SCANNED:
+        return []
     try:
-        siblings = list(target.parent.iterdir())
+        entries = sorted(folder.iterdir())
     except OSError:
         return []
+    _SCANNED.add(key)
     removed = []
-    for path in sorted(siblings):
-        match = pattern.match(path.name)
+    for path in entries:
+        match = _STALE.match(path.name)
         if not match or _running(int(match["pid"])):
             continue
+        target = folder / match["name"]
         try:
             if match["old"] and not os.path.lexists(target):
                 os.replace(path, target)  # killed between moving the old output aside and swapping the new one in
@@ -154,7 +163,7 @@ def remove_stale_temporaries(target: str | Path) -> list[str]:
     if removed:
         shown = ", ".join(removed[:3]) + (f" and {len(removed) - 3} more" if len(removed) > 3 else "")
         warnings.warn(
-            f"{target.parent}: removed {len(removed)} temporary file(s) left by an interrupted run ({shown})",
+            f"{folder}: removed {len(removed)} temporary file(s) left by an interrupted run ({shown})",
             MedfoundryWarning,
             stacklevel=3,
         )
@@ -184,7 +193,7 @@ def atomic_path(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     Nothing on disk changes if the body raises, and an existing ``path`` is refused unless ``overwrite``.
     """
     target = check_writable(_real(path), overwrite, create=True)
-    remove_stale_temporaries(target)
+    remove_stale_temporaries(target.parent)
     fd, tmp = tempfile.mkstemp(prefix=_prefix(target), suffix=split_suffix(target)[1], dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -226,7 +235,7 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     (:func:`swap_in_dir`). If the body raises, the old output is untouched and the temporary folder is removed.
     """
     target = check_writable(_real(path), overwrite, folder=True, create=True)
-    remove_stale_temporaries(target)
+    remove_stale_temporaries(target.parent)
     tmp = Path(tempfile.mkdtemp(prefix=_prefix(target), suffix=".tmp", dir=target.parent))
     try:
         os.chmod(tmp, default_mode(folder=True))
