@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from medfoundry.errors import InputError
+from medfoundry.errors import InputError, MedfoundryWarning
 from medfoundry.evaluation.pet_quant import lesion_stats, patient_totals
 from medfoundry.inference.lesions.candidates import Candidate, find_candidates
 from medfoundry.inference.lesions.delineate import DELINEATIONS, delineate, merge_masks
@@ -16,6 +17,7 @@ from medfoundry.inference.lesions.detection_grid import DetectionGrid, detection
 from medfoundry.inference.lesions.features import candidate_features
 from medfoundry.inference.lesions.grouping import select_lesions
 from medfoundry.io import MedicalImage
+from medfoundry.preprocessing.anatomy import Anatomy, find_anatomy
 from medfoundry.preprocessing.pet_reference import ThresholdInfo, adaptive_threshold
 from medfoundry.preprocessing.pet_suv import MIN_PLAUSIBLE_PET, to_suv  # noqa: F401 - re-exported here
 
@@ -39,6 +41,7 @@ class LesionResult:
     delineation: str = DEFAULT_DELINEATION
     seconds: dict = field(default_factory=dict)
     grid: DetectionGrid | None = None  # where candidates were found and classified (see detection_grid)
+    anatomy: Anatomy | None = None  # body, midline, cranio-caudal coordinate and organs (preprocessing.anatomy)
 
 
 def find_lesions(
@@ -66,7 +69,7 @@ def find_lesions(
         raise InputError(None, f"--min-volume must be >= 0 mL, got {min_volume_ml}")
     suv_image = to_suv(image, suv_factor)  # bad input fails before any progress bar is drawn
     seconds: dict[str, float] = {}
-    stages = ["threshold", "candidates", "classifier", "delineation", "quantification"]
+    stages = ["anatomy", "threshold", "candidates", "classifier", "delineation", "quantification"]
     bar = tqdm(total=len(stages), desc="lesions", unit="stage", disable=not progress)
     clock = time.perf_counter()
 
@@ -80,6 +83,10 @@ def find_lesions(
 
     try:
         suv, spacing_zyx = suv_image.array, suv_image.spacing_zyx
+        anatomy = find_anatomy(suv, spacing_zyx, suv_image.direction)
+        if line := anatomy.summary_line():
+            warnings.warn(line, MedfoundryWarning, stacklevel=2)
+        done("anatomy")
         grid = detection_grid(suv, spacing_zyx)  # finer scans: the classifier's training resolution
         info = adaptive_threshold(grid.suv, grid.spacing_zyx, threshold)
         done("threshold")
@@ -128,4 +135,5 @@ def find_lesions(
         delineation=delineation,
         seconds=seconds,
         grid=grid,
+        anatomy=anatomy,
     )

@@ -85,6 +85,7 @@ def write_lesion_outputs(
             "lesions": result.lesions,
             "totals": result.totals,
             "dicom_seg": "lesions.dcm" if dicom_series is not None and result.lesions else seg_note,
+            "anatomy": None if result.anatomy is None else result.anatomy.as_dict(),
             "seconds": result.seconds,
             **(extra or {}),
         }
