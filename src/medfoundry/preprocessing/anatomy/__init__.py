@@ -174,7 +174,7 @@ def _detect(grid: WorkGrid) -> tuple[Body, dict[str, Organ], Stature | None]:
     stature = fit_stature(_landmarks(grid, body, organs))
     organs["kidney_right"], organs["kidney_left"] = kidneys = find_kidneys(grid, body, liver, heart, level, stature)
     stature = fit_stature(_landmarks(grid, body, organs))
-    organs["bladder"] = bladder = find_bladder(grid, body, kidneys, liver, level, stature)
+    organs["bladder"] = bladder = find_bladder(grid, body, kidneys, liver, heart, level, stature)
     organs["ureters"] = find_ureters(grid, body, kidneys, bladder, level)
     organs["salivary"] = find_salivary(grid, body, organs["brain"], level)
     organs["bowel"] = find_bowel(grid, body, {k: v for k, v in organs.items()}, level)

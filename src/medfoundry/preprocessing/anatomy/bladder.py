@@ -39,9 +39,15 @@ def bladder_top_slice(grid: WorkGrid, kidneys: tuple[Organ, Organ], liver: Organ
 
 
 def find_bladder(
-    grid: WorkGrid, body: Body, kidneys: tuple[Organ, Organ], liver: Organ, liver_suv: float, stature: Stature | None
+    grid: WorkGrid,
+    body: Body,
+    kidneys: tuple[Organ, Organ],
+    liver: Organ,
+    heart: Organ,
+    liver_suv: float,
+    stature: Stature | None,
 ) -> Organ:
-    """The bladder on the working grid (see the module docstring)."""
+    """The bladder on the working grid (see the module docstring); the heart, when found, is never the bladder."""
     name = "bladder"
     if body.crop:
         return not_in_fov(name, "the field of view is a crop of the body")
@@ -56,6 +62,8 @@ def find_bladder(
     if body.neck_base is not None:
         zone[body.neck_base :] = False
     hot = zone & body.mask & (grid.smooth >= BLADDER_FRACTION * liver_suv)
+    if heart.found:  # a scan placed by nothing else (no liver, kidneys or neck) is searched whole
+        hot &= ~heart.mask
     reasons = []
     for part in parts(hot, grid, body, min_ml=BLADDER_ML[0])[:6]:
         if abs(part.lr_offset_mm) > MAX_OFF_MIDLINE_MM:
