@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from medfoundry.preprocessing.anatomy.bladder import find_bladder
+from medfoundry.errors import InputError
+from medfoundry.preprocessing.anatomy.bladder import BLADDER_FRACTIONS, find_bladder
 from medfoundry.preprocessing.anatomy.body import Body, Stature, find_body, fit_stature
 from medfoundry.preprocessing.anatomy.bowel import find_bowel
 from medfoundry.preprocessing.anatomy.brain import find_brain
@@ -32,10 +33,10 @@ from medfoundry.preprocessing.anatomy.zones import outside_fov
 
 ORGANS = ("brain", "salivary", "heart", "liver", "kidney_right", "kidney_left", "ureters", "bladder", "bowel")
 LIVER_FRACTIONS = (0.27, 0.45)  # dome (T9-T10) to the tip of the right lobe (L2-L3), fraction of stature
-BRAIN_FRACTIONS = (0.0, 0.12)
-SALIVARY_FRACTIONS = (0.09, 0.15)
-BOWEL_FRACTIONS = (0.30, 0.52)
-URETER_FRACTIONS = (0.38, 0.50)
+BRAIN_FRACTIONS = (0.0, 0.12)  # vertex to the skull base (eye height 0.064, chin 0.13 of stature)
+SALIVARY_FRACTIONS = (0.09, 0.15)  # parotids at the ear lobe to the submandibular glands above the hyoid
+BOWEL_FRACTIONS = (0.30, 0.52)  # stomach under the left diaphragm to the rectum behind the bladder
+URETER_FRACTIONS = (0.38, 0.50)  # renal pelvis (L1-L2) to the bladder
 EXPECTED_FRACTIONS = {  # where each organ lies, to tell "not in field of view" from "not found"
     "brain": BRAIN_FRACTIONS,
     "salivary": SALIVARY_FRACTIONS,
@@ -44,7 +45,7 @@ EXPECTED_FRACTIONS = {  # where each organ lies, to tell "not in field of view" 
     "kidney_right": KIDNEY_FRACTIONS,
     "kidney_left": KIDNEY_FRACTIONS,
     "ureters": URETER_FRACTIONS,
-    "bladder": (0.43, 0.54),
+    "bladder": BLADDER_FRACTIONS,
     "bowel": BOWEL_FRACTIONS,
 }
 
@@ -165,6 +166,8 @@ def _detect(grid: WorkGrid) -> tuple[Body, dict[str, Organ], Stature | None]:
     body = find_body(grid)
     if not body.found:
         return body, {name: not_found(name, body.problem or "no body") for name in ORGANS}, None
+    if body.crop:
+        return body, {name: not_in_fov(name, "the field of view is a crop of the body") for name in ORGANS}, None
     organs: dict[str, Organ] = {}
     organs["liver"] = liver = find_liver(grid, body)
     level = liver_level(liver)
@@ -177,13 +180,11 @@ def _detect(grid: WorkGrid) -> tuple[Body, dict[str, Organ], Stature | None]:
     organs["bladder"] = bladder = find_bladder(grid, body, kidneys, liver, heart, level, stature)
     organs["ureters"] = find_ureters(grid, body, kidneys, bladder, level)
     organs["salivary"] = find_salivary(grid, body, organs["brain"], level)
-    organs["bowel"] = find_bowel(grid, body, {k: v for k, v in organs.items()}, level)
+    organs["bowel"] = find_bowel(grid, body, dict(organs), level)
     stature = fit_stature(_landmarks(grid, body, organs))
     for name, organ in organs.items():  # an organ whose place is outside the scan is "not in field of view"
         if organ.status == NOT_FOUND and (away := outside_fov(stature, grid, EXPECTED_FRACTIONS[name])):
             organs[name] = not_in_fov(name, away)
-    if body.crop:
-        organs = {name: not_in_fov(name, "the field of view is a crop of the body") for name in ORGANS}
     return body, {name: organs[name] for name in ORGANS}, stature
 
 
@@ -196,7 +197,7 @@ def find_anatomy(suv: np.ndarray, spacing_zyx, direction=None) -> Anatomy:
     start = time.perf_counter()
     suv = np.asarray(suv)
     if suv.ndim != 3:
-        raise ValueError(f"find_anatomy needs a 3D volume, got shape {suv.shape}")
+        raise InputError(None, f"anatomy needs a 3D volume, got shape {suv.shape}")
     grid = work_grid(suv, spacing_zyx, direction)
     body, organs, stature = _detect(grid)
     source = "direction"

@@ -25,7 +25,7 @@ from scipy import ndimage
 from medfoundry.preprocessing.anatomy.body import Body, Stature
 from medfoundry.preprocessing.anatomy.grid import WorkGrid
 from medfoundry.preprocessing.anatomy.morphology import dilate_mm
-from medfoundry.preprocessing.anatomy.organ import Organ, found, not_found, not_in_fov
+from medfoundry.preprocessing.anatomy.organ import NOT_FOUND, Organ, found, not_found, not_in_fov
 from medfoundry.preprocessing.anatomy.zones import expected_slices, outside_fov, parts, principal_axis, thickness_mm
 
 KIDNEY_FRACTIONS = (0.31, 0.44)  # upper pole (T12) to lower pole (L3), fraction of stature below the vertex
@@ -69,7 +69,7 @@ def find_kidneys(
     lo, hi = kidney_slab(grid, liver, stature)
     zlo, zhi = max(0, int(np.floor(lo))), int(np.ceil(hi))
     if zhi < 0 or zlo > grid.shape[0] - 1:
-        return tuple(not_in_fov(n, "the slab below the liver is outside the scan") for n in names)  # type: ignore
+        return tuple(not_in_fov(n, "the scan ends above the kidneys") for n in names)  # type: ignore
     hot = np.zeros(grid.shape, dtype=bool)
     hot[zlo : zhi + 1] = grid.smooth[zlo : zhi + 1] >= KIDNEY_FRACTION * liver_suv
     hot &= body.mask
@@ -91,7 +91,7 @@ def find_kidneys(
             continue
         seed = max(side, key=lambda p: p.volume_ml * p.suv_mean)
         near = dilate_mm(seed.mask, grid.spacing, GATHER_MM)
-        mask = np.any([p.mask for p in side if near[p.box].any() and (near[p.box] & p.local).any()], axis=0)
+        mask = np.any([p.mask for p in side if (near[p.box] & p.local).any()], axis=0)
         volume = float(mask.sum() * grid.voxel_ml)
         if not KIDNEY_ML[0] <= volume <= KIDNEY_ML[1]:
             out.append(not_found(name, f"the hot part on this side holds {volume:.0f} mL, not a kidney"))
@@ -112,7 +112,7 @@ def find_kidneys(
         dz = abs(right.info["centre_mm"][0] - left.info["centre_mm"][0])
         if dz > MAX_PAIR_HEIGHT_MM:  # not a pair: keep the one with more uptake
             worse = min((right, left), key=lambda o: o.info["volume_ml"] * o.info["suv_max"])
-            worse.status, worse.mask = "not found", None
+            worse.status, worse.mask = NOT_FOUND, None
             worse.reason = f"its hot part lies {dz:.0f} mm above / below the other kidney: not a pair"
     return right, left
 

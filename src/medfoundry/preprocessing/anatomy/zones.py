@@ -78,12 +78,6 @@ def parts(mask: np.ndarray, grid: WorkGrid, body: Body, min_ml: float = 0.0, ima
     return out
 
 
-def slab(shape: tuple[int, ...], lo: float, hi: float) -> np.ndarray:
-    """Boolean per working slice: slices ``lo <= z <= hi`` (fractional bounds, clipped to the image)."""
-    z = np.arange(shape[0])
-    return (z >= lo) & (z <= hi)
-
-
 def expected_slices(stature: Stature | None, grid: WorkGrid, fractions: tuple[float, float]) -> tuple[float, float]:
     """Working slice range (low, high) where an organ lying at ``fractions`` of stature below the vertex would be;
     the whole scan without a coordinate."""
@@ -132,14 +126,6 @@ def thickness_mm(mask: np.ndarray, spacing) -> float:
     box = ndimage.find_objects(mask.astype(np.uint8))[0]
     padded = np.pad(mask[box], 1)
     return 2.0 * float(ndimage.distance_transform_edt(padded, sampling=spacing).max())
-
-
-def extent_mm(mask: np.ndarray, spacing) -> float:
-    """The largest extent of ``mask`` along any working axis (mm)."""
-    if not mask.any():
-        return 0.0
-    idx = np.argwhere(mask)
-    return float(max((np.ptp(idx[:, a]) + 1) * spacing[a] for a in range(3)))
 
 
 def principal_axis(mask: np.ndarray, spacing) -> tuple[float, np.ndarray]:
