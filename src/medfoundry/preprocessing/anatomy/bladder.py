@@ -49,8 +49,6 @@ def find_bladder(
 ) -> Organ:
     """The bladder on the working grid (see the module docstring); the heart, when found, is never the bladder."""
     name = "bladder"
-    if body.crop:
-        return not_in_fov(name, "the field of view is a crop of the body")
     away = outside_fov(stature, grid, BLADDER_FRACTIONS)
     if away:
         return not_in_fov(name, away)

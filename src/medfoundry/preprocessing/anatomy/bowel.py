@@ -30,8 +30,6 @@ MIN_PART_ML = 1.0
 def find_bowel(grid: WorkGrid, body: Body, organs: dict[str, Organ], liver_suv: float) -> Organ:
     """Bowel uptake on the working grid (see the module docstring); ``organs`` holds the other organs found."""
     name = "bowel"
-    if body.crop:
-        return not_in_fov(name, "the field of view is a crop of the body")
     liver, bladder = organs.get("liver"), organs.get("bladder")
     if liver is None or not liver.found:
         if bladder is None or not bladder.found:

@@ -51,8 +51,6 @@ def head_slices(body: Body, grid: WorkGrid) -> tuple[int, int] | None:
 def find_brain(grid: WorkGrid, body: Body, liver_suv: float) -> Organ:
     """The brain on the working grid (see the module docstring)."""
     name = "brain"
-    if body.crop:
-        return not_in_fov(name, "the field of view is a crop of the body")
     head = head_slices(body, grid)
     if head is None:
         return not_in_fov(name, "the scan's cranial end is trunk-sized: no head in view")

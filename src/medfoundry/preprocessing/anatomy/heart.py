@@ -57,8 +57,6 @@ def _placed(part, volume_range) -> str | None:
 def find_heart(grid: WorkGrid, body: Body, liver: Organ, liver_suv: float, stature: Stature | None) -> Organ:
     """The heart on the working grid (see the module docstring)."""
     name = "heart"
-    if body.crop:
-        return not_in_fov(name, "the field of view is a crop of the body")
     away = outside_fov(stature, grid, HEART_FRACTIONS)
     if away:
         return not_in_fov(name, away)

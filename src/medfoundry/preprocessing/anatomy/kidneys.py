@@ -61,8 +61,6 @@ def find_kidneys(
 ) -> tuple[Organ, Organ]:
     """(right kidney, left kidney) on the working grid (see the module docstring)."""
     names = ("kidney_right", "kidney_left")
-    if body.crop:
-        return tuple(not_in_fov(n, "the field of view is a crop of the body") for n in names)  # type: ignore
     away = outside_fov(stature, grid, KIDNEY_FRACTIONS)
     if away:
         return tuple(not_in_fov(n, away) for n in names)  # type: ignore[return-value]

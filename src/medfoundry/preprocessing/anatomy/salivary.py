@@ -32,8 +32,6 @@ PART_ML = (0.2, 60.0)  # a submandibular gland is ~8 mL, a parotid ~25 mL (blurr
 def find_salivary(grid: WorkGrid, body: Body, brain: Organ, liver_suv: float) -> Organ:
     """Salivary glands and tonsils on the working grid (see the module docstring)."""
     name = "salivary"
-    if body.crop:
-        return not_in_fov(name, "the field of view is a crop of the body")
     head = head_slices(body, grid)
     if head is None:
         return not_in_fov(name, "the scan's cranial end is trunk-sized: no head or neck in view")
