@@ -22,6 +22,7 @@ from medfoundry.errors import InputError
 from medfoundry.io.atomic import atomic_path, check_writable
 from medfoundry.io.checks import check_same_grid, to_labels
 from medfoundry.io.dicom import list_dicom_series, read_dicom_object, read_dicom_series
+from medfoundry.io.formats import is_dicom_file, read_image_file
 from medfoundry.io.image import MedicalImage
 
 SEG_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -152,11 +153,12 @@ def write_dicom_seg(
 
 
 def is_dicom_seg(path: str | Path) -> bool:
-    """True when ``path`` is a DICOM file with Modality SEG (or the SEG storage SOP class)."""
+    """True when ``path`` is a DICOM file (:func:`~medfoundry.io.formats.is_dicom_file`: by suffix, or by
+    preamble when no other reader's suffix claims it) with Modality SEG (or the SEG storage SOP class)."""
     import pydicom
 
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() or not is_dicom_file(path):
         return False
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality", "SOPClassUID"])
@@ -241,14 +243,14 @@ def _reference_image(reference: MedicalImage | str | Path, ds) -> MedicalImage:
     """The reference grid: an image as given, or the series in a folder (the one the SEG references)."""
     if isinstance(reference, MedicalImage):
         return reference
-    from medfoundry.io.readers import read_image
-
     reference = Path(reference)
     if reference.is_dir():
         uids = [str(s.SeriesInstanceUID) for s in ds.get("ReferencedSeriesSequence", []) if "SeriesInstanceUID" in s]
         series = _pick_series(reference, uids[0] if uids else None)
         return read_dicom_series(reference, series_uid=series.uid, suv=False)
-    return read_image(reference, suv=False)
+    if is_dicom_seg(reference):  # another SEG: the grid its frames span
+        return read_dicom_seg(reference)
+    return read_image_file(reference, suv=False)
 
 
 def read_dicom_seg(path: str | Path, reference: MedicalImage | str | Path | None = None) -> MedicalImage:

@@ -9,20 +9,15 @@ import numpy as np
 
 from medfoundry.errors import InputError
 from medfoundry.io.checks import check_same_grid, to_labels
-from medfoundry.io.dicom import DICOM_SUFFIXES, read_dicom_file, read_dicom_series
+from medfoundry.io.dicom import read_dicom_series
 from medfoundry.io.dicom_seg import is_dicom_seg, read_dicom_seg
+from medfoundry.io.formats import file_suffix, read_image_file
 from medfoundry.io.image import MedicalImage
-from medfoundry.io.itk import ITK_READ_SUFFIXES, read_itk
 from medfoundry.io.npz import read_npz_image
-from medfoundry.io.paths import modality_from_name, split_suffix
+from medfoundry.io.paths import modality_from_name
 from medfoundry.io.raster2d import RASTER_SUFFIXES, read_raster
 
-SUPPORTED = ITK_READ_SUFFIXES + (".npz",) + RASTER_SUFFIXES + DICOM_SUFFIXES + ("DICOM series folder",)
-
-
-def file_suffix(path: str | Path) -> str:
-    """The format suffix, lower case, two parts for ``.nii.gz``."""
-    return split_suffix(path)[1]
+__all__ = ["file_suffix", "read_image", "read_image_for_model", "read_mask"]  # file_suffix: from .formats
 
 
 def read_image(
@@ -38,34 +33,9 @@ def read_image(
     path = Path(path)
     if path.is_dir():
         return read_dicom_series(path, series_uid=series_uid, modality=modality, suv=suv)
-    if not path.exists():
-        raise InputError(path, "no such file or folder")
-    suffix = file_suffix(path)
-    if suffix in ITK_READ_SUFFIXES:
-        return read_itk(path, modality)
-    if suffix == ".npz":
-        return read_npz_image(path, modality)
-    if suffix in RASTER_SUFFIXES:
-        return read_raster(path, modality)
-    if suffix in DICOM_SUFFIXES or _has_dicom_preamble(path):
-        if is_dicom_seg(path):
-            return read_dicom_seg(path)
-        return read_dicom_file(path, modality, suv=suv)
-    raise InputError(path, f"unsupported file type {suffix or '(no suffix)'!r}; supported: {', '.join(SUPPORTED)}")
-
-
-def _has_dicom_preamble(path: Path) -> bool:
-    """True for a DICOM Part 10 file ('DICM' after the 128-byte preamble), whatever its name."""
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(132)[128:] == b"DICM"
-    except OSError:
-        return False
-
-
-def _is_seg_file(path: Path) -> bool:
-    """A DICOM SEG file, whatever its name."""
-    return path.is_file() and (file_suffix(path) in DICOM_SUFFIXES or _has_dicom_preamble(path)) and is_dicom_seg(path)
+    if is_dicom_seg(path):
+        return read_dicom_seg(path)
+    return read_image_file(path, modality, suv=suv)
 
 
 def read_image_for_model(path: str | Path, modality: str | None = None) -> MedicalImage:
@@ -92,7 +62,7 @@ def read_mask(
     """
     path = Path(path)
     suffix = file_suffix(path)
-    if reference is not None and _is_seg_file(path):
+    if reference is not None and is_dicom_seg(path):
         return read_dicom_seg(path, reference=reference)
     if suffix == ".npz" and path.is_file():
         img = _read_npz_mask(path)

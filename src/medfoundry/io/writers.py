@@ -8,11 +8,11 @@ import numpy as np
 
 from medfoundry.errors import InputError, OutputExistsError
 from medfoundry.io.checks import check_same_grid, to_labels
+from medfoundry.io.formats import file_suffix
 from medfoundry.io.image import MedicalImage
 from medfoundry.io.itk import ITK_WRITE_SUFFIXES, write_itk
 from medfoundry.io.npz import write_npz_image
 from medfoundry.io.raster2d import write_png
-from medfoundry.io.readers import file_suffix
 
 WRITE_SUFFIXES = ITK_WRITE_SUFFIXES + (".npz", ".png")
 
