@@ -10,16 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from medfoundry.inference.backend_base import DecoderBackend
 from medfoundry.inference.onnx_export import cached_onnx, ort_session
-
-
-class DecoderBackend:
-    """Maps (embedding (1, 256, 64, 64), sparse (N, T, 256), dense (N, 256, 64, 64)) to logits (N, 1, 256, 256)."""
-
-    name = "base"
-
-    def __call__(self, embedding: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
 
 
 class _Decode(torch.nn.Module):

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from medfoundry.errors import InputError, MedfoundryWarning
+from medfoundry.inference.backend_base import EncoderBackend
 from medfoundry.inference.onnx_export import cached_onnx, ort_session
 
 BACKENDS = ("fast", "torch", "onnx", "onnx-int8", "openvino", "openvino-bf16")
@@ -41,15 +42,6 @@ def resolve_backend(name: str) -> str:
     if name not in BACKENDS:
         raise InputError(None, f"unknown backend {name!r}; use one of {BACKENDS}")
     return fast_backend() if name == "fast" else name
-
-
-class EncoderBackend:
-    """Maps a (B, 3, S, S) float batch to the encoder's output (for LiteMedSAM: embeddings (B, 256, 64, 64))."""
-
-    name = "base"
-
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
 
 
 class TorchEncoder(EncoderBackend):

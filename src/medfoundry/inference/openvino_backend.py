@@ -18,8 +18,7 @@ import numpy as np
 import torch
 
 from medfoundry.errors import InputError, MedfoundryWarning
-from medfoundry.inference.decoder_backends import DecoderBackend
-from medfoundry.inference.encoder_backends import EncoderBackend
+from medfoundry.inference.backend_base import DecoderBackend, EncoderBackend
 from medfoundry.inference.onnx_export import cache_dir
 
 
