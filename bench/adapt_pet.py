@@ -109,13 +109,13 @@ class PeakRSS:
 def measure(kind: str, batch: int, steps: int) -> None:
     """Child process: step time and peak memory of LoRA or full fine-tuning on the real model."""
     from medfoundry.data.slices2d import load_samples
-    from medfoundry.modeling.adapters.base import build_adapted
     from medfoundry.modeling.lite_medsam import build_lite_medsam
+    from medfoundry.modeling.registry import build_adapter
     from medfoundry.training.finetune.augment import Augment, model_images, prepare_targets
     from medfoundry.training.finetune.losses import make_loss
 
     samples = load_samples(DATA, image_glob=GLOB, cases=["STS_001"], every=5, progress=False)[:batch]
-    model = build_adapted(build_lite_medsam(), "lora" if kind == "lora" else "decoder")
+    model = build_adapter(build_lite_medsam(), "lora" if kind == "lora" else "decoder")
     if kind == "full":
         for p in model.parameters():
             p.requires_grad_(True)
@@ -165,9 +165,9 @@ def train_method(method: str, train: list, run_dir: Path, args, val: list, cache
     """A fresh ``method`` adapter fine-tuned on ``train`` with 3D validation on ``val`` (``cache`` / ``memo``: the
     frozen base encoder's embeddings); returns the loaded best model, whether its encoder is frozen, and the
     training record (best epoch, epochs, seconds, s / step, peak MiB, trainable parameters, validation scores)."""
-    from medfoundry.modeling.adapters.base import build_adapted
     from medfoundry.modeling.adapters.io import base_fingerprint, load_adapted_model
     from medfoundry.modeling.lite_medsam import build_lite_medsam
+    from medfoundry.modeling.registry import build_adapter
     from medfoundry.training.finetune import FinetuneConfig, finetune
 
     epochs, steps, patience, warmup = METHOD_BUDGET[method]
@@ -178,7 +178,7 @@ def train_method(method: str, train: list, run_dir: Path, args, val: list, cache
                          seed=args.seed, val_backend="onnx", flip_prob=args.flip_prob)  # fmt: skip
     fresh = build_lite_medsam()
     fingerprint = base_fingerprint(fresh)  # before wrapping: class prompt replaces the mask decoder
-    model = build_adapted(fresh, method)
+    model = build_adapter(fresh, method)
     frozen = not model.encoder_trainable
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run each time
     t1 = time.perf_counter()
@@ -545,8 +545,8 @@ def main() -> None:
 
     from medfoundry.inference.encoder_backends import OnnxEncoder
     from medfoundry.inference.volume_eval import evaluate_volumes, fp32_encoder, load_volumes
-    from medfoundry.modeling.adapters.base import build_adapted
     from medfoundry.modeling.lite_medsam import build_lite_medsam
+    from medfoundry.modeling.registry import build_adapter
     from medfoundry.training.finetune.engine import MemoryEmbeddingCache
 
     # ONNX exports of every validated state go to a bench folder, not the user's cache
@@ -568,7 +568,7 @@ def main() -> None:
     )
     # base-encoder embeddings of the training slices (float16, per flip), shared by the frozen-encoder runs
     shared_cache = MemoryEmbeddingCache(
-        build_adapted(build_lite_medsam(), "decoder"), encoder=OnnxEncoder(base.image_encoder)
+        build_adapter(build_lite_medsam(), "decoder"), encoder=OnnxEncoder(base.image_encoder)
     )
     setup = Setup(pool, val_cases, test_cases, val, test, zero, base, base_memo, fp32_encoder(base, "onnx"),
                   shared_cache, t0)  # fmt: skip

@@ -13,9 +13,9 @@ from medfoundry.cli.main import main
 from medfoundry.data.slices2d import load_samples
 from medfoundry.inference.propagation import propagation_margin
 from medfoundry.inference.volume_eval import evaluate_volumes, fp32_encoder, load_volumes, loose_box, reference_box
-from medfoundry.modeling.adapters.base import build_adapted
 from medfoundry.modeling.adapters.io import base_fingerprint, load_adapted_model, read_adapter
 from medfoundry.modeling.lite_medsam import build_tiny_lite_medsam
+from medfoundry.modeling.registry import build_adapter
 from medfoundry.preprocessing.boxes import mask_box
 from medfoundry.training.finetune import FinetuneConfig, finetune
 from medfoundry.training.finetune.augment import (
@@ -165,7 +165,7 @@ def test_3d_evaluation_is_the_segment_path(sts019, real_model, tmp_path):
 def test_3d_validation_selects_best_and_stops_early(sts019, shared_data, tmp_path):
     samples, vol = sts019
     base = build_tiny_lite_medsam(seed=0)
-    model = build_adapted(base, "decoder")
+    model = build_adapter(base, "decoder")
     cfg = FinetuneConfig(epochs=10, batch_size=2, steps_per_epoch=1, lr=0.0, patience=2, warmup_steps=1)
     result = finetune(model, samples[:6], [], tmp_path / "run", config=cfg, base_fingerprint=base_fingerprint(base),
                       progress=False, val_volumes=[vol])  # fmt: skip

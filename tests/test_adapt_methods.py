@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from medfoundry.errors import InputError
-from medfoundry.modeling.adapters.base import build_adapted
 from medfoundry.modeling.adapters.io import base_fingerprint, load_adapted_model, read_adapter, save_adapter
 from medfoundry.modeling.lite_medsam import build_tiny_lite_medsam
+from medfoundry.modeling.registry import build_adapter
 
 METHODS = ["decoder", "lora", "dbsam", "classprompt"]
 BOX = torch.tensor([[[60.0, 70.0, 150.0, 170.0]]])
@@ -42,7 +42,7 @@ def test_step_trains_only_the_adapter(method, tmp_path):
     fingerprint = base_fingerprint(base)
     live = base.state_dict()  # shares storage with the base tensors
     before = {k: v.clone() for k, v in live.items()}
-    model = build_adapted(base, method)
+    model = build_adapter(base, method)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     trainable_ptrs = {p.data_ptr() for p in model.trainable_parameters()}
     assert trainable
@@ -87,7 +87,7 @@ def test_step_trains_only_the_adapter(method, tmp_path):
 def test_frozen_parameters_unchanged_after_step():
     base = build_tiny_lite_medsam(seed=0)
     reference = {k: v.clone() for k, v in build_tiny_lite_medsam(seed=0).state_dict().items()}
-    model = build_adapted(base, "dbsam")
+    model = build_adapter(base, "dbsam")
     _step(model, torch.rand(1, 3, 256, 256))
     vit = model.image_encoder.vit.state_dict()
     for name, value in vit.items():
@@ -98,7 +98,7 @@ def test_frozen_parameters_unchanged_after_step():
 
 
 def test_lora_rank_and_merge():
-    model = build_adapted(build_tiny_lite_medsam(seed=0), "lora", {"rank": 4})
+    model = build_adapter(build_tiny_lite_medsam(seed=0), "lora", {"rank": 4})
     lora_a = [p for n, p in model.named_parameters() if "lora_A" in n]
     assert lora_a and all(p.shape[0] == 4 for p in lora_a)
     names = [n for n, _ in model.named_parameters() if "lora_A" in n]
@@ -123,7 +123,7 @@ def test_lora_checkpointing_gives_the_same_gradients():
     boxes = torch.tensor([[[40.0, 50.0, 150.0, 160.0]], [[10.0, 20.0, 90.0, 100.0]]])
     grads, saved = [], []
     for stages in ([], [1, 2, 3]):
-        model = build_adapted(build_tiny_lite_medsam(seed=0), "lora", {"checkpoint_stages": stages})
+        model = build_adapter(build_tiny_lite_medsam(seed=0), "lora", {"checkpoint_stages": stages})
         with torch.no_grad():
             for p in model.trainable_parameters():
                 p.normal_(0, 0.05)
@@ -144,11 +144,11 @@ def test_lora_checkpointing_gives_the_same_gradients():
     for name, grad in grads[0].items():
         torch.testing.assert_close(grads[1][name], grad, atol=1e-6, rtol=1e-4, msg=name)
     with pytest.raises(ValueError, match="stage 7"):
-        build_adapted(build_tiny_lite_medsam(seed=0), "lora", {"checkpoint_stages": [7]})
+        build_adapter(build_tiny_lite_medsam(seed=0), "lora", {"checkpoint_stages": [7]})
 
 
 def test_classprompt_modality_prompt():
-    model = build_adapted(build_tiny_lite_medsam(seed=0), "classprompt")
+    model = build_adapter(build_tiny_lite_medsam(seed=0), "classprompt")
     with torch.no_grad():
         model.mask_decoder.class_embed.weight.normal_(0, 1.0)
     emb = torch.randn(1, 256, 64, 64)
@@ -172,7 +172,7 @@ def test_classprompt_modality_prompt():
 def test_adapter_refuses_other_method_and_base(tmp_path):
     base = build_tiny_lite_medsam(seed=0)
     fingerprint = base_fingerprint(base)
-    model = build_adapted(base, "decoder")
+    model = build_adapter(base, "decoder")
     path = save_adapter(model, tmp_path / "dec.pt", base_fingerprint=fingerprint)
     with pytest.raises(InputError, match="trained with method 'decoder', not 'lora'"):
         load_adapted_model(path, base_model=build_tiny_lite_medsam(seed=0), method="lora")
@@ -194,7 +194,7 @@ def test_adapted_model_runs_on_onnx_backends(method):
 
     from medfoundry.inference.predictor import LiteMedSAMPredictor, Prompts
 
-    model = build_adapted(build_tiny_lite_medsam(seed=0), method)
+    model = build_adapter(build_tiny_lite_medsam(seed=0), method)
     with torch.no_grad():
         for p in model.trainable_parameters():
             p.add_(torch.randn_like(p) * 0.01)

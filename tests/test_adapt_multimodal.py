@@ -15,9 +15,9 @@ from medfoundry.inference.modality_head import head_report, probe_slices, probe_
 from medfoundry.inference.volume_eval import load_volumes, read_volume
 from medfoundry.io import MedicalImage, read_npz_case
 from medfoundry.io.paths import modality_from_name
-from medfoundry.modeling.adapters.base import build_adapted
 from medfoundry.modeling.adapters.io import base_fingerprint, load_adapted_model, save_adapter
 from medfoundry.modeling.lite_medsam import build_lite_medsam
+from medfoundry.modeling.registry import build_adapter
 from medfoundry.preprocessing import IntensityWindow, normalize_intensity
 from medfoundry.training.finetune.augment import model_images
 from medfoundry.training.finetune.engine import MemoryEmbeddingCache, modality_targets
@@ -110,7 +110,7 @@ def test_head_learns_modality_and_picks_it_on_unseen_scans(shared_data, tmp_path
                               progress=False)  # fmt: skip
     base = build_lite_medsam()
     fingerprint = base_fingerprint(base)
-    model = build_adapted(base, "classprompt")
+    model = build_adapter(base, "classprompt")
     targets = modality_targets(model, train)  # what finetune trains the head on
     assert [model.modalities[int(t)] for t in targets] == [s.modality for s in train]
     counts = Counter(s.modality for s in train)

@@ -14,9 +14,9 @@ from medfoundry.data.slices2d import load_samples
 from medfoundry.data.synthesis import Slice2D, SynthesisConfig, synthesize_one
 from medfoundry.errors import InputError
 from medfoundry.io import MedicalImage, read_image, read_mask, write_image, write_mask
-from medfoundry.modeling.adapters.base import build_adapted
 from medfoundry.modeling.adapters.io import base_fingerprint, load_adapted_model, read_adapter
 from medfoundry.modeling.lite_medsam import build_tiny_lite_medsam
+from medfoundry.modeling.registry import build_adapter
 from medfoundry.training.finetune import FinetuneConfig, finetune
 
 PET_GLOB = "*/PET_image.nii.gz"
@@ -36,7 +36,7 @@ def pet_samples(shared_data):
 def _run(samples, out, epochs, resume=False, on_epoch_end=None):
     base = build_tiny_lite_medsam(seed=0)
     fp = base_fingerprint(base)
-    model = build_adapted(base, "decoder")
+    model = build_adapter(base, "decoder")
     cfg = FinetuneConfig(epochs=epochs, batch_size=1, steps_per_epoch=1, flip_prob=0.0, warmup_steps=1, lr=1e-3)
     train, val = samples[:1], samples[-1:]
     return finetune(model, train, val, out, config=cfg, base_fingerprint=fp, resume=resume, progress=False,
@@ -203,7 +203,7 @@ def test_shared_cache_and_loose_box_evaluation(pet_samples):
     from medfoundry.training.finetune import evaluate_samples
     from medfoundry.training.finetune.engine import MemoryEmbeddingCache
 
-    model = build_adapted(build_tiny_lite_medsam(seed=0), "decoder")
+    model = build_adapter(build_tiny_lite_medsam(seed=0), "decoder")
     cache = MemoryEmbeddingCache(model)
     samples = pet_samples[:3]
     exact = evaluate_samples(model, samples, cache=cache, loose_jitter=0.0)
@@ -224,12 +224,12 @@ def test_decoder_warmup_trains_the_decoder_side_first_then_the_encoder(pet_sampl
 
     base = build_tiny_lite_medsam(seed=0)
     fp = base_fingerprint(base)
-    model = build_adapted(base, method)
+    model = build_adapter(base, method)
     enc_names = {n for n, p in model.image_encoder.named_parameters() if p.requires_grad}
     dec_names = {n for n, p in model.named_parameters() if p.requires_grad and not n.startswith("image_encoder.")}
     assert enc_names and dec_names
     start = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    lent = MemoryEmbeddingCache(build_adapted(build_tiny_lite_medsam(seed=0), "decoder"))  # the base's embeddings
+    lent = MemoryEmbeddingCache(build_adapter(build_tiny_lite_medsam(seed=0), "decoder"))  # the base's embeddings
     seen = []
 
     def snapshot(epoch, record):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from medfoundry.modeling.adapters.base import build_adapted
 from medfoundry.modeling.lite_medsam import build_tiny_lite_medsam
+from medfoundry.modeling.registry import build_adapter
 from medfoundry.training.finetune.modality_head import balanced_subset, class_weights, fit_modality_head
 
 
@@ -31,7 +31,7 @@ def test_class_weights_and_balanced_subset():
 
 
 def test_minority_modalities_are_learnt_and_a_single_modality_is_left_alone():
-    model = build_adapted(build_tiny_lite_medsam(seed=0), "classprompt")
+    model = build_adapter(build_tiny_lite_medsam(seed=0), "classprompt")
     names = model.modalities
     gen = torch.Generator().manual_seed(0)
     centres = {m: torch.randn(256, generator=gen) for m in ("PET", "CT", "MR")}

@@ -99,8 +99,8 @@ def run(args: argparse.Namespace) -> int:
     from medfoundry.errors import InputError
     from medfoundry.inference.volume_eval import load_volumes
     from medfoundry.io.atomic import check_writable
-    from medfoundry.modeling.adapters.base import build_adapted
     from medfoundry.modeling.adapters.io import base_fingerprint
+    from medfoundry.modeling.registry import build_adapter
     from medfoundry.training.finetune import FinetuneConfig, finetune
 
     if args.box3d_prob + args.neighbour_prob > 1:
@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         from medfoundry.io.image import MODALITIES
 
         options["modalities"] = list(MODALITIES)
-    model = build_adapted(base, args.method, options)
+    model = build_adapter(base, args.method, options)
     trainable, total = model.count_parameters()
     print(f"{args.method}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
     print(f"training on {len(train)} samples from {len({s.case for s in train})} cases, validating on "

@@ -86,11 +86,28 @@ def adapter_module(name: str):
     return importlib.import_module(ADAPTERS[name])
 
 
-def build_adapter(base: Any, name: str, config: dict[str, Any] | None = None):
-    """``base`` LiteMedSAM wrapped for adaptation method ``name`` (base frozen, adapter trainable)."""
-    from medfoundry.modeling.adapters.base import build_adapted
+def adapter_config(name: str, **overrides: Any) -> dict[str, Any]:
+    """Adaptation method ``name``'s default configuration updated with the non-``None`` overrides it knows."""
+    config = dict(adapter_module(name).DEFAULTS)
+    for key, value in overrides.items():
+        if key in config and value is not None:
+            config[key] = value
+    return config
 
-    return build_adapted(base, name, config)
+
+def build_adapter(base: Any, name: str, config: dict[str, Any] | None = None):
+    """``base`` LiteMedSAM wrapped for adaptation method ``name`` (base frozen, adapter trainable): an
+    :class:`~medfoundry.modeling.adapters.base.AdaptedLiteMedSAM` with ``method`` and the full ``config``."""
+    from medfoundry.modeling.adapters.base import base_tensor_ptrs, freeze
+
+    module = adapter_module(name)
+    cfg = adapter_config(name, **(config or {}))
+    base_ptrs = base_tensor_ptrs(base)
+    freeze(base)
+    model = module.build(base, cfg, base_ptrs)
+    model.method = name
+    model.config = cfg
+    return model
 
 
 def build_tsfm(name: str, **kw: Any):

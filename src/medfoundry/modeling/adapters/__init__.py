@@ -1,5 +1,9 @@
-"""Few-label adaptation of LiteMedSAM: decoder fine-tuning, LoRA, DB-SAM, class prompts (see docs/adaptation.md)."""
+"""Few-label adaptation of LiteMedSAM: decoder fine-tuning, LoRA, DB-SAM, class prompts (see docs/adaptation.md).
 
-from medfoundry.modeling.adapters.base import METHODS, AdaptedLiteMedSAM, build_adapted, method_config
+The methods are named in :data:`medfoundry.modeling.registry.ADAPTERS` and built with
+:func:`medfoundry.modeling.registry.build_adapter`.
+"""
 
-__all__ = ["METHODS", "AdaptedLiteMedSAM", "build_adapted", "method_config"]
+from medfoundry.modeling.adapters.base import AdaptedLiteMedSAM
+
+__all__ = ["AdaptedLiteMedSAM"]

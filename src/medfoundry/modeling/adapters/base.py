@@ -8,7 +8,6 @@ parameters a method marks trainable (plus the buffers it adds, e.g. batch-norm s
 
 from __future__ import annotations
 
-import importlib
 import types
 from collections.abc import Iterable
 from typing import Any
@@ -18,10 +17,6 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from medfoundry.errors import InputError
-from medfoundry.modeling.registry import ADAPTERS
-
-# method name -> module implementing ``build(base, config, base_ptrs)`` and ``DEFAULTS`` (from the registry)
-METHODS: dict[str, str] = ADAPTERS
 
 
 class AdaptedLiteMedSAM(nn.Module):
@@ -157,32 +152,3 @@ def checkpoint_stages(encoder: nn.Module, stages: Iterable[int]) -> None:
 def base_tensor_ptrs(base: nn.Module) -> set[int]:
     """Storage addresses of the base model's parameters and buffers (to tell adapter tensors apart)."""
     return {t.data_ptr() for t in base.state_dict().values() if t.numel()}
-
-
-def method_module(method: str):
-    """The module implementing ``method``; unknown names raise ``ValueError`` listing the known ones."""
-    if method not in METHODS:
-        raise InputError(None, f"unknown method {method!r}; use one of {sorted(METHODS)}")
-    return importlib.import_module(METHODS[method])
-
-
-def method_config(method: str, **overrides: Any) -> dict[str, Any]:
-    """The method's default configuration updated with the non-``None`` overrides it knows."""
-    module = method_module(method)
-    config = dict(module.DEFAULTS)
-    for key, value in overrides.items():
-        if key in config and value is not None:
-            config[key] = value
-    return config
-
-
-def build_adapted(base: nn.Module, method: str, config: dict[str, Any] | None = None) -> AdaptedLiteMedSAM:
-    """Wrap the pretrained ``base`` for ``method``: base frozen, adapter parts trainable."""
-    module = method_module(method)
-    cfg = method_config(method, **(config or {}))
-    base_ptrs = base_tensor_ptrs(base)
-    freeze(base)
-    model = module.build(base, cfg, base_ptrs)
-    model.method = method
-    model.config = cfg
-    return model

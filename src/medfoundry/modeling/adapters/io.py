@@ -22,8 +22,9 @@ from torch import nn
 from medfoundry.errors import InputError
 from medfoundry.io.atomic import atomic_path
 from medfoundry.io.torchfile import plain
-from medfoundry.modeling.adapters.base import METHODS, AdaptedLiteMedSAM, build_adapted
+from medfoundry.modeling.adapters.base import AdaptedLiteMedSAM
 from medfoundry.modeling.fingerprint import module_fingerprint
+from medfoundry.modeling.registry import ADAPTERS, adapter_module, build_adapter
 
 FORMAT = "medfoundry-adapter"
 VERSION = 1
@@ -75,7 +76,7 @@ def read_adapter(path: str | Path) -> dict[str, Any]:
         raise InputError(path, "not a medfoundry adapter file (write one with 'medfoundry finetune')")
     if payload.get("version", 0) > VERSION:
         raise InputError(path, f"adapter format version {payload['version']} is newer than this medfoundry")
-    if payload.get("method") not in METHODS:
+    if payload.get("method") not in ADAPTERS:
         raise InputError(path, f"unknown adaptation method {payload.get('method')!r}")
     check_adapter_config(payload["method"], payload.get("config"), path)
     return payload
@@ -96,9 +97,7 @@ def _same_kind(value: Any, default: Any) -> bool:
 def check_adapter_config(method: str, config: Any, path: str | Path | None = None) -> None:
     """Refuse an adapter config whose keys or value types differ from the method's defaults (e.g. a string
     ``rank``), or whose sizes are not positive, before any model is built."""
-    from medfoundry.modeling.adapters.base import method_module
-
-    defaults = method_module(method).DEFAULTS
+    defaults = adapter_module(method).DEFAULTS
     if not isinstance(config, dict):
         raise InputError(path, f"adapter config must be a mapping, got {type(config).__name__}")
     for key, value in config.items():
@@ -133,7 +132,7 @@ def load_adapter_into(
             f"{payload['base_fingerprint']}); the given weights have fingerprint {found}. "
             "Pass the --weights it was trained on",
         )
-    model = build_adapted(base, payload["method"], payload["config"])
+    model = build_adapter(base, payload["method"], payload["config"])
     expected = set(model.adapter_state())
     state = payload["state"]
     if set(state) != expected:
