@@ -142,7 +142,7 @@ def run_key(seed: int, epochs: int, cfg: dict) -> str:
 
 
 def schedule_of(cfg: dict, variant: str, epochs: int):  # noqa: ANN201 - medfoundry Schedule
-    from medfoundry.training.nnunet.trainers import make_schedule
+    from medfoundry.training.nnunet.schedule import make_schedule
 
     return make_schedule(
         "nnunet" if cfg["device"] == "cuda" else "cpu",
@@ -187,7 +187,8 @@ def run_point(args: argparse.Namespace, run: Path, variant: str, fraction: float
     from medfoundry.modeling.fusion import FusionSpec
     from medfoundry.training.nnunet.predict import load_predictor
     from medfoundry.training.nnunet.runtime import RunLayout
-    from medfoundry.training.nnunet.trainers import MODEL_INFO, snapshot_name, train
+    from medfoundry.training.nnunet.schedule import snapshot_name
+    from medfoundry.training.nnunet.trainers import MODEL_INFO, train
 
     cfg = args.cfg
     schedule = schedule_of(cfg, variant, epochs)

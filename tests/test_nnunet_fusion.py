@@ -138,7 +138,7 @@ def test_trainer_classes_are_module_level_and_picklable(variant: str) -> None:
 
 def test_onnx_runtime_of_the_frozen_forward_matches_eager(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from medfoundry.inference.encoder_backends import fast_backend, feature_map_runtime
-    from medfoundry.training.nnunet.trainers import attach_feature_runtime
+    from medfoundry.training.nnunet.network import attach_feature_runtime
 
     monkeypatch.setenv("MEDFOUNDRY_CACHE", str(tmp_path))
     net = build_fusion_network(_unet(False), FusionSpec("dino", tiny=True), STRIDES).eval()

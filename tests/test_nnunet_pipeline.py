@@ -135,7 +135,8 @@ def test_cli_end_to_end_all_variants(planned_run: Path, capsys: pytest.CaptureFi
 
 
 def test_interrupted_training_resumes_from_checkpoint(planned_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from medfoundry.training.nnunet.trainers import make_schedule, train, trainer_class
+    from medfoundry.training.nnunet.schedule import make_schedule
+    from medfoundry.training.nnunet.trainers import train, trainer_class
 
     cls = trainer_class("baseline")
     original = cls.on_epoch_end
@@ -167,7 +168,8 @@ def test_interrupted_training_resumes_from_checkpoint(planned_run: Path, monkeyp
 def test_snapshots_are_kept_and_predict_like_the_final_model(planned_run: Path) -> None:
     from medfoundry.errors import InputError as Refused
     from medfoundry.training.nnunet.predict import load_predictor
-    from medfoundry.training.nnunet.trainers import make_schedule, snapshot_name, train
+    from medfoundry.training.nnunet.schedule import make_schedule, snapshot_name
+    from medfoundry.training.nnunet.trainers import train
 
     with pytest.raises(Refused, match="snapshot epochs must lie in 1..2"):
         make_schedule("tiny", epochs=2, snapshot_epochs=(3,))

@@ -172,7 +172,8 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from medfoundry.modeling.fusion import FusionSpec
-    from medfoundry.training.nnunet.trainers import make_schedule, train
+    from medfoundry.training.nnunet.schedule import make_schedule
+    from medfoundry.training.nnunet.trainers import train
 
     schedule = make_schedule(
         args.schedule,

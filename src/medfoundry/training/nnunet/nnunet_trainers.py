@@ -1,7 +1,8 @@
 """The nnU-Net v2 trainer classes of the nnU-Net arm, at module level (importable and picklable).
 
 This module imports nnunetv2 (which reads its folder variables lazily); :func:`.trainers.trainer_class` imports it
-on first use. See :mod:`.trainers` for the schedules and the training entry point.
+on first use. The schedules are in :mod:`.schedule`, the networks in :mod:`.network`, the training entry point in
+:mod:`.trainers`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from medfoundry.modeling.fusion import FusionSpec
-from medfoundry.training.nnunet.trainers import Schedule, attach_feature_runtime, build_network, snapshot_name
+from medfoundry.training.nnunet.network import attach_feature_runtime, build_network
+from medfoundry.training.nnunet.schedule import Schedule, snapshot_name
 
 
 class nnUNetTrainerMF(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming, shown in its output folder names

@@ -20,19 +20,14 @@ from medfoundry.errors import InputError, OutputExistsError, WeightsError
 from medfoundry.io.paths import split_suffix
 from medfoundry.io.torchfile import load_torch_file
 from medfoundry.modeling.fusion import FusionSpec
+from medfoundry.training.nnunet.network import attach_feature_runtime, build_network
 from medfoundry.training.nnunet.runtime import (
     CONFIGURATION,
     RunLayout,
     fraction_fold,
     nnunet_environment,
 )
-from medfoundry.training.nnunet.trainers import (
-    MODEL_INFO,
-    attach_feature_runtime,
-    build_network,
-    model_folder,
-    trainer_name,
-)
+from medfoundry.training.nnunet.trainers import MODEL_INFO, model_folder, trainer_name
 
 FILE_ENDING = ".nii.gz"
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".npz")

@@ -8,21 +8,21 @@ U-Net wrapped in :class:`~medfoundry.modeling.fusion.FusionUNet`).
 nnU-Net's command-line tools find trainers by class name inside the ``nnunetv2`` package; these classes live in
 medfoundry instead (at module level in :mod:`.nnunet_trainers`), so :func:`train` instantiates them directly with
 nnU-Net's constructor arguments (plans, configuration, fold, dataset.json, device), and :mod:`.predict` builds their
-network with :func:`build_network` and hands it to ``nnUNetPredictor.manual_initialization``.
+network with :func:`.network.build_network` and hands it to ``nnUNetPredictor.manual_initialization``.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from medfoundry.errors import InputError, OutputExistsError
 from medfoundry.io.atomic import atomic_path
-from medfoundry.modeling.fusion import VARIANTS, FusionSpec, build_fusion_network
+from medfoundry.modeling.fusion import VARIANTS, FusionSpec
 from medfoundry.training.nnunet.runtime import (
     CONFIGURATION,
     PLANS_IDENTIFIER,
@@ -30,95 +30,10 @@ from medfoundry.training.nnunet.runtime import (
     fraction_fold,
     nnunet_environment,
 )
+from medfoundry.training.nnunet.schedule import SCHEDULES, Schedule
 from medfoundry.training.resume import resume_or_refuse
 
 MODEL_INFO = "medfoundry_model.json"
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """How long nnU-Net trains: epochs x iterations, validation iterations, batch size (None = nnU-Net's plan).
-
-    ``snapshot_epochs``: after each of these epochs the weights are also kept as ``checkpoint_epN.pth`` (for
-    test-Dice-against-training-length curves); the last epoch is ``checkpoint_final.pth`` as usual.
-    """
-
-    epochs: int = 1000
-    iterations_per_epoch: int = 250
-    val_iterations: int = 50
-    batch_size: int | None = None
-    initial_lr: float = 1e-2
-    save_every: int = 50
-    snapshot_epochs: tuple[int, ...] = ()
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "iterations_per_epoch", "val_iterations", "save_every"):
-            if int(getattr(self, name)) < 1:
-                raise InputError(None, f"schedule {name} must be at least 1, got {getattr(self, name)}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise InputError(None, f"batch size must be at least 1, got {self.batch_size}")
-        if not self.initial_lr > 0:
-            raise InputError(None, f"learning rate must be positive, got {self.initial_lr}")
-        snaps = tuple(sorted({int(e) for e in self.snapshot_epochs}))
-        if any(not 1 <= e <= int(self.epochs) for e in snaps):
-            raise InputError(None, f"snapshot epochs must lie in 1..{self.epochs}, got {list(snaps)}")
-        object.__setattr__(self, "snapshot_epochs", snaps)
-
-
-def snapshot_name(epoch: int) -> str:
-    """File name of the weights kept after ``epoch`` epochs (see :attr:`Schedule.snapshot_epochs`)."""
-    return f"checkpoint_ep{int(epoch)}.pth"
-
-
-SCHEDULES: dict[str, Schedule] = {
-    # nnU-Net's own: 1000 epochs of 250 iterations, batch size from the plan (a GPU setting)
-    "nnunet": Schedule(),
-    # a short CPU schedule: 8 epochs of 25 iterations at batch size 4, checkpoint every epoch
-    "cpu": Schedule(epochs=8, iterations_per_epoch=25, val_iterations=2, batch_size=4, save_every=1),
-    # for tests and smoke runs
-    "tiny": Schedule(epochs=1, iterations_per_epoch=2, val_iterations=1, batch_size=2, save_every=1),
-}
-
-
-def make_schedule(name: str = "cpu", **overrides: int | float | None) -> Schedule:
-    """A named schedule with some fields replaced (``None`` values are ignored)."""
-    if name not in SCHEDULES:
-        raise InputError(None, f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
-    changes = {k: v for k, v in overrides.items() if v is not None}
-    return replace(SCHEDULES[name], **changes)
-
-
-def build_network(
-    plans_manager,  # noqa: ANN001 - nnU-Net's PlansManager
-    configuration_manager,  # noqa: ANN001 - nnU-Net's ConfigurationManager
-    num_input_channels: int,
-    num_output_channels: int,
-    enable_deep_supervision: bool,
-    fusion: FusionSpec | None,
-) -> torch.nn.Module:
-    """nnU-Net's planned network, wrapped with a frozen encoder when ``fusion`` is given."""
-    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-
-    unet = nnUNetTrainer.build_network_architecture(
-        plans_manager, configuration_manager, num_input_channels, num_output_channels, enable_deep_supervision
-    )
-    if fusion is None:
-        return unet
-    return build_fusion_network(unet, fusion, list(configuration_manager.pool_op_kernel_sizes))
-
-
-def attach_feature_runtime(network: torch.nn.Module, backend: str, device: torch.device | str) -> str:
-    """On the CPU, run a fusion network's frozen forward on ``backend`` (``fast`` = ONNX Runtime); returns the
-    runtime's name (``torch`` where the eager path stays: GPU, several feature maps, a plain U-Net)."""
-    from medfoundry.modeling.fusion import FusionUNet
-
-    if not isinstance(network, FusionUNet) or torch.device(device).type != "cpu":
-        return "torch"
-    from medfoundry.inference.encoder_backends import feature_map_runtime
-
-    runtime = feature_map_runtime(network.frozen, network.feature_index, backend, threads=torch.get_num_threads())
-    network.feature_runtime = runtime
-    return runtime.name if runtime is not None else "torch"
 
 
 # variant -> trainer class name (nnU-Net shows it in its output folder names); classes in :mod:`.nnunet_trainers`
