@@ -18,6 +18,7 @@ import torch
 from medfoundry.errors import InputError, WeightsError
 from medfoundry.evaluation.wholebody_figures import save_flagged_mip
 from medfoundry.io.atomic import atomic_dir, check_writable
+from medfoundry.io.torchfile import load_torch_file
 from medfoundry.modeling.heads import LinearHead, predict_proba
 from medfoundry.modeling.slice_cnn import SliceCNN
 
@@ -39,10 +40,7 @@ def load_bundle(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "model bundle not found; 'classify compare' writes them to OUT/models/")
-    try:
-        bundle = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same message
-        raise InputError(path, f"cannot be read as a model bundle ({exc.__class__.__name__})") from exc
+    bundle = load_torch_file(path, "model bundle")
     if not isinstance(bundle, dict) or bundle.get("kind") not in ("linear", "cnn"):
         raise InputError(path, "not a classify model bundle (expected kind 'linear' or 'cnn')")
     return bundle

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medfoundry.errors import InputError
+from medfoundry.errors import InputError, WeightsError
 
 
 def _numpy_scalar_globals() -> list:
@@ -70,3 +70,12 @@ def load_torch_file(path: str | Path, what: str = "checkpoint", numpy_scalars: b
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a broken file
         first = (str(exc).splitlines() or [""])[0][:160]
         raise InputError(path, f"cannot be read as a {what} ({type(exc).__name__}: {first})") from None
+
+
+def load_weights_file(path: str | Path, what: str = "PyTorch checkpoint") -> Any:
+    """:func:`load_torch_file` for model weights: the same checks, a failure raised as :class:`WeightsError` (what
+    the weights loaders raise for a missing or wrong weights file)."""
+    try:
+        return load_torch_file(path, what)
+    except InputError as exc:
+        raise WeightsError(str(exc)) from None

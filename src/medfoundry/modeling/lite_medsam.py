@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from medfoundry.errors import WeightsError
+from medfoundry.io.torchfile import load_weights_file
 from medfoundry.preprocessing.resize import IMAGE_SIZE
 
 WEIGHTS_FILENAME = "lite_medsam.pth"
@@ -88,10 +89,7 @@ def build_lite_medsam(pretrained: bool = True, weights: str | Path | None = None
     model = _wheel().build_lite_medsam()
     if pretrained:
         path = resolve_weights(weights)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
-            raise WeightsError(f"{path}: cannot be read as a PyTorch checkpoint ({exc.__class__.__name__})") from exc
+        state = load_weights_file(path)
         if isinstance(state, dict):
             state = state.get("model", state.get("state_dict", state))
         try:

@@ -21,7 +21,7 @@ from torch import nn
 
 from medfoundry.errors import InputError
 from medfoundry.io.atomic import atomic_path
-from medfoundry.io.torchfile import plain
+from medfoundry.io.torchfile import load_torch_file, plain
 from medfoundry.modeling.adapters.base import AdaptedLiteMedSAM
 from medfoundry.modeling.fingerprint import module_fingerprint
 from medfoundry.modeling.registry import ADAPTERS, adapter_module, build_adapter
@@ -68,10 +68,7 @@ def read_adapter(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "adapter file not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - every unreadable file gets the same message
-        raise InputError(path, f"cannot be read as an adapter file ({exc.__class__.__name__})") from exc
+    payload = load_torch_file(path, "adapter file")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InputError(path, "not a medfoundry adapter file (write one with 'medfoundry finetune')")
     if payload.get("version", 0) > VERSION:

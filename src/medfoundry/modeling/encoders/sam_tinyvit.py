@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from medfoundry.errors import WeightsError
+from medfoundry.io.torchfile import load_weights_file
 from medfoundry.modeling.encoders.base import IMAGENET_MEAN, IMAGENET_STD, FrozenEncoder
 
 
@@ -57,10 +58,7 @@ def build_sam_tinyvit(encoder: str, weights: str | None, tiny: bool, seed: int =
     weights_id = None
     if weights is not None:
         path = Path(weights)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same message
-            raise WeightsError(f"{path}: cannot be read as a PyTorch checkpoint ({exc.__class__.__name__})") from exc
+        state = load_weights_file(path)
         if isinstance(state, dict) and isinstance(state.get("model"), dict):
             state = state["model"]
         if not isinstance(state, dict):

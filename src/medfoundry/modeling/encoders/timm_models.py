@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from medfoundry.errors import WeightsError
+from medfoundry.io.torchfile import load_weights_file
 from medfoundry.modeling.encoders.base import FrozenEncoder, missing_weights, weights_dir
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
@@ -61,15 +62,15 @@ CLASSIFIER_PREFIXES = ("head.", "fc.", "classifier.", "head_dist.")
 
 def read_state_dict(file: Path) -> dict[str, torch.Tensor]:
     """Tensors of a ``.safetensors`` / ``.bin`` / ``.pth`` file (``state_dict`` / ``model`` wrappers unpacked)."""
-    try:
-        if file.name.endswith(".safetensors"):
-            from safetensors.torch import load_file
+    if file.name.endswith(".safetensors"):
+        from safetensors.torch import load_file
 
+        try:
             state = load_file(str(file))
-        else:
-            state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same message
-        raise WeightsError(f"{file}: cannot be read as a weights file ({exc.__class__.__name__})") from exc
+        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same message
+            raise WeightsError(f"{file}: cannot be read as a weights file ({exc.__class__.__name__})") from exc
+    else:
+        state = load_weights_file(file, "weights file")
     for key in ("state_dict", "model", "module"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
