@@ -220,10 +220,9 @@ def same_encoder(model: torch.nn.Module, base: torch.nn.Module) -> bool:
 
 def label_efficiency_plot(rows: list[dict], zero: dict, path: Path) -> None:
     """Test 3D DSC (exact 3D box) against training patients, one line per method (+- sd band)."""
-    import matplotlib
+    from medfoundry.io.figures import pyplot_agg, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot_agg()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.axhline(zero["dsc"], color="k", ls="--", label=f"zero-shot {zero['dsc']:.3f}")
@@ -248,8 +247,7 @@ def label_efficiency_plot(rows: list[dict], zero: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, overwrite=True, dpi=110)
 
 
 @dataclass

@@ -281,7 +281,7 @@ def organ_report(rows: list[dict], prob: np.ndarray, thr: float, test_rows: set[
 
 
 def plot_profiles(path: Path, name: str, rows, probs: dict, thresholds: dict, regions: dict) -> None:
-    from medfoundry.evaluation.lesion_figures import pyplot_agg
+    from medfoundry.io.figures import pyplot_agg, save_figure
 
     plt = pyplot_agg()
     wb = [r for r in rows if r["source"] == "wholebody"]
@@ -308,8 +308,7 @@ def plot_profiles(path: Path, name: str, rows, probs: dict, thresholds: dict, re
         ax.legend(fontsize=7, loc="center left")
     axes[-1, 0].set_xlabel("slice index (0 = thighs, 266 = head)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, overwrite=True, dpi=110)
 
 
 def flagged_ranges(slices: np.ndarray, flags: np.ndarray) -> list[tuple[int, int]]:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from medfoundry.io.figures import pyplot_agg, save_figure
+
 PAPER_10 = {"baseline": (0.47, 0.35), "sam": (0.45, 0.34)}  # AutoPET III, 10 % of the training scans: Dice, IoU
 WEIGHT_HINTS = {
     "convnext1": "ConvNeXt-Base weights",
@@ -133,16 +135,7 @@ def curves_from_points(points: list[dict]) -> dict:
     return curves
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _finish(plt, fig, ax, path: Path, xlabel: str, ylabel: str) -> None:  # noqa: ANN001 - matplotlib objects
+def _finish(fig, ax, path: Path, xlabel: str, ylabel: str) -> None:  # noqa: ANN001 - matplotlib objects
     """Labels, a 0-1 Dice axis, grid and legend; save and close."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -150,13 +143,12 @@ def _finish(plt, fig, ax, path: Path, xlabel: str, ylabel: str) -> None:  # noqa
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path, overwrite=True)
 
 
 def plot_dice(payload: dict, path: Path) -> None:
     """Dice (mean +- sd over seeds, each seed as a dot) against training fraction, with the paper's 10 % values."""
-    plt = _pyplot()
+    plt = pyplot_agg()
     with plt.style.context("default"):
         fig, ax = plt.subplots(figsize=(6.0, 4.2), dpi=120)
         colours = {"baseline": "tab:blue", "sam": "tab:orange"}
@@ -180,12 +172,12 @@ def plot_dice(payload: dict, path: Path) -> None:
         ax.set_xscale("log")
         ax.set_xticks(fractions)
         ax.set_xticklabels([f"{f:g}%" for f in fractions])
-        _finish(plt, fig, ax, path, "training fraction (of 24 patients)", "test Dice (6 patients)")
+        _finish(fig, ax, path, "training fraction (of 24 patients)", "test Dice (6 patients)")
 
 
 def plot_curves(payload: dict, path: Path) -> None:
     """Test Dice against epochs (mean over seeds, each seed faint), one line per (variant, fraction)."""
-    plt = _pyplot()
+    plt = pyplot_agg()
     curves = payload.get("curves", {})
     if not curves:
         return
@@ -202,4 +194,4 @@ def plot_curves(payload: dict, path: Path) -> None:
             for i in range(seeds):
                 ys = [curve[str(e)][i] if i < len(curve[str(e)]) else math.nan for e in epochs]
                 ax.plot(epochs, ys, style, color=line.get_color(), alpha=0.25, linewidth=0.8)
-        _finish(plt, fig, ax, path, "epoch", "test Dice")
+        _finish(fig, ax, path, "epoch", "test Dice")

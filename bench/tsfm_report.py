@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medfoundry.evaluation.lesion_figures import pyplot_agg
+from medfoundry.io.figures import pyplot_agg, save_figure
 from medfoundry.training.nnunet.report import markdown_table
 
 ARMS = ("pretrained", "from scratch")
@@ -134,8 +134,7 @@ def plot_dice(payload: dict, path: Path) -> None:
     ax.set_xticks(sorted({s["k"] for s in payload["summary"]}))
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, overwrite=True, dpi=100)
 
 
 def plot_curves(payload: dict, path: Path) -> None:
@@ -158,5 +157,4 @@ def plot_curves(payload: dict, path: Path) -> None:
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, overwrite=True, dpi=100)

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from medfoundry.errors import InputError
 from medfoundry.io import MedicalImage, write_image, write_mask
 from medfoundry.io.atomic import atomic_dir, check_writable
+from medfoundry.io.figures import pyplot_agg, save_figure
 
 
 @dataclass
@@ -164,10 +165,7 @@ def synthesize_dataset(
 
 def save_synthesis_picture(shown: list[tuple[Slice2D, np.ndarray, np.ndarray]], path: Path) -> None:
     """Exemplars (top row) above the synthetic images made from them (bottom row), masks outlined."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot_agg()
 
     n = len(shown)
     fig, axes = plt.subplots(2, n, figsize=(2.2 * n, 4.6), squeeze=False)
@@ -181,5 +179,4 @@ def save_synthesis_picture(shown: list[tuple[Slice2D, np.ndarray, np.ndarray]], 
             ax.set_title(title, fontsize=8)
             ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, overwrite=True, dpi=90)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from medfoundry.errors import InputError
+from medfoundry.io.figures import pyplot_agg, save_figure
 
 METRIC_COLUMNS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "ap")
 COUNT_COLUMNS = ("n", "n_pos", "tp", "fp", "tn", "fn", "threshold")
@@ -95,10 +96,7 @@ def plot_curves(
     curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Path, kind: str = "roc", title: str = ""
 ) -> None:
     """ROC (``kind="roc"``) or precision-recall (``kind="pr"``) curves of several models in one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot_agg()
     from sklearn.metrics import auc, precision_recall_curve, roc_curve
 
     fig, ax = plt.subplots(figsize=(5.2, 5))
@@ -126,16 +124,12 @@ def plot_curves(
     ax.set_title(title or ("ROC, test split" if kind == "roc" else "precision-recall, test split"))
     ax.legend(loc="lower right" if kind == "roc" else "lower left", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, overwrite=True, dpi=120)
 
 
 def plot_confusions(rows: Mapping[str, Mapping[str, float]], path: str | Path) -> None:
     """One 2 x 2 confusion matrix per model (counts at the chosen threshold) in a single PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot_agg()
 
     n = max(1, len(rows))
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.2), squeeze=False)
@@ -152,5 +146,4 @@ def plot_confusions(rows: Mapping[str, Mapping[str, float]], path: str | Path) -
         ax.set_ylabel("true")
         ax.set_title(f"{name}\n(threshold {row['threshold']:.2f})", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, overwrite=True, dpi=120)

@@ -7,21 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from medfoundry.io.atomic import atomic_path
+from medfoundry.io.figures import pyplot_agg, save_figure
 
 MIP_SUV_MAX = 10.0  # display range 0-10 SUV, inverted grey (black = hot), as PET readers view MIPs
 MAX_THUMBNAILS = 60
 COLOURS = ("#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00", "#a65628", "#f781bf")
-
-
-def pyplot_agg():
-    """matplotlib.pyplot on the non-interactive Agg backend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def superior_up(direction: tuple[float, ...]) -> bool:
@@ -57,9 +47,7 @@ def save_mip(
         ax.axis("off")
     fig.suptitle(f"{title}  {len(ids)} lesion(s)".strip())
     fig.tight_layout()
-    with atomic_path(path, overwrite) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path, overwrite=overwrite, dpi=110)
     return Path(path)
 
 
@@ -88,7 +76,5 @@ def save_thumbnails(
         ax.contour(mask[z, y0 : y + half + 1, x0 : x + half + 1].astype(float), levels=[0.5], colors=["#e41a1c"])
         ax.set_title(f"#{les['id']} z={z}\nSUVmax {les['suv_max']:.1f}, {les['mtv_ml']:.1f} mL", fontsize=8)
     fig.tight_layout()
-    with atomic_path(path, overwrite) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path, overwrite=overwrite, dpi=110)
     return Path(path)

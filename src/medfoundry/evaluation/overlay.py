@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medfoundry.io.atomic import atomic_path
+from medfoundry.io.figures import pyplot_agg, save_figure
 from medfoundry.preprocessing.boxes import mask_slices
 
 
@@ -53,10 +53,7 @@ def save_overlay(
     overwrite: bool = False,
 ) -> Path:
     """Write a PNG of the image (in [0, 1]) with predicted outlines (colours) and ground truth (white, dashed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot_agg()
 
     if is_3d:
         zs = _slices_to_show(labels, gt, max_slices)
@@ -78,7 +75,5 @@ def save_overlay(
     if title:
         fig.suptitle(title + ("  (dashed white: reference)" if gt is not None else ""), fontsize=10)
     fig.tight_layout()
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path, overwrite=overwrite, dpi=110)
     return Path(path)

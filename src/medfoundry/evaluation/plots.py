@@ -6,15 +6,12 @@ import math
 from pathlib import Path
 
 from medfoundry.evaluation.evaluator import SegmentationEvaluator
-from medfoundry.io.atomic import atomic_path
+from medfoundry.io.figures import pyplot_agg, save_figure
 
 
 def plot_metrics(evaluator: SegmentationEvaluator, path: str | Path, overwrite: bool = False) -> Path:
     """Box plots (with the cases as dots) of DSC, NSD and, outside challenge mode, HD95 per class."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot_agg()
 
     metrics = ["dsc", "nsd"] if evaluator.challenge_compat else ["dsc", "nsd", "hd95"]
     titles = {"dsc": "DSC", "nsd": f"NSD @ {evaluator.tolerance_mm:g} mm", "hd95": "HD95 (mm)"}
@@ -39,7 +36,5 @@ def plot_metrics(evaluator: SegmentationEvaluator, path: str | Path, overwrite: 
     n_cases = len({r["case"] for r in evaluator.rows})
     fig.suptitle(f"{n_cases} case(s)" + (" - MedSAM-on-laptop 2024 scoring" if evaluator.challenge_compat else ""))
     fig.tight_layout()
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    save_figure(fig, path, overwrite=overwrite, dpi=120)
     return Path(path)

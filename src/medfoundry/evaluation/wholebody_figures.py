@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medfoundry.evaluation.lesion_figures import MIP_SUV_MAX, pyplot_agg, superior_up
-from medfoundry.io.atomic import atomic_path
+from medfoundry.evaluation.lesion_figures import MIP_SUV_MAX, superior_up
+from medfoundry.io.figures import pyplot_agg, save_figure
 
 
 def _display_max(volume: np.ndarray) -> float:
@@ -55,9 +55,7 @@ def save_insertion_examples(
         ax.set_title(titles[i] if i < len(titles) else f"example {i + 1}", fontsize=9)
     fig.suptitle(f"lesion insertion: coronal MIPs (0-{vmax:g}), inserted lesions outlined in red", fontsize=10)
     fig.tight_layout()
-    with atomic_path(path, overwrite) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path, overwrite=overwrite, dpi=110)
     return Path(path)
 
 
@@ -86,7 +84,5 @@ def save_flagged_mip(
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title(title or "coronal MIP, flagged slices", fontsize=9)
     fig.tight_layout()
-    with atomic_path(path, overwrite) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path, overwrite=overwrite, dpi=110)
     return Path(path)

@@ -18,6 +18,7 @@ import torch
 from medfoundry.errors import InputError, WeightsError
 from medfoundry.evaluation.wholebody_figures import save_flagged_mip
 from medfoundry.io.atomic import atomic_dir, check_writable
+from medfoundry.io.figures import pyplot_agg, save_figure
 from medfoundry.io.torchfile import load_torch_file
 from medfoundry.modeling.heads import LinearHead, predict_proba
 from medfoundry.modeling.slice_cnn import SliceCNN
@@ -102,10 +103,7 @@ def _scan_probabilities(bundle: dict, images: np.ndarray, weights: str | Path | 
 
 def plot_profile(path: Path, pred: ScanPrediction, title: str, lesion_slices: np.ndarray | None = None) -> None:
     """Probability against z (mm) with the threshold line; true lesion slices shaded when known."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot_agg()
 
     fig, ax = plt.subplots(figsize=(8, 3.4))
     order = np.argsort(pred.z_mm)
@@ -122,8 +120,7 @@ def plot_profile(path: Path, pred: ScanPrediction, title: str, lesion_slices: np
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, overwrite=True, dpi=120)
 
 
 def predict_scan(

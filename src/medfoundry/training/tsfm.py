@@ -16,6 +16,7 @@ from tqdm import tqdm
 from medfoundry.data.pool import PoolDataset, load_pool_index
 from medfoundry.data.sampler import WeightedDistributedSampler
 from medfoundry.errors import InputError, MedfoundryError
+from medfoundry.io.figures import pyplot_agg, save_figure
 from medfoundry.modeling.tsfm.checkpoint import load_checkpoint, make_payload, save_checkpoint
 from medfoundry.modeling.tsfm.loss import PartialLabelBCEDiceLoss
 from medfoundry.modeling.tsfm.network import TSFM
@@ -75,10 +76,7 @@ def poly_lr(base: float, epoch: int, epochs: int, exponent: float = 0.9) -> floa
 
 
 def _plot_history(history: list[dict], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot_agg()
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.plot([h["epoch"] for h in history], [h["loss"] for h in history], marker="o")
@@ -86,11 +84,7 @@ def _plot_history(history: list[dict], path: Path, title: str) -> None:
     ax.set_ylabel("BCE + Dice loss")
     ax.set_title(title)
     fig.tight_layout()
-    from medfoundry.io.atomic import atomic_path
-
-    with atomic_path(path, overwrite=True) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    save_figure(fig, path, overwrite=True, dpi=100)
 
 
 def _restore(model: TSFM, optimizer, last: Path, classes: list, env: DistEnv) -> tuple[list[dict], int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medfoundry.io.atomic import atomic_path
+from medfoundry.io.figures import pyplot_agg, save_figure
 
 _VAL_LINES = (
     ("val3d_dsc", "3D DSC, exact 3D box", "o-"),
@@ -17,10 +17,7 @@ _VAL_LINES = (
 def save_curves(history: list[dict], path: str | Path, title: str = "") -> Path:
     """Write a PNG of ``history`` (one dict per epoch with ``train_loss`` and the validation scores it has;
     epoch -1, the untrained adapter's validation, is drawn at epoch 0)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot_agg()
 
     fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(9, 3.5))
     trained = [h for h in history if h.get("train_loss") is not None]
@@ -41,7 +38,5 @@ def save_curves(history: list[dict], path: str | Path, title: str = "") -> Path:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    with atomic_path(path, overwrite=True) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    save_figure(fig, path, overwrite=True, dpi=100)
     return Path(path)

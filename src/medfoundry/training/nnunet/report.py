@@ -19,6 +19,7 @@ import numpy as np
 from medfoundry.errors import InputError, OutputExistsError
 from medfoundry.evaluation import SegmentationEvaluator
 from medfoundry.io.atomic import atomic_path
+from medfoundry.io.figures import pyplot_agg, save_figure
 
 CASE_COLUMNS = ("case", "gt_ml", "pred_ml", "dice", "iou", "fpv_ml", "fnv_ml")
 SUMMARY_COLUMNS = ("variant", "fraction", "cases", "cases_with_lesion", "dice", "dice_sd", "iou", "fpv_ml", "fnv_ml")
@@ -170,10 +171,7 @@ def write_case_tables(
 
 def plot_dice_vs_fraction(summaries: Sequence[Summary], path: str | Path, overwrite: bool = False) -> Path:
     """PNG: mean Dice (± SD over cases) against training fraction (log axis), one line per variant."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot_agg()
 
     with plt.style.context("default"):  # nnU-Net imports seaborn, which changes the global style
         fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=120)
@@ -193,11 +191,7 @@ def plot_dice_vs_fraction(summaries: Sequence[Summary], path: str | Path, overwr
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        path = Path(path)
-        with atomic_path(path, overwrite=overwrite) as tmp:
-            fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+        return save_figure(fig, path, overwrite=overwrite)
 
 
 def find_predictions(run_dir: str | Path) -> list[tuple[str, float, Path]]:
