@@ -23,11 +23,12 @@ from tqdm.auto import tqdm
 
 from medfoundry.errors import InputError
 from medfoundry.io import MedicalImage, read_image_for_model, read_mask
+from medfoundry.io.dicom import DICOM_SUFFIXES
 from medfoundry.io.paths import FORMAT_SUFFIXES, split_suffix
 from medfoundry.preprocessing.boxes import label_boxes, mask_box
 from medfoundry.preprocessing.intensity import IntensityWindow, normalize_intensity
 
-IMAGE_SUFFIXES = tuple(s for s in FORMAT_SUFFIXES if s not in (".dcm", ".dicom", ".ima"))  # single files
+IMAGE_SUFFIXES = tuple(s for s in FORMAT_SUFFIXES if s not in DICOM_SUFFIXES)  # single files
 
 
 @dataclass

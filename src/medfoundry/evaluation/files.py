@@ -10,6 +10,8 @@ import numpy as np
 from medfoundry.errors import InputError
 from medfoundry.evaluation.evaluator import SegmentationEvaluator
 from medfoundry.evaluation.lesionwise import LesionWiseEvaluator
+from medfoundry.io.dicom import DICOM_SUFFIXES
+from medfoundry.io.formats import FILE_SUFFIXES
 from medfoundry.io.image import MedicalImage
 from medfoundry.io.paths import split_suffix
 
@@ -18,14 +20,6 @@ _MAX_LISTED = 5
 
 def _suffix(path: Path) -> str:
     return split_suffix(path)[1]
-
-
-def _readable_suffixes() -> tuple[str, ...]:
-    from medfoundry.io.dicom import DICOM_SUFFIXES
-    from medfoundry.io.itk import ITK_READ_SUFFIXES
-    from medfoundry.io.raster2d import RASTER_SUFFIXES
-
-    return tuple(ITK_READ_SUFFIXES) + (".npz",) + tuple(RASTER_SUFFIXES) + tuple(DICOM_SUFFIXES)
 
 
 def case_name(path: str | Path) -> str:
@@ -81,8 +75,9 @@ def _challenge_spacing(gt: MedicalImage, gt_path: Path) -> tuple[float, ...]:
 def match_folders(pred_dir: str | Path, gt_dir: str | Path) -> list[tuple[Path, Path]]:
     """(prediction, ground truth) pairs of two folders, matched by file name; every GT needs a prediction."""
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
-    suffixes = _readable_suffixes()
-    gts = sorted(p for p in gt_dir.iterdir() if not p.name.startswith(".") and (p.is_dir() or _suffix(p) in suffixes))
+    gts = sorted(
+        p for p in gt_dir.iterdir() if not p.name.startswith(".") and (p.is_dir() or _suffix(p) in FILE_SUFFIXES)
+    )
     if not gts:
         raise InputError(gt_dir, "no ground-truth images in this folder")
     missing = [p.name for p in gts if not (pred_dir / p.name).exists()]
@@ -142,13 +137,10 @@ def evaluate_files(
 
 def _is_series(path: Path) -> bool:
     """A folder of DICOM files (one image) rather than a folder of cases."""
-    from medfoundry.io.dicom import DICOM_SUFFIXES
-
     entries = [p for p in path.iterdir() if not p.name.startswith(".")]
     if not entries or any(p.is_dir() for p in entries):
         return False
-    other = _readable_suffixes()
-    return all(_suffix(p) in DICOM_SUFFIXES or _suffix(p) not in other for p in entries)
+    return all(_suffix(p) in DICOM_SUFFIXES or _suffix(p) not in FILE_SUFFIXES for p in entries)
 
 
 def evaluate_lesion_files(pred_path: str | Path, gt_path: str | Path, progress: bool = True) -> LesionWiseEvaluator:

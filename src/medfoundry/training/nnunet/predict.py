@@ -17,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from medfoundry.errors import InputError, OutputExistsError, WeightsError
+from medfoundry.io.formats import VOLUME_SUFFIXES
 from medfoundry.io.paths import split_suffix
 from medfoundry.io.torchfile import load_torch_file
 from medfoundry.modeling.fusion import FusionSpec
@@ -30,7 +31,6 @@ from medfoundry.training.nnunet.runtime import (
 from medfoundry.training.nnunet.trainers import MODEL_INFO, model_folder, trainer_name
 
 FILE_ENDING = ".nii.gz"
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".npz")
 
 
 def load_predictor(
