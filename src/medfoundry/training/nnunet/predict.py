@@ -44,7 +44,23 @@ def load_predictor(
     encoder_backend: str = "fast",
 ):  # noqa: ANN201 - nnU-Net's nnUNetPredictor
     """nnU-Net's ``nnUNetPredictor`` holding the trained network (and its frozen encoder) of one model; on the CPU
-    the frozen encoder runs on ``encoder_backend`` (``fast``: ONNX Runtime)."""
+    the frozen encoder runs on ``encoder_backend`` (``fast``: ONNX Runtime).
+
+    The network is built here and handed to ``nnUNetPredictor.manual_initialization`` (the call nnU-Net's own
+    trainer uses for its final validation) rather than loaded with ``initialize_from_trained_model_folder``,
+    because that loader (nnunetv2 2.x) cannot do this job safely or at all:
+
+    * it reads every checkpoint with ``torch.load(..., weights_only=False)``, which would run a pickled payload;
+      here the file is read once, with ``weights_only=True`` (:func:`~medfoundry.io.torchfile.load_torch_file`);
+    * it finds the trainer class by name under ``nnunetv2.training.nnUNetTrainer`` (or ``nnUNet_extTrainer``)
+      and calls ``build_network_architecture`` on the class; the medfoundry trainers live in
+      :mod:`.nnunet_trainers`, and a fusion network needs its frozen encoder (``medfoundry_model.json``'s fusion
+      spec, checked against the weights it was trained with) and its CPU runtime, which a class call cannot give;
+    * it reads ``plans.json`` / ``dataset.json`` from the model folder; here they come from :func:`.plan.load_plans`,
+      which refuses plans that predate the run's current export, and the checkpoint's trainer must be ``variant``'s.
+
+    Prediction itself (preprocessing, sliding window, resampling back) is nnU-Net's ``predict_single_npy_array``.
+    """
     from medfoundry.training.nnunet.plan import load_plans
 
     manifest, plans, dataset_json = load_plans(run_dir)
