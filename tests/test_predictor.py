@@ -10,8 +10,9 @@ from medfoundry.errors import InputError
 from medfoundry.inference.encoder_backends import TorchEncoder
 from medfoundry.inference.predictor import LiteMedSAMPredictor, Prompts
 from medfoundry.inference.prompts import ObjectPrompt, load_prompt_file
-from medfoundry.inference.propagation import SliceEmbeddings, mask_box
+from medfoundry.inference.propagation import SliceEmbeddings
 from medfoundry.inference.segment import segment_array
+from medfoundry.preprocessing.boxes import mask_box
 
 
 class CountingEncoder(TorchEncoder):
@@ -214,8 +215,8 @@ def test_slice_embeddings_are_cached_and_bounded(predictor):
 def test_mask_box_margin_and_clipping():
     mask = np.zeros((20, 30), bool)
     mask[5:10, 2:8] = True
-    np.testing.assert_allclose(mask_box(mask, 3, (20, 30)), [0, 2, 10, 12])
-    assert mask_box(np.zeros((4, 4), bool), 3, (4, 4)) is None
+    np.testing.assert_allclose(mask_box(mask, 3), [0, 2, 10, 12])
+    assert mask_box(np.zeros((4, 4), bool), 3) is None
 
 
 def test_prompt_files(tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from medfoundry.inference.predictor import LiteMedSAMPredictor, Prompts
-from medfoundry.preprocessing.boxes import mask_box as tight_box
+from medfoundry.preprocessing.boxes import mask_box
 
 # margin added around the previous slice's mask box, in model pixels (MedSAM's bbox_shift)
 BOX_MARGIN_MODEL_PX = 3.0
@@ -18,19 +18,6 @@ BOX_MARGIN_MODEL_PX = 3.0
 def propagation_margin(size: tuple[int, int]) -> float:
     """The margin (original pixels) added around the previous slice's mask box on an (H, W) slice."""
     return BOX_MARGIN_MODEL_PX * max(size) / 256.0
-
-
-def grow_box(box: np.ndarray, margin: float, size: tuple[int, int]) -> np.ndarray:
-    """A box ``[x0, y0, x1, y1]`` grown by ``margin`` pixels on every side and clipped to an (H, W) image."""
-    h, w = size
-    grown = np.asarray(box, dtype=np.float32) + np.array([-margin, -margin, margin, margin], dtype=np.float32)
-    return np.clip(grown, 0.0, np.array([w - 1.0, h - 1.0, w - 1.0, h - 1.0], dtype=np.float32))
-
-
-def mask_box(mask: np.ndarray, margin: float, size: tuple[int, int]) -> np.ndarray | None:
-    """Bounding box ``[x0, y0, x1, y1]`` of a 2D mask grown by ``margin`` pixels and clipped; None if empty."""
-    box = tight_box(mask)
-    return None if box is None else grow_box(box, margin, size)
 
 
 class SliceEmbeddings:
@@ -91,10 +78,9 @@ def interpolate_masks(a: np.ndarray, b: np.ndarray, n: int) -> list[np.ndarray]:
 def _walk(predictor, embeddings, z: int, previous: np.ndarray, step: int, stop: int, out, margin, threshold) -> None:
     """Slice by slice from ``z + step`` up to ``stop`` (inclusive), each prompted with the previous mask's box plus
     ``margin``, until the mask vanishes."""
-    size = previous.shape
     z += step
     while (z <= stop) if step > 0 else (z >= stop):
-        box = mask_box(previous, margin, size)
+        box = mask_box(previous, margin)
         if box is None:
             return
         mask = segment_slice(predictor, embeddings, z, Prompts(boxes=box[None]), threshold)[0]
@@ -134,7 +120,7 @@ def propagate(
         z, previous = start_z, start_mask
         while z != stop:
             nxt = min(z + slice_step, stop) if step > 0 else max(z - slice_step, stop)
-            box = mask_box(previous, margin * abs(nxt - z), size)
+            box = mask_box(previous, margin * abs(nxt - z))
             mask = segment_slice(predictor, embeddings, nxt, Prompts(boxes=box[None]), threshold)[0]
             if not mask.any():  # the object ends in between: one slice at a time from the last mask
                 _walk(predictor, embeddings, z, previous, step, nxt - step, out, margin, threshold)

@@ -41,10 +41,24 @@ def _to_box(slices: tuple[slice, ...]) -> list[int]:
     return [s.start for s in slices][::-1] + [s.stop - 1 for s in slices][::-1]
 
 
-def mask_box(mask: np.ndarray) -> np.ndarray | None:
-    """``[x0, y0, (z0,) x1, y1, (z1)]`` (inclusive, float32) of the non-zero part of ``mask``; None when empty."""
+def grow_box(box: np.ndarray, margin: float, size: tuple[int, int]) -> np.ndarray:
+    """A box ``[x0, y0, x1, y1]`` grown by ``margin`` pixels on every side and clipped to an (H, W) image."""
+    h, w = size
+    grown = np.asarray(box, dtype=np.float32) + np.array([-margin, -margin, margin, margin], dtype=np.float32)
+    return np.clip(grown, 0.0, np.array([w - 1.0, h - 1.0, w - 1.0, h - 1.0], dtype=np.float32))
+
+
+def mask_box(mask: np.ndarray, margin: float = 0.0) -> np.ndarray | None:
+    """``[x0, y0, (z0,) x1, y1, (z1)]`` (inclusive, float32) of the non-zero part of ``mask``; None when empty.
+
+    ``margin`` > 0 (2D masks): the box grown by that many pixels on every side, clipped to the mask's (H, W)
+    (:func:`grow_box`; the prompt that 3D propagation gives the next slice).
+    """
     slices = mask_slices(mask)
-    return None if slices is None else np.asarray(_to_box(slices), dtype=np.float32)
+    if slices is None:
+        return None
+    box = np.asarray(_to_box(slices), dtype=np.float32)
+    return grow_box(box, margin, np.shape(mask)) if margin else box
 
 
 def label_boxes(labels: np.ndarray) -> np.ndarray:

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from medfoundry.data.slices2d import Sample2D
-from medfoundry.inference.propagation import grow_box, propagation_margin
-from medfoundry.preprocessing.boxes import loosen_box
+from medfoundry.inference.propagation import propagation_margin
+from medfoundry.preprocessing.boxes import grow_box, loosen_box
 from medfoundry.preprocessing.resize import IMAGE_SIZE, ResizeLongestSide, image_to_tensor
 
 PROMPT_KINDS = ("exact", "box3d", "neighbour")
