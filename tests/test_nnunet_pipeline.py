@@ -210,3 +210,34 @@ def test_summary_counts_overlap_only_where_there_is_a_lesion() -> None:
     s = summarize([a, b, CaseResult("c", 1.0, 0.0, 0.0, 0.0, 0.0, 1.0)], "baseline", 10)
     assert s.cases == 3 and s.cases_with_lesion == 2
     assert s.dice == pytest.approx(a.dice / 2) and s.fpv_ml == pytest.approx((a.fpv_ml + b.fpv_ml) / 3)
+
+
+def test_replanning_replaces_the_plan_only_once_it_is_complete(planned_run: Path, monkeypatch) -> None:
+    """Runs last (it replans the shared run): a refused or interrupted ``plan`` leaves the old plan untouched and no
+    staging folder behind; ``--overwrite`` swaps in a complete new one that loads."""
+    from nnunetv2.experiment_planning import plan_and_preprocess_api
+
+    from medfoundry.errors import OutputExistsError
+    from medfoundry.training.nnunet.plan import load_plans, plan_and_preprocess
+
+    root = planned_run / "nnUNet_preprocessed"
+    (dataset,) = root.iterdir()
+
+    def state() -> dict:
+        return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*")}
+
+    before = state()
+    with pytest.raises(OutputExistsError):
+        plan_and_preprocess(planned_run)
+
+    def interrupted(*args, **kwargs) -> None:
+        raise RuntimeError("interrupted while preprocessing")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(plan_and_preprocess_api, "preprocess", interrupted)
+        with pytest.raises(RuntimeError, match="interrupted"):
+            plan_and_preprocess(planned_run, overwrite=True)
+    assert state() == before
+    plan_and_preprocess(planned_run, overwrite=True)
+    assert [p.name for p in root.iterdir()] == [dataset.name]
+    assert (dataset / "splits_final.json").is_file() and load_plans(planned_run)[1]["dataset_name"] == dataset.name

@@ -9,13 +9,15 @@ them at the run directory and writes ``splits_final.json`` with one fold per tra
 from __future__ import annotations
 
 import json
-import shutil
+import tempfile
 from pathlib import Path
 
 from medfoundry.errors import InputError, OutputExistsError
+from medfoundry.io.atomic import swap_in_dir
 from medfoundry.training.nnunet.runtime import (
     CONFIGURATION,
     PLANS_IDENTIFIER,
+    RunLayout,
     nnunet_environment,
     read_manifest,
 )
@@ -38,17 +40,23 @@ def plan_and_preprocess(
     gpu_memory_target_gb: float | None = None,
     overwrite: bool = False,
 ) -> dict:
-    """Run nnU-Net's fingerprint extraction, planner and 2D preprocessing; returns the 2D configuration."""
+    """Run nnU-Net's fingerprint extraction, planner and 2D preprocessing; returns the 2D configuration.
+
+    nnU-Net writes into a staging folder beside ``nnUNet_preprocessed/DATASET``, which replaces it only once
+    planning, preprocessing and the splits are complete (:func:`~medfoundry.io.atomic.swap_in_dir`): an interrupted
+    or refused run leaves the previous plan as it was.
+    """
     manifest = read_manifest(run_dir)
-    with nnunet_environment(run_dir) as layout:
-        dataset_name = manifest["dataset_name"]
-        if not (layout.dataset_raw(dataset_name) / "dataset.json").is_file():
-            raise InputError(layout.dataset_raw(dataset_name), "nnU-Net raw dataset missing; run 'prepare' again")
-        target = layout.dataset_preprocessed(dataset_name)
-        if (target / f"{PLANS_IDENTIFIER}.json").exists():
-            if not overwrite:
-                raise OutputExistsError(target / f"{PLANS_IDENTIFIER}.json")
-            shutil.rmtree(target)
+    layout = RunLayout(Path(run_dir).resolve())
+    dataset_name = manifest["dataset_name"]
+    if not (layout.dataset_raw(dataset_name) / "dataset.json").is_file():
+        raise InputError(layout.dataset_raw(dataset_name), "nnU-Net raw dataset missing; run 'prepare' again")
+    target = layout.dataset_preprocessed(dataset_name)
+    if (target / f"{PLANS_IDENTIFIER}.json").exists() and not overwrite:
+        raise OutputExistsError(target / f"{PLANS_IDENTIFIER}.json")
+    layout.preprocessed.mkdir(parents=True, exist_ok=True)
+    staging = tempfile.TemporaryDirectory(prefix=f".{dataset_name}.", suffix=".tmp", dir=layout.preprocessed)
+    with staging as root, nnunet_environment(run_dir, preprocessed=root):
         from nnunetv2.experiment_planning.plan_and_preprocess_api import (
             extract_fingerprints,
             plan_experiments,
@@ -62,9 +70,11 @@ def plan_and_preprocess(
             raise InputError(layout.dataset_raw(dataset_name), f"nnU-Net refused the dataset: {exc}") from exc
         plans_identifier = plan_experiments([dataset_id], gpu_memory_target_in_gb=gpu_memory_target_gb)
         preprocess([dataset_id], plans_identifier, configurations=(CONFIGURATION,), num_processes=(num_processes,))
-        (target / "splits_final.json").write_text(json.dumps(splits_from_manifest(manifest), indent=1))
-        (target / PLAN_STAMP).write_text(json.dumps({"export_id": manifest.get("export_id")}))
-        plans = json.loads((target / f"{plans_identifier}.json").read_text())
+        staged = Path(root) / dataset_name
+        (staged / "splits_final.json").write_text(json.dumps(splits_from_manifest(manifest), indent=1))
+        (staged / PLAN_STAMP).write_text(json.dumps({"export_id": manifest.get("export_id")}))
+        plans = json.loads((staged / f"{plans_identifier}.json").read_text())
+        swap_in_dir(staged, target)
     return configuration_summary(plans)
 
 

@@ -78,17 +78,21 @@ def format_fraction(fraction: float) -> str:
 
 
 @contextlib.contextmanager
-def nnunet_environment(run_dir: str | Path, data_workers: int | None = None) -> Iterator[RunLayout]:
+def nnunet_environment(
+    run_dir: str | Path, data_workers: int | None = None, preprocessed: str | Path | None = None
+) -> Iterator[RunLayout]:
     """Point nnU-Net's folder variables at ``run_dir`` for the duration of the block, then restore them.
 
     ``data_workers`` sets nnU-Net's number of data-augmentation processes (``nnUNet_n_proc_DA``; 0 = in-process).
-    Call it before importing nnunetv2 modules so that versions reading the variables at import time see them too.
+    ``preprocessed``: the folder nnU-Net writes its preprocessed datasets to instead of ``RUN/nnUNet_preprocessed``
+    (planning stages there, then swaps the finished dataset folder in). Call it before importing nnunetv2 modules
+    so that versions reading the variables at import time see them too.
     """
     layout = RunLayout(Path(run_dir).resolve())
     names = NNUNET_VARIABLES + (("nnUNet_n_proc_DA",) if data_workers is not None else ())
     saved = {name: os.environ.get(name) for name in names}
     os.environ["nnUNet_raw"] = str(layout.raw)
-    os.environ["nnUNet_preprocessed"] = str(layout.preprocessed)
+    os.environ["nnUNet_preprocessed"] = str(preprocessed or layout.preprocessed)
     os.environ["nnUNet_results"] = str(layout.results)
     if data_workers is not None:
         os.environ["nnUNet_n_proc_DA"] = str(int(data_workers))
