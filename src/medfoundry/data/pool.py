@@ -39,7 +39,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from medfoundry.data.patches import check_patch_fits, class_locations, sample_patch
-from medfoundry.data.preprocess3d import CTStats, ct_statistics, preprocess_volume, target_shape
+from medfoundry.data.preprocess3d import ct_statistics, preprocess_volume, target_shape
 from medfoundry.errors import InputError
 from medfoundry.io.atomic import atomic_dir, check_writable
 from medfoundry.io.paths import split_suffix
@@ -411,11 +411,6 @@ def load_pool_index(pool_dir: str | Path) -> dict:
     if not isinstance(index, dict) or index.get("format") != POOL_FORMAT:
         raise InputError(path, "not a medfoundry pool index (unknown format)")
     return index
-
-
-def ct_stats_of(index: dict) -> CTStats | None:
-    """The pool's CT statistics, if any CT source was in it."""
-    return CTStats(**index["ct_stats"]) if index.get("ct_stats") else None
 
 
 class PoolDataset(Dataset):

@@ -50,19 +50,6 @@ class TSFM(nn.Module):
             x = self.decoder[i](torch.cat([x, skip], dim=1))
         return self.head(x)
 
-    def reset_head(self, num_classes: int) -> None:
-        """Replace the output layer by a freshly initialised one for ``num_classes`` classes."""
-        ch0 = self.config.channels[0]
-        device = self.head[-1].weight.device
-        self.head[-1] = nn.Conv3d(ch0, num_classes, 1).to(device)
-        from dataclasses import replace
-
-        self.config = replace(self.config, num_classes=num_classes)
-
-    def backbone_state_dict(self) -> dict[str, torch.Tensor]:
-        """All weights except the output layer (what transfer learning loads)."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith(HEAD_PREFIX + "2.")}
-
 
 def build_tsfm(preset: str | TSFMConfig = "tiny", device: str | torch.device | None = None, **overrides) -> TSFM:
     """A TSFM network from a preset name (or config) with optional overrides; ``device='meta'`` allocates

@@ -143,17 +143,6 @@ def fraction_fold(manifest: dict, fraction: float) -> int:
     return int(folds[key])
 
 
-def check_same_dataset(run_dir: str | Path, dataset_name: str) -> None:
-    """Refuse a run directory whose manifest names another dataset."""
-    manifest = read_manifest(run_dir)
-    if manifest["dataset_name"] != dataset_name:
-        raise InputError(
-            run_dir,
-            f"this run directory belongs to dataset {manifest['dataset_name']} (prepared from "
-            f"{manifest.get('source_root')}), not {dataset_name}; use another --run-dir",
-        )
-
-
 def nnunet_dataset_name(dataset_id: int, name: str) -> str:
     """nnU-Net's folder name ``DatasetXXX_NAME``."""
     return f"Dataset{int(dataset_id):03d}_{name}"
