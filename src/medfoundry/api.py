@@ -138,7 +138,7 @@ def segment(
     """
     _check_probability(threshold)
     check_outputs(out, overlay, overwrite=overwrite)
-    image = read_for_segmentation(image_path, modality)
+    image = read_for_segmentation(image_path, modality, progress=progress)
     result = segment_image(image, objects, predictor, window, threshold, progress, slice_step)
     write_mask(result.labels, out, reference=image, overwrite=overwrite)
     if overlay is not None:
@@ -210,7 +210,7 @@ def segment_many(
         start = time.perf_counter()
         try:
             check_outputs(row.out, row.overlay, overwrite=True)  # the mask is not there (or overwrite): redo the row
-            image = read_for_segmentation(row.image, modality)
+            image = read_for_segmentation(row.image, modality, progress=progress)
             res = segment_image(image, row.objects, once, window, threshold, progress=False, slice_step=slice_step)
             if row.overlay is not None:  # first: the mask is the row's last file
                 from medfoundry.evaluation.overlay import save_overlay
@@ -373,7 +373,7 @@ def lesions(
         suv_factor = check_number(suv_factor, "--suv-factor", lo=0.0, lo_open=True)
     check_writable(out_dir, overwrite, folder=True)  # before any work
     path = Path(input)
-    image = read_image(path, suv=suv_factor is None) if path.is_dir() else read_image(path)
+    image = read_image(path, suv=suv_factor is None, progress=progress) if path.is_dir() else read_image(path)
     if adapter is not None:  # a corrupt adapter fails before any work
         predictor = make_predictor(weights=weights, backend=backend, adapter=adapter)
     else:
@@ -394,6 +394,7 @@ def lesions(
         source=path,
         dicom_series=path if path.is_dir() else None,
         overwrite=overwrite,
+        progress=progress,
         extra={
             "min_volume_ml": min_volume,
             "adapter": None if adapter is None else str(adapter),

@@ -64,9 +64,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     module = importlib.import_module(COMMANDS[args.command])
-    from medfoundry.io.dicom import show_progress
-
-    shown = show_progress(not getattr(args, "no_progress", False))
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warning(args.command)
@@ -78,8 +75,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"medfoundry {args.command}: interrupted", file=sys.stderr)
         return 130
-    finally:
-        show_progress(shown)
 
 
 def _one_line_warning(command: str):

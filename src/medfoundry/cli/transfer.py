@@ -65,7 +65,7 @@ def _predict(args: argparse.Namespace) -> int:
         modality = mods[0]
     device = resolve_device(args.device)
     for image_path, out in tqdm(list(zip(args.predict, outs, strict=True)), desc="segmenting", unit="image"):
-        image = read_image(image_path, modality=modality)
+        image = read_image(image_path, modality=modality, progress=not args.no_progress)
         warn_if_no_contrast(image)
         labels = predict_labels(model, image, prep, overlap=args.overlap, sw_batch_size=args.sw_batch, device=device)
         write_mask(labels, out, reference=image, overwrite=args.overwrite)

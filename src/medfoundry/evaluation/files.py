@@ -36,7 +36,7 @@ def _npz_without_spacing(path: Path) -> bool:
         return False
 
 
-def read_pair(pred_path: str | Path, gt_path: str | Path) -> tuple[MedicalImage, MedicalImage]:
+def read_pair(pred_path: str | Path, gt_path: str | Path, progress: bool = True) -> tuple[MedicalImage, MedicalImage]:
     """Read a prediction and its ground truth as label maps on one grid.
 
     Raises :class:`InputError` naming both files when shape, spacing, origin or direction differ. A
@@ -49,11 +49,11 @@ def read_pair(pred_path: str | Path, gt_path: str | Path) -> tuple[MedicalImage,
 
     pred_path, gt_path = Path(pred_path), Path(gt_path)
     if is_dicom_seg(gt_path):
-        pred = read_mask(pred_path)
+        pred = read_mask(pred_path, progress=progress)
         return pred, read_mask(gt_path, reference=pred)
-    gt = read_mask(gt_path)
+    gt = read_mask(gt_path, progress=progress)
     if _suffix(pred_path) == ".npz" and pred_path.is_file() and _npz_without_spacing(pred_path):
-        raw = read_mask(pred_path)
+        raw = read_mask(pred_path, progress=progress)
         if raw.spatial_shape != gt.spatial_shape:
             raise InputError(
                 pred_path,
@@ -61,7 +61,7 @@ def read_pair(pred_path: str | Path, gt_path: str | Path) -> tuple[MedicalImage,
             )
         pred = MedicalImage(raw.array, gt.spacing, gt.origin, gt.direction, gt.modality, str(pred_path))
     else:
-        pred = read_mask(pred_path, reference=gt)
+        pred = read_mask(pred_path, reference=gt, progress=progress)
     return pred, gt
 
 
@@ -126,7 +126,7 @@ def evaluate_files(
     from tqdm import tqdm
 
     for pred_file, gt_file in tqdm(pairs, desc="evaluate", unit="case", disable=not progress or len(pairs) < 2):
-        pred, gt = read_pair(pred_file, gt_file)
+        pred, gt = read_pair(pred_file, gt_file, progress)
         if challenge_compat:
             spacing = _challenge_spacing(gt, gt_file)
         else:
@@ -150,6 +150,6 @@ def evaluate_lesion_files(pred_path: str | Path, gt_path: str | Path, progress: 
     pairs = case_pairs(pred_path, gt_path)
     evaluator = LesionWiseEvaluator()
     for pred_file, gt_file in tqdm(pairs, desc="evaluate", unit="case", disable=not progress or len(pairs) < 2):
-        pred, gt = read_pair(pred_file, gt_file)
+        pred, gt = read_pair(pred_file, gt_file, progress)
         evaluator.add(case_name(gt_file), pred.array, gt.array, gt.spacing_zyx)
     return evaluator

@@ -74,12 +74,17 @@ def list_dicom_series(folder: str | Path) -> dict[str, DicomSeries]:
 
 
 def read_dicom_series(
-    folder: str | Path, series_uid: str | None = None, modality: str | None = None, suv: bool = True
+    folder: str | Path,
+    series_uid: str | None = None,
+    modality: str | None = None,
+    suv: bool = True,
+    progress: bool = True,
 ) -> MedicalImage:
     """Read the image series in ``folder`` as a (z, y, x) volume ordered along the slice normal.
 
     A folder with several series needs ``series_uid``. PET in Bq/mL is converted to body-weight SUV
-    (``suv=False`` keeps Bq/mL); other modalities get RescaleSlope/Intercept applied (CT in HU).
+    (``suv=False`` keeps Bq/mL); other modalities get RescaleSlope/Intercept applied (CT in HU). ``progress``: a
+    bar while the files are read (series of 50 files or more; ``--no-progress`` turns it off).
     """
     folder = Path(folder)
     found = list_dicom_series(folder)
@@ -95,7 +100,7 @@ def read_dicom_series(
     else:
         listing = "; ".join(str(s) for s in found.values())
         raise InputError(folder, f"no series with SeriesInstanceUID {series_uid}; the folder holds: {listing}")
-    return _read_files(series.files, folder, modality, suv)
+    return _read_files(series.files, folder, modality, suv, progress)
 
 
 def read_dicom_file(path: str | Path, modality: str | None = None, suv: bool = True) -> MedicalImage:
@@ -109,7 +114,7 @@ def read_dicom_file(path: str | Path, modality: str | None = None, suv: bool = T
         _dcmread(path, headers_only=True)
     except pydicom.errors.InvalidDicomError as exc:
         raise InputError(path, f"unreadable DICOM file ({exc})") from exc
-    return _read_files([path], path, modality, suv)
+    return _read_files([path], path, modality, suv, progress=False)
 
 
 def _slice_geometry(ds, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -155,7 +160,7 @@ def _rescale(ds) -> tuple[float, float]:
     return slope, intercept
 
 
-def _read_files(files: list[Path], where: Path, modality: str | None, suv: bool) -> MedicalImage:
+def _read_files(files: list[Path], where: Path, modality: str | None, suv: bool, progress: bool) -> MedicalImage:
     first = _dcmread(files[0], headers_only=True)
     dicom_modality = str(first.get("Modality", "")).upper()
     meta = {
@@ -168,7 +173,7 @@ def _read_files(files: list[Path], where: Path, modality: str | None, suv: bool)
     if len(files) == 1 and int(first.get("NumberOfFrames", 1) or 1) > 1:
         return _read_multiframe(files[0], first, modality, meta, suv)
 
-    datasets = [(path, _dcmread(path, headers_only=False)) for path in _progress(files, "reading DICOM")]
+    datasets = [(path, _dcmread(path, headers_only=False)) for path in _progress(files, "reading DICOM", progress)]
     sx, sy, has_spacing = _pixel_spacing(first)
     if not has_spacing:
         meta["spacing_missing"] = True
@@ -540,19 +545,9 @@ def _elapsed_from_headers(datasets: list, rp, path: Path) -> tuple[float, str]:
     return elapsed, when
 
 
-_SHOW_PROGRESS = True
-
-
-def show_progress(enabled: bool) -> bool:
-    """Turn the DICOM reading bar on or off for this process (``--no-progress``); returns the previous setting."""
-    global _SHOW_PROGRESS
-    previous, _SHOW_PROGRESS = _SHOW_PROGRESS, bool(enabled)
-    return previous
-
-
-def _progress(items: list, desc: str):
-    """tqdm over long lists only (no bar for a handful of files, none after ``show_progress(False)``)."""
-    if len(items) < 50 or not _SHOW_PROGRESS:
+def _progress(items: list, desc: str, enabled: bool):
+    """tqdm over long lists only (no bar for a handful of files, none when not ``enabled``)."""
+    if len(items) < 50 or not enabled:
         return items
     from tqdm import tqdm
 

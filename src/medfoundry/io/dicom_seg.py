@@ -59,6 +59,7 @@ def write_dicom_seg(
     overwrite: bool = False,
     algorithm_name: str = "medfoundry",
     algorithm_version: str | None = None,
+    progress: bool = True,
 ) -> Path:
     """Write ``labels`` (on the grid of the DICOM series in ``source_series``) as a binary DICOM SEG at ``out``.
 
@@ -91,7 +92,7 @@ def write_dicom_seg(
         raise InputError(None, f"segment_names has {len(names)} names but the label map has labels 1..{n_segments}")
 
     series = _pick_series(source, labels.meta.get("series_uid"))
-    reference = read_dicom_series(source, series_uid=series.uid, suv=False)
+    reference = read_dicom_series(source, series_uid=series.uid, suv=False, progress=progress)
     check_same_grid(labels, reference, where)
     datasets = []
     for path in series.files:

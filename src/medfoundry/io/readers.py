@@ -21,29 +21,34 @@ __all__ = ["file_suffix", "read_image", "read_image_for_model", "read_mask"]  # 
 
 
 def read_image(
-    path: str | Path, modality: str | None = None, series_uid: str | None = None, suv: bool = True
+    path: str | Path,
+    modality: str | None = None,
+    series_uid: str | None = None,
+    suv: bool = True,
+    progress: bool = True,
 ) -> MedicalImage:
     """Read an image file (NIfTI, NRRD, MHA/MHD, npz, PNG/JPEG/TIFF, DICOM file) or DICOM series folder.
 
     ``modality`` overrides what the file says (DICOM Modality, "PT" -> "PET"); otherwise "OTHER"
     ("RGB" for colour 2D images). Floats come back as float32, integer types are kept. DICOM PET is
-    converted to body-weight SUV unless ``suv=False``; ``series_uid`` picks one series in a folder.
+    converted to body-weight SUV unless ``suv=False``; ``series_uid`` picks one series in a folder; ``progress``
+    shows a bar while a long series is read.
     A DICOM SEG file comes back as its label map on the grid its frames span (see ``read_dicom_seg``).
     """
     path = Path(path)
     if path.is_dir():
-        return read_dicom_series(path, series_uid=series_uid, modality=modality, suv=suv)
+        return read_dicom_series(path, series_uid=series_uid, modality=modality, suv=suv, progress=progress)
     if is_dicom_seg(path):
         return read_dicom_seg(path)
     return read_image_file(path, modality, suv=suv)
 
 
-def read_image_for_model(path: str | Path, modality: str | None = None) -> MedicalImage:
+def read_image_for_model(path: str | Path, modality: str | None = None, progress: bool = True) -> MedicalImage:
     """Read an image that a model will see: ``modality`` if given, else what the file says (DICOM Modality), else
     what its name says (``PET_image.nii.gz`` -> PET, :func:`~medfoundry.io.paths.modality_from_name`). Training
     folders, ``segment``, manifests and the viewer all read this way, so an adapter trained on
     ``PET_image.nii.gz`` files sees the same SUV window when it segments one."""
-    image = read_image(path, modality=modality)
+    image = read_image(path, modality=modality, progress=progress)
     if modality is None and image.modality == "OTHER":
         named = modality_from_name(path)
         if named != "OTHER":
@@ -52,7 +57,11 @@ def read_image_for_model(path: str | Path, modality: str | None = None) -> Medic
 
 
 def read_mask(
-    path: str | Path, reference: MedicalImage | None = None, atol: float = 1e-3, series_uid: str | None = None
+    path: str | Path,
+    reference: MedicalImage | None = None,
+    atol: float = 1e-3,
+    series_uid: str | None = None,
+    progress: bool = True,
 ) -> MedicalImage:
     """Read a label map as integer labels (smallest unsigned dtype); with ``reference``, check its grid.
 
@@ -69,7 +78,7 @@ def read_mask(
     elif suffix in RASTER_SUFFIXES and path.is_file():
         img = read_raster(path, labels=True)
     else:
-        img = read_image(path, series_uid=series_uid, suv=False)
+        img = read_image(path, series_uid=series_uid, suv=False, progress=progress)
     array = img.array
     if img.is_rgb:
         if not (np.all(array[..., 0] == array[..., 1]) and np.all(array[..., 0] == array[..., 2])):

@@ -47,6 +47,7 @@ def write_lesion_outputs(
     dicom_series: str | Path | None = None,
     overwrite: bool = False,
     extra: dict | None = None,
+    progress: bool = True,
 ) -> Path:
     """Write lesions.nii.gz, lesions.csv, lesions.json, mip.png, thumbnails.png (and lesions.dcm, a DICOM SEG
     referencing ``dicom_series``, when the input was a DICOM series and at least one lesion was found)."""
@@ -64,6 +65,7 @@ def write_lesion_outputs(
                     tmp / "lesions.dcm",
                     segment_names=[f"lesion {les['id']}" for les in result.lesions],
                     algorithm_version=__version__,
+                    progress=progress,
                 )
             else:
                 seg_note = "no lesions: a DICOM SEG needs at least one segment, so none was written"
