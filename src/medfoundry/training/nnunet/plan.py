@@ -9,11 +9,11 @@ them at the run directory and writes ``splits_final.json`` with one fold per tra
 from __future__ import annotations
 
 import json
-import tempfile
+import os
 from pathlib import Path
 
 from medfoundry.errors import InputError, OutputExistsError
-from medfoundry.io.atomic import swap_in_dir
+from medfoundry.io.atomic import atomic_dir
 from medfoundry.training.nnunet.runtime import (
     CONFIGURATION,
     PLANS_IDENTIFIER,
@@ -42,9 +42,9 @@ def plan_and_preprocess(
 ) -> dict:
     """Run nnU-Net's fingerprint extraction, planner and 2D preprocessing; returns the 2D configuration.
 
-    nnU-Net writes into a staging folder beside ``nnUNet_preprocessed/DATASET``, which replaces it only once
-    planning, preprocessing and the splits are complete (:func:`~medfoundry.io.atomic.swap_in_dir`): an interrupted
-    or refused run leaves the previous plan as it was.
+    nnU-Net writes into a temporary folder beside ``nnUNet_preprocessed/DATASET``
+    (:func:`~medfoundry.io.atomic.atomic_dir`), which replaces it only once planning, preprocessing and the splits
+    are complete: an interrupted or refused run leaves the previous plan as it was.
     """
     manifest = read_manifest(run_dir)
     layout = RunLayout(Path(run_dir).resolve())
@@ -54,9 +54,9 @@ def plan_and_preprocess(
     target = layout.dataset_preprocessed(dataset_name)
     if (target / f"{PLANS_IDENTIFIER}.json").exists() and not overwrite:
         raise OutputExistsError(target / f"{PLANS_IDENTIFIER}.json")
-    layout.preprocessed.mkdir(parents=True, exist_ok=True)
-    staging = tempfile.TemporaryDirectory(prefix=f".{dataset_name}.", suffix=".tmp", dir=layout.preprocessed)
-    with staging as root, nnunet_environment(run_dir, preprocessed=root):
+    # nnU-Net writes DATASET/ under $nnUNet_preprocessed: point that at the temporary folder, then lift DATASET's
+    # contents into it so that it becomes nnUNet_preprocessed/DATASET when complete
+    with atomic_dir(target, overwrite=True) as tmp, nnunet_environment(run_dir, preprocessed=tmp):
         from nnunetv2.experiment_planning.plan_and_preprocess_api import (
             extract_fingerprints,
             plan_experiments,
@@ -70,11 +70,13 @@ def plan_and_preprocess(
             raise InputError(layout.dataset_raw(dataset_name), f"nnU-Net refused the dataset: {exc}") from exc
         plans_identifier = plan_experiments([dataset_id], gpu_memory_target_in_gb=gpu_memory_target_gb)
         preprocess([dataset_id], plans_identifier, configurations=(CONFIGURATION,), num_processes=(num_processes,))
-        staged = Path(root) / dataset_name
-        (staged / "splits_final.json").write_text(json.dumps(splits_from_manifest(manifest), indent=1))
-        (staged / PLAN_STAMP).write_text(json.dumps({"export_id": manifest.get("export_id")}))
-        plans = json.loads((staged / f"{plans_identifier}.json").read_text())
-        swap_in_dir(staged, target)
+        staged = tmp / dataset_name
+        for entry in list(staged.iterdir()):
+            os.replace(entry, tmp / entry.name)
+        staged.rmdir()
+        (tmp / "splits_final.json").write_text(json.dumps(splits_from_manifest(manifest), indent=1))
+        (tmp / PLAN_STAMP).write_text(json.dumps({"export_id": manifest.get("export_id")}))
+        plans = json.loads((tmp / f"{plans_identifier}.json").read_text())
     return configuration_summary(plans)
 
 
