@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medfoundry.evaluation.lesion_figures import MIP_SUV_MAX, pyplot_agg
-from medfoundry.io.atomic import atomic_path
+from medfoundry.evaluation.lesion_figures import MIP_SUV_MAX
+from medfoundry.io.figures import pyplot_agg, save_figure
 from medfoundry.preprocessing.anatomy import FOUND, Anatomy
 
 ORGAN_COLOURS = {
@@ -74,7 +74,5 @@ def save_anatomy_mip(
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle(f"{title}  anatomy ({anatomy.seconds:.1f} s)".strip())
     fig.tight_layout(rect=(0, 0.12, 1, 1))
-    with atomic_path(path, overwrite) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    save_figure(fig, path, overwrite=overwrite, dpi=100)
     return Path(path)
