@@ -1,9 +1,11 @@
-"""TSFM training: 2-process gloo run on loopback, pretrain -> transfer -> predict CLI, crash and resume."""
+"""TSFM training: 2-process gloo runs on loopback (DDP, and FSDP with activation checkpointing against DDP),
+pretrain -> transfer -> predict CLI, crash and resume."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 
 import numpy as np
@@ -14,17 +16,17 @@ import torch.multiprocessing as mp
 from medfoundry.data.pool import PoolDataset, build_pool, load_pool_config
 from medfoundry.errors import InputError
 from medfoundry.io import MedicalImage, read_mask, write_image, write_mask
-from medfoundry.modeling.tsfm import build_tsfm, load_checkpoint
-from medfoundry.training.distributed import init_distributed
+from medfoundry.modeling.tsfm import build_tsfm, load_checkpoint, set_activation_checkpointing
+from medfoundry.training.distributed import barrier, init_distributed
 from medfoundry.training.tsfm import TrainingStopped, TrainSettings, fit
 
 torch.set_num_threads(1)
 PATCH = [8, 16, 16]
+SMALL_PATCH = [32, 32, 32]
 
 
-def _case(folder, name, labels, seed, modality="CT"):
+def _case(folder, name, labels, seed, modality="CT", shape=(12, 32, 32)):
     rng = np.random.default_rng(seed)
-    shape = (12, 32, 32)
     img = rng.normal(0, 30, shape).astype(np.float32) - 100
     lbl = np.zeros(shape, np.uint8)
     for i, v in enumerate(labels):
@@ -35,8 +37,8 @@ def _case(folder, name, labels, seed, modality="CT"):
     write_mask(lbl, folder / f"{name}_mask.nii.gz", reference=image)
 
 
-def _make_pool(root, name, classes, sources):
-    cfg = {"name": name, "spacing_xyz_mm": [2.0, 2.0, 3.0], "patch_size_zyx": PATCH, "foreground_share": 0.5}
+def _make_pool(root, name, classes, sources, patch=PATCH):
+    cfg = {"name": name, "spacing_xyz_mm": [2.0, 2.0, 3.0], "patch_size_zyx": patch, "foreground_share": 0.5}
     cfg["classes"] = classes
     cfg["sources"] = sources
     path = root / f"{name}.json"
@@ -83,7 +85,12 @@ def pools(tmp_path_factory):
         ["lesion"],
         [{"name": "new", "modality": "MR", "root": "new", "image_glob": "*_image.nii.gz", "labels": {"1": "lesion"}}],
     )
-    return {"root": root, "pre": pre, "new": new}
+    (root / "deep").mkdir()
+    for i in range(2):  # the small preset (stride 16) needs 32-voxel patches
+        _case(root / "deep", f"d{i}", (1, 2), seed=30 + i, shape=(32, 32, 32))
+    organs = {"modality": "CT", "image_glob": "*_image.nii.gz", "labels": {"1": "liver", "2": "kidney"}}
+    small = _make_pool(root, "small", ["liver", "kidney"], [{"name": "deep", "root": "deep", **organs}], SMALL_PATCH)
+    return {"root": root, "pre": pre, "new": new, "small": small}
 
 
 def _free_port() -> int:
@@ -132,6 +139,63 @@ def test_one_process_under_torchrun_joins_a_process_group(pools, tmp_path):
     assert json.loads((tmp_path / "group0.json").read_text()) == {"joined": True, "distributed": True}
     assert load_checkpoint(tmp_path / "run" / "model.pt")["epoch"] == 1
     assert not init_distributed("cpu").distributed  # without torchrun's variables: alone, no group
+
+
+def _parallel_worker(rank: int, world: int, port: int, pool: str, out: str) -> None:
+    """The same two steps with DDP and with FSDP + activation checkpointing (the small preset, different initial
+    weights per rank), then the DDP run resumed for a second epoch under FSDP."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
+    torch.set_num_threads(1)
+    env = init_distributed("cpu")
+    common = {"iters_per_epoch": 2, "batch_size": 1, "lr": 0.05, "mirror": False}
+    for parallel, checkpointing in (("ddp", False), ("fsdp", True)):
+        torch.manual_seed(100 + rank)  # both modes must start every rank from rank 0's weights
+        model = build_tsfm("small", num_classes=2, patch_size=tuple(SMALL_PATCH))
+        settings = TrainSettings(epochs=1, parallel=parallel, checkpointing=checkpointing, **common)
+        fit(model, pool, os.path.join(out, parallel), settings, env, progress=False)
+    if rank == 0:
+        shutil.copytree(os.path.join(out, "ddp"), os.path.join(out, "resumed"))
+    barrier(env)
+    model = build_tsfm("small", num_classes=2, patch_size=tuple(SMALL_PATCH))
+    settings = TrainSettings(epochs=2, parallel="fsdp", **common)
+    fit(model, pool, os.path.join(out, "resumed"), settings, env, resume=True, progress=False)
+    torch.distributed.destroy_process_group()
+
+
+def test_fsdp_with_checkpointing_matches_ddp_and_resumes_its_checkpoint(pools, tmp_path):
+    mp.spawn(_parallel_worker, args=(2, _free_port(), str(pools["small"]), str(tmp_path)), nprocs=2, join=True)
+    torch.manual_seed(100)
+    init = build_tsfm("small", num_classes=2, patch_size=tuple(SMALL_PATCH)).state_dict()
+    ddp = load_checkpoint(tmp_path / "ddp" / "model.pt")
+    fsdp = load_checkpoint(tmp_path / "fsdp" / "model.pt")
+    assert ddp["model"].keys() == fsdp["model"].keys() == init.keys()  # full weights, plain names
+    for k, v in ddp["model"].items():
+        torch.testing.assert_close(fsdp["model"][k], v, rtol=1e-4, atol=1e-6, msg=k)
+    assert not torch.equal(ddp["model"]["stem.weight"], init["stem.weight"])  # the steps changed the weights
+    assert ddp["history"][0]["loss"] == pytest.approx(fsdp["history"][0]["loss"], rel=1e-5)
+    assert fsdp["settings"]["parallel"] == "fsdp" and fsdp["settings"]["checkpointing"]
+    resumed = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    assert resumed["epoch"] == 2 and resumed["history"][0] == ddp["history"][0]
+    assert all(isinstance(p, str) for p in resumed["optimizer"]["param_groups"][0]["params"])  # gathered by name
+    assert not torch.equal(resumed["model"]["stem.weight"], ddp["model"]["stem.weight"])
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    model = build_tsfm("tiny", num_classes=2, patch_size=tuple(PATCH))
+    x = torch.randn(1, 1, *PATCH)
+    grads = []
+    for on in (False, True):
+        set_activation_checkpointing(model, on)
+        model.zero_grad()
+        model(x).square().mean().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    for n, g in grads[0].items():
+        torch.testing.assert_close(grads[1][n], g, msg=n)
+    with torch.no_grad():  # inference is untouched
+        assert torch.equal(model(x), set_activation_checkpointing(model, False)(x))
 
 
 def _cli(monkeypatch, argv):

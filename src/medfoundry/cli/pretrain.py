@@ -37,6 +37,19 @@ def add_training_args(p: argparse.ArgumentParser, epochs: int) -> None:
     p.add_argument("--no-mirror", action="store_true", help="no random mirroring of patches")
     add_device(p)
     p.add_argument("--amp", action="store_true", help="bf16 mixed precision (CUDA only)")
+    p.add_argument(
+        "--parallel",
+        choices=("ddp", "fsdp"),
+        default="ddp",
+        help="with several processes (torchrun): ddp = a full copy of the network per process (default); fsdp = "
+        "weights, gradients and optimiser state sharded over the processes (the huge preset; docs/tsfm.md)",
+    )
+    p.add_argument(
+        "--checkpointing",
+        action="store_true",
+        help="activation checkpointing: keep only block inputs, recompute the rest in the backward pass "
+        "(about a third of the activation memory for one more forward pass)",
+    )
     add_threads(p)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     add_overwrite(p, "OUT/last.pt (start over)")
@@ -71,6 +84,8 @@ def settings_from(args: argparse.Namespace):
         seed=args.seed,
         mirror=not args.no_mirror,
         amp=args.amp,
+        parallel=args.parallel,
+        checkpointing=args.checkpointing,
     )
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -19,8 +18,9 @@ from medfoundry.errors import InputError, MedfoundryError
 from medfoundry.io.figures import pyplot_agg, save_figure
 from medfoundry.modeling.tsfm.checkpoint import load_checkpoint, make_payload, save_checkpoint
 from medfoundry.modeling.tsfm.loss import PartialLabelBCEDiceLoss
-from medfoundry.modeling.tsfm.network import TSFM
+from medfoundry.modeling.tsfm.network import TSFM, set_activation_checkpointing
 from medfoundry.training.distributed import DistEnv, all_mean, barrier
+from medfoundry.training.parallel import check_parallel, checkpoint_state, load_optimizer_state, wrap
 from medfoundry.training.resume import resume_or_refuse
 
 LAST = "last.pt"
@@ -48,6 +48,8 @@ class TrainSettings:
     mirror: bool = True
     foreground_share: float | None = None  # None: the pool's value
     amp: bool = False  # bf16 autocast on CUDA (refused on other devices)
+    parallel: str = "ddp"  # several processes: "ddp" (a full copy each) or "fsdp" (sharded; training.parallel)
+    checkpointing: bool = False  # activation checkpointing: recompute blocks in the backward pass
 
 
 def preprocessing_of(index: dict) -> dict:
@@ -87,8 +89,9 @@ def _plot_history(history: list[dict], path: Path, title: str) -> None:
     save_figure(fig, path, overwrite=True, dpi=100)
 
 
-def _restore(model: TSFM, optimizer, last: Path, classes: list, env: DistEnv) -> tuple[list[dict], int]:
-    """Load ``last.pt`` into ``model`` and ``optimizer``; returns (history, epochs done). Refuses another network."""
+def _restore(model: TSFM, last: Path, classes: list, env: DistEnv) -> dict:
+    """Load the weights of ``last.pt`` into ``model`` (not yet wrapped) and return the checkpoint (its optimiser
+    state is loaded once the optimiser exists). Refuses another network or label table."""
     ckpt = load_checkpoint(last)
     mine = model.config.to_dict()
     diff = sorted(k for k in set(mine) | set(ckpt["config"]) if mine.get(k) != ckpt["config"].get(k))
@@ -100,9 +103,7 @@ def _restore(model: TSFM, optimizer, last: Path, classes: list, env: DistEnv) ->
             f"(preset {model.config.preset!r}) in {what}",
         )
     model.load_state_dict({k: v.to(env.device) for k, v in ckpt["model"].items()})
-    if ckpt.get("optimizer"):
-        optimizer.load_state_dict(ckpt["optimizer"])
-    return list(ckpt.get("history", [])), int(ckpt["epoch"])
+    return ckpt
 
 
 def check_amp(settings: TrainSettings, device: torch.device) -> None:
@@ -186,9 +187,11 @@ def fit(
     """Train ``model`` on the preprocessed pool in ``pool_dir``; checkpoints go to ``out_dir`` (``last.pt``
     after every epoch, ``model.pt`` at the end, written by rank 0 only). Returns the per-epoch history.
 
-    With ``resume`` the run continues from ``out_dir/last.pt`` (its network and label table must match).
+    With ``resume`` the run continues from ``out_dir/last.pt`` (its network and label table must match). Several
+    processes share the work as ``settings.parallel`` says (:mod:`medfoundry.training.parallel`).
     """
     env = env or DistEnv()
+    check_parallel(settings.parallel)
     out_dir = Path(out_dir)
     index = load_pool_index(pool_dir)
     classes = list(index["classes"])
@@ -197,19 +200,24 @@ def fit(
     last = out_dir / LAST
     check_amp(settings, env.device)
     model.to(env.device)  # before the optimizer, so resumed optimiser state lands on the right device
+    set_activation_checkpointing(model, settings.checkpointing)
+    ckpt = None
+    if resume_or_refuse(out_dir, [last] if last.exists() else [], resume=resume, overwrite=overwrite):
+        ckpt = _restore(model, last, classes, env)
+    net = wrap(model, env, settings.parallel)  # FSDP shards ``model`` in place: the optimizer comes after
     optimizer = _optimizer(model, settings)
     history: list[dict] = []
     start = 0
-    if resume_or_refuse(out_dir, [last] if last.exists() else [], resume=resume, overwrite=overwrite):
-        history, start = _restore(model, optimizer, last, classes, env)
+    if ckpt is not None:
+        if ckpt.get("optimizer"):
+            load_optimizer_state(model, optimizer, ckpt["optimizer"])
+        history, start = list(ckpt.get("history", [])), int(ckpt["epoch"])
+        del ckpt
     if start >= settings.epochs and env.is_main:
         print(f"{last}: already trained for {start} epochs (asked for {settings.epochs}); nothing to do")
 
     torch.manual_seed(settings.seed * 1000 + env.rank + 7919 * start)
     loader, sampler = _pool_loader(pool_dir, model, settings, env)
-    net: torch.nn.Module = model
-    if env.distributed:
-        net = DistributedDataParallel(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
     loss_fn = PartialLabelBCEDiceLoss()
     payload_extra = {"kind": kind, "settings": asdict(settings), "info": info or {}}
     preprocessing = preprocessing_of(index)
@@ -232,6 +240,7 @@ def fit(
                     "s": time.time() - t0,
                 }
             )
+            weights, optim = checkpoint_state(model, optimizer, env)  # every rank calls it (FSDP gathers)
             if env.is_main:
                 if progress:
                     print(
@@ -241,12 +250,14 @@ def fit(
                     model,
                     classes,
                     preprocessing,
+                    weights=weights,
                     epoch=epoch + 1,
-                    optimizer=optimizer.state_dict(),
+                    optimizer=optim,
                     history=history,
                     **payload_extra,
                 )
                 save_checkpoint(last, payload, overwrite=True)
+            del weights, optim
             barrier(env)
     except (MedfoundryError, KeyboardInterrupt):
         raise
@@ -257,8 +268,11 @@ def fit(
             f"{where}; run the same command with --resume to continue"
         ) from exc
 
+    weights, _ = checkpoint_state(model, None, env)  # every rank calls it (FSDP gathers)
     if env.is_main:
-        final = make_payload(model, classes, preprocessing, epoch=settings.epochs, history=history, **payload_extra)
+        final = make_payload(
+            model, classes, preprocessing, weights=weights, epoch=settings.epochs, history=history, **payload_extra
+        )
         _write_final(model, out_dir, final, history, kind)
     barrier(env)
     return history

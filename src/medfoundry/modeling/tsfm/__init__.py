@@ -8,7 +8,7 @@ from medfoundry.modeling.tsfm.checkpoint import (
     save_checkpoint,
 )
 from medfoundry.modeling.tsfm.loss import PartialLabelBCEDiceLoss
-from medfoundry.modeling.tsfm.network import TSFM, build_tsfm, count_parameters
+from medfoundry.modeling.tsfm.network import TSFM, build_tsfm, count_parameters, set_activation_checkpointing
 from medfoundry.modeling.tsfm.presets import PRESETS, TSFMConfig, get_preset
 
 __all__ = [
@@ -24,4 +24,5 @@ __all__ = [
     "model_for_transfer",
     "model_from_checkpoint",
     "save_checkpoint",
+    "set_activation_checkpointing",
 ]

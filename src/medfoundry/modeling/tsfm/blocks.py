@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 def _norm(channels: int) -> nn.InstanceNorm3d:
@@ -15,8 +16,12 @@ class PreActResBlock(nn.Module):
     """Two 3x3x3 (InstanceNorm, LeakyReLU, Conv) layers with a residual connection (pre-activation).
 
     ``stride=2`` halves the spatial size (the down-sampling block); a 1x1x1 convolution projects the
-    residual path whenever the shape changes.
+    residual path whenever the shape changes. With ``checkpointing`` (set by
+    :func:`~medfoundry.modeling.tsfm.network.set_activation_checkpointing`) training keeps only the block's input
+    and recomputes its inside during the backward pass.
     """
+
+    checkpointing = False
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, negative_slope: float = 0.01):
         super().__init__()
@@ -31,6 +36,11 @@ class PreActResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, Cin, D, H, W) -> (B, Cout, D/stride, H/stride, W/stride)."""
+        if self.checkpointing and torch.is_grad_enabled():
+            return checkpoint(self._forward, x, use_reentrant=False)
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(self.act(self.norm1(x)))
         out = self.conv2(self.act(self.norm2(out)))
         return out + self.skip(x)
@@ -53,7 +63,10 @@ class DownBlock(ResStage):
 
 
 class UpBlock(nn.Module):
-    """Interpolation up-sampling (x2) followed by a 1x1x1 convolution halving the channels."""
+    """Interpolation up-sampling (x2) followed by a 1x1x1 convolution halving the channels (``checkpointing``:
+    recomputed in the backward pass)."""
+
+    checkpointing = False
 
     def __init__(self, in_channels: int, mode: str = "trilinear"):
         super().__init__()
@@ -62,5 +75,10 @@ class UpBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
         """Up-sample ``x`` to ``size`` (the skip's spatial size) and halve its channels."""
+        if self.checkpointing and torch.is_grad_enabled():
+            return checkpoint(self._forward, x, tuple(size), use_reentrant=False)
+        return self._forward(x, size)
+
+    def _forward(self, x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
         align = False if self.mode in ("trilinear", "linear") else None
         return self.proj(F.interpolate(x, size=size, mode=self.mode, align_corners=align))

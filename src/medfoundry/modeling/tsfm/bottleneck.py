@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from monai.networks.blocks import TransformerBlock
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 class TransformerBottleneck(nn.Module):
@@ -13,7 +14,10 @@ class TransformerBottleneck(nn.Module):
 
     A learnable position embedding is held for ``grid`` (the bottleneck size of the training patch) and
     trilinearly resized when the input grid differs, so the same weights serve other patch sizes.
+    ``checkpointing``: recompute each ViT block in the backward pass instead of keeping its activations.
     """
+
+    checkpointing = False
 
     def __init__(
         self,
@@ -46,6 +50,9 @@ class TransformerBottleneck(nn.Module):
             pos = F.interpolate(pos, size=(d, h, w), mode="trilinear", align_corners=False)
         tokens = (self.proj_in(x) + pos).flatten(2).transpose(1, 2)  # (B, N, hidden)
         for block in self.blocks:
-            tokens = block(tokens)
+            if self.checkpointing and torch.is_grad_enabled():
+                tokens = checkpoint(block, tokens, use_reentrant=False)
+            else:
+                tokens = block(tokens)
         tokens = self.norm(tokens).transpose(1, 2).reshape(b, -1, d, h, w)
         return x + self.proj_out(tokens)

@@ -23,8 +23,11 @@ def save_checkpoint(path: str | Path, payload: dict, overwrite: bool = True) -> 
     return Path(path)
 
 
-def make_payload(model: TSFM, classes: list[str], preprocessing: dict, **extra) -> dict:
-    """The checkpoint dict: format tag, model config, class names (label ids 1..K), preprocessing, weights.
+def make_payload(
+    model: TSFM, classes: list[str], preprocessing: dict, weights: dict[str, torch.Tensor] | None = None, **extra
+) -> dict:
+    """The checkpoint dict: format tag, model config, class names (label ids 1..K), preprocessing, weights
+    (``model``'s own, or the full ``weights`` gathered from a sharded model).
 
     Everything but the tensors is stored as plain dicts / lists / str / int / float, so the file loads with
     ``torch.load(..., weights_only=True)``.
@@ -34,7 +37,7 @@ def make_payload(model: TSFM, classes: list[str], preprocessing: dict, **extra) 
         "config": plain(model.config.to_dict()),
         "classes": [str(c) for c in classes],
         "preprocessing": plain(dict(preprocessing)),
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model": {k: v.detach().cpu() for k, v in (model.state_dict() if weights is None else weights).items()},
         **plain(extra),
     }
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from medfoundry.errors import InputError
-from medfoundry.modeling.tsfm.blocks import DownBlock, ResStage, UpBlock, _norm
+from medfoundry.modeling.tsfm.blocks import DownBlock, PreActResBlock, ResStage, UpBlock, _norm
 from medfoundry.modeling.tsfm.bottleneck import TransformerBottleneck
 from medfoundry.modeling.tsfm.presets import TSFMConfig, get_preset
 
@@ -16,7 +17,10 @@ HEAD_PREFIX = "head."
 class TSFM(nn.Module):
     """Residual U-Net (pre-activation blocks, strided down-sampling, interpolation up-sampling, skip
     connections) with a ViT bottleneck; returns per-class logits (sigmoid per class, partial labels).
+    ``checkpointing`` (:func:`set_activation_checkpointing`): the output block is recomputed in the backward pass.
     """
+
+    checkpointing = False
 
     def __init__(self, config: TSFMConfig):
         super().__init__()
@@ -48,6 +52,8 @@ class TSFM(nn.Module):
             skip = skips[i]
             x = self.ups[i](x, skip.shape[2:])
             x = self.decoder[i](torch.cat([x, skip], dim=1))
+        if self.checkpointing and torch.is_grad_enabled():
+            return checkpoint(self.head, x, use_reentrant=False)
         return self.head(x)
 
 
@@ -59,6 +65,17 @@ def build_tsfm(preset: str | TSFMConfig = "tiny", device: str | torch.device | N
         return TSFM(config)
     with torch.device(device):
         return TSFM(config)
+
+
+def set_activation_checkpointing(model: nn.Module, on: bool = True) -> nn.Module:
+    """Activation (gradient) checkpointing: every residual block, up-sampling block and ViT block of ``model`` and
+    its output block keep only their input during training and recompute the rest in the backward pass (one more
+    forward pass, a fraction of the activation memory; docs/tsfm.md). No effect on the weights, the outputs or
+    inference."""
+    for module in model.modules():
+        if isinstance(module, (TSFM, PreActResBlock, UpBlock, TransformerBottleneck)):
+            module.checkpointing = on
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:
