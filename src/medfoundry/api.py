@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -158,13 +158,55 @@ def segment(
 @dataclass
 class ManyResult:
     """What :func:`segment_many` did: outputs written, rows skipped (output already there), rows that failed
-    (name, why), the seconds to the first model-ready result and per written scan."""
+    (name, why), the seconds to the first model-ready result and per written scan, where those seconds went
+    (``phases``: read / segment / write per written scan) and, on Ray, the rows redone after a worker died."""
 
     written: list[Path]
     skipped: list[Path]
     failed: list[tuple[str, str]]
     seconds: list[float]
     model_seconds: float = 0.0
+    phases: list[dict] = field(default_factory=list)
+    retried: list[str] = field(default_factory=list)
+
+
+def segment_row(
+    row,
+    predictor: PredictorArg = None,
+    *,
+    modality: str | None = None,
+    window: IntensityWindow | None = None,
+    threshold: float = 0.5,
+    overwrite: bool = False,
+    slice_step: int = 1,
+    progress: bool = False,
+) -> dict[str, float]:
+    """Segment one manifest row (:class:`~medfoundry.inference.manifest.ManifestRow`) and write its outputs, the
+    overlay first and the mask last (both atomic: an existing mask means a finished row; an overlay without its mask
+    is from an unfinished row and is written again; ``progress``: the DICOM reading bar). Returns the seconds spent
+    reading, segmenting (encoder + decoder) and writing; a row that cannot be done raises
+    :class:`~medfoundry.errors.MedfoundryError`. The one step of :func:`segment_many`, locally and on Ray workers."""
+    import time
+
+    t0 = time.perf_counter()
+    check_outputs(row.out, row.overlay, overwrite=True)  # the mask is not there (or overwrite): redo the row
+    image = read_for_segmentation(row.image, modality, progress=progress)
+    t1 = time.perf_counter()
+    res = segment_image(image, row.objects, predictor, window, threshold, progress=False, slice_step=slice_step)
+    t2 = time.perf_counter()
+    if row.overlay is not None:  # first: the mask is the row's last file
+        from medfoundry.evaluation.overlay import save_overlay
+
+        save_overlay(
+            res.normalized,
+            res.labels.array,
+            row.overlay,
+            is_3d=image.spatial_ndim == 3,
+            title=row.image.name,
+            overwrite=True,  # an overlay without its mask is from an unfinished row
+        )
+    write_mask(res.labels, row.out, reference=image, overwrite=overwrite)
+    return {"read": t1 - t0, "segment": t2 - t1, "write": time.perf_counter() - t2}
 
 
 def segment_many(
@@ -177,6 +219,7 @@ def segment_many(
     overwrite: bool = False,
     progress: bool = True,
     slice_step: int = 1,
+    ray=None,
 ) -> ManyResult:
     """Segment every row of a manifest (:func:`medfoundry.inference.manifest.read_manifest`) with one model.
 
@@ -185,10 +228,28 @@ def segment_many(
     interrupted run resumes where it stopped, and an overlay without its mask is from an unfinished row and is
     written again). A bad row is recorded and the run goes on; at the end
     :class:`~medfoundry.errors.BatchFailures` lists the failed rows if there are any.
+
+    ``ray`` (a :class:`medfoundry.api_ray.RayOptions`, or an address string; ``"local"`` starts Ray on this
+    machine) spreads the rows over Ray actors that each build the model once (``predictor`` must then be a
+    factory or None), with the same outputs, resume rule and failure report; without it Ray is never imported.
     """
+    _check_probability(threshold)
+    if ray is not None:
+        from medfoundry.api_ray import segment_many_ray
+
+        return segment_many_ray(
+            rows,
+            ray,
+            modality=modality,
+            window=window,
+            predictor=predictor,
+            threshold=threshold,
+            overwrite=overwrite,
+            progress=progress,
+            slice_step=slice_step,
+        )
     import time
 
-    _check_probability(threshold)
     result = ManyResult([], [], [], [])
     model: list[LiteMedSAMPredictor] = []
 
@@ -209,24 +270,27 @@ def segment_many(
             continue
         start = time.perf_counter()
         try:
-            check_outputs(row.out, row.overlay, overwrite=True)  # the mask is not there (or overwrite): redo the row
-            image = read_for_segmentation(row.image, modality, progress=progress)
-            res = segment_image(image, row.objects, once, window, threshold, progress=False, slice_step=slice_step)
-            if row.overlay is not None:  # first: the mask is the row's last file
-                from medfoundry.evaluation.overlay import save_overlay
-
-                save_overlay(
-                    res.normalized,
-                    res.labels.array,
-                    row.overlay,
-                    is_3d=image.spatial_ndim == 3,
-                    title=row.image.name,
-                    overwrite=True,  # an overlay without its mask is from an unfinished row
-                )
-            result.written.append(write_mask(res.labels, row.out, reference=image, overwrite=overwrite))
-            result.seconds.append(time.perf_counter() - start)
+            phases = segment_row(
+                row,
+                once,
+                modality=modality,
+                window=window,
+                threshold=threshold,
+                overwrite=overwrite,
+                slice_step=slice_step,
+                progress=progress,
+            )
         except MedfoundryError as exc:
             result.failed.append((row.name, str(exc)))
+            continue
+        result.written.append(row.out)
+        result.seconds.append(time.perf_counter() - start)
+        result.phases.append(phases)
+    return raise_if_failed(result)
+
+
+def raise_if_failed(result: ManyResult) -> ManyResult:
+    """``result``, or :class:`~medfoundry.errors.BatchFailures` (carrying it as ``.result``) when a row failed."""
     if result.failed:
         error = BatchFailures("manifest", result.written, result.failed)
         error.result = result

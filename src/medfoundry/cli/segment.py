@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from medfoundry.cli.cluster import add_ray_options, ray_from_args
 from medfoundry.cli.common import (
     add_model_options,
     add_overwrite,
@@ -23,6 +24,7 @@ EPILOG = """examples:
   medfoundry segment pet_dicom_folder/ --point 64 70 40 --negative 80 70 40 --out lesion.nii.gz
   medfoundry segment --manifest scans.csv --out masks/      # columns: image,box,out (docs/segmentation.md)
   medfoundry segment --manifest pngs/ --box 10 20 90 120 --out masks/
+  medfoundry segment --manifest scans.csv --out masks/ --ray head-node:6379 --ray-cpus-per-actor 4
 
 Coordinates are voxel indices: x = column, y = row, z = slice. A 3D box [x0 y0 z0 x1 y1 z1] is segmented on its
 middle slice and propagated slice by slice within z0..z1 (previous mask's box + margin) until the mask vanishes.
@@ -100,6 +102,7 @@ def add_parser(subparsers) -> None:
     add_progress(p)
     add_window_options(p)
     add_model_options(p)
+    add_ray_options(p)
 
 
 def objects_from_args(args: argparse.Namespace) -> list:
@@ -163,6 +166,7 @@ def run_manifest(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             progress=not args.no_progress,
             slice_step=args.slice_step,
+            ray=ray_from_args(args),
         )
     except BatchFailures as exc:
         _summary(exc.result)
@@ -185,4 +189,5 @@ def _summary(result) -> None:
             f"then {statistics.median(warm):.2f} s per scan (median)"
         )
     counts = f"wrote {len(result.written)}, skipped {len(result.skipped)} (output exists)"
-    print(f"{counts}, failed {len(result.failed)}{timing}")
+    redone = f"; {len(result.retried)} redone after a worker died" if result.retried else ""
+    print(f"{counts}, failed {len(result.failed)}{timing}{redone}")

@@ -246,3 +246,21 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_temporaries_of(path: str | Path) -> list[Path]:
+    """Remove every temporary sibling of the output ``path`` (``.NAME.PID-HOST-...``), whichever process on
+    whichever machine made it: for a caller that knows that no process writes ``path`` any more (a batch driver
+    whose worker died on that output's row). Returns what was removed."""
+    target = Path(path)
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.\d+-[0-9a-f]{{6}}-")
+    removed = []
+    try:
+        entries = list(target.parent.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        if pattern.match(entry.name) and entry.is_file() and not entry.is_symlink():
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed

@@ -1,0 +1,425 @@
+"""Batch work on a Ray cluster: the rows of a manifest spread over Ray actors, each of which builds its model once.
+
+``segment --manifest ... --ray [ADDRESS]`` (and :func:`medfoundry.api.segment_many` with ``ray=``) run the same
+per-row step as the local loop (:func:`medfoundry.api.segment_row`, the same readers and writers: the same
+outputs) on a pool of actors:
+
+* the driver (this process) reads the manifest, skips rows whose output exists (the resume rule), hands one row
+  at a time to each idle actor and shows one progress bar; inputs and outputs must be on paths every node sees;
+* an actor builds its model at its first usable row and keeps it; ``cpus_per_actor`` is its thread budget
+  (``torch.set_num_threads``), ``gpus_per_actor`` what Ray reserves for it;
+* a row that fails (bad input, a node that cannot see a path) is recorded with its reason and reported at the
+  end (:class:`~medfoundry.errors.BatchFailures`), the others go on;
+* an actor that dies (out of memory, a killed process, a lost node) is restarted by Ray; its row's leftover
+  temporary files are removed and the row is redone on the next idle actor, up to ``retries`` times;
+* Ctrl-C stops the actors and removes what the rows in flight left; finished rows stay and a rerun resumes.
+
+Actors rather than Ray Data's ``map_batches``: a row is a few paths and prompts (nothing for Ray Data to
+stream), one row in flight per actor makes a worker's death attributable to exactly one row (retried, then
+failed with its reason instead of retried for ever), and the driver keeps the single progress bar and the
+per-row report. Ray is imported only here, and this module only when a run asks for Ray.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from medfoundry.errors import InputError, MedfoundryError
+
+LOCAL = "local"  # start Ray on this machine unless RAY_ADDRESS or a `ray start` cluster on it says otherwise
+RESTART_WAIT_S = 300.0  # an actor that has not come back after a death within this long is given up
+INLINE_BYTES = 64 * 1024  # actor arguments below Ray's inline limit (100 KiB) travel with the actor
+
+
+@dataclass
+class RayOptions:
+    """Where and how wide: ``address`` ``"local"`` (this machine: a cluster it belongs to, else a new local Ray),
+    ``"auto"`` (the cluster this machine belongs to, error if none), ``HOST:PORT`` or ``ray://HOST:PORT``;
+    ``actors`` (default: as many as the cluster's CPUs / GPUs allow, at most one per row); the CPUs (threads)
+    and GPUs each actor reserves; ``retries``: how often a row is redone after its worker died."""
+
+    address: str = LOCAL
+    actors: int | None = None
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0
+    retries: int = 2
+
+    def __post_init__(self) -> None:
+        self.address = (self.address or LOCAL).strip()
+        if self.actors is not None and self.actors < 1:
+            raise InputError("--ray-actors", f"expected at least 1 actor, got {self.actors}")
+        if self.cpus_per_actor <= 0 or self.gpus_per_actor < 0 or self.retries < 0:
+            raise InputError("--ray", "CPUs per actor must be > 0, GPUs per actor and retries >= 0")
+
+    @property
+    def threads(self) -> int:
+        """Torch threads per actor: its whole CPUs (at least one)."""
+        return max(1, int(self.cpus_per_actor))
+
+
+def as_options(ray: RayOptions | str | bool) -> RayOptions:
+    """``ray=`` of the API: options, an address, or True for the local default."""
+    if isinstance(ray, RayOptions):
+        return ray
+    return RayOptions(LOCAL if ray is True else str(ray))
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """:class:`InputError` (one line) when nothing listens at ``HOST:PORT`` (``ray.init`` would retry for
+    minutes against a wrong address)."""
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError("--ray", f"{address!r}: expected HOST:PORT, ray://HOST:PORT, 'auto' or 'local'")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise InputError(
+            "--ray", f"cannot reach a Ray cluster at {address} ({why}); start one there with 'ray start --head'"
+        ) from None
+
+
+def connect(options: RayOptions) -> bool:
+    """Join (or start) the Ray cluster ``options.address`` names; True when this call did (the caller shuts it
+    down again), False when this process was already connected."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = None if options.address == LOCAL else options.address
+    if address not in (None, "auto"):
+        _check_reachable(address)
+    try:
+        ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise InputError("--ray", f"cannot join the Ray cluster at {options.address}: {first}") from None
+    return True
+
+
+def actor_count(options: RayOptions, rows: int) -> int:
+    """How many actors: ``options.actors``, else what the cluster's CPUs (and GPUs) hold; at most ``rows``.
+    :class:`InputError` when the cluster has less than one actor's worth of CPUs or GPUs."""
+    import ray
+
+    have = ray.cluster_resources()
+    cpus, gpus = float(have.get("CPU", 0)), float(have.get("GPU", 0))
+    if cpus < options.cpus_per_actor:
+        raise InputError("--ray-cpus-per-actor", f"{options.cpus_per_actor:g} per actor; the cluster has {cpus:g}")
+    if gpus < options.gpus_per_actor:
+        raise InputError("--ray-gpus-per-actor", f"{options.gpus_per_actor:g} per actor; the cluster has {gpus:g}")
+    fit = int(cpus // options.cpus_per_actor)
+    if options.gpus_per_actor:
+        fit = min(fit, int(gpus // options.gpus_per_actor))
+    return max(1, min(options.actors or fit, rows))
+
+
+def _node() -> str:
+    import ray
+
+    return ray.util.get_node_ip_address()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc)
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+class RowWorker:
+    """The body of one Ray actor: ``run(row)`` applies ``step(row, model)``, where ``model()`` builds the model
+    with ``factory`` at the first row that asks for it and returns the same one afterwards."""
+
+    def __init__(self, step: Callable, factory: Callable, threads: int, tag_node: bool):
+        import torch
+
+        torch.set_num_threads(threads)
+        self.step, self.factory, self.tag_node = step, factory, tag_node
+        self.built: list = []
+
+    def ping(self) -> str:
+        """The node this actor runs on (answers once the actor is up, e.g. after a restart)."""
+        return _node()
+
+    def run(self, row) -> dict:
+        """``{"ok": True, "value", "seconds", "model_seconds", "node"}`` or ``{"ok": False, "why"}``: a row's own
+        problem is returned, never raised, so that the driver reports it and goes on."""
+        start = time.perf_counter()
+        load: list[float] = []
+
+        def model():
+            if not self.built:
+                t0 = time.perf_counter()
+                self.built.append(self.factory())
+                load.append(time.perf_counter() - t0)
+            return self.built[0]
+
+        where = f" (on node {_node()})" if self.tag_node else ""
+        try:
+            value = self.step(row, model)
+        except MedfoundryError as exc:
+            return {"ok": False, "why": str(exc) + where}
+        except Exception as exc:  # noqa: BLE001 - one row's unexpected failure is reported, the run goes on
+            return {"ok": False, "why": _one_line(exc) + where}
+        took = time.perf_counter() - start
+        return {
+            "ok": True,
+            "value": value,
+            "seconds": took,
+            "model_seconds": load[0] if load else None,
+            "node": _node(),
+        }
+
+
+@dataclass
+class RowOutcome:
+    """One row's result from :func:`map_rows`: ``value`` (the step's return) or ``why`` it failed."""
+
+    ok: bool
+    value: Any = None
+    why: str = ""
+    seconds: float = 0.0
+    model_seconds: float | None = None
+    worker: int = -1
+    node: str = ""
+
+
+@dataclass
+class MapResult:
+    """Every row's outcome (in row order), the rows redone after a worker died, and the actors used."""
+
+    outcomes: list[RowOutcome]
+    retried: list[str]
+    actors: int
+
+
+def _death_cause(exc: BaseException) -> str:
+    text = str(exc)
+    if "memory" in text.lower():
+        return "the worker ran out of memory"
+    return _one_line(exc)
+
+
+def map_rows(
+    rows: list,
+    step: Callable,
+    factory: Callable,
+    options: RayOptions,
+    *,
+    bar: tqdm | None = None,
+    on_lost: Callable[[Any], None] | None = None,
+) -> MapResult:
+    """Apply ``step(row, model)`` to every row on a pool of Ray actors (connected already: :func:`connect`).
+
+    ``factory`` builds an actor's model once (at the actor's first row that needs it); ``on_lost(row)`` cleans
+    up after a row whose worker died (its temporary files) before it is redone. Ctrl-C stops every actor, cleans
+    up the rows in flight and re-raises :class:`KeyboardInterrupt`.
+    """
+    import ray
+    from ray.exceptions import ActorUnavailableError, RayActorError
+
+    n_actors = actor_count(options, len(rows))
+    tag_node = len([n for n in ray.nodes() if n.get("Alive")]) > 1
+    remote = ray.remote(RowWorker)
+    run_id = uuid.uuid4().hex[:8]
+    # a restarted actor is built again from its arguments: small ones travel inline with it, large ones (a model
+    # pickled into the factory) go to the object store and are held here for the whole run
+    step_ref, factory_ref = (ray.put(a) if len(ray.cloudpickle.dumps(a)) > INLINE_BYTES else a for a in (step, factory))
+    actors = [
+        remote.options(
+            name=f"medfoundry-{run_id}-{i}",
+            num_cpus=options.cpus_per_actor,
+            num_gpus=options.gpus_per_actor,
+            max_restarts=-1,
+            max_task_retries=0,
+            max_concurrency=1,
+        ).remote(step_ref, factory_ref, options.threads, tag_node)
+        for i in range(n_actors)
+    ]
+    outcomes: list[RowOutcome | None] = [None] * len(rows)
+    attempts = [0] * len(rows)
+    retried: list[str] = []
+    pending = deque(range(len(rows)))
+    idle = deque(range(n_actors))
+    running: dict = {}  # ObjectRef -> (actor, row)
+    pings: dict = {}  # ObjectRef -> actor
+    waiting: list[tuple[float, int, float]] = []  # (ping again at, actor, given up at)
+    causes: list[str] = []  # why actors were given up
+
+    def lost(row: int, exc: BaseException) -> None:
+        attempts[row] += 1
+        retried.append(rows[row].name)
+        if on_lost is not None:
+            on_lost(rows[row])
+        if attempts[row] > options.retries:
+            why = f"its Ray worker died {attempts[row]} times ({_death_cause(exc)})"
+            outcomes[row] = RowOutcome(False, why=why)
+            if bar is not None:
+                bar.update(1)
+        else:
+            pending.appendleft(row)
+
+    def ping(actor: int, give_up: float) -> None:
+        pings[actors[actor].ping.remote()] = (actor, give_up)
+
+    try:
+        while pending or running:
+            while idle and pending:
+                actor, row = idle.popleft(), pending.popleft()
+                running[actors[actor].run.remote(rows[row])] = (actor, row)
+            now = time.monotonic()
+            for item in [w for w in waiting if w[0] <= now]:
+                waiting.remove(item)
+                ping(item[1], item[2])
+            if not (running or pings or waiting or idle):
+                why = f" ({causes[-1]})" if causes else ""
+                raise MedfoundryError(f"no Ray worker is left to run the {len(pending)} remaining row(s){why}")
+            ready, _ = ray.wait([*running, *pings], num_returns=1, timeout=0.5)
+            for ref in ready:
+                if ref in pings:
+                    actor, give_up = pings.pop(ref)
+                    try:
+                        ray.get(ref)
+                        idle.append(actor)
+                    except ActorUnavailableError:  # still restarting
+                        if time.monotonic() < give_up:
+                            waiting.append((time.monotonic() + 0.5, actor, give_up))
+                        else:
+                            causes.append(f"a worker did not come back within {RESTART_WAIT_S:.0f} s")
+                    except RayActorError as exc:  # could not be restarted
+                        causes.append(_death_cause(exc))
+                    continue
+                actor, row = running.pop(ref)
+                try:
+                    out = ray.get(ref)
+                except RayActorError as exc:  # the worker died on this row: Ray restarts it
+                    lost(row, exc)
+                    ping(actor, time.monotonic() + RESTART_WAIT_S)
+                    continue
+                outcomes[row] = (
+                    RowOutcome(
+                        True,
+                        out["value"],
+                        seconds=out["seconds"],
+                        model_seconds=out["model_seconds"],
+                        worker=actor,
+                        node=out["node"],
+                    )
+                    if out["ok"]
+                    else RowOutcome(False, why=out["why"], worker=actor)
+                )
+                idle.append(actor)
+                if bar is not None:
+                    bar.update(1)
+    except KeyboardInterrupt:
+        for handle in actors:
+            ray.kill(handle, no_restart=True)
+        ray.wait(list(running), num_returns=len(running), timeout=10)  # the killed writers are gone
+        for _, row in running.values():
+            if on_lost is not None:
+                on_lost(rows[row])
+        raise
+    for handle in actors:
+        ray.kill(handle, no_restart=True)
+    return MapResult([o for o in outcomes if o is not None], retried, n_actors)
+
+
+def _forget_unfinished(row) -> None:
+    """After a worker died on ``row``: remove the temporaries it left beside the row's outputs (an overlay without
+    its mask is written again by the redo, as after any interrupted run)."""
+    from medfoundry.io.atomic import remove_temporaries_of
+
+    for path in (row.out, row.overlay):
+        if path is not None:
+            remove_temporaries_of(path)
+
+
+def segment_many_ray(
+    rows: list,
+    ray: RayOptions | str | bool,
+    *,
+    modality: str | None = None,
+    window=None,
+    predictor=None,
+    threshold: float = 0.5,
+    overwrite: bool = False,
+    progress: bool = True,
+    slice_step: int = 1,
+):
+    """:func:`medfoundry.api.segment_many` on Ray actors (same outputs, resume rule and failure report)."""
+    from medfoundry.api import ManyResult, make_predictor, raise_if_failed, segment_row
+    from medfoundry.inference.predictor import LiteMedSAMPredictor
+
+    options = as_options(ray)
+    if isinstance(predictor, LiteMedSAMPredictor):
+        raise InputError(None, "with Ray, give the predictor as a factory (each actor builds its own model)")
+    result = ManyResult([], [], [], [])
+    todo = []
+    for row in rows:  # the resume rule and the manifest's own bad rows, here on the driver
+        if row.error is not None:
+            result.failed.append((row.name, row.error))
+        elif row.out.exists() and not overwrite:
+            result.skipped.append(row.out)
+        else:
+            todo.append(row)
+    bar = tqdm(total=len(rows), initial=len(rows) - len(todo), desc="scans", unit="scan", disable=not progress)
+    if todo:
+        step = partial(
+            segment_row,
+            modality=modality,
+            window=window,
+            threshold=threshold,
+            overwrite=overwrite,
+            slice_step=slice_step,
+        )
+        ours = connect(options)
+        try:
+            mapped = map_rows(
+                todo,
+                step,
+                predictor or make_predictor,
+                options,
+                bar=bar,
+                on_lost=_forget_unfinished,
+            )
+        except KeyboardInterrupt:
+            done = sum(1 for row in todo if row.out.exists())
+            raise KeyboardInterrupt(
+                f"{done} of {len(todo)} rows were written and stay; run the same command again to resume"
+            ) from None
+        finally:
+            bar.close()
+            if ours:
+                import ray as ray_module
+
+                ray_module.shutdown()
+        by_row = dict(zip(map(id, todo), mapped.outcomes, strict=True))
+        for row in rows:
+            outcome = by_row.get(id(row))
+            if outcome is None:
+                continue
+            if outcome.ok:
+                result.written.append(row.out)
+                result.seconds.append(outcome.seconds)
+                result.phases.append({**outcome.value, "worker": outcome.worker, "node": outcome.node})
+                if outcome.model_seconds is not None and not result.model_seconds:
+                    result.model_seconds = outcome.model_seconds
+            else:
+                result.failed.append((row.name, outcome.why))
+        result.retried = mapped.retried
+    bar.close()
+    order = {row.name: i for i, row in enumerate(rows)}
+    result.failed.sort(key=lambda item: order.get(item[0], len(rows)))
+    return raise_if_failed(result)
