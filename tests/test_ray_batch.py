@@ -151,6 +151,28 @@ def test_bad_rows_are_reported_and_the_others_finish(cluster, shared_data, facto
         )
 
 
+def _die_on_bad(row, model) -> str:
+    """A step whose worker process dies on the row named 'bad' (as one killed for memory would)."""
+    if row.name == "bad":
+        os._exit(1)
+    return row.name.upper()
+
+
+def test_a_row_that_keeps_killing_its_worker_fails_after_the_retries(cluster):
+    from types import SimpleNamespace
+
+    from medfoundry.api_ray import RayOptions, map_rows
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the step travels by value, not by import
+    rows = [SimpleNamespace(name=n) for n in ("a", "bad", "c")]
+    lost = []
+    result = map_rows(rows, _die_on_bad, lambda: None, RayOptions(actors=2, retries=1), on_lost=lost.append)
+    a, bad, c = result.outcomes
+    assert (a.ok, a.value, c.ok, c.value) == (True, "A", True, "C")
+    assert not bad.ok and bad.why.startswith("its Ray worker died 2 times")
+    assert result.retried == ["bad", "bad"] and [r.name for r in lost] == ["bad", "bad"]
+
+
 def _cli(args: list[str], code: str = "") -> subprocess.CompletedProcess:
     """``medfoundry ARGS`` in a fresh interpreter, then ``code`` (without MEDFOUNDRY_RAY in the environment)."""
     env = {k: v for k, v in os.environ.items() if k != "MEDFOUNDRY_RAY"}

@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     except MedfoundryError as exc:
         print(f"medfoundry {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"medfoundry {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # a batch run says what stays and how to resume
+        print(f"medfoundry {args.command}: interrupted{f': {exc}' if str(exc) else ''}", file=sys.stderr)
         return 130
 
 
