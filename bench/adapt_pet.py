@@ -19,6 +19,10 @@ Runs into the same --out folder with the same split add up: a later run keeps th
 again replaces its row; --only-missing skips the points already there), so the grid can be run piece by piece
 and the table and plot cover every point.
 LoRA vs full fine-tuning step time and memory (each in a fresh subprocess): add --memory.
+On a Ray cluster (each training-set size x method, with its synthesis arm, a Ray task of --threads CPUs that runs
+this bench alone in OUT/points/n<N>-<method>; OUT on a file system every node sees):
+    python bench/adapt_pet.py --train-patients 5 10 20 --synthesis-methods decoder lora dbsam classprompt \
+        --ray head-node:6379 --threads 8 --only-missing
 
 Multimodal arm (issue 15, item 4; off by default, instead of the PET grid): the decoder and the class prompt
 trained on the PET of the first n training patients plus the CT and MR T1 scans of the training-pool patients
@@ -45,6 +49,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import ray_grid  # noqa: E402 - bench/ is not a package
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MEDFOUNDRY_SHARED_DATA", ROOT.parent / "shared" / "data")) / "pet-sts"
@@ -278,6 +285,10 @@ def pet_grid(args, setup: Setup) -> None:
     zero, base_memo, val_memo, shared_cache, t0 = setup.zero, setup.base_memo, setup.val_memo, setup.cache, setup.t0
     zero_cases = {c["case"]: c for c in zero["per_case"]}
     rows: list[dict] = earlier_rows(args.out / "results.json", pool, val_cases, test_cases)
+    if args.ray:  # the points as Ray tasks; the loop below then finds them all and prints the tables
+        rows = ray_points(args, rows)
+        save_results(args.out / "results.json", zero=zero, rows=rows, test=test_cases, val=val_cases, pool=pool)
+        args.only_missing = True
     for n_train in args.train_patients:
         train_cases = pool[:n_train]
         train = load_samples(DATA, image_glob=GLOB, cases=train_cases, every=1, progress=False)
@@ -345,6 +356,29 @@ def pet_grid(args, setup: Setup) -> None:
         print(f"| {c} | {zero_cases[c]['dsc']:.3f} | " + " | ".join(cells) + " |")
     label_efficiency_plot(rows, zero, args.out / "label_efficiency.png")
     print(f"\nplot: {args.out / 'label_efficiency.png'}; results: {args.out / 'results.json'}")
+
+
+def pet_point(args, n_train: int, method: str) -> list[dict]:
+    """One training-set size x method of the PET grid (with its synthesis arm), run alone by this bench in
+    OUT/points/n<N>-<method> (a Ray task); returns its rows."""
+    point = argparse.Namespace(**{**vars(args), "train_patients": [n_train], "methods": [method], "ray": None,
+                                  "synthesis_methods": [method] if method in args.synthesis_methods else [],
+                                  "out": args.out / "points" / f"n{n_train}-{method}", "memory": False,
+                                  "multimodal": False, "only_missing": False})  # fmt: skip
+    main(args=point)
+    return json.loads((point.out / "results.json").read_text())["rows"]
+
+
+def ray_points(args, rows: list[dict]) -> list[dict]:
+    """The grid's missing points as Ray tasks (:mod:`ray_grid`); ``rows`` with their rows added."""
+    have = {grid_key(r) for r in rows} if args.only_missing else set()
+    arms = lambda m: ("no", "yes") if m in args.synthesis_methods else ("no",)  # noqa: E731
+    units = [(n, m) for n in args.train_patients for m in args.methods if any((n, m, a) not in have for a in arms(m))]
+    for found in ray_grid.run_points(pet_point, [(args, n, m) for n, m in units], [f"n{n}-{m}" for n, m in units],
+                                     args.out / "points", only_missing=args.only_missing, ray=args.ray,
+                                     threads=args.threads, gpus=args.ray_gpus_per_point):  # fmt: skip
+        rows = [r for r in rows if grid_key(r) not in {grid_key(f) for f in found}] + found
+    return rows
 
 
 def other_scans(cases: list[str]) -> list[tuple[str, str, str]]:
@@ -501,7 +535,7 @@ def print_multimodal(summary: dict) -> None:
               f"per-slice accuracy {np.mean([h['slice_accuracy'] for h in rows]):.3f} (mean over volumes)")  # fmt: skip
 
 
-def main() -> None:
+def main(argv: list[str] | None = None, args: argparse.Namespace | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--train-patients", type=int, nargs="+", default=[10], help="training-set sizes (<= 20)")
     ap.add_argument("--methods", nargs="+", default=["decoder", "classprompt", "lora", "dbsam"])
@@ -535,7 +569,8 @@ def main() -> None:
     ap.add_argument("--head-slices", type=int, default=24,
                     help="multimodal arm: non-blank slices per volume for the modality-head check")  # fmt: skip
     ap.add_argument("--measure", choices=["lora", "full"], help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    ray_grid.add_ray_args(ap)
+    args = args or ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.measure:
         measure(args.measure, args.batch_size, args.memory_steps)

@@ -19,6 +19,10 @@ Settings:
   --setting gpu: the full grid (both variants at every fraction, seeds 0-2) with nnU-Net's schedule (1000 x 250,
       the plan's batch size, mirroring), CUDA:
       python bench/nnunet_pet.py --setting gpu --work runs/bench_nnunet_gpu
+The same on a Ray cluster (every model a Ray task with --threads CPUs and one GPU; --work on a file system every
+node sees; a stopped run continues with --only-missing, which keeps the finished models' points/*.json):
+  python bench/nnunet_pet.py --setting gpu --work /shared/bench_nnunet_gpu --ray head-node:6379 \
+      --ray-gpus-per-point 1 --threads 8
 Check that a point reproduces (re-trains it in a fresh run folder and compares per-patient Dice exactly):
   python bench/nnunet_pet.py --check-point baseline 10 1
 Outputs (--work, default runs/bench_nnunet): results.md, results.json, dice_vs_fraction.png, test_dice_curve.png and
@@ -35,6 +39,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import ray_grid  # noqa: E402 - bench/ is not a package
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {
@@ -86,6 +93,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--max-test-cases", type=int, help="score only the first N test patients (smoke runs)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --work folder (after the run)")
+    p.add_argument(
+        "--only-missing",
+        action="store_true",
+        help="continue the --work folder in place: keep its prepared runs and finished models (points/*.json)",
+    )
+    ray_grid.add_ray_args(p)
     p.add_argument(
         "--check-point",
         nargs=3,
@@ -160,9 +173,13 @@ def prepare_run(args: argparse.Namespace, run: Path, seed: int, fractions: list[
     from medfoundry.training.nnunet.export import prepare
     from medfoundry.training.nnunet.plan import plan_and_preprocess
 
+    prepared = run / "prepared.json"
+    if prepared.is_file():  # --only-missing in an earlier run's folder
+        return json.loads(prepared.read_text())
     fractions = sorted(set(fractions) | {100.0}, reverse=True)
     manifest = prepare(args.data, run, test_fraction=0.2, fractions=fractions, seed=SPLIT_SEED, train_seed=seed)
     plan = plan_and_preprocess(run, num_processes=2)
+    prepared.write_text(json.dumps({"manifest": manifest, "plan": plan}))
     return {"manifest": manifest, "plan": plan}
 
 
@@ -265,10 +282,23 @@ def _bench(args: argparse.Namespace, work: Path) -> int:
     test = first["manifest"]["test"]
     assert all(p["manifest"]["test"] == test for p in plans.values()), "every run must share the test patients"
     print(f"{len(points)} models; test patients {test}; 2D plan {json.dumps(first['plan'])}", flush=True)
-    results = []
-    for i, (variant, fraction, seed, epochs) in enumerate(points, 1):
-        print(f"[{(time.time() - t_start) / 60:5.1f} min] model {i}/{len(points)}", flush=True)
-        results.append(run_point(args, work / run_key(seed, epochs, cfg), variant, fraction, seed, epochs))
+    results = ray_grid.run_points(
+        run_point,
+        [
+            (args, work / run_key(seed, epochs, cfg), variant, fraction, seed, epochs)
+            for variant, fraction, seed, epochs in points
+        ],
+        [f"{v}_f{f:g}_s{s}_e{e}" for v, f, s, e in points],
+        work / "points",
+        only_missing=args.only_missing,
+        ray=args.ray,
+        threads=args.threads,
+        gpus=args.ray_gpus_per_point,
+        on_result=lambda r: print(
+            f"[{(time.time() - t_start) / 60:5.1f} min] {r['variant']} {r['fraction']:g}% seed {r['seed']} done",
+            flush=True,
+        ),
+    )
     not_run = {
         v: f"no {report.WEIGHT_HINTS[v]} on this machine (pass --encoder-weights {v}=PATH)"
         for v in WEIGHTLESS
@@ -327,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
         return check_point(args)
     from medfoundry.io.atomic import atomic_dir
 
+    if args.only_missing and args.work.is_dir():
+        return _bench(args, args.work.resolve())  # in place: what is there is kept
     # an existing --work folder is refused unless --overwrite, and replaced only once this run has finished
     with atomic_dir(args.work.resolve(), overwrite=args.overwrite) as work:
         return _bench(args, work)

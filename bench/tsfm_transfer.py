@@ -18,6 +18,10 @@ Smoke run (a few minutes):
 GPU setting for a larger preset:
     python bench/tsfm_transfer.py --preset base --patch 32 64 64 --pretrain-epochs 100 --iters 250 \\
         --device cuda --amp --jobs 1 --work runs/bench_tsfm_gpu
+The same on a Ray cluster (the 18 transfer points as Ray tasks of --point-threads CPUs and one GPU each; --work on
+a file system every node sees; a stopped run continues with --only-missing):
+    python bench/tsfm_transfer.py --preset base --patch 32 64 64 --pretrain-epochs 100 --iters 250 \\
+        --device cuda --amp --ray head-node:6379 --ray-gpus-per-point 1 --point-threads 8 --work /shared/bench_tsfm
 """
 
 from __future__ import annotations
@@ -27,12 +31,14 @@ import json
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import ray_grid  # noqa: E402 - bench/ is not a package
 
 ROOT = Path(__file__).resolve().parents[1]
 ORGANS = ["spleen", "kidney", "liver", "stomach", "pancreas", "lung", "heart", "aorta", "bladder", "bone"]
@@ -309,26 +315,24 @@ def run_point(
 
 
 def _run_points(points: list[Point], args: argparse.Namespace, work: Path) -> list[dict]:
-    """Every point, in ``--jobs`` processes of ``--point-threads`` threads each (results in input order)."""
+    """Every point (results in input order, each also in ``work/points/NAME.json``): on Ray with ``--ray``,
+    else in ``--jobs`` processes of ``--point-threads`` threads each; ``--only-missing`` keeps the points there."""
     jobs = [
         (p, args, work / "tasks" / f"k{p.k}_s{p.seed}", work / "pretrain" / "model.pt", work / p.name, TEST)
         for p in points
     ]
-    if args.jobs <= 1:
-        results = []
-        for job in jobs:
-            results.append(run_point(*job))
-            _print_point(results[-1])
-        return results
-    import multiprocessing as mp
-
-    with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(run_point, *job) for job in jobs]
-        results = []
-        for f in futures:
-            results.append(f.result())
-            _print_point(results[-1])
-    return results
+    return ray_grid.run_points(
+        run_point,
+        jobs,
+        [p.name for p in points],
+        work / "points",
+        only_missing=args.only_missing,
+        ray=args.ray,
+        threads=args.point_threads,
+        gpus=args.ray_gpus_per_point,
+        processes=args.jobs,
+        on_result=_print_point,
+    )
 
 
 def _print_point(r: dict) -> None:
@@ -365,6 +369,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu")
     p.add_argument("--amp", action="store_true", help="bf16 mixed precision (CUDA only)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --work folder (after the run)")
+    p.add_argument(
+        "--only-missing",
+        action="store_true",
+        help="continue the --work folder in place: keep its pools, pretraining and finished points (points/*.json)",
+    )
+    ray_grid.add_ray_args(p, "--point-threads")
     p.add_argument("--quick", action="store_true", help="smoke run: 3 x 10 pretraining, 2 x 10 transfer")
     p.add_argument(
         "--check-point",
@@ -375,7 +385,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.pretrain_epochs, args.iters, args.transfer_epochs, args.transfer_iters = 3, 10, 2, 10
-    if args.device != "cpu" and args.jobs > 1:
+    if args.device != "cpu" and args.jobs > 1 and not args.ray:
         p.error("--jobs > 1 trains several CPU processes; use --jobs 1 with --device cuda")
     return args
 
@@ -388,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from medfoundry.io.atomic import atomic_dir
 
+    if args.only_missing and args.work.is_dir():
+        return _bench(args, args.work.resolve())  # in place: what is there is kept
     # an existing --work folder is refused unless --overwrite, and replaced only once this run has finished
     with atomic_dir(args.work.resolve(), overwrite=args.overwrite) as work:
         return _bench(args, work)
@@ -402,20 +414,24 @@ def _bench(args: argparse.Namespace, work: Path) -> int:
 
     report = _report_module()
     t_start = time.time()
+    from medfoundry.data.pool import load_pool_index
+    from medfoundry.modeling.tsfm import load_checkpoint
+
     cfg = pool_config(args.data, args.spacing, args.patch, args.pool_pet)
-    index = build(cfg, work / "pool")
+    index = load_pool_index(work / "pool") if (work / "pool" / "pool.json").is_file() else build(cfg, work / "pool")
     pool_cfg = load_pool_config(work / "pool.json")
     tables = {"sampling": sampling_rows(pool_cfg), "remap": remap_rows(pool_cfg)}
     (work / "remap_table.json").write_text(json.dumps(tables["remap"], indent=2))
     pool_md = report.pool_text(tables, index)
     print(pool_md)
-    (work / "tasks").mkdir()
+    (work / "tasks").mkdir(exist_ok=True)
     for k in args.shots:
         for seed in args.seeds:
-            build(
-                task_config(args.data, choose_patients(k, seed), args.spacing, args.patch),
-                work / "tasks" / f"k{k}_s{seed}",
-            )
+            if not (work / "tasks" / f"k{k}_s{seed}" / "pool.json").is_file():
+                build(
+                    task_config(args.data, choose_patients(k, seed), args.spacing, args.patch),
+                    work / "tasks" / f"k{k}_s{seed}",
+                )
     t_pools = time.time() - t_start
 
     torch.manual_seed(args.seed)
@@ -423,7 +439,11 @@ def _bench(args: argparse.Namespace, work: Path) -> int:
     print(f"pretraining: {args.pretrain_epochs} epochs x {args.iters} it, batch {args.batch_size}", flush=True)
     t0 = time.time()
     pre_settings = settings(args, args.pretrain_epochs, args.iters, args.seed)
-    pre_hist = fit(model, work / "pool", work / "pretrain", pre_settings, device_env(args))
+    if (work / "pretrain" / "model.pt").is_file():  # only with --only-missing: a new --work folder is empty
+        pre_hist = load_checkpoint(work / "pretrain" / "model.pt")["history"]
+        print("pretraining: kept from the earlier run (--only-missing)")
+    else:
+        pre_hist = fit(model, work / "pool", work / "pretrain", pre_settings, device_env(args))
     t_pre = time.time() - t0
     print(f"pretraining: loss {pre_hist[0]['loss']:.3f} -> {pre_hist[-1]['loss']:.3f}, {t_pre:.0f} s", flush=True)
 

@@ -145,7 +145,10 @@ class RowWorker:
     def __init__(self, step: Callable, factory: Callable, threads: int, tag_node: bool):
         import torch
 
+        from medfoundry.io.dicom import show_progress
+
         torch.set_num_threads(threads)
+        show_progress(False)  # the driver's bar counts the rows; no per-file bars from the workers
         self.step, self.factory, self.tag_node = step, factory, tag_node
         self.built: list = []
 
@@ -423,3 +426,63 @@ def segment_many_ray(
     order = {row.name: i for i, row in enumerate(rows)}
     result.failed.sort(key=lambda item: order.get(item[0], len(rows)))
     return raise_if_failed(result)
+
+
+def _call_with_threads(fn: Callable, threads: int, *job):
+    """Inside a Ray task: ``fn(*job)`` with ``threads`` torch threads (the task's CPU budget)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return fn(*job)
+
+
+def run_tasks(
+    fn: Callable,
+    jobs: list[tuple],
+    names: list[str],
+    options: RayOptions,
+    *,
+    gpus: float = 0.0,
+    on_result: Callable[[int, Any], None] | None = None,
+    progress: bool = True,
+    desc: str = "points",
+) -> list:
+    """Every ``fn(*job)`` as a Ray task (an experiment grid's points) with ``options.cpus_per_actor`` CPUs (its
+    torch threads) and ``gpus`` GPUs each; results in job order, each also handed to ``on_result(index, result)``
+    as it arrives (so that finished points are kept if others fail or the run is stopped). A point that raises is
+    reported with the others' results kept: :class:`MedfoundryError` naming the failed points at the end. Ray
+    retries a task whose node was lost (``options.retries`` times); Ctrl-C cancels what is left."""
+    import ray
+
+    ours = connect(options)
+    remote = ray.remote(_call_with_threads).options(
+        num_cpus=options.cpus_per_actor, num_gpus=gpus, max_retries=options.retries, retry_exceptions=False
+    )
+    results: list = [None] * len(jobs)
+    failed: list[str] = []
+    refs = {remote.remote(fn, options.threads, *job): i for i, job in enumerate(jobs)}
+    bar = tqdm(total=len(jobs), desc=desc, unit="point", disable=not progress)
+    try:
+        while refs:
+            ready, _ = ray.wait(list(refs), num_returns=1)
+            i = refs.pop(ready[0])
+            try:
+                results[i] = ray.get(ready[0])
+            except Exception as exc:  # noqa: BLE001 - one point's failure is reported, the others go on
+                cause = getattr(exc, "cause", None) or exc
+                failed.append(f"{names[i]}: {_one_line(cause)}")
+            else:
+                if on_result is not None:
+                    on_result(i, results[i])
+            bar.update(1)
+    except KeyboardInterrupt:
+        for ref in refs:
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        bar.close()
+        if ours:
+            ray.shutdown()
+    if failed:
+        raise MedfoundryError(f"{len(failed)} of {len(jobs)} points failed: " + "; ".join(failed))
+    return results
