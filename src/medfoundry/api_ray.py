@@ -145,10 +145,7 @@ class RowWorker:
     def __init__(self, step: Callable, factory: Callable, threads: int, tag_node: bool):
         import torch
 
-        from medfoundry.io.dicom import show_progress
-
-        torch.set_num_threads(threads)
-        show_progress(False)  # the driver's bar counts the rows; no per-file bars from the workers
+        torch.set_num_threads(threads)  # (segment_row reads without the DICOM bar: the driver's bar counts rows)
         self.step, self.factory, self.tag_node = step, factory, tag_node
         self.built: list = []
 
