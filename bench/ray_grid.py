@@ -1,6 +1,6 @@
 """The grid runner the benches share (nnunet_pet, adapt_pet, tsfm_transfer): each grid point's result in its own
 JSON file, ``--only-missing`` (keep the points a folder already holds), and ``--ray [ADDRESS]``: the missing points
-as Ray tasks (``medfoundry.api_ray.run_tasks``), each with its own thread budget and GPUs, so that a grid's full
+as Ray tasks (``medfoundry.api.ray_batch.run_tasks``), each with its own thread budget and GPUs, so that a grid's full
 GPU setting runs as one command on a cluster (the work folder on a file system every node sees).
 
 A bench imports it with ``sys.path.insert(0, str(Path(__file__).parent)); import ray_grid`` (bench/ is no
@@ -80,7 +80,7 @@ def run_points(
 
         import ray as ray_module
 
-        from medfoundry.api_ray import RayOptions, run_tasks
+        from medfoundry.api.ray_batch import RayOptions, run_tasks
 
         module = sys.modules.get(fn.__module__)
         if module is not None and not fn.__module__.startswith(("medfoundry", "__main__")):

@@ -83,31 +83,29 @@ def _no_temporaries(folder) -> bool:
 
 
 def test_ray_gives_the_same_files_as_the_local_loop(cluster, local_run, factory, tmp_path):
-    from medfoundry.api import segment_many
-    from medfoundry.api_ray import RayOptions
+    from medfoundry.api.ray_batch import RayOptions, segment_many_ray
 
     manifest, local = local_run
-    result = segment_many(_rows(manifest, tmp_path), predictor=factory, progress=False, ray=RayOptions(actors=2))
+    result = segment_many_ray(_rows(manifest, tmp_path), RayOptions(actors=2), predictor=factory, progress=False)
     assert [p.name for p in result.written] == [f"{c}_seg.nii.gz" for c in CASES] and not result.failed
     assert {ph["worker"] for ph in result.phases} == {0, 1}  # both actors took rows
     for case in CASES:
         assert (tmp_path / f"{case}_seg.nii.gz").read_bytes() == local[case], case  # bit for bit
         assert read_mask(tmp_path / f"{case}_seg.nii.gz").array.any()
-    again = segment_many(_rows(manifest, tmp_path), predictor=factory, progress=False, ray="local")
+    again = segment_many_ray(_rows(manifest, tmp_path), "local", predictor=factory, progress=False)
     assert len(again.skipped) == 4 and not again.written  # resume: every output is a finished row
 
 
 def test_a_killed_actor_is_restarted_and_its_row_redone(cluster, local_run, factory, tmp_path):
-    from medfoundry.api import segment_many
-    from medfoundry.api_ray import RayOptions
+    from medfoundry.api.ray_batch import RayOptions, segment_many_ray
 
     manifest, local = local_run
     done: dict = {}
 
     def run():
         try:
-            done["result"] = segment_many(
-                _rows(manifest, tmp_path), predictor=factory, progress=False, ray=RayOptions(actors=2)
+            done["result"] = segment_many_ray(
+                _rows(manifest, tmp_path), RayOptions(actors=2), predictor=factory, progress=False
             )
         except BaseException as exc:  # noqa: BLE001 - handed to the test thread
             done["error"] = exc
@@ -131,14 +129,14 @@ def test_a_killed_actor_is_restarted_and_its_row_redone(cluster, local_run, fact
 
 
 def test_bad_rows_are_reported_and_the_others_finish(cluster, shared_data, factory, tmp_path):
-    from medfoundry.api import segment_many
+    from medfoundry.api.ray_batch import segment_many_ray
     from medfoundry.inference.predictor import LiteMedSAMPredictor
 
     extra = f"{tmp_path / 'missing.nii.gz'},1 1 0 5 5 1,missing_seg.nii.gz\n"
     extra += f"{shared_data / 'pet-sts' / 'STS_001' / 'PET_image.nii.gz'},1 2 x 4 5 6,typo_seg.nii.gz\n"
     rows = _rows(_manifest(tmp_path, shared_data, extra), tmp_path / "out")
     with pytest.raises(BatchFailures) as info:
-        segment_many(rows[2:], predictor=factory, progress=False, ray="local")
+        segment_many_ray(rows[2:], "local", predictor=factory, progress=False)
     result = info.value.result
     assert [p.name for p in result.written] == ["STS_003_seg.nii.gz", "STS_004_seg.nii.gz"]
     (missing, why_missing), (typo, why_typo) = result.failed
@@ -146,8 +144,8 @@ def test_bad_rows_are_reported_and_the_others_finish(cluster, shared_data, facto
     assert "expected numbers" in why_typo
     assert _no_temporaries(tmp_path / "out")
     with pytest.raises(InputError, match="as a factory"):
-        segment_many(
-            rows[:1], predictor=LiteMedSAMPredictor(model=factory.keywords["model"], backend="torch"), ray=True
+        segment_many_ray(
+            rows[:1], True, predictor=LiteMedSAMPredictor(model=factory.keywords["model"], backend="torch")
         )
 
 
@@ -161,7 +159,7 @@ def _die_on_bad(row, model) -> str:
 def test_a_row_that_keeps_killing_its_worker_fails_after_the_retries(cluster):
     from types import SimpleNamespace
 
-    from medfoundry.api_ray import RayOptions, map_rows
+    from medfoundry.api.ray_batch import RayOptions, map_rows
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the step travels by value, not by import
     rows = [SimpleNamespace(name=n) for n in ("a", "bad", "c")]

@@ -37,7 +37,7 @@ def add_ray_options(parser: argparse.ArgumentParser) -> None:
 
 
 def ray_from_args(args: argparse.Namespace):
-    """The :class:`medfoundry.api_ray.RayOptions` the options (or ``MEDFOUNDRY_RAY``) ask for, or None: then
+    """The :class:`medfoundry.api.ray_batch.RayOptions` the options (or ``MEDFOUNDRY_RAY``) ask for, or None: then
     nothing of Ray is imported."""
     address = args.ray
     if address is None:
@@ -45,7 +45,7 @@ def ray_from_args(args: argparse.Namespace):
         if env.lower() in ("", "0", "no", "off", "false"):
             return None
         address = "local" if env.lower() in ("1", "yes", "on", "true") else env
-    from medfoundry.api_ray import RayOptions
+    from medfoundry.api.ray_batch import RayOptions
 
     cpus = args.ray_cpus_per_actor or float(getattr(args, "threads", None) or 1)
     return RayOptions(address, args.ray_actors, cpus, args.ray_gpus_per_actor)

@@ -156,18 +156,23 @@ def run_manifest(args: argparse.Namespace) -> int:
     given = args.box or args.boxes or args.point or args.negative
     defaults = objects_from_args(args) if given else None
     rows = read_manifest(args.manifest, args.out, defaults, allow_absolute_out=args.allow_absolute_out)
+    options = ray_from_args(args)
+    settings = {
+        "modality": args.modality,
+        "window": window_from_args(args),
+        "predictor": lambda: predictor_from_args(args),
+        "threshold": args.threshold,
+        "overwrite": args.overwrite,
+        "progress": not args.no_progress,
+        "slice_step": args.slice_step,
+    }
     try:
-        result = segment_many(
-            rows,
-            modality=args.modality,
-            window=window_from_args(args),
-            predictor=lambda: predictor_from_args(args),
-            threshold=args.threshold,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
-            slice_step=args.slice_step,
-            ray=ray_from_args(args),
-        )
+        if options is None:
+            result = segment_many(rows, **settings)
+        else:  # imports Ray
+            from medfoundry.api.ray_batch import segment_many_ray
+
+            result = segment_many_ray(rows, options, **settings)
     except BatchFailures as exc:
         _summary(exc.result)
         for name, why in exc.failed:

@@ -219,7 +219,6 @@ def segment_many(
     overwrite: bool = False,
     progress: bool = True,
     slice_step: int = 1,
-    ray=None,
 ) -> ManyResult:
     """Segment every row of a manifest (:func:`medfoundry.inference.manifest.read_manifest`) with one model.
 
@@ -229,25 +228,10 @@ def segment_many(
     written again). A bad row is recorded and the run goes on; at the end
     :class:`~medfoundry.errors.BatchFailures` lists the failed rows if there are any.
 
-    ``ray`` (a :class:`medfoundry.api_ray.RayOptions`, or an address string; ``"local"`` starts Ray on this
-    machine) spreads the rows over Ray actors that each build the model once (``predictor`` must then be a
-    factory or None), with the same outputs, resume rule and failure report; without it Ray is never imported.
+    :func:`medfoundry.api.ray_batch.segment_many_ray` does the same on Ray actors (same outputs, resume rule and
+    failure report); this function never imports Ray.
     """
     _check_probability(threshold)
-    if ray is not None:
-        from medfoundry.api_ray import segment_many_ray
-
-        return segment_many_ray(
-            rows,
-            ray,
-            modality=modality,
-            window=window,
-            predictor=predictor,
-            threshold=threshold,
-            overwrite=overwrite,
-            progress=progress,
-            slice_step=slice_step,
-        )
     import time
 
     result = ManyResult([], [], [], [])

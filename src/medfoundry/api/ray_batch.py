@@ -1,8 +1,8 @@
 """Batch work on a Ray cluster: the rows of a manifest spread over Ray actors, each of which builds its model once.
 
-``segment --manifest ... --ray [ADDRESS]`` (and :func:`medfoundry.api.segment_many` with ``ray=``) run the same
-per-row step as the local loop (:func:`medfoundry.api.segment_row`, the same readers and writers: the same
-outputs) on a pool of actors:
+``segment --manifest ... --ray [ADDRESS]`` and :func:`segment_many_ray` (the twin of ``api.segment_many``) run
+the same per-row step as the local loop (:func:`medfoundry.api.segment_row`, the same readers and writers: the
+same outputs) on a pool of actors:
 
 * the driver (this process) reads the manifest, skips rows whose output exists (the resume rule), hands one row
   at a time to each idle actor and shows one progress bar; inputs and outputs must be on paths every node sees;
