@@ -162,21 +162,30 @@ def test_3d_evaluation_is_the_segment_path(sts019, real_model, tmp_path):
     assert len(memo.store) == encoded and again["dsc"] == scores["dsc"]  # frozen encoder: no new encoder work
 
 
-def test_3d_validation_selects_best_and_stops_early(sts019, shared_data, tmp_path):
+def test_3d_validation_keeps_the_untrained_adapter_when_no_epoch_beats_it(sts019, shared_data, tmp_path):
+    from medfoundry.errors import MedfoundryWarning
+
     samples, vol = sts019
     base = build_tiny_lite_medsam(seed=0)
     model = build_adapter(base, "decoder")
-    cfg = FinetuneConfig(epochs=10, batch_size=2, steps_per_epoch=1, lr=0.0, patience=2, warmup_steps=1)
-    result = finetune(model, samples[:6], [], tmp_path / "run", config=cfg, base_fingerprint=base_fingerprint(base),
-                      progress=False, val_volumes=[vol])  # fmt: skip
-    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    cfg = FinetuneConfig(epochs=3, batch_size=2, steps_per_epoch=1, lr=0.0, patience=1, warmup_steps=1)
+    with pytest.warns(MedfoundryWarning, match="no epoch of 3 beat the untrained adapter"):
+        result = finetune(model, samples[:6], [], tmp_path / "run", config=cfg,
+                          base_fingerprint=base_fingerprint(base), progress=False, val_volumes=[vol])  # fmt: skip
+    saved = json.loads((tmp_path / "run" / "history.json").read_text())
+    history = saved["epochs"]
     assert history[0]["epoch"] == -1 and history[0]["train_loss"] is None  # scored before training
-    # lr 0: no epoch beats the untrained adapter, so training stops after `patience` epochs and best.pt is it
-    assert [h["epoch"] for h in history] == [-1, 0, 1]
+    # lr 0: no epoch beats the untrained adapter; patience (1) does not stop such a run, it trains on to its last
+    # epoch, and best.pt is the untrained adapter, said in history.json and the result
+    assert [h["epoch"] for h in history] == [-1, 0, 1, 2]
     assert result.best_epoch == -1 and read_adapter(result.best)["meta"]["epoch"] == -1
+    assert result.best_is_untrained and saved["best_is_untrained"] and saved["best_epoch"] == -1
+    assert saved["notice"] == result.notice and "best.pt is the untrained adapter" in saved["notice"]
+    assert saved["stopped"].startswith("3 epochs")
     assert len({h["val3d_dsc"] for h in history}) == 1
     for key in ("val3d_dsc", "val3d_dsc_loose", "val3d_nsd", "val_dsc"):
         assert 0.0 <= history[-1][key] <= 1.0
+    assert set(history[-1]["val3d_per_case"]) == {"STS_019"} and history[-1]["seconds"] > 0
     assert read_adapter(result.best)["meta"]["val_cases"] == ["STS_019"]
 
 
@@ -189,10 +198,12 @@ def test_finetune_cli_defaults_validate_in_3d(shared_data, tmp_path, capsys):
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "validating on 1 volumes (3D box + propagation)" in text and "3D val DSC" in text
-    history = json.loads((out / "history.json").read_text())
+    history = json.loads((out / "history.json").read_text())["epochs"]
     assert [h["epoch"] for h in history][:2] == [-1, 0] and all("val3d_dsc_loose" in h for h in history)
+    assert "epoch 1/2: loss" in text and "left:" in text and "stopped: 2 epochs" in text  # progress, time left
     cfg = read_adapter(out / "best.pt")["meta"]["train_config"]
     assert cfg["box3d_prob"] == 0.3 and cfg["neighbour_prob"] == 0.4 and cfg["patience"] == 3
+    assert cfg["min_epochs"] == 6 and cfg["warmup_steps"] is None  # warm-up: one epoch
     # every foreground slice of the training patient is a sample
     n_slices = int((load_volumes(pet, image_glob=PET_GLOB, cases=["STS_012"])[0].labels > 0).any(axis=(1, 2)).sum())
     assert f"training on {n_slices} samples from 1 cases" in text

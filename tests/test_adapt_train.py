@@ -1,16 +1,21 @@
 """Training engine (resume), training data checks, exemplar synthesis and the finetune / synthesize / segment
-CLIs on tiny runs with real PET slices."""
+CLIs on tiny runs with real PET slices; the defaults that do not depend on the validation patients (issue 30):
+learning-rate warm-up over the first epoch, early stopping counted after a minimum number of epochs, training on
+while the untrained adapter is the best and saying so when no epoch beats it, the time left; and the validation
+triplets of bench/adapt_cli.py --splits."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from medfoundry.cli.main import main
-from medfoundry.data.slices2d import load_samples
+from medfoundry.data.slices2d import load_samples, split_cases
 from medfoundry.data.synthesis import Slice2D, SynthesisConfig, synthesize_one
 from medfoundry.errors import InputError
 from medfoundry.io import MedicalImage, read_image, read_mask, write_image, write_mask
@@ -18,8 +23,11 @@ from medfoundry.modeling.adapters.io import base_fingerprint, load_adapted_model
 from medfoundry.modeling.lite_medsam import build_tiny_lite_medsam
 from medfoundry.modeling.registry import build_adapter
 from medfoundry.training.finetune import FinetuneConfig, finetune
+from medfoundry.training.finetune.schedules import make_scheduler
+from medfoundry.training.finetune.stopping import StopRule, format_duration, time_left
 
 PET_GLOB = "*/PET_image.nii.gz"
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "adapt_cli.py"
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +69,7 @@ def test_interrupted_run_resumes_to_the_same_adapter(pet_samples, tmp_path):
     for key in a:
         torch.testing.assert_close(a[key], b[key])
     assert (tmp_path / "cut" / "curves.png").stat().st_size > 1000
-    hist = json.loads((tmp_path / "cut" / "history.json").read_text())
+    hist = json.loads((tmp_path / "cut" / "history.json").read_text())["epochs"]
     # the recorded validation scores are those of the saved last adapter on the validation slice
     from medfoundry.training.finetune import evaluate_samples
 
@@ -261,3 +269,138 @@ def test_decoder_warmup_trains_the_decoder_side_first_then_the_encoder(pet_sampl
     for n, p in reloaded.named_parameters():
         if n in start:
             assert torch.equal(p.detach(), now[n].detach()), n
+
+
+def _lrs(warmup: int, decay: float, steps: int) -> list[float]:
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([param], lr=1.0)
+    sched = make_scheduler(opt, "warmup-exp", warmup, decay)
+    out = []
+    for _ in range(steps):
+        out.append(opt.param_groups[0]["lr"])  # the rate of this step
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_learning_rate_rises_linearly_then_decays():
+    assert _lrs(4, 0.5, 7) == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 0.5, 0.25])
+    assert _lrs(0, 0.5, 3) == pytest.approx([1.0, 1.0, 0.5])  # no warm-up
+
+
+@pytest.fixture(scope="module")
+def cache():
+    """The tiny base's embeddings, shared by the decoder runs below (one encoder export)."""
+    from medfoundry.training.finetune.engine import MemoryEmbeddingCache
+
+    return MemoryEmbeddingCache(build_adapter(build_tiny_lite_medsam(seed=0), "decoder"))
+
+
+def _run(samples, out, cache, **cfg):
+    base = build_tiny_lite_medsam(seed=0)
+    model = build_adapter(base, "decoder")
+    config = FinetuneConfig(batch_size=1, flip_prob=0.0, **cfg)
+    return finetune(model, samples[:2], samples[-1:], out, config=config, base_fingerprint=base_fingerprint(base),
+                    progress=False, cache=cache)  # fmt: skip
+
+
+def test_warmup_defaults_to_one_epoch(pet_samples, tmp_path, cache):
+    # after one epoch of 3 steps the rate has just reached its peak with the one-epoch warm-up; with a 10-step warm-up
+    # it is at 4 / 10 of it (the rate recorded is the next step's)
+    one_epoch = _run(pet_samples, tmp_path / "a", cache, epochs=1, steps_per_epoch=3, lr=1e-3, warmup_steps=None)
+    ten = _run(pet_samples, tmp_path / "b", cache, epochs=1, steps_per_epoch=3, lr=1e-3, warmup_steps=10)
+    assert one_epoch.history[-1]["lr"] == pytest.approx(1e-3)
+    assert ten.history[-1]["lr"] == pytest.approx(4e-4)
+
+
+def test_stop_rule_counts_patience_after_min_epochs_and_never_stops_on_the_untrained():
+    rule = StopRule(max_epochs=12, patience=3, min_epochs=6)
+    assert rule.first_stop == 6
+    # best at epoch 1 (0-based): the old rule stopped after 5 epochs; now not before 6
+    assert not rule.should_stop(5, 1) and rule.should_stop(6, 1)
+    assert not rule.should_stop(7, 4) and rule.should_stop(8, 4)  # 3 epochs without a better one after epoch 5
+    # the untrained adapter still the best: train on, whatever the patience
+    assert not any(rule.should_stop(n, -1) for n in range(12)) and rule.should_stop(12, -1)
+    assert not StopRule(12, patience=0).should_stop(11, 0)  # patience 0: never early
+    # a decoder warm-up of 4 epochs: at least one epoch through the encoder, as before
+    warm = StopRule(8, patience=1, min_epochs=0, warm_epochs=4)
+    assert warm.first_stop == 5 and not warm.should_stop(4, 0) and warm.should_stop(5, 0)
+    assert rule.end_if_no_better(3, 1) == 6 and rule.end_if_no_better(7, 6) == 10 and rule.end_if_no_better(2, -1) == 12
+
+
+def test_time_left_from_the_epochs_run():
+    rule = StopRule(max_epochs=12, patience=3, min_epochs=6)
+    text = time_left(rule, 2, 1, [60.0, 30.0])
+    # 4 more epochs until the earliest stop (epoch 6) at the last epoch's 30 s, 10 at most
+    assert text == "left: 2 min 00 s if no better epoch comes (stop after epoch 6), at most 5 min 00 s (12 epochs)"
+    assert time_left(rule, 2, -1, [60.0, 30.0]) == "left: at most 5 min 00 s (10 of 12 epochs)"
+    warm = StopRule(max_epochs=8, patience=3, min_epochs=6, warm_epochs=4)
+    text = time_left(warm, 2, -1, [20.0, 20.0])
+    assert text == "left: at most 40 s + 4 epochs through the encoder, not yet timed (6 of 8 epochs)"
+    assert format_duration(59.6) == "1 min 00 s" and format_duration(3725) == "1 h 02 min"
+
+
+def test_min_epochs_hold_off_early_stopping_in_a_run(pet_samples, tmp_path, cache):
+    # 2D validation, lr 0: epoch 1 is the best and no later epoch beats it; patience 1 stops after 2 epochs, unless
+    # min_epochs asks for 3
+    kw = {"epochs": 10, "steps_per_epoch": 1, "lr": 0.0, "patience": 1, "warmup_steps": 1}
+    early = _run(pet_samples, tmp_path / "a", cache, **kw)
+    held = _run(pet_samples, tmp_path / "b", cache, min_epochs=3, **kw)
+    assert [h["epoch"] for h in early.history] == [0, 1] and early.best_epoch == 0
+    assert [h["epoch"] for h in held.history] == [0, 1, 2] and held.best_epoch == 0
+    assert held.stopped.startswith("early stop after 3 epochs") and held.notice is None
+    saved = json.loads((tmp_path / "b" / "history.json").read_text())
+    assert saved["best_epoch"] == 0 and not saved["best_is_untrained"] and saved["stopped"] == held.stopped
+
+
+def test_cli_says_when_best_is_the_untrained_adapter(shared_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    # a learning rate too small to change a float32 weight: no epoch can beat the untrained adapter
+    args = ["finetune", str(shared_data / "pet-sts"), str(out), "--image-glob", PET_GLOB, "--cases", "STS_012",
+            "--val-cases", "STS_019", "--epochs", "2", "--patience", "1", "--min-epochs", "1", "--steps-per-epoch",
+            "1", "--batch-size", "1", "--lr", "1e-12", "--tiny-model", "--threads", "2"]  # fmt: skip
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "medfoundry finetune: warning: no epoch of 2 beat the untrained adapter" in captured.err  # stderr
+    assert "--val-cases" in captured.err  # with advice
+    assert "(UNTRAINED: no epoch beat it" in captured.out and "NOTE: best.pt is the UNTRAINED adapter" in captured.out
+    assert "stopped: 2 epochs" in captured.out  # trained on despite patience 1
+    saved = json.loads((out / "history.json").read_text())
+    assert saved["best_is_untrained"] and saved["best_epoch"] == -1 and "untrained adapter" in saved["notice"]
+    assert [h["epoch"] for h in saved["epochs"]] == [-1, 0, 1]
+    assert read_adapter(out / "best.pt")["meta"]["epoch"] == -1
+
+
+def test_patient_split_keeps_three_validation_patients(pet_samples, shared_data):
+    samples = load_samples(shared_data / "pet-sts", image_glob=PET_GLOB, every=40, progress=False,
+                           cases=[f"STS_{i:03d}" for i in range(1, 11)])  # fmt: skip
+    train, val = split_cases(samples, 0.2, seed=0, min_val=3)
+    assert len({s.case for s in val}) == 3 and not {s.case for s in val} & {s.case for s in train}
+    assert len({s.case for s in split_cases(samples, 0.2, seed=0)[1]}) == 2  # the plain 20 %
+    two = [s for s in samples if s.case in ("STS_001", "STS_002")]
+    assert len({s.case for s in split_cases(two, 0.2, seed=0, min_val=3)[1]}) == 1  # one case each side
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_adapt_cli", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_splits_are_seeded_distinct_and_disjoint_from_test(bench, shared_data):
+    splits, test = bench.draw_splits(5)
+    again, test_again = bench.draw_splits(5)
+    assert splits == again and test == test_again  # deterministic
+    pool, val0, fixed_test = bench._bench_module().split(0, 7, 3)
+    assert test == fixed_test and len(test) == 7  # adapt_pet's test patients
+    assert splits[0]["val"] == val0 and splits[0]["train"] == pool[:10]  # split 0: the documented run
+    triplets = [tuple(s["val"]) for s in splits]
+    assert len(set(triplets)) == 5 and all(len(t) == 3 for t in triplets)
+    for s in splits:
+        assert len(s["train"]) == 10 and len(set(s["train"])) == 10
+        assert not set(s["val"]) & set(test) and not set(s["train"]) & set(test)
+        assert not set(s["val"]) & set(s["train"])
+    other, _ = bench.draw_splits(5, draw_seed=1)
+    assert other[0] == splits[0] and [s["val"] for s in other[1:]] != [s["val"] for s in splits[1:]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 
 from medfoundry.cli.common import (
     add_overwrite,
@@ -19,8 +20,14 @@ from medfoundry.cli.common import (
 from medfoundry.modeling.registry import ADAPTERS
 
 METHOD_CHOICES = tuple(ADAPTERS)  # plain names: the registry imports no torch
-EPOCHS, STEPS, PATIENCE = 20, 25, 3  # at most 500 steps; validation every 25 (docs/adaptation.md)
+# defaults (docs/adaptation.md, "Defaults that do not depend on the validation patients"): validation every 25 steps
+# of batch 4; at most 12 epochs (300 steps) for the frozen-encoder methods and 8 for LoRA / DB-SAM (4 decoder warm-up
+# epochs, then up to 4 through the encoder, ~8 min each on 2 CPU cores); early stopping after 3 epochs without a
+# better validation score, counted only from epoch 6 (150 steps: every training slice of 10 patients seen about once)
+EPOCHS = {"decoder": 12, "classprompt": 12, "lora": 8, "dbsam": 8}
+STEPS, PATIENCE, MIN_EPOCHS = 25, 3, 6
 DECODER_WARMUP = 4  # lora / dbsam: 100 decoder-side steps on cached embeddings before the encoder's adapters train
+MIN_VAL_CASES = 3  # a patient-wise split keeps at least this many validation patients where the folder allows
 
 
 def add_parser(subparsers) -> None:
@@ -32,9 +39,12 @@ def add_parser(subparsers) -> None:
             "2D files, with MedSAM preprocessing, flips, box prompts drawn like 3D inference gives them (the 3D "
             "box's extent, an adjacent slice's box plus the propagation margin, exact boxes), box jitter and "
             "random points. Validation segments the validation patients as 'medfoundry segment --box' does (3D "
-            "box, middle slice, propagation); OUT/best.pt is the best 3D validation DSC (exact and loose box), "
-            "training stops early when it stops improving. Writes OUT/best.pt and OUT/last.pt (adapter files: "
-            "trained tensors + config), history.json and curves.png. Use the adapter with "
+            "box, middle slice, propagation); OUT/best.pt is the best 3D validation DSC (exact and loose box). The "
+            "learning rate warms up over the first epoch; training stops early after --patience epochs without a "
+            "better score, counted from epoch --min-epochs, and never while the untrained adapter is still the best "
+            "(if no epoch beats it, OUT/best.pt is the untrained adapter and the run says so with advice). Each "
+            "epoch prints its scores and the time left. Writes OUT/best.pt and OUT/last.pt (adapter files: trained "
+            "tensors + config), history.json and curves.png. Use the adapter with "
             "'medfoundry segment --adapter OUT/best.pt'."
         ),
     )
@@ -51,19 +61,28 @@ def add_parser(subparsers) -> None:
         "--val-fraction",
         type=float_range(0.0, 1.0, hi_open=True),
         default=0.2,
-        help="share of cases held out (default 0.2)",
+        help=f"share of cases held out for validation when neither --val nor --val-cases is given (default 0.2, "
+        f"at least {MIN_VAL_CASES} cases where that leaves as many for training)",
     )
     d.add_argument("--every", type=positive_int, default=1, help="every k-th slice with foreground (default 1: all)")
     d.add_argument("--modality", type=str.upper, choices=["CT", "MR", "PET", "RGB", "OTHER"],
                    help="modality of all images (default: from file names, e.g. PET_image)")  # fmt: skip
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=positive_int, default=EPOCHS, help=f"at most this many epochs (default {EPOCHS})")
+    t.add_argument("--epochs", type=positive_int,
+                   help=f"at most this many epochs (default {EPOCHS['decoder']}; LoRA / DB-SAM {EPOCHS['lora']}: "
+                   f"{DECODER_WARMUP} warm-up + {EPOCHS['lora'] - DECODER_WARMUP} through the encoder)")  # fmt: skip
     t.add_argument("--batch-size", type=positive_int, default=4)
     t.add_argument("--steps-per-epoch", type=positive_int, default=STEPS,
                    help=f"optimiser steps between validations (default {STEPS})")  # fmt: skip
     t.add_argument("--patience", type=nonnegative_int, default=PATIENCE,
                    help=f"stop after this many epochs without a better validation score (default {PATIENCE}; 0: "
-                   "never)")  # fmt: skip
+                   "never); a run whose best is still the untrained adapter trains on")  # fmt: skip
+    t.add_argument("--min-epochs", type=nonnegative_int, default=MIN_EPOCHS,
+                   help=f"early stopping counts only after this many epochs (default {MIN_EPOCHS}; the validation "
+                   "score may dip below the untrained one in the first epochs and recover)")  # fmt: skip
+    t.add_argument("--warmup-steps", type=nonnegative_int, metavar="STEPS",
+                   help="linear learning-rate warm-up, then exponential decay (default: one epoch, "
+                   "--steps-per-epoch)")  # fmt: skip
     t.add_argument("--decoder-warmup", type=nonnegative_int, default=DECODER_WARMUP, metavar="EPOCHS",
                    help=f"LoRA / DB-SAM: the first EPOCHS epochs train only their decoder-side parameters, on cached "
                    f"embeddings (as cheap as --method decoder), then the encoder's adapters join (default "
@@ -94,7 +113,6 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     from medfoundry.data.slices2d import load_samples, split_cases
     from medfoundry.errors import InputError
     from medfoundry.inference.volume_eval import load_volumes
@@ -102,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
     from medfoundry.modeling.adapters.io import base_fingerprint
     from medfoundry.modeling.registry import build_adapter
     from medfoundry.training.finetune import FinetuneConfig, finetune
+    from medfoundry.training.finetune.stopping import format_duration
 
     if args.box3d_prob + args.neighbour_prob > 1:
         raise InputError(None, "--box3d-prob + --neighbour-prob must not exceed 1")
@@ -122,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
             samples = [s for s in samples if s.case not in set(args.val_cases)]
         train = samples
     elif args.val_fraction > 0:
-        train, val = split_cases(samples, args.val_fraction, args.seed)
+        train, val = split_cases(samples, args.val_fraction, args.seed, min_val=MIN_VAL_CASES)
     else:
         train, val = samples, []
     val_cases = sorted({s.case for s in val})
@@ -155,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         for name in ("last.pt", "best.pt", "history.json", "curves.png"):
             (out / name).unlink(missing_ok=True)
     config = FinetuneConfig(
-        epochs=args.epochs,
+        epochs=args.epochs or EPOCHS.get(args.method, EPOCHS["decoder"]),
         batch_size=args.batch_size,
         lr=args.lr,
         loss=args.loss,
@@ -166,23 +185,31 @@ def run(args: argparse.Namespace) -> int:
         box3d_prob=args.box3d_prob,
         neighbour_prob=args.neighbour_prob,
         patience=args.patience,
+        min_epochs=args.min_epochs,
+        warmup_steps=args.warmup_steps,
         decoder_warmup_epochs=args.decoder_warmup,
         seed=args.seed,
     )
+    t0 = time.perf_counter()
     result = finetune(model, train, val, out, config=config, base_fingerprint=fingerprint, base_name=base_name,
                       resume=args.resume, val_volumes=val_volumes or None)  # fmt: skip
+    print(f"stopped: {result.stopped} ({format_duration(time.perf_counter() - t0)})")
+    print(f"adapter: {result.best} ({_chosen(result)}); last: {result.last}")
+    if result.notice:
+        print(f"NOTE: best.pt is the UNTRAINED adapter: {result.notice}")
+    print(f"curves: {result.curves}; history: {result.out_dir / 'history.json'}")
+    return 0
+
+
+def _chosen(result) -> str:  # noqa: ANN001 - a FinetuneResult (torch is imported lazily)
+    """What best.pt holds, for the exit summary."""
     chosen = next((h for h in result.history if h["epoch"] == result.best_epoch), None)
-    what = "best"
     if chosen is not None and chosen.get("val3d_dsc") is not None:
         first = result.history[0]
-        what = (f"epoch {chosen['epoch'] + 1}" if chosen["epoch"] >= 0 else "untrained") + (
-            f", 3D val DSC {chosen['val3d_dsc']:.3f} / loose box {chosen['val3d_dsc_loose']:.3f}; before training "
-            f"{first['val3d_dsc']:.3f} / {first['val3d_dsc_loose']:.3f}"
-            if first["epoch"] == -1
-            else ""
-        )
-    elif chosen is not None and chosen.get("val_dsc") is not None:
-        what = f"epoch {chosen['epoch'] + 1}, val DSC {chosen['val_dsc']:.3f}"
-    print(f"adapter: {result.best} ({what}); last: {result.last}")
-    print(f"curves: {result.curves}")
-    return 0
+        name = f"epoch {chosen['epoch'] + 1}" if chosen["epoch"] >= 0 else "UNTRAINED: no epoch beat it"
+        before = (f"; before training {first['val3d_dsc']:.3f} / {first['val3d_dsc_loose']:.3f}"
+                  if first["epoch"] == -1 else "")  # fmt: skip
+        return f"{name}, 3D val DSC {chosen['val3d_dsc']:.3f} / loose box {chosen['val3d_dsc_loose']:.3f}{before}"
+    if chosen is not None and chosen.get("val_dsc") is not None:
+        return f"epoch {chosen['epoch'] + 1}, val DSC {chosen['val_dsc']:.3f}"
+    return "best"

@@ -213,14 +213,16 @@ def load_samples(
 
 
 def split_cases(
-    samples: Sequence[Sample2D], val_fraction: float = 0.2, seed: int = 0
+    samples: Sequence[Sample2D], val_fraction: float = 0.2, seed: int = 0, min_val: int = 1
 ) -> tuple[list[Sample2D], list[Sample2D]]:
-    """Patient-wise split: whole cases go to validation (at least one case each side)."""
+    """Patient-wise split: whole cases go to validation, ``val_fraction`` of them but at least ``min_val`` where
+    that leaves as many for training (and at least one case each side)."""
     cases = sorted({s.case for s in samples})
     if len(cases) < 2:
         raise InputError(None, f"a validation split needs at least 2 cases, found {len(cases)}; pass --val FOLDER")
     rng = random.Random(seed)
     rng.shuffle(cases)
-    n_val = min(len(cases) - 1, max(1, round(len(cases) * val_fraction)))
+    floor = min(min_val, len(cases) // 2)
+    n_val = min(len(cases) - 1, max(1, floor, round(len(cases) * val_fraction)))
     val = set(cases[:n_val])
     return [s for s in samples if s.case not in val], [s for s in samples if s.case in val]

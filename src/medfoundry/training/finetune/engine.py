@@ -3,9 +3,12 @@ holding only the trained tensors, early stopping, resume after interruption, and
 
 With validation volumes, validation is the 3D path users take (one 3D box per object, middle slice, propagation:
 :mod:`medfoundry.inference.volume_eval`), scored before training and after every epoch; ``best.pt`` is the state
-with the best mean of exact-box and loose-box 3D DSC (the untrained adapter if no epoch beats it), and training
-stops after ``patience`` epochs without a better score. Without volumes, the 2D exact-box DSC of the validation
-samples decides.
+with the best mean of exact-box and loose-box 3D DSC, and training stops after ``patience`` epochs without a
+better score, counted only after ``min_epochs`` epochs (:mod:`.stopping`). A run whose best is still the untrained
+adapter trains on to its last epoch; if no epoch beats it, ``best.pt`` is the untrained adapter and the run says
+so (a :class:`~medfoundry.errors.MedfoundryWarning`, ``history.json``, :attr:`FinetuneResult.notice`). Without
+volumes, the 2D exact-box DSC of the validation samples decides. After every epoch the run prints its scores and
+the time it has left.
 
 Methods whose encoder stays frozen (``decoder``, ``classprompt``) reuse cached image embeddings (one per
 sample and flip), so an epoch costs decoder passes only. Methods that train inside the encoder (``lora``,
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +34,7 @@ from tqdm.auto import tqdm
 
 from medfoundry._deprecated import moved
 from medfoundry.data.slices2d import Sample2D
-from medfoundry.errors import InputError
+from medfoundry.errors import InputError, MedfoundryWarning
 from medfoundry.evaluation import dice, nsd
 from medfoundry.inference.encoder_backends import OnnxEncoder
 from medfoundry.inference.volume_eval import MemoEncoder, Volume3D, evaluate_volumes, fp32_encoder
@@ -50,6 +54,7 @@ from medfoundry.training.finetune.curves import save_curves
 from medfoundry.training.finetune.losses import make_loss
 from medfoundry.training.finetune.modality_head import class_weights, fit_modality_head
 from medfoundry.training.finetune.schedules import make_scheduler
+from medfoundry.training.finetune.stopping import StopRule, format_duration, time_left, untrained_notice
 from medfoundry.training.resume import resume_or_refuse
 
 DEFAULT_LR = {"decoder": 1e-4, "lora": 1e-3, "dbsam": 3e-4, "classprompt": 1e-4}
@@ -68,7 +73,7 @@ class FinetuneConfig:
     weight_decay: float = 0.01
     loss: str = "dice+focal"
     schedule: str = "warmup-exp"
-    warmup_steps: int = 10
+    warmup_steps: int | None = 10  # linear learning-rate warm-up; None: one epoch (steps_per_epoch)
     decay: float = 0.995  # per step after warm-up
     steps_per_epoch: int | None = None  # None: one pass over the training samples
     flip_prob: float = 0.5
@@ -78,6 +83,7 @@ class FinetuneConfig:
     box3d_prob: float = 0.3  # prompts: the 3D box's in-plane extent (augment.prompt_box)
     neighbour_prob: float = 0.4  # prompts: an adjacent slice's box + the propagation margin; the rest exact
     patience: int = 0  # stop after this many epochs without a better validation score (0: never)
+    min_epochs: int = 0  # early stopping counts only after this many epochs (stopping.StopRule)
     # lora / dbsam: train only the decoder-side adapter parameters for the first epochs, on cached embeddings of
     # the (untrained) encoder, then everything (0: off; frozen-encoder methods ignore it)
     decoder_warmup_epochs: int = 0
@@ -101,6 +107,18 @@ class FinetuneResult:
     total: int = 0
     seconds_per_step: float = 0.0
     best_epoch: int = -1  # the epoch best.pt holds (-1: the untrained adapter)
+    stopped: str = ""  # why the run ended
+    notice: str | None = None  # set when no epoch beat the untrained adapter (best.pt is that adapter)
+
+    @property
+    def best_is_untrained(self) -> bool:
+        """Whether ``best.pt`` holds the untrained adapter (validated before training and never beaten)."""
+        return untrained_is_best(self.history, self.best_epoch)
+
+
+def untrained_is_best(history: list[dict], best_epoch: int) -> bool:
+    """Whether the untrained adapter (validated before training, epoch -1) is the best state of ``history``."""
+    return best_epoch < 0 and any(h["epoch"] == -1 for h in history)
 
 
 class MemoryEmbeddingCache:
@@ -252,6 +270,19 @@ def _train_step(model, batch, flips, prompts, cache, modality, loss_fn, optimize
     return float(loss.detach())
 
 
+def write_history(out_dir: Path, history: list[dict], best_epoch: int, stopped: str = "",
+                  notice: str | None = None) -> Path:  # fmt: skip
+    """``history.json``: the epoch records (``epochs``; epoch -1 is the untrained adapter's validation), the epoch
+    ``best.pt`` holds, whether that is the untrained adapter, why the run stopped (empty while it runs) and the
+    notice a run without a better epoch gives."""
+    untrained = untrained_is_best(history, best_epoch)
+    summary = {"best_epoch": best_epoch, "best_is_untrained": untrained, "stopped": stopped, "notice": notice,
+               "epochs": history}  # fmt: skip
+    with atomic_path(out_dir / "history.json", overwrite=True) as tmp:
+        tmp.write_text(json.dumps(summary, indent=1))
+    return out_dir / "history.json"
+
+
 def _save_epoch(model, out_dir: Path, optimizer, scheduler, rng, train_state: dict, base_fingerprint: str,
                 base_name: str, meta: dict, title: str) -> None:  # fmt: skip
     """``last.pt`` (adapter + everything needed to resume), ``history.json`` and ``curves.png``."""
@@ -259,26 +290,36 @@ def _save_epoch(model, out_dir: Path, optimizer, scheduler, rng, train_state: di
              "rng": _rng_state(rng)}  # fmt: skip
     save_adapter(model, out_dir / "last.pt", base_fingerprint=base_fingerprint, base_name=base_name, meta=meta,
                  train_state=state, overwrite=True)  # fmt: skip
-    with atomic_path(out_dir / "history.json", overwrite=True) as tmp:
-        tmp.write_text(json.dumps(train_state["history"], indent=1))
+    write_history(out_dir, train_state["history"], train_state["best_epoch"])
     save_curves(train_state["history"], out_dir / "curves.png", title=title)
 
 
-def _validate(model, val, val_volumes, config, cache, memo) -> dict[str, float | None]:
-    """Validation scores: 3D (``val3d_*``, with 2D ``val_dsc`` / ``val_nsd`` from the same embeddings) when there
-    are volumes, else 2D exact-box DSC / NSD of the samples; ``score`` is what model selection uses."""
+def _validate(model, val, val_volumes, config, cache, memo, progress: bool = False) -> dict:
+    """Validation scores: 3D (``val3d_*``, with 2D ``val_dsc`` / ``val_nsd`` from the same embeddings, and the
+    3D DSC per case) when there are volumes, else 2D exact-box DSC / NSD of the samples; ``score`` is what model
+    selection uses."""
     if val_volumes:
         if memo is None or model.encoder_trainable:  # a trained encoder: fresh embeddings every time
             memo = fp32_encoder(model, config.val_backend or ("torch" if model.encoder_trainable else "onnx"))
         r = evaluate_volumes(model, val_volumes, tolerance_mm=config.nsd_tolerance_mm, slices2d=True, memo=memo,
-                             seed=config.seed)  # fmt: skip
-        return {"val_dsc": r["dsc2d"], "val_nsd": r["nsd2d"], "val3d_dsc": r["dsc"], "val3d_nsd": r["nsd"],
-                "val3d_dsc_loose": r["dsc_loose"], "val3d_nsd_loose": r["nsd_loose"],
-                "score": (r["dsc"] + r["dsc_loose"]) / 2}  # fmt: skip
-    if val:
+                             seed=config.seed, progress=progress)  # fmt: skip
+        per_case = {c["case"]: [round(c["dsc"], 4), round(c["dsc_loose"], 4)] for c in r["per_case"]}
+        scores = {"val_dsc": r["dsc2d"], "val_nsd": r["nsd2d"], "val3d_dsc": r["dsc"], "val3d_nsd": r["nsd"],
+                  "val3d_dsc_loose": r["dsc_loose"], "val3d_nsd_loose": r["nsd_loose"],
+                  "val3d_per_case": per_case}  # fmt: skip
+    elif val:
         r = evaluate_samples(model, val, config.nsd_tolerance_mm, cache=cache)
-        return {"val_dsc": r["dsc"], "val_nsd": r["nsd"], "score": r["dsc"]}
-    return {"val_dsc": None, "val_nsd": None, "score": None}
+        scores = {"val_dsc": r["dsc"], "val_nsd": r["nsd"]}
+    else:
+        scores = {"val_dsc": None, "val_nsd": None}
+    return {**scores, "score": _selection_score(scores)}
+
+
+def _selection_score(record: dict) -> float | None:
+    """The score ``best.pt`` is chosen by: the mean of exact- and loose-box 3D DSC, else the 2D DSC."""
+    if record.get("val3d_dsc") is not None:
+        return (record["val3d_dsc"] + record["val3d_dsc_loose"]) / 2
+    return record.get("val_dsc")
 
 
 def _fit_head(model, train, modality_all, cache, seed: int, progress: bool) -> None:
@@ -290,6 +331,24 @@ def _fit_head(model, train, modality_all, cache, seed: int, progress: bool) -> N
     if fitted and progress:
         counts = ", ".join(f"{k} {v}" for k, v in fitted["per_class"].items())
         tqdm.write(f"modality head fitted on {counts} slices: balanced accuracy {fitted['balanced_accuracy']:.3f}")
+
+
+def _epoch_text(epoch: int, epochs: int, record: dict) -> str:
+    """One line per epoch: loss and validation scores."""
+    text = f"epoch {epoch + 1}/{epochs}: loss {record['train_loss']:.4f}"
+    if record.get("val3d_dsc") is not None:
+        text += f", 3D val DSC {record['val3d_dsc']:.3f} (loose box {record['val3d_dsc_loose']:.3f})"
+    if record["val_dsc"] is not None:
+        text += f", 2D val DSC {record['val_dsc']:.3f} NSD {record['val_nsd']:.3f}"
+    return text
+
+
+def _untrained_notice(history: list[dict], val_volumes) -> str:
+    """The notice of a run in which no epoch beat the untrained adapter."""
+    trained = [s for h in history if h["epoch"] >= 0 and (s := _selection_score(h)) is not None]
+    what = f"mean 3D DSC, exact and loose box, of {len(val_volumes)} volumes" if val_volumes else "2D DSC"
+    return untrained_notice(len([h for h in history if h["epoch"] >= 0]), what, max(trained, default=None),
+                            _selection_score(history[0]))  # fmt: skip
 
 
 def finetune(
@@ -313,7 +372,8 @@ def finetune(
 
     ``val_volumes`` switches validation to the 3D path (then ``val`` is not used); ``cache`` (2D samples) and
     ``memo`` (3D validation slices) lend embeddings of the same frozen base encoder from an earlier run (ignored
-    when the method trains inside the encoder)."""
+    when the method trains inside the encoder). If no epoch beats the untrained adapter, ``best.pt`` is that
+    adapter and the run warns (:class:`~medfoundry.errors.MedfoundryWarning`; ``result.notice``, ``history.json``)."""
     config = config or FinetuneConfig()
     if not train:
         raise InputError(out_dir, "no training samples")
@@ -327,12 +387,14 @@ def finetune(
     params = model.trainable_parameters()
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
     steps_per_epoch = config.steps_per_epoch or int(np.ceil(len(train) / config.batch_size))
-    scheduler = make_scheduler(optimizer, config.schedule, config.warmup_steps, config.decay)
+    warmup_steps = steps_per_epoch if config.warmup_steps is None else config.warmup_steps
+    scheduler = make_scheduler(optimizer, config.schedule, warmup_steps, config.decay)
     loss_fn = make_loss(config.loss)
     augment = Augment(config.flip_prob, config.jitter, config.point_prob, config.points, config.box3d_prob,
                       config.neighbour_prob)  # fmt: skip
     warm_params = encoder_side_parameters(model) if config.decoder_warmup_epochs > 0 else []
     warm_epochs = config.decoder_warmup_epochs if warm_params else 0
+    rule = StopRule(config.epochs, config.patience, config.min_epochs, warm_epochs)
     lent = (cache, memo)
     if model.encoder_trainable:
         cache, memo = None, None  # fresh embeddings at every step; a warm-up takes its own below
@@ -361,20 +423,27 @@ def finetune(
         cache, memo = _frozen_inputs(model, train, val_volumes, config, *lent, lent_checked=False)
     if not resumed and val_volumes:
         # the untrained adapter is the first candidate: best.pt is never worse on validation
-        scores = _validate(model, val, val_volumes, config, cache, memo)
+        t0 = time.perf_counter()
+        scores = _validate(model, val, val_volumes, config, cache, memo, progress)
         best_score = scores.pop("score")
-        record = {"epoch": -1, "train_loss": None, **scores, "lr": 0.0, "seconds_per_step": 0.0}
+        record = {"epoch": -1, "train_loss": None, **scores, "lr": 0.0, "seconds_per_step": 0.0,
+                  "seconds": time.perf_counter() - t0}  # fmt: skip
         history.append(record)
         save_adapter(model, best_path, base_fingerprint=base_fingerprint, base_name=base_name,
                      meta={**meta, **record}, overwrite=True)  # fmt: skip
+        write_history(out_dir, history, best_epoch)
         if progress:
             tqdm.write(f"before training: 3D val DSC {scores['val3d_dsc']:.3f} (loose box "
                        f"{scores['val3d_dsc_loose']:.3f}), 2D {scores['val_dsc']:.3f}")  # fmt: skip
 
     step_times: list[float] = []
+    epoch_seconds: list[float | None] = [h.get("seconds") for h in history if h["epoch"] >= 0]
+    stopped = f"{config.epochs} epochs, the most allowed (--epochs)"
     for epoch in range(start_epoch, config.epochs):
-        if config.patience and epoch - best_epoch > config.patience and epoch > warm_epochs:
+        if rule.should_stop(epoch, best_epoch):
+            stopped = f"early stop after {epoch} epochs: {config.patience} without a better validation score"
             break
+        t_epoch = time.perf_counter()
         if epoch >= warm_epochs and warming:  # the encoder's adapters join; embeddings change every step
             for p in warm_params:
                 p.requires_grad_(True)
@@ -399,7 +468,7 @@ def finetune(
             losses.append(loss)
             step_times.append(time.perf_counter() - t0)
             bar.set_postfix(loss=f"{np.mean(losses):.4f}")
-        scores = _validate(model, val, val_volumes, config, cache, memo)
+        scores = _validate(model, val, val_volumes, config, cache, memo, progress)
         score = scores.pop("score")
         record = {
             "epoch": epoch,
@@ -416,21 +485,19 @@ def finetune(
             best_score, best_epoch = score, epoch
             save_adapter(model, best_path, base_fingerprint=base_fingerprint, base_name=base_name,
                          meta={**meta, "epoch": epoch, **record}, overwrite=True)  # fmt: skip
+        record["seconds"] = time.perf_counter() - t_epoch  # training + validation (+ saving the best)
+        epoch_seconds.append(record["seconds"])
         train_state = {"history": history, "epoch": epoch, "best_score": best_score, "best_epoch": best_epoch}
         _save_epoch(model, out_dir, optimizer, scheduler, rng, train_state, base_fingerprint, base_name,
                     {**meta, "epoch": epoch}, f"{model.method} ({trainable:,} trainable parameters)")  # fmt: skip
         if progress:
-            val_text = ""
-            if record.get("val3d_dsc") is not None:
-                val_text = f", 3D val DSC {record['val3d_dsc']:.3f} (loose box {record['val3d_dsc_loose']:.3f})"
-            if record["val_dsc"] is not None:
-                val_text += f", 2D val DSC {record['val_dsc']:.3f} NSD {record['val_nsd']:.3f}"
-            tqdm.write(f"epoch {epoch + 1}: loss {record['train_loss']:.4f}{val_text}")
+            tqdm.write(f"{_epoch_text(epoch, config.epochs, record)}; {format_duration(record['seconds'])}; "
+                       f"{time_left(rule, epoch + 1, best_epoch, epoch_seconds)}")  # fmt: skip
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
     for p in warm_params:  # the model leaves as it came: every adapter parameter trainable
         p.requires_grad_(True)
-    return FinetuneResult(
+    result = FinetuneResult(
         out_dir=out_dir,
         best=best_path,
         last=last_path,
@@ -440,4 +507,10 @@ def finetune(
         total=total,
         seconds_per_step=float(np.mean(step_times)) if step_times else 0.0,
         best_epoch=best_epoch,
+        stopped=stopped,
     )
+    if result.best_is_untrained and len(history) > 1:
+        result.notice = _untrained_notice(history, val_volumes)
+        warnings.warn(result.notice, MedfoundryWarning, stacklevel=2)
+    write_history(out_dir, history, best_epoch, stopped, result.notice)
+    return result
