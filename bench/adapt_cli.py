@@ -36,6 +36,7 @@ import csv
 import importlib.util
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -195,7 +196,8 @@ def one_run(folder: Path, split: dict, seed: int, method: str, test: list[str], 
     trained = [h for h in epochs if h["epoch"] >= 0]
     text = log.read_text(errors="replace")
     result = {
-        "method": method, "split": split["split"], "seed": seed, "val": split["val"], "train": split["train"],
+        "method": method, "split": split["split"], "seed": seed, "train": split["train"],
+        "val": sorted(epochs[0].get("val3d_per_case", split["val"])),  # what the run validated on
         "test": test, "finetune_args": extra, "train_s": train_s, "resumed": resumed,
         "segment_s": seg["segment_s"], "scores": seg["scores"],
         "compare": compare(seg["scores"], zero["scores"], test),
@@ -306,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             f"train {r['train_s'] / 60:.1f} min ({(time.perf_counter() - t0) / 60:.0f} min in all)",
             flush=True,
         )
-    command = "python bench/adapt_cli.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python bench/adapt_cli.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     text = summary(results, zero, test, args.method, command.strip())
     (method_dir / "results.json").write_text(json.dumps({"zero": zero, "runs": results}, indent=1))
     (method_dir / "results.md").write_text(text)

@@ -334,6 +334,7 @@ def test_time_left_from_the_epochs_run():
     # 4 more epochs until the earliest stop (epoch 6) at the last epoch's 30 s, 10 at most
     assert text == "left: 2 min 00 s if no better epoch comes (stop after epoch 6), at most 5 min 00 s (12 epochs)"
     assert time_left(rule, 2, -1, [60.0, 30.0]) == "left: at most 5 min 00 s (10 of 12 epochs)"
+    assert time_left(rule, 6, 2, [30.0] * 6) == time_left(rule, 12, 11, [30.0] * 12) == "the run stops here"
     warm = StopRule(max_epochs=8, patience=3, min_epochs=6, warm_epochs=4)
     text = time_left(warm, 2, -1, [20.0, 20.0])
     assert text == "left: at most 40 s + 4 epochs through the encoder, not yet timed (6 of 8 epochs)"

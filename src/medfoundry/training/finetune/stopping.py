@@ -79,6 +79,8 @@ def time_left(rule: StopRule, epochs_done: int, best_epoch: int, epoch_seconds: 
         more = f"{untimed} epoch{'s' if untimed > 1 else ''} through the encoder, not yet timed"
         return f"{format_duration(seconds)} + {more}" if seconds else more
 
+    if rule.should_stop(epochs_done, best_epoch):
+        return "the run stops here"
     end = rule.end_if_no_better(epochs_done, best_epoch)
     most = text(*estimate(rule.max_epochs))
     if end >= rule.max_epochs:
