@@ -26,7 +26,8 @@ piece. Zero-shot is segmented once into OUT/zero/ and shared by every method.
     python bench/adapt_cli.py                                         # 1 run: split 0, seed 0 (~15-20 min)
     python bench/adapt_cli.py --splits 5 --seeds 0 1                  # decoder: 10 runs (~3 h on 2 cores)
     python bench/adapt_cli.py --splits 5 --seeds 0 1 --only-missing   # go on after an interruption
-    python bench/adapt_cli.py --splits 5 --seeds 0 --method dbsam     # DB-SAM: 5 runs (~4 h)
+    python bench/adapt_cli.py --splits 5 --seeds 0 --method dbsam     # DB-SAM: 5 runs (~3-4 h)
+    python bench/adapt_cli.py --splits 5 --seeds 0 --method lora      # LoRA: 5 runs (~2-3 h)
 """
 
 from __future__ import annotations

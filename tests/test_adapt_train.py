@@ -296,7 +296,7 @@ def cache():
     return MemoryEmbeddingCache(build_adapter(build_tiny_lite_medsam(seed=0), "decoder"))
 
 
-def _run(samples, out, cache, **cfg):
+def _run_decoder(samples, out, cache, **cfg):
     base = build_tiny_lite_medsam(seed=0)
     model = build_adapter(base, "decoder")
     config = FinetuneConfig(batch_size=1, flip_prob=0.0, **cfg)
@@ -307,8 +307,9 @@ def _run(samples, out, cache, **cfg):
 def test_warmup_defaults_to_one_epoch(pet_samples, tmp_path, cache):
     # after one epoch of 3 steps the rate has just reached its peak with the one-epoch warm-up; with a 10-step warm-up
     # it is at 4 / 10 of it (the rate recorded is the next step's)
-    one_epoch = _run(pet_samples, tmp_path / "a", cache, epochs=1, steps_per_epoch=3, lr=1e-3, warmup_steps=None)
-    ten = _run(pet_samples, tmp_path / "b", cache, epochs=1, steps_per_epoch=3, lr=1e-3, warmup_steps=10)
+    kw = {"epochs": 1, "steps_per_epoch": 3, "lr": 1e-3}
+    one_epoch = _run_decoder(pet_samples, tmp_path / "a", cache, warmup_steps=None, **kw)
+    ten = _run_decoder(pet_samples, tmp_path / "b", cache, warmup_steps=10, **kw)
     assert one_epoch.history[-1]["lr"] == pytest.approx(1e-3)
     assert ten.history[-1]["lr"] == pytest.approx(4e-4)
 
@@ -345,8 +346,8 @@ def test_min_epochs_hold_off_early_stopping_in_a_run(pet_samples, tmp_path, cach
     # 2D validation, lr 0: epoch 1 is the best and no later epoch beats it; patience 1 stops after 2 epochs, unless
     # min_epochs asks for 3
     kw = {"epochs": 10, "steps_per_epoch": 1, "lr": 0.0, "patience": 1, "warmup_steps": 1}
-    early = _run(pet_samples, tmp_path / "a", cache, **kw)
-    held = _run(pet_samples, tmp_path / "b", cache, min_epochs=3, **kw)
+    early = _run_decoder(pet_samples, tmp_path / "a", cache, **kw)
+    held = _run_decoder(pet_samples, tmp_path / "b", cache, min_epochs=3, **kw)
     assert [h["epoch"] for h in early.history] == [0, 1] and early.best_epoch == 0
     assert [h["epoch"] for h in held.history] == [0, 1, 2] and held.best_epoch == 0
     assert held.stopped.startswith("early stop after 3 epochs") and held.notice is None
