@@ -19,12 +19,13 @@ and from the bench's loose box; 3D DSC against the reference. Per run: the test 
 box; whether best.pt is the untrained adapter and whether the run warned about it. Then the distribution over
 runs and the Markdown tables for docs/adaptation.md.
 
-Every run writes its own folder OUT/METHOD/splitK-seedS/ (finetune run, log, masks, result.json); --only-missing
-keeps the runs already done (an interrupted training is resumed with --resume), so a grid can be run piece by
-piece. Zero-shot is segmented once into OUT/zero/ and shared by every method.
+Every run writes its own folder OUT/METHOD/splitK-seedS/ (finetune run, logs, masks) and its result to
+OUT/METHOD/splitK-seedS.json (bench/ray_grid.py, as the other grid benches); --only-missing keeps the runs already
+done and resumes an interrupted training (finetune --resume), so a grid can be run piece by piece; --ray runs the
+runs as Ray tasks. Zero-shot is segmented once into OUT/zero/ and shared by every method.
 
     python bench/adapt_cli.py                                         # 1 run: split 0, seed 0 (~15-20 min)
-    python bench/adapt_cli.py --splits 5 --seeds 0 1                  # decoder: 10 runs (~3 h on 2 cores)
+    python bench/adapt_cli.py --splits 5 --seeds 0 1                  # decoder: 10 runs (~3-4 h on 2 cores)
     python bench/adapt_cli.py --splits 5 --seeds 0 1 --only-missing   # go on after an interruption
     python bench/adapt_cli.py --splits 5 --seeds 0 --method dbsam     # DB-SAM: 5 runs (~3-4 h)
     python bench/adapt_cli.py --splits 5 --seeds 0 --method lora      # LoRA: 5 runs (~2-3 h)
@@ -45,6 +46,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+import ray_grid  # noqa: E402 - bench/ is not a package
 
 ROOT = Path(__file__).resolve().parents[1]
 N_TEST, N_VAL = 7, 3  # bench/adapt_pet.py's split (seed 0)
@@ -124,7 +128,7 @@ def test_boxes(test: list[str]) -> list[tuple[str, str, np.ndarray]]:
     return out
 
 
-def segment_and_score(folder: Path, test: list[str], adapter: Path | None, log: Path) -> dict:
+def segment_and_score(folder: Path, test: list[str], adapter: Path | None, log: Path, threads: list[str]) -> dict:
     """Segment every test box with ``medfoundry segment --manifest`` into ``folder`` (fresh); 3D DSC per patient
     and box kind, and the wall time."""
     from medfoundry.evaluation.overlap import dice
@@ -139,7 +143,7 @@ def segment_and_score(folder: Path, test: list[str], adapter: Path | None, log: 
     manifest = folder / "manifest.csv"
     write_manifest(manifest, rows)
     extra = ["--adapter", str(adapter)] if adapter is not None else []
-    seconds = medfoundry(log, "segment", "--manifest", str(manifest), "--out", str(folder), *extra)
+    seconds = medfoundry(log, "segment", "--manifest", str(manifest), "--out", str(folder), *extra, *threads)
     scores: dict[str, dict[str, float]] = {"exact": {}, "loose": {}}
     for case in test:
         ref = read_mask(data / case / "PET_mask.nii.gz").array > 0
@@ -148,14 +152,14 @@ def segment_and_score(folder: Path, test: list[str], adapter: Path | None, log: 
     return {"scores": scores, "segment_s": seconds}
 
 
-def zero_shot(out: Path, test: list[str]) -> dict:
+def zero_shot(out: Path, test: list[str], threads: list[str]) -> dict:
     """Zero-shot scores of the test boxes, segmented once into ``out/zero`` (kept for every later run)."""
     path = out / "zero.json"
     if path.is_file():
         done = json.loads(path.read_text())
         if done["test"] == test:
             return done
-    result = {"test": test, **segment_and_score(out / "zero", test, None, out / "zero.log")}
+    result = {"test": test, **segment_and_score(out / "zero", test, None, out / "zero.log", threads)}
     path.write_text(json.dumps(result, indent=1))
     return result
 
@@ -184,15 +188,19 @@ def train_run(run: Path, split: dict, seed: int, method: str, log: Path, extra: 
     return medfoundry(log, *args)
 
 
-def one_run(folder: Path, split: dict, seed: int, method: str, test: list[str], zero: dict,
-            extra: list[str]) -> dict:  # fmt: skip
-    """Train, segment the test boxes with the adapter, score; writes ``folder/result.json``."""
+def one_run(folder: str, split: dict, seed: int, method: str, test: list[str], zero: dict, extra: list[str],
+            threads: list[str], resume: bool) -> dict:  # fmt: skip
+    """One grid point: train into ``folder`` (resumed where ``resume`` and an interrupted run is there, else
+    fresh), segment the test boxes with the adapter, score against zero-shot; returns the point's result."""
+    folder = Path(folder)
+    resumed = resume and (folder / "run" / "last.pt").is_file()
+    if not resumed:
+        shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
     log = folder / "finetune.log"
-    resumed = (folder / "run" / "last.pt").is_file()
-    train_s = train_run(folder / "run", split, seed, method, log, extra)
+    train_s = train_run(folder / "run", split, seed, method, log, extra + threads)
     history = json.loads((folder / "run" / "history.json").read_text())
-    seg = segment_and_score(folder / "adapted", test, folder / "run" / "best.pt", folder / "segment.log")
+    seg = segment_and_score(folder / "adapted", test, folder / "run" / "best.pt", folder / "segment.log", threads)
     epochs = history["epochs"]
     trained = [h for h in epochs if h["epoch"] >= 0]
     text = log.read_text(errors="replace")
@@ -209,7 +217,6 @@ def one_run(folder: Path, split: dict, seed: int, method: str, test: list[str], 
         "val_best": next((h["val3d_dsc"] for h in epochs if h["epoch"] == history["best_epoch"]), None),
         "epoch_seconds": [h.get("seconds") for h in trained],
     }  # fmt: skip
-    (folder / "result.json").write_text(json.dumps(result, indent=1))
     return result
 
 
@@ -263,10 +270,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds, each run on every split")
     ap.add_argument("--train-patients", type=int, default=10)
     ap.add_argument("--draw-seed", type=int, default=0, help="seed that draws the validation triplets 1..K-1")
-    done = ap.add_mutually_exclusive_group()
-    done.add_argument("--only-missing", action="store_true",
-                      help="keep the runs already done in --out (resume an interrupted one)")  # fmt: skip
-    done.add_argument("--overwrite", action="store_true", help="run again the runs already done in --out")
+    ap.add_argument("--only-missing", action="store_true",
+                    help="keep the runs --out holds and resume an interrupted one (default: run all)")  # fmt: skip
+    ap.add_argument("--threads", type=int, help="--threads of finetune and segment (default theirs: all cores)")
+    ray_grid.add_ray_args(ap)
     smoke = ap.add_argument_group("smoke runs only (then the results are not those of the defaults)")
     smoke.add_argument("--finetune-args", default="", metavar="ARGS",
                        help="more finetune options, e.g. '--epochs 1 --steps-per-epoch 1 --every 20'")  # fmt: skip
@@ -275,40 +282,32 @@ def main(argv: list[str] | None = None) -> int:
     if args.splits < 1:
         ap.error("--splits must be >= 1")
     extra = args.finetune_args.split()
+    threads = ["--threads", str(args.threads)] if args.threads else []
 
     splits, test = draw_splits(args.splits, args.train_patients, args.draw_seed)
     test = test[: args.test_limit] if args.test_limit else test
     if extra or args.test_limit:
         print(f"SMOKE RUN, not the defaults: finetune {' '.join(extra)}; {len(test)} test patients")
-    method_dir = args.out / args.method
-    plan = [(s, seed, method_dir / f"split{s['split']}-seed{seed}") for s in splits for seed in args.seeds]
-    finished = [folder for _, _, folder in plan if (folder / "result.json").is_file()]
-    if finished and not (args.only_missing or args.overwrite):
-        print(f"error: {finished[0]} and {len(finished) - 1} more runs exist (use --only-missing or --overwrite)",
-              file=sys.stderr)  # fmt: skip
-        return 2
-    args.out.mkdir(parents=True, exist_ok=True)
     print(f"test {test}")
     for s in splits:
         print(f"split {s['split']}: validation {s['val']}; training {s['train']}")
+    args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    zero = zero_shot(args.out, test)
-    results = []
-    for split, seed, folder in plan:
-        if args.only_missing and (folder / "result.json").is_file():
-            print(f"split {split['split']} seed {seed}: kept from the earlier run")
-            results.append(json.loads((folder / "result.json").read_text()))
-            continue
-        if args.overwrite or not (folder / "run" / "last.pt").is_file():
-            shutil.rmtree(folder, ignore_errors=True)
-        r = one_run(folder, split, seed, args.method, test, zero, extra)
-        results.append(r)
+    zero = zero_shot(args.out, test, threads)
+    method_dir = args.out / args.method
+    names = [f"split{s['split']}-seed{seed}" for s in splits for seed in args.seeds]
+    jobs = [(str(method_dir / f"split{s['split']}-seed{seed}"), s, seed, args.method, test, zero, extra, threads,
+             args.only_missing) for s in splits for seed in args.seeds]  # fmt: skip
+
+    def shown(r: dict) -> None:
         c = r["compare"]["exact"]
-        print(
-            f"split {split['split']} seed {seed}: exact-box gain {c['gain']:+.3f} ({c['wl'][0]} / {c['wl'][1]}), "
-            f"train {r['train_s'] / 60:.1f} min ({(time.perf_counter() - t0) / 60:.0f} min in all)",
-            flush=True,
-        )
+        print(f"split {r['split']} seed {r['seed']}: exact-box gain {c['gain']:+.3f} ({c['wl'][0]} / {c['wl'][1]}), "
+              f"train {r['train_s'] / 60:.1f} min ({(time.perf_counter() - t0) / 60:.0f} min in all)",
+              flush=True)  # fmt: skip
+
+    # each run's result in METHOD/splitK-seedS.json beside its folder; --only-missing keeps those already there
+    results = ray_grid.run_points(one_run, jobs, names, method_dir, only_missing=args.only_missing, ray=args.ray,
+                                  threads=args.threads or 2, gpus=args.ray_gpus_per_point, on_result=shown)  # fmt: skip
     command = "python bench/adapt_cli.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     text = summary(results, zero, test, args.method, command.strip())
     (method_dir / "results.json").write_text(json.dumps({"zero": zero, "runs": results}, indent=1))

@@ -438,7 +438,7 @@ def finetune(
 
     step_times: list[float] = []
     epoch_seconds: list[float | None] = [h.get("seconds") for h in history if h["epoch"] >= 0]
-    stopped = f"{config.epochs} epochs, the most allowed (--epochs)"
+    stopped = f"{config.epochs} epoch{'s' if config.epochs > 1 else ''}, the most allowed (--epochs)"
     for epoch in range(start_epoch, config.epochs):
         if rule.should_stop(epoch, best_epoch):
             stopped = f"early stop after {epoch} epochs: {config.patience} without a better validation score"
