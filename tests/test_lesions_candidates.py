@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from medfoundry.evaluation.overlap import dice
+from medfoundry.inference.lesions.assemble import assemble_lesions
 from medfoundry.inference.lesions.candidates import find_candidates
-from medfoundry.inference.lesions.delineate import SUVMAX_FRACTION, merge_masks, threshold_mask
+from medfoundry.inference.lesions.delineate import SUVMAX_FRACTION, threshold_mask
 from medfoundry.inference.lesions.threshold import FALLBACK_SUV, adaptive_threshold
 from medfoundry.io import read_image, read_mask
 
@@ -83,5 +84,5 @@ def test_threshold_delineation_on_a_crop_is_41_percent_and_overlaps_the_gtv(shar
     assert mask[main.peak_zyx]
     assert image.array[mask].min() >= SUVMAX_FRACTION * main.suv_max
     assert dice(mask, gtv) > 0.3
-    labels = merge_masks([mask, mask.copy()], image.array)
-    assert labels.max() == 1 and (labels > 0).sum() == mask.sum()
+    found = assemble_lesions([mask], [main], [0.9], 0.5, image.array, image.spacing_zyx, 3.0, 0.5, [1.0])
+    assert found.labels.max() == 1 and np.array_equal(found.labels > 0, mask) and found.scores == [0.9]

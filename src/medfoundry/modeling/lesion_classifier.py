@@ -30,6 +30,7 @@ class LesionClassifier:
     threshold: float = 0.5
     version: str = "1"
     info: dict = field(default_factory=dict)
+    path: str | None = None  # the file it was loaded from
 
     def score(self, features: np.ndarray) -> np.ndarray:
         """Lesion probability per row of ``features`` (N, n_features)."""
@@ -80,6 +81,7 @@ def load_lesion_classifier(path: str | Path | None = None) -> LesionClassifier:
             float(data.get("threshold", 0.5)),
             str(data["version"]),
             dict(data.get("info", {})),
+            str(path),
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(path, f"cannot load the lesion classifier ({exc})") from exc

@@ -15,6 +15,7 @@ from scipy import ndimage
 
 from medfoundry.errors import InputError
 from medfoundry.io import MedicalImage
+from medfoundry.preprocessing.pet_background import shell_background
 from medfoundry.preprocessing.resample import resample_volume
 
 SHELL_MM = 10.0  # the local background is the median SUV in a shell of this thickness around the lesion
@@ -65,9 +66,7 @@ def extract_lesions(
             slice(max(0, b.start - p), min(n, b.stop + p)) for b, p, n in zip(box, pad, data.shape, strict=True)
         )
         comp = components[wide] == label
-        near = ndimage.distance_transform_edt(~comp, sampling=spacing)
-        shell = (near > 0) & (near <= shell_mm) & ~lesion[wide]
-        background = float(np.median(data[wide][shell])) if shell.any() else 0.0
+        background = shell_background(data[wide], comp, spacing, shell_mm, exclude=lesion[wide])
         activity = np.where(comp_tight, np.clip(data[box] - background, 0.0, None), 0.0).astype(np.float32)
         out.append(LesionTemplate(activity, comp_tight, spacing, source or str(suv.path), background, patient_id))
     return out

@@ -1,5 +1,5 @@
 """Delineation of accepted candidates: LiteMedSAM from the candidate's 3D box, the classic 41 %-of-SUVmax
-threshold, or both.
+threshold, their union, or their union kept where uptake supports it (the default).
 
 * ``threshold``: voxels >= 41 % of the candidate's SUVmax inside its box grown by ``MARGIN_MM``, the 3D
   (18-connected) component that holds the hottest voxel.
@@ -8,37 +8,48 @@ threshold, or both.
   down (previous mask's box as the prompt) until it vanishes. An empty LiteMedSAM mask falls back to the
   candidate region.
 * ``both``: the union of the two masks. LiteMedSAM follows the outline of the whole tumour, including
-  low-uptake (necrotic) parts that a 41 % threshold drops; the threshold mask restores hot voxels on slices where
-  propagation stopped early.
+  low-uptake (necrotic) parts that a 41 % threshold drops, but it also spreads into neighbouring tissue of
+  background uptake (a 120 mL "lesion" at SUVmean 2.2 around a mediastinal focus).
+* ``supported`` (the default): the union, kept where uptake supports it (:func:`supported_mask`): voxels at or
+  above the :func:`support_level` between the candidate's local background and the candidate threshold,
+  18-connected to the candidate, plus the cavities they enclose (a necrotic centre stays in the lesion).
 
-Every mode returns one boolean mask per candidate; :func:`merge_masks` then joins touching masks into lesions.
+Every mode returns one boolean mask per candidate; :mod:`.assemble` then turns them into lesions (touching
+lesions split at the saddle between their maxima).
 """
 
 from __future__ import annotations
 
 import cc3d
 import numpy as np
+from scipy import ndimage
 from tqdm.auto import tqdm
 
 from medfoundry.inference.lesions.candidates import Candidate
 from medfoundry.io import MedicalImage
+from medfoundry.preprocessing.pet_background import grown_box, shell_background
 
-DELINEATIONS = ("sam", "threshold", "both")
+DELINEATIONS = ("supported", "both", "sam", "threshold")
 SUVMAX_FRACTION = 0.41
 MARGIN_MM = 20.0
 Z_MARGIN_SLICES = 2
+# the local background is the median SUV 10-20 mm outside the outline: beyond the lesion's spill-out (partial
+# volume reaches about one resolution FWHM, 5-10 mm on clinical scanners) and still local
+BACKGROUND_SHELL_MM = (10.0, 20.0)
+BODY_SUV = 0.3  # shell voxels at or below this are air (outside the body), not background tissue
 
 
-def _grown_box(cand: Candidate, shape, spacing_zyx, margin_mm: float) -> tuple[slice, ...]:
-    grow = [max(1, int(np.ceil(margin_mm / s))) for s in spacing_zyx]
-    return tuple(
-        slice(max(0, b.start - g), min(n, b.stop + g)) for b, g, n in zip(cand.bbox, grow, shape, strict=False)
-    )
+def support_level(background: float, threshold: float) -> float:
+    """The lowest SUV that supports an outline voxel: half way from the local ``background`` to the candidate
+    ``threshold`` (never below the background). The faintest lesion the finder reports has uptake >= the
+    threshold; blurred by the scanner, its edge (half contrast) lies half way between its uptake and the
+    background, so a voxel below that level is outside even the faintest lesion's edge."""
+    return max(background, background + 0.5 * (threshold - background))
 
 
 def threshold_mask(cand: Candidate, suv: np.ndarray, spacing_zyx: tuple[float, ...]) -> np.ndarray:
     """The 41 %-of-SUVmax mask of one candidate (whole-volume boolean array)."""
-    box = _grown_box(cand, suv.shape, spacing_zyx, MARGIN_MM)
+    box = grown_box(cand.bbox, suv.shape, spacing_zyx, MARGIN_MM)
     hot = suv[box] >= SUVMAX_FRACTION * cand.suv_max
     comps = cc3d.connected_components(hot, connectivity=18)
     peak = tuple(p - b.start for p, b in zip(cand.peak_zyx, box, strict=False))
@@ -73,10 +84,56 @@ def sam_masks(candidates: list[Candidate], image: MedicalImage, predictor, progr
     return masks
 
 
+def _fill_enclosed(mask: np.ndarray) -> np.ndarray:
+    """``mask`` with its cavities filled: in 3D, and on each axial, coronal and sagittal plane (a necrotic centre
+    that opens to the outside on one plane is usually closed on another)."""
+    filled = ndimage.binary_fill_holes(mask)
+    for axis in range(mask.ndim):
+        planes = np.moveaxis(mask, axis, 0)
+        filled |= np.moveaxis(np.stack([ndimage.binary_fill_holes(p) for p in planes]), 0, axis)
+    return filled
+
+
+def local_background(outline: np.ndarray, suv: np.ndarray, spacing_zyx: tuple[float, ...]) -> float:
+    """The local background of a lesion outline (whole-volume boolean): the median SUV of the body voxels
+    (SUV > ``BODY_SUV``) 10-20 mm outside it."""
+    inner, outer = BACKGROUND_SHELL_MM
+    box = grown_box(ndimage.find_objects(outline.astype(np.uint8))[0], suv.shape, spacing_zyx, outer)
+    return shell_background(suv[box], outline[box], spacing_zyx, outer, inner_mm=inner, min_suv=BODY_SUV)
+
+
+def supported_mask(
+    cand: Candidate, outline: np.ndarray, suv: np.ndarray, spacing_zyx: tuple[float, ...], threshold: float
+) -> np.ndarray:
+    """``outline`` (whole-volume boolean, e.g. LiteMedSAM's mask united with the 41 % mask) kept where uptake
+    supports it: voxels at or above :func:`support_level` (from the outline's :func:`local_background`),
+    18-connected to the candidate, plus the cavities they enclose within the outline. The candidate's own
+    voxels always stay."""
+    outline = outline.copy()
+    outline[cand.bbox] |= cand.mask
+    level = support_level(local_background(outline, suv, spacing_zyx), threshold)
+    box = grown_box(ndimage.find_objects(outline.astype(np.uint8))[0], suv.shape, spacing_zyx, 0.0)
+    region = outline[box]
+    core = np.zeros_like(region)
+    core[tuple(slice(b.start - g.start, b.stop - g.start) for b, g in zip(cand.bbox, box, strict=True))] = cand.mask
+    keep = (region & (suv[box] >= level)) | core
+    parts = cc3d.connected_components(keep, connectivity=18)
+    keep = _fill_enclosed(np.isin(parts, np.unique(parts[core]))) & region
+    out = np.zeros(suv.shape, dtype=bool)
+    out[box] = keep
+    return out
+
+
 def delineate(
-    candidates: list[Candidate], image: MedicalImage, method: str, predictor=None, progress: bool = False
+    candidates: list[Candidate],
+    image: MedicalImage,
+    method: str,
+    predictor=None,
+    progress: bool = False,
+    threshold: float | None = None,
 ) -> list[np.ndarray]:
-    """One whole-volume boolean mask per candidate by ``method`` (one of :data:`DELINEATIONS`)."""
+    """One whole-volume boolean mask per candidate by ``method`` (one of :data:`DELINEATIONS`; ``supported``
+    needs the candidate ``threshold``)."""
     if method not in DELINEATIONS:
         raise ValueError(f"delineation must be one of {DELINEATIONS}, got {method!r}")
     suv, spacing_zyx = image.array, image.spacing_zyx
@@ -86,21 +143,9 @@ def delineate(
     sam = sam_masks(candidates, image, predictor, progress)
     if method == "sam":
         return [s | c.full_mask(suv.shape) if not s.any() else s for s, c in zip(sam, candidates, strict=False)]
-    return [s | t for s, t in zip(sam, thr, strict=False)]
-
-
-def merge_masks(masks: list[np.ndarray], suv: np.ndarray) -> np.ndarray:
-    """Label map of the union of ``masks``: overlapping or touching masks become one lesion (18-connectivity,
-    as autoPET and ``medfoundry evaluate --lesion-wise`` count components); labels are numbered by decreasing SUVmax."""
-    if not masks:
-        return np.zeros(suv.shape, dtype=np.uint16)
-    union = np.logical_or.reduce(masks)
-    comps, n = cc3d.connected_components(union, connectivity=18, return_N=True)
-    if n == 0:
-        return np.zeros(suv.shape, dtype=np.uint16)
-    maxima = np.full(n + 1, -np.inf)
-    np.maximum.at(maxima, comps.ravel(), suv.ravel().astype(np.float64))
-    order = np.argsort(-maxima[1:]) + 1
-    relabel = np.zeros(n + 1, dtype=np.uint16)
-    relabel[order] = np.arange(1, n + 1, dtype=np.uint16)
-    return relabel[comps]
+    both = [s | t for s, t in zip(sam, thr, strict=False)]
+    if method == "both":
+        return both
+    if threshold is None:
+        raise ValueError("the supported delineation needs the candidate threshold")
+    return [supported_mask(c, m, suv, spacing_zyx, threshold) for c, m in zip(candidates, both, strict=True)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from medfoundry.errors import InputError
 from medfoundry.inference.lesions.candidates import Candidate
 from medfoundry.preprocessing.intensity import DEFAULT_PET_SUV_RANGE
 
@@ -133,11 +134,30 @@ def embedding_features(
     return feats
 
 
+def feature_names(embedding: bool = True) -> list[str]:
+    """The names of the feature columns: :data:`HANDCRAFTED`, then ``embedding_0..255`` unless ``embedding=False``."""
+    return list(HANDCRAFTED) + ([f"embedding_{i}" for i in range(EMBED_DIM)] if embedding else [])
+
+
+def check_feature_names(classifier) -> None:
+    """A classifier must name the features computed here, in order (with or without the embedding)."""
+    names = list(classifier.feature_names)
+    if names not in (feature_names(True), feature_names(False)):
+        raise InputError(
+            classifier.path,
+            f"the lesion classifier uses {len(names)} features that this version does not compute "
+            f"(expected {len(HANDCRAFTED)} handcrafted, optionally followed by {EMBED_DIM} embedding features)",
+        )
+
+
 def candidate_features(
     candidates: list[Candidate], suv: np.ndarray, spacing_zyx: tuple[float, ...], threshold: float, predictor
 ) -> np.ndarray:
-    """(N, len(HANDCRAFTED) + 256) features: handcrafted first, then the pooled embedding."""
+    """(N, len(HANDCRAFTED) + 256) features: handcrafted first, then the pooled embedding; handcrafted only
+    (N, len(HANDCRAFTED)) when ``predictor`` is None."""
     hand = np.array([handcrafted_features(c, suv, spacing_zyx, threshold) for c in candidates]).reshape(
         len(candidates), len(HANDCRAFTED)
     )
+    if predictor is None:
+        return hand
     return np.concatenate([hand, embedding_features(candidates, suv, predictor, spacing_zyx)], axis=1)

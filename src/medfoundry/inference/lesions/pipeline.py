@@ -11,10 +11,11 @@ from tqdm.auto import tqdm
 
 from medfoundry.errors import InputError, MedfoundryWarning
 from medfoundry.evaluation.pet_quant import lesion_stats, patient_totals
+from medfoundry.inference.lesions.assemble import Lesions, assemble_lesions
 from medfoundry.inference.lesions.candidates import Candidate, find_candidates
-from medfoundry.inference.lesions.delineate import DELINEATIONS, delineate, merge_masks
+from medfoundry.inference.lesions.delineate import DELINEATIONS, delineate, local_background
 from medfoundry.inference.lesions.detection_grid import DetectionGrid, detection_grid, to_native
-from medfoundry.inference.lesions.features import candidate_features
+from medfoundry.inference.lesions.features import candidate_features, check_feature_names
 from medfoundry.inference.lesions.grouping import select_lesions
 from medfoundry.io import MedicalImage
 from medfoundry.preprocessing.anatomy import Anatomy, find_anatomy
@@ -22,7 +23,21 @@ from medfoundry.preprocessing.pet_reference import ThresholdInfo, adaptive_thres
 from medfoundry.preprocessing.pet_suv import MIN_PLAUSIBLE_PET, to_suv  # noqa: F401 - re-exported here
 
 DEFAULT_MIN_VOLUME_ML = 0.5
-DEFAULT_DELINEATION = "both"
+DEFAULT_DELINEATION = "supported"
+
+
+@dataclass
+class Detection:
+    """What the detection stages found: candidates (on the native grid), their scores, which were accepted
+    (and which had a mirror partner), the classifier's cut, the threshold and the grid they ran on."""
+
+    threshold: ThresholdInfo
+    grid: DetectionGrid
+    candidates: list[Candidate]
+    scores: np.ndarray
+    accepted: np.ndarray
+    symmetric: np.ndarray
+    cut: float
 
 
 @dataclass
@@ -42,6 +57,94 @@ class LesionResult:
     seconds: dict = field(default_factory=dict)
     grid: DetectionGrid | None = None  # where candidates were found and classified (see detection_grid)
     anatomy: Anatomy | None = None  # body, midline, cranio-caudal coordinate and organs (preprocessing.anatomy)
+
+
+def resolve_predictor(predictor):
+    """A LiteMedSAM predictor: ``predictor`` itself, one built from a factory, or the default one."""
+    if predictor is None:
+        from medfoundry.inference.predictor import LiteMedSAMPredictor
+
+        return LiteMedSAMPredictor()
+    if callable(predictor) and not hasattr(predictor, "embed"):  # a factory: build only when needed
+        return predictor()
+    return predictor
+
+
+def uses_embedding(classifier) -> bool:
+    """Whether ``classifier`` scores with the LiteMedSAM embedding (else only the handcrafted features)."""
+    return any(name.startswith("embedding_") for name in classifier.feature_names)
+
+
+def detect(
+    suv_image: MedicalImage,
+    *,
+    threshold: float | None,
+    min_volume_ml: float,
+    predictor,
+    classifier,
+    symmetry: bool = True,
+    done=lambda stage: None,
+) -> tuple[Detection, object]:
+    """Threshold, candidates and classifier (steps 1-4 of docs/lesions.md) on the detection grid; returns the
+    detection and the predictor (built from a factory only when a candidate needs it). ``done(stage)`` is called
+    after each stage."""
+    suv, spacing_zyx = suv_image.array, suv_image.spacing_zyx
+    grid = detection_grid(suv, spacing_zyx)  # finer scans: the classifier's training resolution
+    info = adaptive_threshold(grid.suv, grid.spacing_zyx, threshold)
+    done("threshold")
+    candidates = find_candidates(grid.suv, grid.spacing_zyx, info.threshold, min_volume_ml)
+    done("candidates")
+    scores = np.zeros(len(candidates))
+    if classifier is None:
+        from medfoundry.modeling.lesion_classifier import load_lesion_classifier
+
+        classifier = load_lesion_classifier()
+    check_feature_names(classifier)
+    if candidates:
+        embedding = uses_embedding(classifier)
+        if embedding:
+            predictor = resolve_predictor(predictor)
+        features = candidate_features(
+            candidates, grid.suv, grid.spacing_zyx, info.threshold, predictor if embedding else None
+        )
+        scores = classifier.score(features)
+    direction = np.asarray(suv_image.direction or np.eye(3))
+    keep, symmetric = select_lesions(
+        candidates, scores, classifier.threshold, grid.suv, grid.spacing_zyx, direction, symmetry
+    )
+    candidates = to_native(candidates, grid, suv, info.threshold)
+    done("classifier")
+    return Detection(info, grid, candidates, scores, keep, symmetric, classifier.threshold), predictor
+
+
+def outline_lesions(
+    suv_image: MedicalImage,
+    detection: Detection,
+    delineation: str,
+    predictor,
+    min_volume_ml: float,
+    progress: bool = False,
+) -> Lesions:
+    """Delineation and lesion assembly (steps 5-6 of docs/lesions.md) of the accepted candidates."""
+    index = np.flatnonzero(detection.accepted)
+    if index.size == 0:
+        return assemble_lesions([], [], [], 0.0, suv_image.array, suv_image.spacing_zyx, 0.0, 0.0, [])
+    accepted = [detection.candidates[i] for i in index]
+    if delineation != "threshold":
+        predictor = resolve_predictor(predictor)
+    suv, spacing_zyx, level = suv_image.array, suv_image.spacing_zyx, detection.threshold.threshold
+    masks = delineate(accepted, suv_image, delineation, predictor, progress=progress, threshold=level)
+    backgrounds = []
+    for cand, mask in zip(accepted, masks, strict=True):
+        outline = mask.copy()
+        outline[cand.bbox] |= cand.mask
+        backgrounds.append(local_background(outline, suv, spacing_zyx))
+    lesions = assemble_lesions(
+        masks, accepted, detection.scores[index].tolist(), detection.cut, suv, spacing_zyx, level, min_volume_ml,
+        backgrounds,
+    )  # fmt: skip
+    lesions.members = [[int(index[i]) for i in m] for m in lesions.members]  # indices into detection.candidates
+    return lesions
 
 
 def find_lesions(
@@ -82,58 +185,41 @@ def find_lesions(
         bar.update(1)
 
     try:
-        suv, spacing_zyx = suv_image.array, suv_image.spacing_zyx
-        anatomy = find_anatomy(suv, spacing_zyx, suv_image.direction)
+        anatomy = find_anatomy(suv_image.array, suv_image.spacing_zyx, suv_image.direction)
         if line := anatomy.summary_line():
             warnings.warn(line, MedfoundryWarning, stacklevel=2)
         done("anatomy")
-        grid = detection_grid(suv, spacing_zyx)  # finer scans: the classifier's training resolution
-        info = adaptive_threshold(grid.suv, grid.spacing_zyx, threshold)
-        done("threshold")
-        candidates = find_candidates(grid.suv, grid.spacing_zyx, info.threshold, min_volume_ml)
-        done("candidates")
-        scores = np.zeros(len(candidates))
-        if candidates:
-            if predictor is None:
-                from medfoundry.inference.predictor import LiteMedSAMPredictor
-
-                predictor = LiteMedSAMPredictor()
-            elif callable(predictor) and not hasattr(predictor, "embed"):  # a factory: build only when needed
-                predictor = predictor()
-            if classifier is None:
-                from medfoundry.modeling.lesion_classifier import load_lesion_classifier
-
-                classifier = load_lesion_classifier()
-            features = candidate_features(candidates, grid.suv, grid.spacing_zyx, info.threshold, predictor)
-            scores = classifier.score(features)
-        cut = classifier.threshold if classifier is not None else 0.5
-        direction = np.asarray(suv_image.direction or np.eye(3))
-        keep, symmetric = select_lesions(candidates, scores, cut, grid.suv, grid.spacing_zyx, direction, symmetry)
-        candidates = to_native(candidates, grid, suv, info.threshold)
-        accepted = [(c, float(s)) for c, s, k in zip(candidates, scores, keep, strict=False) if k]
-        done("classifier")
-        masks = delineate([c for c, _ in accepted], suv_image, delineation, predictor, progress=progress)
-        labels = merge_masks(masks, suv)
+        detection, predictor = detect(
+            suv_image,
+            threshold=threshold,
+            min_volume_ml=min_volume_ml,
+            predictor=predictor,
+            classifier=classifier,
+            symmetry=symmetry,
+            done=done,
+        )
+        found = outline_lesions(suv_image, detection, delineation, predictor, min_volume_ml, progress)
         done("delineation")
-        lesions = lesion_stats(suv, labels, suv_image.spacing, suv_image.origin, suv_image.direction)
-        for les in lesions:  # the score of the most confident candidate that overlaps each lesion
-            inside = [s for c, s in accepted if (labels[c.bbox][c.mask] == les["id"]).any()]
-            les["score"] = max(inside) if inside else float("nan")
+        suv = suv_image.array
+        lesions = lesion_stats(suv, found.labels, suv_image.spacing, suv_image.origin, suv_image.direction)
+        for les, score, members in zip(lesions, found.scores, found.members, strict=True):
+            les["score"] = score
+            les["candidates"] = [detection.candidates[i].index for i in members]
         done("quantification")
     finally:
         bar.close()
     return LesionResult(
         suv=suv_image,
-        labels=image.with_array(labels, modality="OTHER"),
+        labels=image.with_array(found.labels, modality="OTHER"),
         lesions=lesions,
         totals=patient_totals(lesions),
-        threshold=info,
-        candidates=candidates,
-        scores=scores,
-        accepted=keep,
-        symmetric=symmetric,
+        threshold=detection.threshold,
+        candidates=detection.candidates,
+        scores=detection.scores,
+        accepted=detection.accepted,
+        symmetric=detection.symmetric,
         delineation=delineation,
         seconds=seconds,
-        grid=grid,
+        grid=detection.grid,
         anatomy=anatomy,
     )
