@@ -394,46 +394,45 @@ def evaluate(
     return evaluator
 
 
-def lesions(
-    input: str | Path,
-    out_dir: str | Path,
-    *,
-    threshold: float | None = None,
-    min_volume: float = 0.5,
-    adapter: str | Path | None = None,
-    delineation: str = "both",
-    suv_factor: float | None = None,
-    keep_symmetric: bool = False,
-    overwrite: bool = False,
-    progress: bool = True,
-    backend: str = "fast",
-    weights: str | Path | None = None,
-):
-    """Find, delineate and quantify the lesions of a whole-body PET (DICOM folder, SUV NIfTI, or Bq/mL NIfTI with
-    ``suv_factor``) and write the outputs of docs/lesions.md to ``out_dir``; returns the ``LesionResult``."""
+def _lesion_predictor(adapter, weights, backend: str):
+    """The LiteMedSAM predictor of the lesion finder, built once: now with an ``adapter`` (a corrupt adapter fails
+    before any work), else at the first scan that needs it."""
+    if adapter is not None:
+        return make_predictor(weights=weights, backend=backend, adapter=adapter)
+    built: list[LiteMedSAMPredictor] = []
+
+    def once() -> LiteMedSAMPredictor:
+        if not built:
+            built.append(make_predictor(weights=weights, backend=backend))
+        return built[0]
+
+    return once
+
+
+def _finder_options(threshold, min_volume, delineation, adapter, keep_symmetric) -> dict:
+    """The finder's options of one run, numbers checked first (a value that would overflow never reaches it)."""
+    if threshold is not None:
+        threshold = check_number(threshold, "--threshold", lo=0.0, lo_open=True)
+    min_volume = check_number(min_volume, "--min-volume", lo=0.0)
+    return dict(threshold=threshold, min_volume=min_volume, delineation=delineation, adapter=adapter,
+                keep_symmetric=keep_symmetric)  # fmt: skip
+
+
+def _lesions_one(path: Path, out_dir: Path, *, suv_factor, predictor, classifier, options: dict, overwrite, progress):
+    """Read one scan, find its lesions and write its folder (see :func:`lesions`)."""
     from medfoundry.inference.lesions.pipeline import find_lesions
     from medfoundry.inference.lesions.report import write_lesion_outputs
 
-    if threshold is not None:  # numbers first: a value that would overflow never reaches the pipeline
-        threshold = check_number(threshold, "--threshold", lo=0.0, lo_open=True)
-    min_volume = check_number(min_volume, "--min-volume", lo=0.0)
-    if suv_factor is not None:
-        suv_factor = check_number(suv_factor, "--suv-factor", lo=0.0, lo_open=True)
-    check_writable(out_dir, overwrite, folder=True)  # before any work
-    path = Path(input)
     image = read_image(path, suv=suv_factor is None, progress=progress) if path.is_dir() else read_image(path)
-    if adapter is not None:  # a corrupt adapter fails before any work
-        predictor = make_predictor(weights=weights, backend=backend, adapter=adapter)
-    else:
-        predictor = lambda: make_predictor(weights=weights, backend=backend)  # noqa: E731 - built only if needed
     result = find_lesions(
         image,
-        threshold=threshold,
-        min_volume_ml=min_volume,
-        delineation=delineation,
+        threshold=options["threshold"],
+        min_volume_ml=options["min_volume"],
+        delineation=options["delineation"],
         predictor=predictor,
+        classifier=classifier,
         suv_factor=suv_factor,
-        symmetry=not keep_symmetric,
+        symmetry=not options["keep_symmetric"],
         progress=progress,
     )
     write_lesion_outputs(
@@ -444,9 +443,197 @@ def lesions(
         overwrite=overwrite,
         progress=progress,
         extra={
-            "min_volume_ml": min_volume,
-            "adapter": None if adapter is None else str(adapter),
-            "symmetry_rule": not keep_symmetric,
+            "min_volume_ml": options["min_volume"],
+            "adapter": None if options["adapter"] is None else str(options["adapter"]),
+            "classifier": classifier.path,
+            "symmetry_rule": not options["keep_symmetric"],
         },
     )
+    return result
+
+
+def lesions(
+    input: str | Path,
+    out_dir: str | Path,
+    *,
+    threshold: float | None = None,
+    min_volume: float = 0.5,
+    adapter: str | Path | None = None,
+    delineation: str = "supported",
+    suv_factor: float | None = None,
+    keep_symmetric: bool = False,
+    model: str | Path | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    backend: str = "fast",
+    weights: str | Path | None = None,
+):
+    """Find, delineate and quantify the lesions of a whole-body PET (DICOM folder, SUV NIfTI, or Bq/mL NIfTI with
+    ``suv_factor``) and write the outputs of docs/lesions.md to ``out_dir``; ``model`` is a classifier from
+    :func:`lesions_train` (default: the shipped one). Returns the ``LesionResult``."""
+    from medfoundry.modeling.lesion_classifier import load_lesion_classifier
+
+    options = _finder_options(threshold, min_volume, delineation, adapter, keep_symmetric)
+    if suv_factor is not None:
+        suv_factor = check_number(suv_factor, "--suv-factor", lo=0.0, lo_open=True)
+    check_writable(out_dir, overwrite, folder=True)  # before any work
+    classifier = load_lesion_classifier(model)
+    return _lesions_one(
+        Path(input),
+        Path(out_dir),
+        suv_factor=suv_factor,
+        predictor=_lesion_predictor(adapter, weights, backend),
+        classifier=classifier,
+        options=options,
+        overwrite=overwrite,
+        progress=progress,
+    )
+
+
+def lesion_folder(image: Path, out_dir: Path, base: Path | None = None) -> Path:
+    """A manifest row's output folder when it names none: its image's path under ``base`` (the manifest's folder)
+    without the suffix, below ``out_dir`` (``scans/p1/SUV.nii.gz`` -> ``OUT/p1/SUV``, so that autoPET's many
+    ``SUV.nii.gz`` stay apart); an image outside ``base``: ``OUT/<its folder>_<its name>``."""
+    from medfoundry.io.paths import split_suffix
+
+    name = image.name if image.is_dir() else split_suffix(image)[0]
+    if base is not None and image.resolve().is_relative_to(base.resolve()):
+        return out_dir / image.resolve().relative_to(base.resolve()).parent / name
+    return out_dir / f"{image.parent.name}_{name}"
+
+
+@dataclass
+class CohortResult:
+    """What :func:`lesions_manifest` did: scan folders written, kept from an earlier run, rows that failed
+    (name, why), the cohort table (one dict per row, as in ``cohort.csv``) and its path."""
+
+    written: list[Path]
+    kept: list[Path]
+    failed: list[tuple[str, str]]
+    rows: list[dict]
+    cohort_csv: Path
+
+
+COHORT_CSV = "cohort.csv"
+
+
+def lesions_manifest(
+    manifest: str | Path,
+    out_dir: str | Path,
+    *,
+    threshold: float | None = None,
+    min_volume: float = 0.5,
+    adapter: str | Path | None = None,
+    delineation: str = "supported",
+    keep_symmetric: bool = False,
+    model: str | Path | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    backend: str = "fast",
+    weights: str | Path | None = None,
+    allow_absolute_out: bool = False,
+) -> CohortResult:
+    """:func:`lesions` for every row of a manifest (:func:`medfoundry.inference.manifest.read_manifest`: an
+    ``image`` column, optional ``out`` (the scan's folder, default :func:`lesion_folder`) and ``suv_factor``
+    columns; an ``out`` stays inside the manifest's folder or ``out_dir`` unless ``allow_absolute_out``), with one
+    model load, and ``OUT_DIR/cohort.csv`` (per scan: lesion count, total MTV, total TLG,
+    threshold used, seconds, or the error), rewritten after every scan.
+
+    Resumable: a scan whose folder holds a ``lesions.json`` is kept unless ``overwrite`` (folders are written
+    whole, atomically, so an interrupted run leaves no half-written one). A bad row is recorded and the run goes
+    on; at the end :class:`~medfoundry.errors.BatchFailures` lists the failed rows (``.result`` has the rest).
+    """
+    from medfoundry.inference.lesions.report import cohort_row, write_cohort_csv
+    from medfoundry.inference.manifest import read_manifest
+    from medfoundry.modeling.lesion_classifier import load_lesion_classifier
+
+    options = _finder_options(threshold, min_volume, delineation, adapter, keep_symmetric)
+    out_dir = Path(out_dir)
+    check_writable(out_dir, overwrite=True, folder=True)
+    base = Path(manifest) if Path(manifest).is_dir() else Path(manifest).parent
+    rows = read_manifest(
+        manifest,
+        out_dir,
+        defaults=[],
+        allow_absolute_out=allow_absolute_out,
+        default_out=lambda image, out: lesion_folder(image, out, base),
+    )
+    classifier = load_lesion_classifier(model)
+    predictor = _lesion_predictor(adapter, weights, backend)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = CohortResult([], [], [], [], out_dir / COHORT_CSV)
+    for row in tqdm(rows, desc="scans", unit="scan", disable=not progress):
+        folder = row.out
+        if row.error is None and folder.exists() and not overwrite:
+            if (folder / "lesions.json").is_file():
+                result.kept.append(folder)
+                result.rows.append(cohort_row(row.name, row.image, folder, "kept"))
+                continue
+            row.error = f"{folder} exists and is not a lesions folder; pass --overwrite to replace it"
+        if row.error is None:
+            try:
+                _lesions_one(row.image, folder, suv_factor=_row_suv_factor(row), predictor=predictor,
+                             classifier=classifier, options=options, overwrite=overwrite, progress=False)  # fmt: skip
+                result.written.append(folder)
+                result.rows.append(cohort_row(row.name, row.image, folder, "done"))
+            except MedfoundryError as exc:
+                row.error = str(exc)
+        if row.error is not None:
+            result.failed.append((row.name, row.error))
+            result.rows.append(cohort_row(row.name, row.image, folder, "failed", error=row.error))
+        write_cohort_csv(result.cohort_csv, result.rows)
+    write_cohort_csv(result.cohort_csv, result.rows)
+    if result.failed:
+        error = BatchFailures(manifest, result.written + result.kept, result.failed)
+        error.result = result
+        raise error
+    return result
+
+
+def _row_suv_factor(row) -> float | None:
+    """A manifest row's ``suv_factor`` cell (SUV = value x factor, for a Bq/mL volume), if any."""
+    text = str(row.fields.get("suv_factor") or "").strip()
+    return check_number(text, "suv_factor", lo=0.0, lo_open=True) if text else None
+
+
+def lesions_train(
+    data: str | Path,
+    out: str | Path,
+    *,
+    roi_names: list[str] | None = None,
+    negatives_only: list[str] | None = None,
+    inserted: int = 0,
+    insert_seed: int | None = None,
+    thresholds: tuple[float, ...] | None = None,
+    embedding: bool = True,
+    seed: int = 0,
+    cache: str | Path | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    backend: str = "fast",
+    weights: str | Path | None = None,
+):
+    """Train the lesion classifier on the labelled scans under ``data`` (:mod:`medfoundry.data.lesion_scans`) and
+    write it to ``out`` (JSON, atomically; refused if it exists unless ``overwrite``); use it with
+    ``lesions(..., model=out)``. Returns the :class:`~medfoundry.training.lesion_classifier.TrainResult`
+    (classifier, cross-validation grouped by scan, per-scan table)."""
+    from medfoundry.training.lesion_classifier import TrainingConfig, train_lesion_classifier
+
+    check_writable(out, overwrite)  # before any work
+    if Path(out).suffix.lower() != ".json":
+        raise InputError(out, "the lesion classifier is written as JSON; give a .json path")
+    defaults = TrainingConfig()
+    config = TrainingConfig(
+        thresholds=defaults.thresholds if thresholds is None else tuple(thresholds),
+        inserted=inserted,
+        insert_seed=defaults.insert_seed if insert_seed is None else insert_seed,
+        negatives_only=tuple(negatives_only or ()),
+        roi_names=None if not roi_names else tuple(roi_names),
+        embedding=embedding,
+        seed=seed,
+    )
+    result = train_lesion_classifier(
+        data, lambda: make_predictor(weights=weights, backend=backend), config, progress=progress, cache=cache
+    )
+    result.classifier.save(out)
     return result

@@ -79,20 +79,7 @@ def find_pairs(root: str | Path, image_glob: str | None = None) -> list[tuple[Pa
     for image in sorted(root.glob(pattern)):
         if not image.is_file() or split_suffix(image)[1] not in IMAGE_SUFFIXES:
             continue
-        stem, suffix = split_suffix(image)
-        mask = None
-        if stem.endswith("_image"):
-            for tag in ("_mask", "_label", "_labels", "_seg", "_gt"):
-                candidate = image.with_name(stem[: -len("_image")] + tag + suffix)
-                if candidate.is_file():
-                    mask = candidate
-                    break
-        elif image.parent.name == "images":
-            for folder in ("labels", "masks"):
-                candidate = image.parent.parent / folder / image.name
-                if candidate.is_file():
-                    mask = candidate
-                    break
+        mask = label_beside(image)
         if mask is not None:
             pairs.append((image, mask))
     if not pairs:
@@ -102,6 +89,27 @@ def find_pairs(root: str | Path, image_glob: str | None = None) -> list[tuple[Pa
             "or a dataset.json" + (f" (filter {image_glob!r})" if image_glob else ""),
         )
     return pairs
+
+
+MASK_TAGS = ("_mask", "_label", "_labels", "_seg", "_gt")  # NAME_image.EXT pairs with NAME<tag>.EXT
+
+
+def is_paired_image_name(image: Path) -> bool:
+    """Whether ``image`` is named as the image of a pair: ``NAME_image.EXT``, or a file in an ``images/`` folder."""
+    return split_suffix(image)[0].endswith("_image") or image.parent.name == "images"
+
+
+def label_beside(image: Path) -> Path | None:
+    """The label file of a pair's image: ``NAME_mask.EXT`` (or another :data:`MASK_TAGS` name) beside
+    ``NAME_image.EXT``, or the same name in ``labels/`` / ``masks/`` beside ``images/``; None when absent."""
+    stem, suffix = split_suffix(image)
+    if stem.endswith("_image"):
+        candidates = [image.with_name(stem[: -len("_image")] + tag + suffix) for tag in MASK_TAGS]
+    elif image.parent.name == "images":
+        candidates = [image.parent.parent / folder / image.name for folder in ("labels", "masks")]
+    else:
+        return None
+    return next((c for c in candidates if c.is_file()), None)
 
 
 def case_name(image: Path, root: Path) -> str:

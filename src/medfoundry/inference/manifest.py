@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,7 @@ class ManifestRow:
     objects: list[ObjectPrompt] = field(default_factory=list)
     overlay: Path | None = None
     error: str | None = None
+    fields: dict = field(default_factory=dict)  # the row's cells as given (other verbs' columns, e.g. suv_factor)
 
 
 def default_output(image: Path, out_dir: Path) -> Path:
@@ -120,11 +122,12 @@ def _row(
     out_dir: Path | None,
     defaults: list[ObjectPrompt] | None,
     allow_absolute_out: bool = False,
+    default_out: Callable[[Path, Path], Path] = default_output,
 ) -> ManifestRow:
     """One manifest row; its problems are recorded in ``error`` (never raised)."""
     image = _resolve(base, item.get("image"))
     name = f"row {index}" + (f" ({image.name})" if image is not None else "")
-    row = ManifestRow(name, image, None)
+    row = ManifestRow(name, image, None, fields=dict(item))
     try:
         if image is None:
             raise InputError(None, "no image given")
@@ -133,7 +136,7 @@ def _row(
         if out is None:
             if out_dir is None:
                 raise InputError(None, "no 'out' given; add an out column or pass --out OUT_DIR")
-            out = default_output(image, out_dir)
+            out = default_out(image, out_dir)
         row.out = out
         row.overlay = _output(base, out_dir, item.get("overlay"), "overlay", allow_absolute_out)
         given = {k: item.get(k) for k in PROMPT_KEYS if item.get(k) not in (None, "", [])}
@@ -156,15 +159,17 @@ def read_manifest(
     out_dir: str | Path | None = None,
     defaults: list[ObjectPrompt] | None = None,
     allow_absolute_out: bool = False,
+    default_out: Callable[[Path, Path], Path] = default_output,
 ) -> list[ManifestRow]:
     """The rows of a ``.csv`` / ``.json`` manifest, or one row per image of a folder (prompts: ``defaults``, the
     command line's, or a ``<name>.prompts.json`` / ``.csv`` file beside each image). Two rows writing the same
     output (mask or overlay): the later one is marked bad; so is a row whose output climbs out of the manifest's
-    folder and ``out_dir``, or is absolute without ``allow_absolute_out``."""
+    folder and ``out_dir``, or is absolute without ``allow_absolute_out``. ``default_out(image, out_dir)`` is a
+    row's output when it names none (``medfoundry lesions`` writes a folder per scan)."""
     path = Path(path)
     out_dir = None if out_dir is None else Path(out_dir)
     if path.is_dir():
-        rows = _folder_rows(path, out_dir, defaults)
+        rows = _folder_rows(path, out_dir, defaults, default_out)
     elif not path.is_file():
         raise InputError(path, "manifest not found")
     else:
@@ -176,7 +181,10 @@ def read_manifest(
         else:
             raise InputError(path, "a manifest is a .csv or .json file, or a folder of images")
         base = path.parent
-        rows = [_row(i, item, base, out_dir, defaults, allow_absolute_out) for i, item in enumerate(items, start=1)]
+        rows = [
+            _row(i, item, base, out_dir, defaults, allow_absolute_out, default_out)
+            for i, item in enumerate(items, start=1)
+        ]
     if not rows:
         raise InputError(path, "the manifest holds no rows" if path.is_file() else "no images in the folder")
     seen: dict[Path, str] = {}
@@ -217,7 +225,9 @@ def _csv_items(path: Path) -> list[dict]:
     return [{k: (v.strip() if isinstance(v, str) else v) for k, v in row.items() if k} for row in reader]
 
 
-def _folder_rows(folder: Path, out_dir: Path | None, defaults: list[ObjectPrompt] | None) -> list[ManifestRow]:
+def _folder_rows(
+    folder: Path, out_dir: Path | None, defaults: list[ObjectPrompt] | None, default_out=default_output
+) -> list[ManifestRow]:
     if out_dir is None:
         raise InputError(folder, "a folder of images needs --out OUT_DIR for the masks")
     images = sorted(
@@ -232,5 +242,5 @@ def _folder_rows(folder: Path, out_dir: Path | None, defaults: list[ObjectPrompt
             (s for s in (folder / f"{stem}.prompts.json", folder / f"{stem}.prompts.csv") if s.is_file()), None
         )
         item = {"image": str(image), "prompts": str(sidecar) if sidecar else None}
-        rows.append(_row(i, item, folder, out_dir, defaults))
+        rows.append(_row(i, item, folder, out_dir, defaults, default_out=default_out))
     return rows

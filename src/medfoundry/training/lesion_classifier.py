@@ -1,58 +1,96 @@
-"""Training of the physiological-uptake-vs-lesion classifier shipped in ``modeling/weights``.
+"""Training of the physiological-uptake-vs-lesion classifier: ``medfoundry lesions train DATA --out model.json``.
 
-Training set (all from ``shared/data``), candidates found exactly as the pipeline finds them:
+The training set is built from a folder of labelled PET scans (:mod:`medfoundry.data.lesion_scans`), candidates
+found exactly as the pipeline finds them, at the scan's adaptive threshold and again at each of ``thresholds``
+(so that the model also sees the regions a ``--threshold`` gives):
 
-* whole-body ``pet-wholebody/STS_001``: every candidate that does not touch the GTV_Mass is a negative (brain,
-  heart, bladder, kidneys, ureters, bowel ...); candidates that touch the tumour are left out, so the whole-body
-  tumour stays a held-out positive;
-* PET crops ``pet-sts/STS_002..STS_020``: candidates with >= 50 % of their voxels in the GTV are positives,
-  candidates outside the GTV negatives, the rest (partly inside) left out;
-* inserted lesions (:mod:`medfoundry.data.insertion`): copies of the whole-body scan with 3-6 lesions of the
-  training crops STS_002..STS_020 inserted (1-60 mL, 0.5-1 x their excess uptake, seeds from
-  :data:`INSERT_SEED`), so that the model sees node- and metastasis-sized lesions in whole-body anatomy, not only
-  large sarcomas in crops; candidates with >= 50 % of their voxels in an inserted lesion are positives (the
-  scan's other candidates are the whole-body negatives again and are not repeated);
-* crops STS_021..STS_030 are never used here: they are the test set of ``bench/lesions_wholebody.py`` (also the
-  templates of its inserted-lesion scans, seeds 0..N-1).
+* every scan: candidates with >= ``POSITIVE_OVERLAP`` of their voxels in the lesion label are positives,
+  candidates that do not touch it negatives, the rest (partly inside) left out;
+* ``negatives_only`` scans: only their negatives (candidates touching the label are dropped), e.g. to keep a
+  scan's lesion held out for testing while its normal anatomy trains the model;
+* ``inserted`` copies (:mod:`medfoundry.data.insertion`) of the scans that show a whole body section (the body
+  inside the field of view left-right: whole-body or torso scans, not crops cut around a tumour), each with 3-6
+  lesions of the other scans inserted (1-60 mL, 0.5-1 x their excess uptake, seeds ``insert_seed + k``), away
+  from the scan's own lesions; candidates with >= ``POSITIVE_OVERLAP`` of their voxels in an inserted lesion are
+  positives (the copy's other candidates are the scan's negatives again and are not repeated). Templates come
+  from every scan but the ``negatives_only`` ones.
 
 Model: standardised features -> logistic regression (L2, class-balanced), fitted with scikit-learn and exported to
-the numpy :class:`~medfoundry.modeling.lesion_classifier.LesionClassifier` (JSON).
+the numpy :class:`~medfoundry.modeling.lesion_classifier.LesionClassifier` (JSON). Cross-validation folds are split
+by patient group (every row of a patient's scans, at every threshold, in one fold); each inserted copy is a group
+of its own (it holds only inserted positives). The acceptance cut maximises Youden's J on the cross-validated
+scores.
+
+The shipped model (``modeling/weights``) is made by ``bench/train_lesion_classifier.py``, which lays out the
+shared data as such a folder and runs ``medfoundry lesions train`` on it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from medfoundry.data.lesion_scans import LabelledScan, find_labelled_scans, read_labelled_scan
+from medfoundry.errors import InputError
 from medfoundry.inference.lesions.candidates import find_candidates
-from medfoundry.inference.lesions.features import EMBED_DIM, HANDCRAFTED, candidate_features
+from medfoundry.inference.lesions.features import candidate_features, feature_names
 from medfoundry.inference.lesions.pipeline import DEFAULT_MIN_VOLUME_ML, to_suv
 from medfoundry.inference.lesions.threshold import adaptive_threshold
-from medfoundry.io import MedicalImage, read_image, read_mask
+from medfoundry.io import MedicalImage
 from medfoundry.modeling.lesion_classifier import LesionClassifier
 
-TRAIN_CROPS = tuple(range(2, 21))
-TEST_CROPS = tuple(range(21, 31))
 POSITIVE_OVERLAP = 0.5
 C_REGULARISATION = 0.05
 EXTRA_THRESHOLDS = (2.5, 5.0)  # candidate thresholds besides the adaptive one (augmentation)
 VERSION = "2"
-INSERTED_SCANS = 20  # whole-body copies with inserted training lesions
-INSERT_SEED = 1000  # their seeds are INSERT_SEED + 0..INSERTED_SCANS-1 (the bench's test scans use 0..N-1)
+INSERT_SEED = 1000  # inserted copies use seeds INSERT_SEED + 0..N-1 (the bench's test scans use 0..N-1)
 INSERT_LESIONS_PER_SCAN = (3, 6)
-FEATURE_NAMES = list(HANDCRAFTED) + [f"embedding_{i}" for i in range(EMBED_DIM)]
+FOLDS = 5
+FEATURE_NAMES = feature_names()
+
+
+@dataclass
+class TrainingConfig:
+    """What ``lesions train`` does besides reading the scans (see the module docstring)."""
+
+    thresholds: tuple[float, ...] = EXTRA_THRESHOLDS
+    inserted: int = 0
+    insert_seed: int = INSERT_SEED
+    negatives_only: tuple[str, ...] = ()
+    roi_names: tuple[str, ...] | None = None
+    embedding: bool = True
+    seed: int = 0
+    C: float = C_REGULARISATION
+    folds: int = FOLDS
 
 
 @dataclass
 class TrainingSet:
-    """Features (N, F), labels (N,) 1 lesion / 0 not, and the case each row comes from."""
+    """Features (N, F), labels (N,) 1 lesion / 0 not, the case each row comes from and its cross-validation group."""
 
     features: np.ndarray
     labels: np.ndarray
     cases: list[str]
+    groups: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.groups:
+            self.groups = list(self.cases)
+
+
+@dataclass
+class TrainResult:
+    """The fitted classifier, the cross-validation summary (``None`` when there were too few scans) and one
+    row per case: rows, positives, negatives, and the cross-validated sensitivity / specificity at the cut."""
+
+    classifier: LesionClassifier
+    cv: dict | None
+    per_case: list[dict]
+    scans: list[LabelledScan]
 
 
 def labelled_candidates(
@@ -63,9 +101,10 @@ def labelled_candidates(
     threshold: float | None = None,
     negatives: bool = True,
 ):
-    """Features and labels of one scan's candidates against its tumour ``mask`` (at the adaptive threshold,
-    or ``threshold``); with ``positives=False`` candidates touching the tumour are dropped (negatives only), with
-    ``negatives=False`` candidates outside it are dropped (positives only)."""
+    """Features and labels of one scan's candidates against its lesion ``mask`` (at the adaptive threshold,
+    or ``threshold``); with ``positives=False`` candidates touching the lesions are dropped (negatives only), with
+    ``negatives=False`` candidates outside them are dropped (positives only). ``predictor=None``: handcrafted
+    features only."""
     suv_image = to_suv(image)
     suv, spacing = suv_image.array, suv_image.spacing_zyx
     info = adaptive_threshold(suv, spacing, threshold)
@@ -79,8 +118,9 @@ def labelled_candidates(
         elif positives and inside >= POSITIVE_OVERLAP:
             keep.append(c)
             labels.append(1)
+    width = len(feature_names(predictor is not None))
     if not keep:
-        return np.zeros((0, len(FEATURE_NAMES))), np.zeros(0, dtype=int)
+        return np.zeros((0, width)), np.zeros(0, dtype=int)
     return candidate_features(keep, suv, spacing, info.threshold, predictor), np.asarray(labels)
 
 
@@ -89,81 +129,113 @@ def inserted_scans(
 ) -> list[tuple[str, MedicalImage, np.ndarray]]:
     """``n`` copies of ``background`` (SUV) with 3-6 ``templates`` inserted each (seeds ``seed + i``), away from
     its own lesions ``own``: ``(name, image, inserted mask)``."""
-    from medfoundry.data.insertion import InsertionConfig, insert_lesions, placement_map
+    from medfoundry.data.insertion import placement_map
 
     if n <= 0 or not templates:
         return []
-    config = InsertionConfig(lesions_per_scan=INSERT_LESIONS_PER_SCAN)
     pmap = placement_map(background.array, background.spacing_zyx, own)
-    out = []
-    for i in range(n):
-        res = insert_lesions(background, templates, seed=seed + i, config=config, own_label=own, pmap=pmap)
-        out.append((f"inserted-{seed + i}", res.image, res.inserted))
-    return out
+    return [inserted_scan(background, own, templates, seed + i, pmap) for i in range(n)]
+
+
+def inserted_scan(background: MedicalImage, own: np.ndarray, templates: list, seed: int, pmap=None):
+    """One copy of ``background`` with 3-6 ``templates`` inserted (``seed``): ``(name, image, inserted mask)``."""
+    from medfoundry.data.insertion import InsertionConfig, insert_lesions, placement_map
+
+    config = InsertionConfig(lesions_per_scan=INSERT_LESIONS_PER_SCAN)
+    if pmap is None:
+        pmap = placement_map(background.array, background.spacing_zyx, own)
+    res = insert_lesions(background, templates, seed=seed, config=config, own_label=own, pmap=pmap)
+    return f"inserted-{seed}", res.image, res.inserted
+
+
+def shows_body_section(suv: np.ndarray, spacing_zyx: tuple[float, ...]) -> bool:
+    """Whether lesions can be inserted into this scan: its body lies inside the field of view left-right on most
+    of its slices (a whole-body or torso scan; a crop cut around a tumour is body from edge to edge)."""
+    from medfoundry.data.insertion import body_mask
+
+    columns = body_mask(suv, spacing_zyx).any(axis=1)  # (z, x): body present in each column of each slice
+    present = columns.any(axis=1)
+    if not present.any():
+        return False
+    at_edge = columns[:, 0] | columns[:, -1]
+    return float(at_edge[present].mean()) < 0.5
+
+
+def check_negatives_only(scans: Sequence[LabelledScan], names: Sequence[str]) -> None:
+    """Every name of ``--negatives-only`` must be a scan's name or group."""
+    known = {s.name for s in scans} | {s.group for s in scans}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        listing = ", ".join(sorted({s.name for s in scans})[:8])
+        raise InputError("--negatives-only", f"no scan named {', '.join(unknown)} (scans: {listing}...)")
 
 
 def build_training_set(
-    data_root: str | Path,
-    predictor,
-    progress: bool = True,
-    thresholds: tuple = EXTRA_THRESHOLDS,
-    inserted: int = INSERTED_SCANS,
+    scans: Sequence[LabelledScan], predictor, config: TrainingConfig = TrainingConfig(), progress: bool = True
 ) -> TrainingSet:
-    """The training set described in the module docstring; candidates are taken at the adaptive threshold and
-    again at each of ``thresholds`` (SUV), so that the model also sees the regions a ``--threshold`` gives;
-    ``inserted`` whole-body copies with inserted training lesions add positives (0: none)."""
+    """The training set of the module docstring from ``scans`` (``predictor``: LiteMedSAM for the embedding
+    features, None for handcrafted ones only)."""
     from medfoundry.data.insertion import extract_lesions
 
-    root = Path(data_root)
-    wb = root / "pet-wholebody" / "STS_001" / "nifti"
-    jobs = [("wholebody-STS_001", wb / "STS_001_FDG_PET_image.nii.gz", wb / "STS_001_FDG_PET_mask_GTV_Mass.nii.gz")]
-    jobs += [
-        (
-            f"crop-STS_{i:03d}",
-            root / "pet-sts" / f"STS_{i:03d}" / "PET_image.nii.gz",
-            root / "pet-sts" / f"STS_{i:03d}" / "PET_mask.nii.gz",
-        )
-        for i in TRAIN_CROPS
-    ]
-    feats, labels, cases = [], [], []
+    feats, labels, cases, groups = [], [], [], []
 
-    def add(case: str, image: MedicalImage, mask: np.ndarray, positives: bool, negatives: bool = True) -> None:
-        for thr in (None, *thresholds):
+    def add(case: str, group: str, image: MedicalImage, mask: np.ndarray, positives: bool, negatives: bool) -> None:
+        for thr in (None, *config.thresholds):
             x, y = labelled_candidates(image, mask, predictor, positives, thr, negatives)
             feats.append(x)
             labels.append(y)
             cases.extend([case] * len(y))
+            groups.extend([group] * len(y))
 
-    templates, wholebody = [], None
-    for case, image_path, mask_path in tqdm(jobs, desc="training scans", unit="scan", disable=not progress):
-        image = read_image(image_path)
-        if case.startswith("wholebody"):  # the NIfTI is Bq/mL; the same factor as the DICOM header gives
-            import json
+    held = set(config.negatives_only)
+    templates, backgrounds = [], []
+    for scan in tqdm(scans, desc="training scans", unit="scan", disable=not progress):
+        image, mask = read_labelled_scan(scan, config.roi_names)
+        negatives_only = scan.name in held or scan.group in held
+        add(scan.name, scan.group, image, mask, positives=not negatives_only, negatives=True)
+        if config.inserted and not negatives_only:
+            templates += extract_lesions(image, image.with_array(mask.astype(np.uint8)), source=scan.name)
+        if config.inserted and shows_body_section(image.array, image.spacing_zyx):
+            backgrounds.append(scan)
+    if config.inserted:
+        if not backgrounds or not templates:
+            what = "no scan shows a whole body section to insert into" if not backgrounds else "no lesion to insert"
+            raise InputError("--insert", what)
+        add_inserted(backgrounds, templates, config, add, progress)
+    width = len(feature_names(predictor is not None))
+    x = np.concatenate(feats) if feats else np.zeros((0, width))
+    y = np.concatenate(labels) if labels else np.zeros(0, dtype=int)
+    return TrainingSet(x, y, cases, groups)
 
-            factor = json.loads((root / "pet-wholebody" / "STS_001" / "suv_info.json").read_text())["SUVbw_factor"]
-            image = image.with_array(image.array.astype(np.float32) * np.float32(factor))
-        mask_image = read_mask(mask_path, reference=image)
-        mask = mask_image.array > 0
-        if case.startswith("wholebody"):
-            wholebody = (image, mask)
-        else:
-            templates += extract_lesions(image, mask_image, source=case)
-        add(case, image, mask, not case.startswith("wholebody"))
-    if wholebody is not None:
-        scans = inserted_scans(to_suv(wholebody[0]), wholebody[1], templates, inserted)
-        for case, image, mask in tqdm(scans, desc="inserted scans", unit="scan", disable=not progress):
-            add(case, image, mask, positives=True, negatives=False)
-    return TrainingSet(np.concatenate(feats), np.concatenate(labels), cases)
+
+def add_inserted(backgrounds: list[LabelledScan], templates: list, config: TrainingConfig, add, progress: bool) -> None:
+    """Copy ``k`` of ``config.inserted`` goes into background ``k mod len(backgrounds)`` with seed
+    ``insert_seed + k``; its candidates in the inserted lesions are added as positives."""
+    from medfoundry.data.insertion import placement_map
+
+    bar = tqdm(total=config.inserted, desc="inserted scans", unit="scan", disable=not progress)
+    for b, scan in enumerate(backgrounds):
+        copies = range(b, config.inserted, len(backgrounds))
+        if not copies:
+            continue
+        image, own = read_labelled_scan(scan, config.roi_names)
+        pmap = placement_map(image.array, image.spacing_zyx, own)
+        for k in copies:
+            case, copy, inserted = inserted_scan(image, own, templates, config.insert_seed + k, pmap)
+            add(case, case, copy, inserted, positives=True, negatives=False)
+            bar.update(1)
+    bar.close()
 
 
-def fit(train: TrainingSet, seed: int = 0) -> tuple[LesionClassifier, dict]:
-    """Fit the classifier on all rows and report 5-fold cross-validated scores (seeded), folds split by case
-    (every row of one scan, at every threshold, in the same fold) so that no scan is scored by a model that saw it.
-    Whole-body negatives are one case: the fold that holds them is scored by a model that saw no whole-body
-    negative, which makes the specificity pessimistic rather than optimistic. The acceptance cut is the one that
-    maximises Youden's J (sensitivity + specificity - 1) on these cross-validated scores."""
+def fit(
+    train: TrainingSet, seed: int = 0, C: float = C_REGULARISATION, folds: int = FOLDS
+) -> tuple[LesionClassifier, dict | None, np.ndarray | None]:
+    """Fit the classifier on all rows; cross-validate (seeded) with folds split by group so that no scan is scored
+    by a model that saw it: ``(classifier, summary, cross-validated score per row)``, the last two None when there
+    are fewer than two groups or a fold would lack a class. The acceptance cut maximises Youden's J on the
+    cross-validated scores (0.5 without cross-validation)."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import roc_auc_score, roc_curve
     from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -171,45 +243,126 @@ def fit(train: TrainingSet, seed: int = 0) -> tuple[LesionClassifier, dict]:
     def model():
         return make_pipeline(
             StandardScaler(),
-            LogisticRegression(C=C_REGULARISATION, class_weight="balanced", max_iter=5000, random_state=seed),
+            LogisticRegression(C=C, class_weight="balanced", max_iter=5000, random_state=seed),
         )
 
     x, y = train.features, train.labels
-    folds = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed)
-    prob = cross_val_predict(model(), x, y, groups=np.asarray(train.cases), cv=folds, method="predict_proba")[:, 1]
-    from sklearn.metrics import roc_curve
-
-    fpr, tpr, cuts = roc_curve(y, prob)
-    best = int(np.argmax(tpr - fpr))  # Youden's J on the cross-validated scores: the cut, from training data only
-    cut = float(min(max(cuts[best], 0.05), 0.95))
-    pred = prob >= cut
-    cv = {
-        "cut": round(cut, 4),
-        "n_positive": int(y.sum()),
-        "n_negative": int((y == 0).sum()),
-        "cv_auc": round(float(roc_auc_score(y, prob)), 4),
-        "cv_sensitivity": round(float(pred[y == 1].mean()), 4),
-        "cv_specificity": round(float((~pred[y == 0]).mean()), 4),
-    }
+    groups = np.asarray(train.groups)
+    splits = min(folds, len(np.unique(groups)))
+    cv, prob, cut = None, None, 0.5
+    if splits >= 2:
+        try:
+            cvs = StratifiedGroupKFold(n_splits=splits, shuffle=True, random_state=seed)
+            prob = cross_val_predict(model(), x, y, groups=groups, cv=cvs, method="predict_proba")[:, 1]
+        except ValueError:  # a fold without one of the classes
+            prob = None
+    if prob is not None:
+        fpr, tpr, cuts = roc_curve(y, prob)
+        best = int(np.argmax(tpr - fpr))  # Youden's J on the cross-validated scores: the cut, from training data only
+        cut = float(min(max(cuts[best], 0.05), 0.95))
+        pred = prob >= cut
+        cv = {
+            "folds": splits,
+            "cut": round(cut, 4),
+            "n_positive": int(y.sum()),
+            "n_negative": int((y == 0).sum()),
+            "cv_auc": round(float(roc_auc_score(y, prob)), 4),
+            "cv_sensitivity": round(float(pred[y == 1].mean()), 4),
+            "cv_specificity": round(float((~pred[y == 0]).mean()), 4),
+        }
     fitted = model().fit(x, y)
     scaler, logreg = fitted[0], fitted[1]
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
     clf = LesionClassifier(
-        feature_names=FEATURE_NAMES,
+        feature_names=feature_names(x.shape[1] > len(feature_names(False))),
         mean=scaler.mean_.astype(np.float64),
         scale=scale.astype(np.float64),
         coef=logreg.coef_[0].astype(np.float64),
         intercept=float(logreg.intercept_[0]),
         threshold=round(cut, 4),
         version=VERSION,
-        info={
-            "trained_on": "negatives: all non-tumour candidates of whole-body STS_001 (its tumour left out); "
-            "positives/negatives: candidates of PET crops STS_002..STS_020; positives: lesions of those crops "
-            f"inserted into STS_001 (seeds {INSERT_SEED}+, 3-6 per scan, 1-60 mL)",
-            "held_out": "whole-body STS_001 tumour; crops STS_021..STS_030",
-            "seed": seed,
-            "C": C_REGULARISATION,
-            **cv,
-        },
+        info={"seed": seed, "C": C, "n_positive": int(y.sum()), "n_negative": int((y == 0).sum()), **(cv or {})},
     )
-    return clf, cv
+    return clf, cv, prob
+
+
+def per_case_table(train: TrainingSet, prob: np.ndarray | None, cut: float) -> list[dict]:
+    """One row per case: its rows, positives, negatives, and (with cross-validated scores) the fraction of its
+    positives scored >= ``cut`` (sensitivity) and of its negatives below it (specificity)."""
+    cases = np.asarray(train.cases)
+    rows = []
+    for case in dict.fromkeys(train.cases):
+        sel = cases == case
+        pos, neg = sel & (train.labels == 1), sel & (train.labels == 0)
+        row = {"case": case, "rows": int(sel.sum()), "positives": int(pos.sum()), "negatives": int(neg.sum())}
+        if prob is not None:
+            row["cv_sensitivity"] = float((prob[pos] >= cut).mean()) if pos.any() else None
+            row["cv_specificity"] = float((prob[neg] < cut).mean()) if neg.any() else None
+        rows.append(row)
+    return rows
+
+
+def train_lesion_classifier(
+    data: str | Path,
+    predictor: Callable[[], object] | object | None,
+    config: TrainingConfig = TrainingConfig(),
+    progress: bool = True,
+    cache: str | Path | None = None,
+) -> TrainResult:
+    """Find the labelled scans under ``data``, check them all (each read once: a bad file fails before the
+    slow part), build the training set (or read it from the ``cache`` .npz, written when absent) and fit.
+    ``predictor`` (or a function returning one) gives the embedding features; unused with
+    ``config.embedding=False``."""
+    scans = find_labelled_scans(data)
+    check_negatives_only(scans, config.negatives_only)
+    if cache is not None and Path(cache).is_file():
+        train = read_training_set(cache, config.embedding)
+    else:
+        for scan in tqdm(scans, desc="checking scans", unit="scan", disable=not progress):
+            read_labelled_scan(scan, config.roi_names)
+        if config.embedding and callable(predictor) and not hasattr(predictor, "embed"):
+            predictor = predictor()
+        train = build_training_set(scans, predictor if config.embedding else None, config, progress)
+        if cache is not None:
+            write_training_set(train, cache)
+    if not train.labels.any() or train.labels.all():
+        missing = "positive (no candidate lies in a labelled lesion)" if not train.labels.any() else "negative"
+        raise InputError(data, f"no {missing} candidate to learn from in {len(scans)} scan(s)")
+    clf, cv, prob = fit(train, seed=config.seed, C=config.C, folds=config.folds)
+    clf.info.update(
+        {
+            "trained_on": {
+                "scans": [s.name for s in scans],
+                "negatives_only": list(config.negatives_only),
+                "inserted_copies": config.inserted,
+                "insert_seed": config.insert_seed if config.inserted else None,
+                "thresholds": ["adaptive", *config.thresholds],
+                "roi_names": None if config.roi_names is None else list(config.roi_names),
+            },
+            "command": "medfoundry lesions train",
+        }
+    )
+    return TrainResult(clf, cv, per_case_table(train, prob, clf.threshold), scans)
+
+
+def write_training_set(train: TrainingSet, path: str | Path) -> Path:
+    """The training set as a compressed .npz (written atomically)."""
+    from medfoundry.io.atomic import atomic_path
+
+    with atomic_path(path, overwrite=True) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **{k: np.asarray(v) for k, v in asdict(train).items()})
+    return Path(path)
+
+
+def read_training_set(path: str | Path, embedding: bool = True) -> TrainingSet:
+    """A training set written by :func:`write_training_set`; its width must match the features asked for."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            train = TrainingSet(z["features"], z["labels"], [str(c) for c in z["cases"]], [str(g) for g in z["groups"]])
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(path, f"cannot read the cached training set ({exc})") from exc
+    if train.features.shape[1] != len(feature_names(embedding)):
+        raise InputError(path, f"the cached training set has {train.features.shape[1]} features, not the "
+                         f"{len(feature_names(embedding))} asked for (delete it to rebuild)")  # fmt: skip
+    return train

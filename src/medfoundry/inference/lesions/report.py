@@ -110,3 +110,39 @@ def _clean(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+COHORT_COLUMNS = (
+    "scan", "image", "folder", "status", "lesion_count", "total_mtv_ml", "total_tlg", "threshold_suv",
+    "threshold_method", "seconds", "error",
+)  # fmt: skip
+
+
+def cohort_row(name: str, image: Path | None, folder: Path | None, status: str, error: str | None = None) -> dict:
+    """One row of ``cohort.csv``: the patient totals and threshold of a finished scan's ``lesions.json`` (status
+    ``done`` or ``kept``, a folder of an earlier run), or just the ``error`` of a failed one."""
+    row = {"scan": name, "image": image, "folder": folder, "status": status, "error": error}
+    if error is None and folder is not None:
+        report = json.loads((Path(folder) / "lesions.json").read_text())
+        totals, threshold = report["totals"], report["threshold"]
+        row.update(
+            lesion_count=totals["lesion_count"],
+            total_mtv_ml=f"{totals['total_mtv_ml']:.4f}",
+            total_tlg=f"{totals['total_tlg']:.4f}",
+            threshold_suv=threshold["threshold_suv"],
+            threshold_method=threshold["method"],
+            seconds=round(sum(report.get("seconds", {}).values()), 2),
+        )
+    return row
+
+
+def write_cohort_csv(path: str | Path, rows: list[dict]) -> Path:
+    """``cohort.csv``: one row per scan of a ``--manifest`` run (rewritten, atomically, as the run goes on)."""
+    from medfoundry.io.atomic import atomic_path
+
+    with atomic_path(path, overwrite=True) as tmp:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=COHORT_COLUMNS)
+            writer.writeheader()
+            writer.writerows({k: "" if row.get(k) is None else row[k] for k in COHORT_COLUMNS} for row in rows)
+    return Path(path)
