@@ -10,9 +10,10 @@ threshold, their union, or their union kept where uptake supports it (the defaul
 * ``both``: the union of the two masks. LiteMedSAM follows the outline of the whole tumour, including
   low-uptake (necrotic) parts that a 41 % threshold drops, but it also spreads into neighbouring tissue of
   background uptake (a 120 mL "lesion" at SUVmean 2.2 around a mediastinal focus).
-* ``supported`` (the default): the union, kept where uptake supports it (:func:`supported_mask`): voxels at or
-  above the :func:`support_level` between the candidate's local background and the candidate threshold,
-  18-connected to the candidate, plus the cavities they enclose (a necrotic centre stays in the lesion).
+* ``supported`` (the default): the 41 % outline, plus LiteMedSAM's contribution where uptake supports it
+  (:func:`supported_mask`): its voxels at or above the :func:`support_level` between the local background and
+  the candidate threshold, 18-connected to the candidate, plus the cavities they enclose (a necrotic centre
+  stays in the lesion).
 
 Every mode returns one boolean mask per candidate; :mod:`.assemble` then turns them into lesions (touching
 lesions split at the saddle between their maxima).
@@ -103,20 +104,25 @@ def local_background(outline: np.ndarray, suv: np.ndarray, spacing_zyx: tuple[fl
 
 
 def supported_mask(
-    cand: Candidate, outline: np.ndarray, suv: np.ndarray, spacing_zyx: tuple[float, ...], threshold: float
+    cand: Candidate,
+    sam: np.ndarray,
+    thr: np.ndarray,
+    suv: np.ndarray,
+    spacing_zyx: tuple[float, ...],
+    threshold: float,
 ) -> np.ndarray:
-    """``outline`` (whole-volume boolean, e.g. LiteMedSAM's mask united with the 41 % mask) kept where uptake
-    supports it: voxels at or above :func:`support_level` (from the outline's :func:`local_background`),
-    18-connected to the candidate, plus the cavities they enclose within the outline. The candidate's own
-    voxels always stay."""
-    outline = outline.copy()
-    outline[cand.bbox] |= cand.mask
+    """The 41 % outline ``thr`` and the candidate, plus LiteMedSAM's outline ``sam`` where uptake supports it:
+    its voxels at or above :func:`support_level` (from the :func:`local_background` of the whole outline), all
+    18-connected to the candidate, plus the cavities they enclose within the outlines (whole-volume booleans)."""
+    base = thr.copy()
+    base[cand.bbox] |= cand.mask
+    outline = base | sam
     level = support_level(local_background(outline, suv, spacing_zyx), threshold)
     box = grown_box(ndimage.find_objects(outline.astype(np.uint8))[0], suv.shape, spacing_zyx, 0.0)
     region = outline[box]
     core = np.zeros_like(region)
     core[tuple(slice(b.start - g.start, b.stop - g.start) for b, g in zip(cand.bbox, box, strict=True))] = cand.mask
-    keep = (region & (suv[box] >= level)) | core
+    keep = base[box] | (region & (suv[box] >= level))
     parts = cc3d.connected_components(keep, connectivity=18)
     keep = _fill_enclosed(np.isin(parts, np.unique(parts[core]))) & region
     out = np.zeros(suv.shape, dtype=bool)
@@ -143,9 +149,8 @@ def delineate(
     sam = sam_masks(candidates, image, predictor, progress)
     if method == "sam":
         return [s | c.full_mask(suv.shape) if not s.any() else s for s, c in zip(sam, candidates, strict=False)]
-    both = [s | t for s, t in zip(sam, thr, strict=False)]
     if method == "both":
-        return both
+        return [s | t for s, t in zip(sam, thr, strict=False)]
     if threshold is None:
         raise ValueError("the supported delineation needs the candidate threshold")
-    return [supported_mask(c, m, suv, spacing_zyx, threshold) for c, m in zip(candidates, both, strict=True)]
+    return [supported_mask(c, s, t, suv, spacing_zyx, threshold) for c, s, t in zip(candidates, sam, thr, strict=True)]
