@@ -104,9 +104,9 @@ def add_parser(subparsers) -> None:
         "--delineation",
         choices=["supported", "both", "sam", "threshold"],
         default="supported",
-        help="lesion outline: supported (default) = the union of LiteMedSAM's outline and 41%% of SUVmax, kept "
-        "where uptake supports it (above half way from the local background to the threshold, joined to the "
-        "lesion); both = the plain union; sam = LiteMedSAM from the candidate box; threshold = 41%% of SUVmax",
+        help="lesion outline: supported (default) = 41%% of SUVmax plus LiteMedSAM's outline where uptake "
+        "supports it (above half way from the local background to the threshold, joined to the lesion); "
+        "both = their plain union; sam = LiteMedSAM from the candidate box; threshold = 41%% of SUVmax",
     )
     p.add_argument(
         "--keep-symmetric",
