@@ -164,8 +164,9 @@ def assemble_lesions(
     saddle = _saddles(parts, values, n)[1:, 1:]
     groups = _Groups(peaks, volumes, np.asarray(scores) >= cut, np.asarray(backgrounds, dtype=np.float64))
     first_of_region: dict[int, int] = {}
-    for i, cand in enumerate(candidates):  # confluent above the threshold: one lesion
-        groups.join(first_of_region.setdefault(cand.region, i), i)
+    for i, cand in enumerate(candidates):  # confluent above the threshold: one lesion (region 0: not known)
+        if cand.region > 0:
+            groups.join(first_of_region.setdefault(cand.region, i), i)
     # 2. one lesion or two: from the highest saddle down (where two groups first meet), the fainter group keeps
     # its own row when it rises above the saddle by more than half its contrast over its background
     pairs = np.argwhere(np.triu(np.isfinite(saddle), 1))
