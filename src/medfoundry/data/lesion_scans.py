@@ -31,12 +31,13 @@ import numpy as np
 from medfoundry.data.slices2d import IMAGE_SUFFIXES, case_name, is_paired_image_name, label_beside
 from medfoundry.errors import InputError
 from medfoundry.io import MedicalImage, list_rois, read_dicom_seg, read_image, read_mask, read_rtstruct
+from medfoundry.io.dicom import DICOM_SUFFIXES
 from medfoundry.io.paths import FORMAT_SUFFIXES, modality_from_name, split_suffix
 from medfoundry.preprocessing.pet_suv import to_suv
 
 AUTOPET_IMAGE = ("SUV.nii.gz", "SUV.nii")
 AUTOPET_LABEL = ("SEG.nii.gz", "SEG.nii")
-NOT_DICOM = {s for s in FORMAT_SUFFIXES if s not in (".dcm", ".dicom", ".ima")} | {
+NOT_DICOM = {s for s in FORMAT_SUFFIXES if s not in DICOM_SUFFIXES} | {
     ".json", ".csv", ".txt", ".md", ".py", ".pkl", ".pt", ".pth", ".yaml", ".yml", ".html", ".pdf", ".zip", ".gz",
 }  # fmt: skip
 LAYOUTS = (
@@ -99,7 +100,7 @@ def _dicom_headers(files: list[Path]) -> list[tuple[Path, object]]:
         try:
             headers.append((path, pydicom.dcmread(path, stop_before_pixels=True)))
         except Exception as exc:  # not DICOM (a README without suffix...), or a damaged file
-            if split_suffix(path)[1] in (".dcm", ".dicom", ".ima"):
+            if split_suffix(path)[1] in DICOM_SUFFIXES:
                 raise InputError(path, f"unreadable DICOM file ({type(exc).__name__}: {exc})") from exc
     return headers
 

@@ -8,8 +8,8 @@ found exactly as the pipeline finds them, at the scan's adaptive threshold and a
   candidates that do not touch it negatives, the rest (partly inside) left out;
 * ``negatives_only`` scans: only their negatives (candidates touching the label are dropped), e.g. to keep a
   scan's lesion held out for testing while its normal anatomy trains the model;
-* ``inserted`` copies (:mod:`medfoundry.data.insertion`) of the scans that show a whole body section (the body
-  inside the field of view left-right: whole-body or torso scans, not crops cut around a tumour), each with 3-6
+* ``inserted`` copies (:mod:`medfoundry.data.insertion`) of the scans that show a whole body section (whole-body
+  or torso scans, not crops cut around a tumour, as the anatomy's body outline tells them apart), each with 3-6
   lesions of the other scans inserted (1-60 mL, 0.5-1 x their excess uptake, seeds ``insert_seed + k``), away
   from the scan's own lesions; candidates with >= ``POSITIVE_OVERLAP`` of their voxels in an inserted lesion are
   positives (the copy's other candidates are the scan's negatives again and are not repeated). Templates come
@@ -148,17 +148,15 @@ def inserted_scan(background: MedicalImage, own: np.ndarray, templates: list, se
     return f"inserted-{seed}", res.image, res.inserted
 
 
-def shows_body_section(suv: np.ndarray, spacing_zyx: tuple[float, ...]) -> bool:
-    """Whether lesions can be inserted into this scan: its body lies inside the field of view left-right on most
-    of its slices (a whole-body or torso scan; a crop cut around a tumour is body from edge to edge)."""
-    from medfoundry.data.insertion import body_mask
+def shows_body_section(image: MedicalImage) -> bool:
+    """Whether lesions can be inserted into this scan (SUV): it shows a section of a whole body (a whole-body or
+    torso scan), not a crop cut around a tumour, by the anatomy's body outline
+    (:func:`medfoundry.preprocessing.anatomy.body.find_body`)."""
+    from medfoundry.preprocessing.anatomy.body import find_body
+    from medfoundry.preprocessing.anatomy.grid import work_grid
 
-    columns = body_mask(suv, spacing_zyx).any(axis=1)  # (z, x): body present in each column of each slice
-    present = columns.any(axis=1)
-    if not present.any():
-        return False
-    at_edge = columns[:, 0] | columns[:, -1]
-    return float(at_edge[present].mean()) < 0.5
+    body = find_body(work_grid(image.array, image.spacing_zyx, image.direction))
+    return bool(body.found and not body.crop)
 
 
 def check_negatives_only(scans: Sequence[LabelledScan], names: Sequence[str]) -> None:
@@ -195,7 +193,7 @@ def build_training_set(
         add(scan.name, scan.group, image, mask, positives=not negatives_only, negatives=True)
         if config.inserted and not negatives_only:
             templates += extract_lesions(image, image.with_array(mask.astype(np.uint8)), source=scan.name)
-        if config.inserted and shows_body_section(image.array, image.spacing_zyx):
+        if config.inserted and shows_body_section(image):
             backgrounds.append(scan)
     if config.inserted:
         if not backgrounds or not templates:
