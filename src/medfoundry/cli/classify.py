@@ -79,6 +79,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--split", nargs=3, type=fraction, default=(0.75, 0.15, 0.10), metavar=("TRAIN", "VAL", "TEST"))
     add_seed(b, "patient split and lesion insertion")
     b.add_argument("--test-patients", nargs="+", default=[], help="patients forced into the test split")
+    b.add_argument("--val-patients", nargs="+", default=[], help="patients forced into the val split")
+    b.add_argument("--train-patients", nargs="+", default=[], help="patients forced into the train split")
+    b.add_argument(
+        "--allow-incomplete-splits",
+        action="store_true",
+        help="build even when a split holds one class only or (whole-body mode) no whole-body scan; by default "
+        "such a split is refused, since its threshold / accuracy would mean nothing",
+    )
     w = b.add_argument_group("whole-body mode (--mode wholebody)")
     w.add_argument("--crops", type=Path, help="CSV of labelled PET crops (same columns as --cases)")
     w.add_argument("--crop", nargs=3, action="append", default=[], metavar=("ID", "IMAGE", "MASK"), help="one crop")
@@ -128,6 +136,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--threshold-rule", choices=("f1", "youden"), default="f1", help="chosen on the val split")
     c.add_argument("--head-epochs", type=positive_int, default=300)
     c.add_argument("--cnn-epochs", type=positive_int, default=12)
+    c.add_argument(
+        "--allow-one-class-splits",
+        action="store_true",
+        help="score a val / test split with one class anyway (the table then starts with a warning); refused by "
+        "default",
+    )
     add_seed(c, "head and CNN training")
     add_overwrite(c, "an existing output folder")
 
@@ -144,6 +158,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--suv-factor",
         type=positive_float,
         help="SUV per Bq/mL of a NIfTI / NRRD / MHA scan, for models built with --intensity suv-window",
+    )
+    add_backend(p)
+    p.add_argument(
+        "--no-embedding-cache",
+        action="store_true",
+        help="do not keep the scan's embeddings in $MEDFOUNDRY_CACHE/slice_embeddings (by default a second model "
+        "or threshold on the same scan reads them back instead of running the encoder again)",
     )
     add_overwrite(p, "an existing output folder")
 
@@ -187,7 +208,11 @@ def _build(args: argparse.Namespace) -> int:
         intensity=args.intensity,
         suv_window=args.suv_window,
     )
-    pinned = {p: "test" for p in args.test_patients}
+    pinned = {}
+    for split in ("train", "val", "test"):
+        for patient in getattr(args, f"{split}_patients"):
+            if pinned.setdefault(patient, split) != split:
+                raise InputError(None, f"patient {patient} is pinned to both {pinned[patient]} and {split}")
     if wholebody:
         dataset = _build_wholebody(args, cases, config, pinned)
     else:
@@ -199,6 +224,7 @@ def _build(args: argparse.Namespace) -> int:
             seed=args.seed,
             pinned=pinned,
             overwrite=args.overwrite,
+            allow_incomplete_splits=args.allow_incomplete_splits,
         )
     labels = dataset.labels
     print(f"{args.out}: {len(dataset)} slices from {len(cases)} cases, {int(labels.sum())} abnormal")
@@ -207,6 +233,8 @@ def _build(args: argparse.Namespace) -> int:
         patients = sorted({dataset.rows[r]["patient_id"] for r in rows})
         n_abnormal = int(labels[rows].sum())
         print(f"  {split:5s}: {rows.size:5d} slices, {n_abnormal:5d} abnormal, {len(patients)} patients")
+    for problem in dataset.info.get("split_problems", []):
+        print(f"  WARNING: {problem} (built because --allow-incomplete-splits was given)")
     return 0
 
 
@@ -244,6 +272,7 @@ def _build_wholebody(args: argparse.Namespace, cases: list, config, pinned: dict
         seed=args.seed,
         pinned=pinned,
         overwrite=args.overwrite,
+        allow_incomplete_splits=args.allow_incomplete_splits,
     )
 
 
@@ -285,6 +314,7 @@ def _compare(args: argparse.Namespace) -> int:
         cnn_epochs=args.cnn_epochs,
         seed=args.seed,
         overwrite=args.overwrite,
+        allow_one_class_splits=args.allow_one_class_splits,
     )
     print(result.markdown)
     print(f"written to {args.out}: table.md, table.csv, roc.png, pr.png, confusion.png, models/")
@@ -292,6 +322,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from medfoundry.inference.onnx_export import cache_dir
     from medfoundry.inference.slice_classifier import predict_scan
 
     result = predict_scan(
@@ -303,6 +334,8 @@ def _predict(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         overwrite=args.overwrite,
         suv_factor=args.suv_factor,
+        backend=args.backend,
+        embedding_cache=None if args.no_embedding_cache else cache_dir() / "slice_embeddings",
     )
     print(f"{args.scan}: {len(result.probabilities)} slices, threshold {result.threshold:.3f}")
     if result.ranges:

@@ -100,9 +100,11 @@ def plot_curves(
     from sklearn.metrics import auc, precision_recall_curve, roc_curve
 
     fig, ax = plt.subplots(figsize=(5.2, 5))
+    one_class = False
     for name, (y, p) in curves.items():
         y, p = _check(y, p)
         if np.unique(y).size < 2:
+            one_class = True
             continue
         if kind == "roc":
             fpr, tpr, _ = roc_curve(y, p)
@@ -122,7 +124,10 @@ def plot_curves(
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.set_title(title or ("ROC, test split" if kind == "roc" else "precision-recall, test split"))
-    ax.legend(loc="lower right" if kind == "roc" else "lower left", fontsize=8)
+    if one_class:
+        ax.text(0.5, 0.5, "one class only: no curve", ha="center", va="center", color="red")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right" if kind == "roc" else "lower left", fontsize=8)
     fig.tight_layout()
     save_figure(fig, path, overwrite=True, dpi=120)
 

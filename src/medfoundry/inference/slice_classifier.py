@@ -8,7 +8,9 @@ a linear-head bundle re-runs its frozen encoder (same weights, checked by hash) 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import torch
 
 from medfoundry.errors import InputError, WeightsError
 from medfoundry.evaluation.wholebody_figures import save_flagged_mip
-from medfoundry.io.atomic import atomic_dir, check_writable
+from medfoundry.io.atomic import atomic_dir, atomic_path, check_writable
 from medfoundry.io.figures import pyplot_agg, save_figure
 from medfoundry.io.torchfile import load_torch_file
 from medfoundry.modeling.heads import LinearHead, predict_proba
@@ -73,14 +75,44 @@ def flagged_ranges(flags: np.ndarray, z_mm: np.ndarray, prob: np.ndarray, source
     return ranges
 
 
-def _scan_probabilities(bundle: dict, images: np.ndarray, weights: str | Path | None) -> np.ndarray:
-    if bundle["kind"] == "cnn":
-        model = SliceCNN(bundle["input_size"], tuple(bundle["channels"]))
-        model.load_state_dict(bundle["state_dict"])
-        return predict_proba(model, np.asarray(images, np.float32), batch_size=64)
+def embed_slices(encoder, images: np.ndarray, batch_size: int = 16, progress: bool = True) -> np.ndarray:
+    """``(n, S, S)`` float slices in ``[0, 1]`` -> ``(n, D)`` embeddings (float16 values, as the caches store
+    them), in batches with a progress bar."""
+    from tqdm.auto import tqdm
+
+    parts = []
+    with torch.inference_mode(), tqdm(total=len(images), desc=f"embedding ({encoder.name})", unit="slice",
+                                      disable=not progress) as bar:  # fmt: skip
+        for i in range(0, len(images), batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size]))
+            parts.append(encoder.embed(encoder.prepare(batch)).half().float().numpy())
+            bar.update(len(batch))
+    return np.concatenate(parts) if parts else np.zeros((0, encoder.out_dim), np.float32)
+
+
+def _stack_key(enc_info: dict, images: np.ndarray) -> str:
+    digest = hashlib.sha256(np.ascontiguousarray(images).tobytes())
+    digest.update(json.dumps([enc_info["name"], enc_info["weights_id"], list(images.shape)]).encode())
+    return f"{enc_info['name']}-{enc_info['weights_id'][:12]}-{digest.hexdigest()[:24]}"
+
+
+def scan_embeddings(
+    bundle: dict,
+    images: np.ndarray,
+    weights: str | Path | None = None,
+    backend: str = "fast",
+    cache: str | Path | None = None,
+    progress: bool = True,
+) -> np.ndarray:
+    """The bundle's frozen encoder on every slice (``images`` uint8 ``(n, S, S)``); with ``cache`` (a folder),
+    the embeddings of the same slices by the same encoder weights are read back instead of computed (keyed by
+    the slices' bytes), so a second model or threshold on one scan costs no encoder time."""
     from medfoundry.modeling.encoders import build_encoder
 
     enc_info = bundle["encoder"]
+    path = None if cache is None else Path(cache) / f"{_stack_key(enc_info, images)}.npy"
+    if path is not None and path.is_file():
+        return np.load(path).astype(np.float32)
     weights = weights if weights is not None else bundle.get("weights_path")
     encoder = build_encoder(enc_info["name"], weights=weights, **enc_info.get("build_kwargs", {}))
     if encoder.weights_id != enc_info["weights_id"]:
@@ -90,15 +122,25 @@ def _scan_probabilities(bundle: dict, images: np.ndarray, weights: str | Path | 
         )
     from medfoundry.inference.encoder_backends import encoder_runtime
 
-    encoder = encoder_runtime(encoder, "fast")  # ONNX Runtime where the family exports, as in 'classify embed'
-    parts = []
-    with torch.inference_mode():
-        for i in range(0, len(images), 16):
-            batch = torch.from_numpy(images[i : i + 16])
-            parts.append(encoder.embed(encoder.prepare(batch)).half().float().numpy())
+    encoder = encoder_runtime(encoder, backend)  # ONNX Runtime / OpenVINO where the family exports, as in 'embed'
+    emb = embed_slices(encoder, images.astype(np.float32) / 255.0, progress=progress)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path, overwrite=True) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, emb.astype(np.float16))
+    return emb
+
+
+def _scan_probabilities(bundle: dict, images: np.ndarray, weights, backend: str, cache, progress: bool) -> np.ndarray:
+    """Per-slice probabilities of a CNN or linear-head bundle on uint8 slices ``(n, S, S)``."""
+    if bundle["kind"] == "cnn":
+        model = SliceCNN(bundle["input_size"], tuple(bundle["channels"]))
+        model.load_state_dict(bundle["state_dict"])
+        return predict_proba(model, images.astype(np.float32) / 255.0, batch_size=64)
+    emb = scan_embeddings(bundle, images, weights, backend, cache, progress)
     head = LinearHead(bundle["head_dim"], bundle.get("dropout", 0.2))
     head.load_state_dict(bundle["state_dict"])
-    return predict_proba(head, np.concatenate(parts))
+    return predict_proba(head, emb)
 
 
 def plot_profile(path: Path, pred: ScanPrediction, title: str, lesion_slices: np.ndarray | None = None) -> None:
@@ -132,14 +174,20 @@ def predict_scan(
     threshold: float | None = None,
     overwrite: bool = False,
     suv_factor: float | None = None,
+    backend: str = "fast",
+    embedding_cache: str | Path | None = None,
+    progress: bool = True,
 ) -> ScanPrediction:
-    """Probabilities for every slice of ``scan``; writes CSV, JSON ranges, the z-profile and the coronal MIP
-    (``coronal_mip.png``, flagged slice ranges shaded) atomically. A model trained on SUV-window slices needs the
-    scan in SUV: a DICOM series is converted, a Bq/mL file needs ``suv_factor``."""
+    """Probabilities for every slice of ``scan``; writes CSV, JSON ranges (with the seconds of each stage), the
+    z-profile and the coronal MIP (``coronal_mip.png``, flagged slice ranges shaded) atomically. A model trained
+    on SUV-window slices needs the scan in SUV: a DICOM series is converted, a Bq/mL file needs ``suv_factor``.
+    ``backend`` runs the frozen encoder (``fast``: OpenVINO / ONNX Runtime); ``embedding_cache`` (a folder) keeps
+    the scan's embeddings for the next model or threshold (:func:`scan_embeddings`)."""
     from medfoundry.data.pet_slices import CaseSpec, SliceConfig, read_case, slice_volume
     from medfoundry.preprocessing.pet_suv import to_suv
 
     out_dir = check_writable(out_dir, overwrite, folder=True, create=False)  # before any work
+    clock = _Clock()
     bundle = load_bundle(model)
     cfg = dict(bundle["preprocessing"]["config"])
     cfg["grid"] = tuple(cfg["grid"])
@@ -151,9 +199,11 @@ def predict_scan(
         image = to_suv(image, suv_factor)
     elif suv_factor is not None:
         raise InputError(None, "--suv-factor only applies to models trained on SUV-window slices; this one is not")
+    clock.lap("read")
     stack = slice_volume(image, mask_img, config)
-    images = stack.images.astype(np.float32) / 255.0
-    prob = _scan_probabilities(bundle, images, weights)
+    clock.lap("slices")
+    prob = _scan_probabilities(bundle, stack.images, weights, backend, embedding_cache, progress)
+    clock.lap("model")
     thr = float(bundle["threshold"] if threshold is None else threshold)
     if not 0.0 <= thr <= 1.0:
         raise InputError(None, f"threshold must lie in [0, 1], got {thr}")
@@ -189,7 +239,6 @@ def predict_scan(
             "n_flagged": int(flags.sum()),
             "ranges": ranges,
         }
-        (tmp / "flagged_ranges.json").write_text(json.dumps(summary, indent=1))
         name = bundle["encoder"]["name"] + " + linear" if bundle["kind"] == "linear" else "baseline CNN"
         plot_profile(tmp / "z_profile.png", pred, f"{Path(scan).name}: {name}", lesion)
         save_flagged_mip(
@@ -201,4 +250,20 @@ def predict_scan(
             lesion=None if mask_img is None else np.asarray(mask_img.array) > 0,
             title=f"{Path(scan).name}: {name}, threshold {thr:.2f}",
         )
+        clock.lap("figures")
+        summary["seconds"] = clock.seconds
+        (tmp / "flagged_ranges.json").write_text(json.dumps(summary, indent=1))
     return pred
+
+
+class _Clock:
+    """Seconds spent in each named stage (in ``flagged_ranges.json``: where a slow prediction spent its time)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self._last, 2)
+        self._last = now

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ class ComparisonResult:
 
     rows: dict[str, dict]
     markdown: str
+    warnings: list[str] = field(default_factory=list)  # problems of the val / test split (when allowed)
 
 
 def _save_bundle(path: Path, bundle: dict) -> None:
@@ -99,7 +100,9 @@ def _cnn_baseline(dataset, splits, cnn_cfg, preprocessing: dict, progress: bool)
     return _Scored("baseline CNN", "cnn", row, prob, bundle)
 
 
-def _write_outputs(folder: Path, scored: list[_Scored], markdown: str, dataset, te: np.ndarray, dataset_dir) -> None:
+def _write_outputs(
+    folder: Path, scored: list[_Scored], markdown: str, dataset, te: np.ndarray, dataset_dir, warnings: list[str]
+) -> None:
     """Tables, plots, test probabilities, model bundles and summary into ``folder``."""
     from medfoundry.evaluation.classification import plot_confusions, plot_curves, write_comparison_csv
 
@@ -122,7 +125,9 @@ def _write_outputs(folder: Path, scored: list[_Scored], markdown: str, dataset, 
     for s in scored:
         _save_bundle(folder / "models" / f"{s.key}.pt", s.bundle)
     (folder / "summary.json").write_text(
-        json.dumps({"rows": rows, "dataset": str(Path(dataset_dir).resolve())}, indent=1, default=float)
+        json.dumps(
+            {"rows": rows, "dataset": str(Path(dataset_dir).resolve()), "warnings": warnings}, indent=1, default=float
+        )
     )
 
 
@@ -138,12 +143,16 @@ def run_comparison(
     seed: int = 0,
     overwrite: bool = False,
     progress: bool = True,
+    allow_one_class_splits: bool = False,
 ) -> ComparisonResult:
     """Train and score every model; the output folder appears complete or not at all.
 
     ``imbalance="auto"`` uses the dataset's sample weights when it has them (whole-body mode), else
-    ``pos_weight``."""
+    ``pos_weight``. A validation or test split that is empty or holds one class (or, in whole-body mode, no
+    whole-body scan) is refused before any training: its threshold / accuracy would mean nothing. With
+    ``allow_one_class_splits`` it is scored anyway and the table starts with a warning naming the problem."""
     from medfoundry.data.pet_slices import SliceDataset
+    from medfoundry.data.pet_slices.checks import split_problems
     from medfoundry.evaluation.classification import comparison_markdown
     from medfoundry.inference.embedding_cache import find_caches, open_cache
     from medfoundry.training.cnn_baseline import CNNConfig
@@ -167,6 +176,14 @@ def run_comparison(
     _, va, te = splits
     if te.size == 0:
         raise InputError(dataset_dir, "the test split is empty; rebuild with a non-zero test fraction")
+    problems = split_problems(dataset.rows, dataset.weights is not None, ("val", "test"), empty=True)
+    if problems and not allow_one_class_splits:
+        raise InputError(
+            dataset_dir,
+            "; ".join(problems) + ": the threshold (val) or accuracy / ROC-AUC (test) of such a split mean nothing. "
+            "Rebuild with both classes in val and test (see 'classify build'); --allow-one-class-splits scores it "
+            "anyway with a warning in the table",
+        )
     preprocessing = {"config": dataset.info["config"], "preprocessing_hash": dataset.preprocessing_hash}
     head_cfg = HeadConfig(epochs=head_epochs, imbalance=imbalance, threshold_rule=threshold_rule, seed=seed)
     scored = [_linear_head(cache, dataset, splits, head_cfg, preprocessing) for cache in opened]
@@ -180,7 +197,8 @@ def run_comparison(
         f"{len({dataset.rows[r]['patient_id'] for r in te})} patients; thresholds chosen on the val split "
         f"({va.size} slices, rule '{threshold_rule}'); heads: imbalance '{imbalance}'.\n\n"
     )
-    markdown = header + comparison_markdown(rows, extra=("train_seconds",))
+    warning = "".join(f"**WARNING: {p}; its numbers below mean little.**\n\n" for p in problems)
+    markdown = warning + header + comparison_markdown(rows, extra=("train_seconds",))
     with atomic_dir(out_dir, overwrite=True) as tmp:  # ``overwrite`` was checked before the training
-        _write_outputs(tmp, scored, markdown, dataset, te, dataset_dir)
-    return ComparisonResult(rows, markdown)
+        _write_outputs(tmp, scored, markdown, dataset, te, dataset_dir, problems)
+    return ComparisonResult(rows, markdown, problems)

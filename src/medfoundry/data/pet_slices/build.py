@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from medfoundry.data.pet_slices.cases import _check_cases
+from medfoundry.data.pet_slices.checks import check_build_splits, split_problems
 from medfoundry.data.pet_slices.config import FORMAT_VERSION, MANIFEST_FIELDS, CaseSpec, SliceConfig
 from medfoundry.data.pet_slices.dataset import SliceDataset
 from medfoundry.data.pet_slices.split import patient_split
@@ -33,8 +34,12 @@ def build_slice_dataset(
     pinned: dict[str, str] | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    allow_incomplete_splits: bool = False,
 ) -> SliceDataset:
-    """Read, slice and store every case; the folder appears complete or not at all (atomic rename)."""
+    """Read, slice and store every case; the folder appears complete or not at all (atomic rename).
+
+    A split that is empty or holds one class is refused (:mod:`.checks`; nothing is written) unless
+    ``allow_incomplete_splits``, which records the problems in ``dataset.json`` (``split_problems``)."""
     from tqdm.auto import tqdm
 
     out_dir = check_writable(out_dir, overwrite, folder=True, create=False)  # before any work
@@ -83,6 +88,7 @@ def build_slice_dataset(
                     "n_abnormal": int((stack.lesion_voxels >= config.min_lesion_voxels).sum()),
                 }
             )
+        problems = check_build_splits(split_problems(rows), allow_incomplete_splits, out_dir, "see --split and --seed")
         with (tmp / "manifest.csv").open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=MANIFEST_FIELDS)
             writer.writeheader()
@@ -98,6 +104,7 @@ def build_slice_dataset(
             "cases": case_records,
             "n_slices": len(rows),
             "n_abnormal": int(sum(r["label"] for r in rows)),
+            "split_problems": problems,
         }
         (tmp / "dataset.json").write_text(json.dumps(info, indent=1))
     return SliceDataset(out_dir)

@@ -30,6 +30,7 @@ import numpy as np
 
 from medfoundry.data.insertion import InsertionConfig, extract_lesions, insert_lesions, placement_map, restrict
 from medfoundry.data.pet_slices.cases import _check_cases
+from medfoundry.data.pet_slices.checks import BUILD_ADVICE, check_build_splits, split_problems
 from medfoundry.data.pet_slices.config import FORMAT_VERSION, MANIFEST_FIELDS, SPLITS, CaseSpec, SliceConfig
 from medfoundry.data.pet_slices.dataset import SliceDataset
 from medfoundry.data.pet_slices.split import patient_split
@@ -83,6 +84,25 @@ def _region_of(index: np.ndarray, n: int, regions: Mapping[str, tuple[float, flo
     for split, (lo, hi) in regions.items():
         out[(frac >= lo) & (frac < hi)] = split
     return out
+
+
+def splits_without_background(
+    assignment: Mapping[str, str],
+    backgrounds: Sequence[CaseSpec],
+    crops: Sequence[CaseSpec],
+    regions: Mapping[str, tuple[float, float]] | None = None,
+) -> list[str]:
+    """Problems known before any volume is read: splits that get crop slices but no whole-body scan (their slices
+    would all be abnormal: no normal anatomy to score against)."""
+    with_background = set(regions) if regions is not None else {assignment[c.patient_id] for c in backgrounds}
+    problems = []
+    for split in SPLITS:
+        n_crops = sum(assignment[c.patient_id] == split for c in crops)
+        if n_crops and split not in with_background:
+            problems.append(
+                f"the {split} split gets {n_crops} crop(s) and no whole-body scan: no normal slice, only lesion slices"
+            )
+    return problems
 
 
 def _sources(pools: Mapping[str, list], split: str, patient: str) -> list:
@@ -149,8 +169,13 @@ def build_wholebody_dataset(
     pinned: dict[str, str] | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    allow_incomplete_splits: bool = False,
 ) -> SliceDataset:
-    """Write a whole-body slice dataset (module docstring); the folder appears complete or not at all."""
+    """Write a whole-body slice dataset (module docstring); the folder appears complete or not at all.
+
+    A split without a whole-body scan, or with one class, is refused before any work where that is known from
+    the split alone, else before anything is written (:mod:`.checks`), unless ``allow_incomplete_splits``
+    (the problems are then recorded in ``dataset.json``, ``split_problems``)."""
     from tqdm.auto import tqdm
 
     out_dir = check_writable(out_dir, overwrite, folder=True, create=False)
@@ -166,6 +191,8 @@ def build_wholebody_dataset(
             None, "inserted-lesion scans need crops (labelled lesions to insert); give crops or 0 insertions"
         )
     assignment = patient_split([c.patient_id for c in [*backgrounds, *crops]], fractions, seed, pinned)
+    early = splits_without_background(assignment, backgrounds, crops, options.regions)
+    check_build_splits(early, allow_incomplete_splits, out_dir, BUILD_ADVICE)
     crop_config = SliceConfig(**{**asdict(config), "grid": (0, 0, 0)})
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         out = _Writer(tmp)
@@ -262,6 +289,8 @@ def build_wholebody_dataset(
         weights = balance_weights(labels, [r["split"] for r in out.rows])
         for row, w in zip(out.rows, weights, strict=True):
             row["weight"] = round(float(w), 6)
+        problems = split_problems(out.rows, wholebody=True)
+        problems = check_build_splits(problems, allow_incomplete_splits, out_dir, BUILD_ADVICE)
         with (tmp / "manifest.csv").open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=WHOLEBODY_FIELDS)
             writer.writeheader()
@@ -289,6 +318,7 @@ def build_wholebody_dataset(
             "cases": out.cases,
             "n_slices": len(out.rows),
             "n_abnormal": int(labels.sum()) if labels.size else 0,
+            "split_problems": problems,
         }
         (tmp / "dataset.json").write_text(json.dumps(info, indent=1))
     return SliceDataset(out_dir)
