@@ -8,7 +8,6 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from medfoundry.data.insertion import InsertionConfig
 from medfoundry.data.pet_slices import CaseSpec, SliceConfig, WholeBodyOptions, balance_weights, build_wholebody_dataset
 from medfoundry.errors import InputError
 from tests.test_classify_cli import run_cli
@@ -52,19 +51,24 @@ def test_wholebody_build_on_real_data(shared_data, tmp_path, capsys):
     crop_rows = [r for r in rows if r["source"] == "crop"]
     assert Counter(r["case_id"] for r in crop_rows) == {"STS_002": 2, "STS_003": 2}
     assert all(r["label"] == 1 for r in crop_rows)
-    # inserted scans: one per region; only changed slices, all inside their region, all with lesion voxels
+    # inserted scans: one per region; only changed slices, all inside their region: the lesion slices and the
+    # slices its blurred uptake (7 mm FWHM, cut at 3 sigma) reaches beyond its label, which stay normal
     inserted = [c for c in info["cases"] if c["source"] == "inserted"]
     assert sorted(c["case_id"] for c in inserted) == ["wb001.test00", "wb001.train00"]
     for case in inserted:
         split = case["case_id"].split(".")[1][:-2]
         ins_rows = [r for r in rows if r["case_id"] == case["case_id"]]
-        assert ins_rows and all(r["split"] == split and r["label"] == 1 for r in ins_rows)
+        assert ins_rows and all(r["split"] == split for r in ins_rows)
         z = [r["slice_index"] for r in ins_rows]
         assert (max(z) < 133) if split == "train" else (min(z) >= 134)
-        touched = set()
+        touched, reach = set(), set()
         for p in case["placements"]:
-            touched |= set(range(p["corner_zyx"][0], p["corner_zyx"][0] + p["shape_zyx"][0]))
-        assert set(z) <= touched  # no row outside an inserted lesion's slices
+            first, n = p["corner_zyx"][0], p["shape_zyx"][0]
+            pad = int(np.ceil(3 * p["blur_sigma_mm"] / 3.27))
+            touched |= set(range(first, first + n))
+            reach |= set(range(first - pad, first + n + pad))
+        assert {r["slice_index"] for r in ins_rows if r["label"] == 1} == touched  # every lesion slice, labelled
+        assert set(z) <= reach  # no row beyond the blurred uptake
         sources = {p["source"] for p in case["placements"]}
         assert sources <= {"STS_002", "STS_003"}
     # sample weights balance the classes inside each split; no normal slice was dropped
@@ -79,9 +83,7 @@ def test_wholebody_build_on_real_data(shared_data, tmp_path, capsys):
         [CaseSpec(c.name, c / "PET_image.nii.gz", c / "PET_mask.nii.gz") for c in crops],
         tmp_path / "again",
         SliceConfig(grid=(0, 0, 0), size=32),
-        WholeBodyOptions(
-            n_inserted=1, crop_slices=2, insertion=InsertionConfig(), regions={"train": (0, 0.5), "test": (0.5, 1)}
-        ),
+        WholeBodyOptions(n_inserted=1, crop_slices=2, regions={"train": (0, 0.5), "test": (0.5, 1)}),
         fractions=(0.5, 0, 0.5),
         seed=4,
         progress=False,

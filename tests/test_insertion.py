@@ -131,3 +131,31 @@ def test_example_picture_is_written(background, templates, pmap, tmp_path):
     assert path.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(FileExistsError):
         save_insertion_examples(image.array, examples, image.spacing, image.direction, path)
+
+
+def test_blur_to_the_background_resolution_keeps_activity_and_label(background, templates, pmap):
+    """With ``resolution_fwhm_mm`` the same draws give the same label and placements; the added activity keeps
+    its total, loses peak (partial volume) and spills at most 3 sigma outside the label."""
+    from medfoundry.data.insertion.lesions import FWHM_PER_SIGMA, added_blur_mm
+
+    assert added_blur_mm(7.0, 7.0, 1.0) == 0.0  # a lesion at its own size keeps its own blur
+    assert added_blur_mm(7.0, 7.0, 0.5) == pytest.approx(7.0 * np.sqrt(0.75) / FWHM_PER_SIGMA)
+    assert added_blur_mm(7.0, 4.0, 1.0) == pytest.approx(np.sqrt(49 - 16) / FWHM_PER_SIGMA)  # sharper source
+    image, mask = background
+    before = image.array.astype(np.float32)
+    sharp = insert_lesions(image, templates, seed=5, own_label=mask, pmap=pmap)
+    config = InsertionConfig(resolution_fwhm_mm=7.0)
+    blurred = insert_lesions(image, templates, seed=5, config=config, own_label=mask, pmap=pmap)
+    assert np.array_equal(blurred.label.array, sharp.label.array)
+    assert [p.corner for p in blurred.placements] == [p.corner for p in sharp.placements]
+    assert all(p.blur_sigma_mm == config.blur_sigma_mm(p.size_scale) for p in blurred.placements)
+    assert any(p.blur_sigma_mm > 0 for p in blurred.placements)  # a shrunk crop lesion
+    added_sharp, added_blur = sharp.image.array - before, blurred.image.array - before
+    assert added_blur.sum() == pytest.approx(added_sharp.sum(), rel=1e-3)
+    for b, a in zip(blurred.placements, sharp.placements, strict=True):
+        assert b.peak_suv < a.peak_suv if b.blur_sigma_mm > 0 else b.peak_suv == a.peak_suv
+    # the separable Gaussian is cut at 3 sigma along each axis: its support is a box, corners sqrt(3) further
+    reach = np.sqrt(3) * (max(3 * p.blur_sigma_mm for p in blurred.placements) + max(image.spacing_zyx))
+    near = ndimage.distance_transform_edt(~blurred.inserted, sampling=image.spacing_zyx) <= reach
+    assert not np.any(added_blur[~near] != 0)
+    assert np.any(added_blur[~blurred.inserted] > 0)  # spill outside the label

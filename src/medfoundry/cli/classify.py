@@ -16,6 +16,7 @@ from medfoundry.cli.common import (
     add_seed,
     finite_float,
     fraction,
+    nonnegative_float,
     nonnegative_int,
     positive_float,
     positive_int,
@@ -102,6 +103,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     w.add_argument(
         "--lesion-contrast", nargs=2, type=positive_float, default=(0.5, 1.0), metavar=("LO", "HI"),
         help="factor on the source lesion's excess SUV (default 0.5 1.0)",
+    )  # fmt: skip
+    w.add_argument(
+        "--lesion-fwhm", type=nonnegative_float, metavar="MM",
+        help="resolution (FWHM, mm) the inserted lesions are blurred to: the background scanner's (default 7, the "
+        "middle of clinical whole-body PET's 5-9 mm; 0 = no blur)",
     )  # fmt: skip
     w.add_argument(
         "--regions",
@@ -239,7 +245,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _build_wholebody(args: argparse.Namespace, cases: list, config, pinned: dict):
-    from medfoundry.data.insertion import InsertionConfig
+    from medfoundry.data.insertion import CLINICAL_FWHM_MM, InsertionConfig
     from medfoundry.data.pet_slices import CaseSpec, WholeBodyOptions, build_wholebody_dataset, read_case_table
     from medfoundry.errors import InputError
 
@@ -258,6 +264,7 @@ def _build_wholebody(args: argparse.Namespace, cases: list, config, pinned: dict
             lesions_per_scan=tuple(args.lesions_per_scan),
             volume_ml=tuple(args.lesion_volume),
             intensity_scale=tuple(args.lesion_contrast),
+            resolution_fwhm_mm=CLINICAL_FWHM_MM if args.lesion_fwhm is None else args.lesion_fwhm,
         ),
         crop_slices=args.crop_slices,
         regions=regions,

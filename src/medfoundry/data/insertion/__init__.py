@@ -6,11 +6,18 @@ with a seeded generator and returns the new image (same geometry) and the exact 
 :func:`medfoundry.evaluation.wholebody_figures.save_insertion_examples`.
 """
 
-from medfoundry.data.insertion.insert import InsertionConfig, InsertionResult, Placement, insert_lesions
+from medfoundry.data.insertion.insert import (
+    CLINICAL_FWHM_MM,
+    InsertionConfig,
+    InsertionResult,
+    Placement,
+    insert_lesions,
+)
 from medfoundry.data.insertion.lesions import LesionTemplate, extract_lesions, resample_template
 from medfoundry.data.insertion.placement import PlacementMap, body_mask, placement_map, restrict
 
 __all__ = [
+    "CLINICAL_FWHM_MM",
     "InsertionConfig",
     "InsertionResult",
     "LesionTemplate",

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from medfoundry.data.insertion.lesions import LesionTemplate, resample_template
+from medfoundry.data.insertion.lesions import LesionTemplate, added_blur_mm, blur_activity, resample_template
 from medfoundry.data.insertion.placement import (
     BODY_MARGIN_MM,
     BODY_SUV,
@@ -21,6 +21,7 @@ from medfoundry.errors import InputError
 from medfoundry.io import MedicalImage
 
 MIN_INSERTED_VOXELS = 8
+CLINICAL_FWHM_MM = 7.0  # whole-body FDG PET as reconstructed: 5-9 mm FWHM (OSEM + post-filter); the middle
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,13 @@ class InsertionConfig:
     1-60 mL (the size of FDG-avid nodes and metastases; the source sarcomas are 17-2300 mL), reached by shrinking
     the source lesion (never enlarging it) with its shape kept; contrast 0.5-1.0 x the source's excess SUV
     (never brighter than a real lesion was); a left-right flip half of the time.
+
+    ``resolution_fwhm_mm`` > 0 blurs each inserted lesion to the background's resolution: a template carries the
+    blur of the scan it came from (``source_fwhm_mm``, default the same), shrinking it shrinks that blur too, so a
+    1 mL lesion cut from a 500 mL sarcoma would have edges far sharper than the background scanner can image. The
+    Gaussian added (:func:`~.lesions.added_blur_mm`) restores the background's blur; the activity spills outside
+    the label (partial volume, as in a real scan) and its total is kept. 0 (the default here) adds nothing;
+    :data:`CLINICAL_FWHM_MM` is what the whole-body slice builder uses.
     """
 
     lesions_per_scan: tuple[int, int] = (1, 3)
@@ -41,6 +49,8 @@ class InsertionConfig:
     body_margin_mm: float = BODY_MARGIN_MM
     organ_margin_mm: float = ORGAN_MARGIN_MM
     gap_mm: float = 10.0  # inserted lesions keep this distance from one another
+    resolution_fwhm_mm: float = 0.0  # the background's resolution; 0 = no blur added
+    source_fwhm_mm: float | None = None  # the templates' scanner resolution (None: the same as the background)
 
     def __post_init__(self) -> None:
         lo, hi = self.lesions_per_scan
@@ -50,6 +60,15 @@ class InsertionConfig:
             a, b = getattr(self, name)
             if not (0 < a <= b):
                 raise InputError(None, f"{name} must be a range 0 < lo <= hi, got {(a, b)}")
+        if self.resolution_fwhm_mm < 0 or (self.source_fwhm_mm is not None and self.source_fwhm_mm < 0):
+            raise InputError(None, f"resolution FWHM must be >= 0 mm, got {self.resolution_fwhm_mm}")
+
+    def blur_sigma_mm(self, scale: float) -> float:
+        """Gaussian sigma (mm) added to a template shrunk by ``scale`` (0 without blur)."""
+        if self.resolution_fwhm_mm <= 0:
+            return 0.0
+        source = self.resolution_fwhm_mm if self.source_fwhm_mm is None else self.source_fwhm_mm
+        return added_blur_mm(self.resolution_fwhm_mm, source, scale)
 
 
 @dataclass
@@ -65,6 +84,7 @@ class Placement:
     voxels: int
     volume_ml: float
     peak_suv: float  # largest added SUV
+    blur_sigma_mm: float = 0.0  # Gaussian added to reach the background's resolution
 
     @property
     def z_range(self) -> tuple[int, int]:
@@ -82,6 +102,7 @@ class Placement:
             "voxels": self.voxels,
             "volume_ml": round(self.volume_ml, 3),
             "peak_suv": round(self.peak_suv, 4),
+            "blur_sigma_mm": round(self.blur_sigma_mm, 3),
         }
 
 
@@ -91,7 +112,7 @@ class InsertionResult:
 
     image: MedicalImage
     label: MedicalImage
-    inserted: np.ndarray  # bool (z, y, x): the inserted voxels only
+    inserted: np.ndarray  # bool (z, y, x): the inserted voxels only (the label; blurred uptake reaches further)
     placements: list[Placement] = field(default_factory=list)
     placement_map: PlacementMap | None = None
 
@@ -107,6 +128,16 @@ def _block_around(
     off = [c - lo_ for c, lo_ in zip(corner, lo, strict=True)]
     local[tuple(slice(o, o + s) for o, s in zip(off, mask.shape, strict=True))] = mask
     allowed[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))] &= ~grow_mask(local, spacing, mm)
+
+
+def _add_clipped(image: np.ndarray, values: np.ndarray, corner: tuple[int, ...]) -> None:
+    """``image[corner : corner + values.shape] += values``, the part outside the image dropped."""
+    dst, src = [], []
+    for c, n, size in zip(corner, values.shape, image.shape, strict=True):
+        lo, hi = max(0, c), min(size, c + n)
+        dst.append(slice(lo, hi))
+        src.append(slice(lo - c, hi - c))
+    image[tuple(dst)] += values[tuple(src)]
 
 
 def insert_lesions(
@@ -164,7 +195,9 @@ def insert_lesions(
             if corner is None:
                 continue
             box = tuple(slice(c, c + s) for c, s in zip(corner, mask.shape, strict=True))
-            image[box] += activity * np.float32(gain)
+            sigma = config.blur_sigma_mm(scale)
+            blurred, pad = blur_activity(activity, spacing, sigma)
+            _add_clipped(image, blurred * np.float32(gain), tuple(c - pad for c in corner))
             inserted[box] |= mask
             _block_around(allowed, mask, corner, spacing, config.gap_mm)
             placements.append(
@@ -177,7 +210,8 @@ def insert_lesions(
                     flip,
                     int(mask.sum()),
                     float(mask.sum() * np.prod(spacing) / 1000.0),
-                    float(activity.max() * gain),
+                    float(blurred.max() * gain),
+                    sigma,
                 )
             )
             break

@@ -6,7 +6,8 @@ abnormal examples, inserted-lesion scans generated on the fly, class balance by 
 * **Crops** (labelled PET around one tumour): only their lesion slices are stored (their lesion-free slices are
   peritumoural, not normal anatomy); their lesions are also the insertion sources.
 * **Inserted scans**: per background, ``n_inserted`` copies with 1-3 crop lesions inserted
-  (:mod:`medfoundry.data.insertion`), seeded. Only the slices that differ from the background are stored (the
+  (:mod:`medfoundry.data.insertion`), seeded, blurred to the background's resolution (7 mm FWHM by default).
+  Only the slices that differ from the background are stored (the
   others are the background's slices, already there). The lesions of a crop are inserted only into scans of
   the crop's own split (if that split has no crop: the train split's, then any), never into a scan of the same
   patient.
@@ -28,7 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
-from medfoundry.data.insertion import InsertionConfig, extract_lesions, insert_lesions, placement_map, restrict
+from medfoundry.data.insertion import (
+    CLINICAL_FWHM_MM,
+    InsertionConfig,
+    extract_lesions,
+    insert_lesions,
+    placement_map,
+    restrict,
+)
 from medfoundry.data.pet_slices.cases import _check_cases
 from medfoundry.data.pet_slices.checks import BUILD_ADVICE, check_build_splits, split_problems
 from medfoundry.data.pet_slices.config import FORMAT_VERSION, MANIFEST_FIELDS, SPLITS, CaseSpec, SliceConfig
@@ -48,7 +56,7 @@ class WholeBodyOptions:
     """Whole-body build settings (see the module docstring)."""
 
     n_inserted: int = 4  # inserted-lesion scans per background (per split in a region split)
-    insertion: InsertionConfig = field(default_factory=InsertionConfig)
+    insertion: InsertionConfig = field(default_factory=lambda: InsertionConfig(resolution_fwhm_mm=CLINICAL_FWHM_MM))
     crop_slices: int = 0  # lesion slices kept per crop, evenly spaced over its lesion (0 = all of them)
     regions: Mapping[str, tuple[float, float]] | None = None  # split -> (from, to) fraction of slice index
 
