@@ -136,7 +136,8 @@ def test_example_picture_is_written(background, templates, pmap, tmp_path):
 def test_blur_to_the_background_resolution_keeps_activity_and_label(background, templates, pmap):
     """With ``resolution_fwhm_mm`` the same draws give the same label and placements; the added activity keeps
     its total, loses peak (partial volume) and spills at most 3 sigma outside the label."""
-    from medfoundry.data.insertion.lesions import FWHM_PER_SIGMA, added_blur_mm
+    from medfoundry.data.insertion.lesions import added_blur_mm
+    from medfoundry.data.scanner_variation import FWHM_PER_SIGMA
 
     assert added_blur_mm(7.0, 7.0, 1.0) == 0.0  # a lesion at its own size keeps its own blur
     assert added_blur_mm(7.0, 7.0, 0.5) == pytest.approx(7.0 * np.sqrt(0.75) / FWHM_PER_SIGMA)

@@ -13,6 +13,7 @@ import cc3d
 import numpy as np
 from scipy import ndimage
 
+from medfoundry.data.scanner_variation import FWHM_PER_SIGMA
 from medfoundry.errors import InputError
 from medfoundry.io import MedicalImage
 from medfoundry.preprocessing.pet_background import shell_background
@@ -99,7 +100,6 @@ def resample_template(
     return np.ascontiguousarray(new_act[box]), np.ascontiguousarray(new_mask[box])
 
 
-FWHM_PER_SIGMA = float(2.0 * np.sqrt(2.0 * np.log(2.0)))  # 2.3548
 BLUR_TRUNCATE = 3.0  # the Gaussian is cut at 3 sigma (99.7 % of the activity)
 
 
