@@ -46,6 +46,17 @@ def suv_peak(suv: np.ndarray, mask: np.ndarray, spacing_zyx: tuple[float, ...]) 
     return float(means[lesion].max())
 
 
+def suv_peak_map(suv: np.ndarray, spacing_zyx: tuple[float, ...]) -> np.ndarray:
+    """The 1 mL sphere mean centred at every voxel (voxels outside the image do not count): the SUVpeak of any
+    region is the maximum of this map over its voxels (the same numbers as :func:`suv_peak`, for every region of
+    a volume at once)."""
+    kernel = sphere_kernel(spacing_zyx).astype(np.float32)
+    data = np.asarray(suv, dtype=np.float32)
+    total = ndimage.correlate(data, kernel, mode="constant", cval=0.0)
+    count = ndimage.correlate(np.ones(data.shape, np.float32), kernel, mode="constant", cval=0.0)
+    return total / np.maximum(count, 1.0)
+
+
 def voxel_to_patient(index_zyx, spacing: tuple[float, ...], origin: tuple[float, ...], direction: tuple[float, ...]):
     """Patient (x, y, z) in mm of a (possibly fractional) voxel index (z, y, x), as ITK maps it."""
     ijk = np.asarray(index_zyx, dtype=np.float64)[::-1]
