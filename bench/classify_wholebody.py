@@ -1,6 +1,8 @@
-"""Whole-body slice classification with lesion insertion: region-split test on the one real whole-body scan.
+"""Whole-body slice classification with lesion insertion: the scan split (default, ``--protocol scan``: train on
+one whole-body PET, test on the other patient's; see ``bench/classify_scan_split.py``) and the region split of
+one scan (``--protocol region``, the earlier test, described below).
 
-Protocol (docs/classification.md, "Whole-body protocol"):
+Region protocol (docs/classification.md, "Region-split test"):
 
 * Background: whole-body FDG-PET STS_001 (DICOM series, SUV), every native slice (267), its GTV_Mass mask.
 * Lesions: the 29 labelled crops STS_002..STS_030 (never STS_001, the background's own patient), split by patient
@@ -20,9 +22,11 @@ Protocol (docs/classification.md, "Whole-body protocol"):
 Embeddings are cached by slice content (sha1 of the stored uint8 pixels) in ``OUT/cache/``, so the background
 slices shared by both splits are embedded once and a second run does no encoder work.
 
-    PYTHONPATH=src python bench/classify_wholebody.py [--out bench/out/classify_wholebody] [--insertions 3]
-        [--threads 2] [--backend fast|onnx|openvino|torch] [--intensity slice-max|suv-window] [--no-cnn]
-        [--docs docs/images]
+    PYTHONPATH=src python bench/classify_wholebody.py [--seeds 0 1 2] [--encoders litemedsam NAME=WEIGHTS ...]
+        [--evidence] [--docs docs/images]                                       # scan split (default)
+    PYTHONPATH=src python bench/classify_wholebody.py --protocol region [--out bench/out/classify_wholebody]
+        [--insertions 3] [--threads 2] [--backend fast|onnx|openvino|torch] [--intensity slice-max|suv-window]
+        [--no-cnn] [--docs docs/images]                                         # region split of STS_001
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from classify_scan_split import add_arguments as add_scan_arguments
+from classify_scan_split import run as run_scan_split
+from classify_scan_split import stored_images
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = {
@@ -50,7 +57,7 @@ ORGANS = {"bladder": (57, 68), "kidneys": (109, 135), "heart": (164, 189), "brai
 
 
 def build(args, name: str, regions: dict, out: Path):
-    from medfoundry.data.insertion import InsertionConfig
+    from medfoundry.data.insertion import CLINICAL_FWHM_MM, InsertionConfig
     from medfoundry.data.pet_slices import CaseSpec, SliceConfig, WholeBodyOptions, build_wholebody_dataset
 
     data = Path(args.data)
@@ -64,8 +71,12 @@ def build(args, name: str, regions: dict, out: Path):
         for i in range(2, 31)
     ]  # fmt: skip
     config = SliceConfig(grid=(0, 0, 0), size=args.size, intensity=args.intensity, suv_window=args.suv_window)
+    fwhm = CLINICAL_FWHM_MM if args.lesion_fwhm is None else args.lesion_fwhm
     options = WholeBodyOptions(
-        n_inserted=args.insertions, insertion=InsertionConfig(), crop_slices=args.crop_slices, regions=regions
+        n_inserted=args.insertions,
+        insertion=InsertionConfig(resolution_fwhm_mm=fwhm),
+        crop_slices=args.crop_slices,
+        regions=regions,
     )
     folder = out / "datasets" / name.replace("->", "_to_")
     return build_wholebody_dataset(
@@ -159,10 +170,6 @@ class SliceEmbeddings:
         keys = [hashlib.sha1(im.tobytes()).hexdigest() for im in images]
         out = np.stack([np.load(self.patch_dir / f"{k}.npy") for k in keys])  # (n, 256, G, G)
         return out.reshape(len(keys), out.shape[1], -1).transpose(0, 2, 1)
-
-
-def stored_images(ds) -> np.ndarray:
-    return np.concatenate([ds.case_images(c["case_id"]) for c in ds.info["cases"]])
 
 
 def score(y: np.ndarray, p: np.ndarray, thr: float) -> dict:
@@ -324,6 +331,7 @@ def flagged_ranges(slices: np.ndarray, flags: np.ndarray) -> list[tuple[int, int
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--protocol", choices=("scan", "region"), default="scan", help="scan split (default) or region")
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--out", default=str(ROOT / "bench" / "out" / "classify_wholebody"))
     p.add_argument("--insertions", type=int, default=3, help="inserted-lesion scans per region (train, val, test)")
@@ -341,16 +349,20 @@ def main() -> None:
     p.add_argument("--rule", choices=("youden", "f1"), default="youden")
     p.add_argument("--head-epochs", type=int, default=300)
     p.add_argument("--cnn-epochs", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="region protocol: the seed (scan protocol: --seeds)")
     p.add_argument("--no-cnn", action="store_true")
     p.add_argument("--no-patch-head", action="store_true", help="skip the LiteMedSAM patch head")
     p.add_argument("--patch-epochs", type=int, default=100, help="patch head: training epochs")
     p.add_argument("--select-on-val", action="store_true", help="keep the epoch with the lowest val-region loss")
     p.add_argument("--no-embed", action="store_true", help="CNN only")
     p.add_argument("--docs", help="copy the key figures to this folder (e.g. docs/images)")
+    add_scan_arguments(p)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    if args.protocol == "scan":
+        run_scan_split(args)
+        return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -68,8 +68,10 @@ def save_flagged_mip(
     lesion: np.ndarray | None = None,
     title: str = "",
     overwrite: bool = False,
+    unscored: np.ndarray | None = None,
 ) -> Path:
-    """Coronal MIP with the flagged slice ranges (first, last source slice, inclusive) shaded; lesions outlined."""
+    """Coronal MIP with the flagged slice ranges (first, last source slice, inclusive) shaded; lesions outlined;
+    ``unscored`` (e.g. unlabelled suspicious foci whose slices are left out of scoring) outlined in grey."""
     plt = pyplot_agg()
     height = 8.0 * max(0.5, volume.shape[0] * spacing[2] / (volume.shape[2] * spacing[0]) / 2)
     fig, ax = plt.subplots(figsize=(4.2, height))
@@ -80,6 +82,10 @@ def save_flagged_mip(
         proj = np.asarray(lesion).any(axis=1)
         ax.contour(proj.astype(float), levels=[0.5], colors=["#377eb8"], linewidths=0.9, origin=origin)
         ax.plot([], [], color="#377eb8", label="lesion in mask")
+    if unscored is not None and np.asarray(unscored).any():
+        proj = np.asarray(unscored).any(axis=1)
+        ax.contour(proj.astype(float), levels=[0.5], colors=["#999999"], linewidths=0.9, origin=origin)
+        ax.plot([], [], color="#999999", label="unlabelled focus (not scored)")
     ax.plot([], [], color="#ff7f00", alpha=0.5, linewidth=6, label=f"flagged ({len(ranges)} range(s))")
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title(title or "coronal MIP, flagged slices", fontsize=9)

@@ -68,6 +68,17 @@ class SliceDataset:
             return None
         return np.array([r["weight"] for r in self.rows], dtype=np.float64)
 
+    @property
+    def features(self) -> tuple[tuple[str, ...], np.ndarray, dict] | None:
+        """``(names, values (n_rows, k) float32, identity)`` of ``features.npz`` (whole-body builds with a feature
+        source), or None."""
+        from medfoundry.data.pet_slices.features import read_features
+
+        found = read_features(self.root)
+        if found is not None and found[1].shape[0] != len(self.rows):
+            raise InputError(self.root, f"features.npz has {found[1].shape[0]} rows, the manifest {len(self.rows)}")
+        return found
+
     def split_rows(self, split: str) -> np.ndarray:
         """Row indices of one split."""
         return np.array([r["row"] for r in self.rows if r["split"] == split], dtype=np.int64)

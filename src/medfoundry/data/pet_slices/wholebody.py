@@ -13,6 +13,10 @@ abnormal examples, inserted-lesion scans generated on the fly, class balance by 
   patient.
 * **Weights**: each row gets ``weight`` so that within a split both classes weigh the same in total (mean 1);
   no normal slice is dropped.
+* **Borrowed backgrounds** (``borrow_backgrounds``): a split that gets crops but no whole-body scan (with two
+  scans, the val split of a scan split) gets its inserted scans in the train split's whole-body scans: its lesions
+  are unseen, its anatomy is not (the builder still reports that split as having no normal anatomy of its own).
+* **Features** (``features``, e.g. anatomy): computed on every volume, stored per row in ``features.npz``.
 * **Region split** (``regions``): with one whole-body scan a patient split is impossible; instead each slice
   goes to the split whose range of the scan's height (fraction of the slice index, 0 = first slice) holds it,
   and the inserted scans of a split have their lesions wholly inside that split's range.
@@ -41,6 +45,7 @@ from medfoundry.data.pet_slices.cases import _check_cases
 from medfoundry.data.pet_slices.checks import BUILD_ADVICE, check_build_splits, split_problems
 from medfoundry.data.pet_slices.config import FORMAT_VERSION, MANIFEST_FIELDS, SPLITS, CaseSpec, SliceConfig
 from medfoundry.data.pet_slices.dataset import SliceDataset
+from medfoundry.data.pet_slices.features import FeatureSource, write_features
 from medfoundry.data.pet_slices.split import patient_split
 from medfoundry.data.pet_slices.volume import read_case, slice_volume
 from medfoundry.errors import InputError
@@ -59,6 +64,7 @@ class WholeBodyOptions:
     insertion: InsertionConfig = field(default_factory=lambda: InsertionConfig(resolution_fwhm_mm=CLINICAL_FWHM_MM))
     crop_slices: int = 0  # lesion slices kept per crop, evenly spaced over its lesion (0 = all of them)
     regions: Mapping[str, tuple[float, float]] | None = None  # split -> (from, to) fraction of slice index
+    borrow_backgrounds: bool = False  # a split with crops but no whole-body scan inserts into the train split's
 
     def __post_init__(self) -> None:
         if self.n_inserted < 0 or self.crop_slices < 0:
@@ -138,10 +144,14 @@ class _Writer:
         self.rows: list[dict] = []
         self.cases: list[dict] = []
         self.digests: list[str] = []
+        self.features: list[np.ndarray] = []
 
-    def add(self, case_id: str, patient: str, stack, keep: np.ndarray, splits, source: str, min_vox: int, **info):
+    def add(self, case_id: str, patient: str, stack, keep: np.ndarray, splits, source: str, min_vox: int,
+            features: np.ndarray | None = None, **info):  # fmt: skip
         if keep.size == 0:
             return
+        if features is not None:
+            self.features.append(features[stack.source_slice[keep]])
         images = stack.images[keep]
         np.savez_compressed(self.tmp / "slices" / f"{case_id}.npz", images=images)
         self.digests.append(hashlib.sha256(images.tobytes()).hexdigest())
@@ -178,8 +188,12 @@ def build_wholebody_dataset(
     overwrite: bool = False,
     progress: bool = True,
     allow_incomplete_splits: bool = False,
+    features: FeatureSource | None = None,
 ) -> SliceDataset:
     """Write a whole-body slice dataset (module docstring); the folder appears complete or not at all.
+
+    ``features`` (e.g. :class:`~medfoundry.data.pet_slices.features.AnatomyFeatures`) is computed on every volume
+    read or generated (in SUV) and stored per row in ``features.npz``.
 
     A split without a whole-body scan, or with one class, is refused before any work where that is known from
     the split alone, else before anything is written (:mod:`.checks`), unless ``allow_incomplete_splits``
@@ -202,6 +216,8 @@ def build_wholebody_dataset(
     early = splits_without_background(assignment, backgrounds, crops, options.regions)
     check_build_splits(early, allow_incomplete_splits, out_dir, BUILD_ADVICE)
     crop_config = SliceConfig(**{**asdict(config), "grid": (0, 0, 0)})
+    with_background = {assignment[b.patient_id] for b in backgrounds}
+    orphans = [s for s in SPLITS if s not in with_background and any(assignment[c.patient_id] == s for c in crops)]
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         out = _Writer(tmp)
         pools: dict[str, list] = {s: [] for s in SPLITS}
@@ -212,6 +228,7 @@ def build_wholebody_dataset(
             split = assignment[case.patient_id]
             pools[split] += extract_lesions(suv, mask, case.case_id, case.patient_id)
             stack = slice_volume(suv, mask, crop_config)
+            crop_features = None if features is None else features(suv, "crop")
             lesion_rows = np.flatnonzero(stack.lesion_voxels >= config.min_lesion_voxels)
             keep = _pick_evenly(lesion_rows, options.crop_slices)
             out.add(
@@ -222,6 +239,7 @@ def build_wholebody_dataset(
                 split,
                 "crop",
                 config.min_lesion_voxels,
+                crop_features,
                 image=str(case.image),
                 mask=str(case.mask),
                 shape_zyx=list(image.array.shape),
@@ -240,7 +258,7 @@ def build_wholebody_dataset(
             else:
                 keep = np.arange(stack.images.shape[0])
                 splits = assignment[case.patient_id]
-                wanted = [splits]
+                wanted = [splits] + (orphans if splits == "train" and options.borrow_backgrounds else [])
             out.add(
                 case.case_id,
                 case.patient_id,
@@ -249,6 +267,7 @@ def build_wholebody_dataset(
                 splits,
                 "wholebody",
                 config.min_lesion_voxels,
+                None if features is None else features(suv, "wholebody"),
                 image=str(case.image),
                 mask=str(case.mask),
                 shape_zyx=list(image.array.shape),
@@ -287,6 +306,7 @@ def build_wholebody_dataset(
                         split,
                         "inserted",
                         config.min_lesion_voxels,
+                        None if features is None or ins_keep.size == 0 else features(result.image, "inserted"),
                         background=case.case_id,
                         seed=ins_seed,
                         placements=[p.as_dict() for p in result.placements],
@@ -303,6 +323,8 @@ def build_wholebody_dataset(
             writer = csv.DictWriter(handle, fieldnames=WHOLEBODY_FIELDS)
             writer.writeheader()
             writer.writerows(out.rows)
+        if features is not None:
+            write_features(tmp, features.names, np.concatenate(out.features), features.identity)
         params = {**config.pixel_params(), "mode": "wholebody"}
         info = {
             "format": FORMAT_VERSION,
@@ -316,6 +338,8 @@ def build_wholebody_dataset(
                 "n_inserted": options.n_inserted,
                 "crop_slices": options.crop_slices,
                 "regions": None if options.regions is None else {k: list(v) for k, v in options.regions.items()},
+                "borrow_backgrounds": options.borrow_backgrounds,
+                "features": None if features is None else {"names": list(features.names), **features.identity},
                 "insertion": {
                     k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(options.insertion).items()
                 },
