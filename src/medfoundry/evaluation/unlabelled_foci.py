@@ -13,7 +13,7 @@ its label and the PET-only anatomy (:mod:`medfoundry.preprocessing.anatomy`):
    the same margin (10 mm: about 1.5 x the 5-9 mm FWHM of clinical PET, so an organ's or a lesion's own spill-over
    is not a focus, plus the anatomy's 4 mm working grid).
 3. **A focus a reader would measure**: a 26-connected component of what is left whose PERCIST SUVpeak (mean SUV
-   in a 1 mL sphere, :func:`medfoundry.evaluation.pet_quant.suv_peak`) also reaches the threshold: PERCIST's
+   in a 1 mL sphere, :func:`medfoundry.preprocessing.suv_peak.suv_peak_map`) also reaches the threshold: PERCIST's
    criterion for a measurable lesion, which single hot voxels of noise do not meet.
 
 Every slice (array axis 0) holding a voxel of such a focus is excluded from scoring unless it is labelled abnormal.
@@ -33,11 +33,10 @@ import cc3d
 import numpy as np
 from scipy import ndimage
 
-from medfoundry.evaluation.pet_quant import suv_peak_map
 from medfoundry.preprocessing.anatomy.morphology import dilate_mm
+from medfoundry.preprocessing.anatomy.physiological import MARGIN_MM, physiological_mask
 from medfoundry.preprocessing.pet_reference import adaptive_threshold
-
-MARGIN_MM = 10.0
+from medfoundry.preprocessing.suv_peak import suv_peak_map
 
 
 @dataclass
@@ -67,17 +66,6 @@ class UnlabelledFoci:
             "excluded_slices": {int(k): v for k, v in sorted(self.excluded.items())},
             "n_excluded": len(self.excluded),
         }
-
-
-def physiological_mask(
-    anatomy, shape: tuple[int, ...], spacing_zyx: tuple[float, ...], margin_mm: float = MARGIN_MM
-) -> np.ndarray:
-    """Every organ the anatomy found, grown by ``margin_mm``."""
-    union = np.zeros(shape, bool)
-    for organ in anatomy.organs.values():
-        if organ.mask is not None:
-            union |= organ.mask
-    return dilate_mm(union, spacing_zyx, margin_mm) if union.any() else union
 
 
 def unlabelled_foci(

@@ -12,7 +12,7 @@ the body normally shows, so a head next to the embedding can judge a slice again
   heart, liver, kidneys, ureters, bladder, bowel): which organs the slice cuts;
 * uptake as ``log(1 + SUV / liver SUV)`` (the liver's own level, so a global SUV scale between sites cancels):
   ``uptake_slice`` (the slice's SUVmax), ``uptake_organs`` (SUVmax inside the organs, each grown by
-  :data:`~medfoundry.evaluation.unlabelled_foci.MARGIN_MM`: what the organs explain) and ``uptake_outside`` /
+  :data:`~medfoundry.preprocessing.anatomy.physiological.MARGIN_MM`: what the organs explain) and ``uptake_outside`` /
   ``peak_outside`` (SUVmax and PERCIST SUVpeak of the rest of the body on that slice: what nothing
   physiological explains).
 
@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from medfoundry.evaluation.pet_quant import suv_peak_map
-from medfoundry.evaluation.unlabelled_foci import MARGIN_MM, physiological_mask
+from medfoundry.preprocessing.anatomy.physiological import MARGIN_MM, physiological_mask
+from medfoundry.preprocessing.suv_peak import suv_peak_map
 
 ORGAN_GROUPS = {
     "brain": ("brain",),
