@@ -110,6 +110,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "middle of clinical whole-body PET's 5-9 mm; 0 = no blur)",
     )  # fmt: skip
     w.add_argument(
+        "--features",
+        nargs="+",
+        choices=("anatomy", "finder"),
+        default=[],
+        help="per-slice numbers stored next to the pixels, for heads that use them beside the embedding: 'anatomy' "
+        "(organs the slice cuts, the uptake they do and do not explain; ~3 s per scan), 'finder' (the lesion "
+        "finder's candidate scores and accepted volume per slice; about a minute per scan)",
+    )
+    w.add_argument(
+        "--borrow-backgrounds",
+        action="store_true",
+        help="a split with crops but no whole-body scan (e.g. val, with two scans) gets its lesions inserted into the "
+        "train split's scans",
+    )
+    w.add_argument(
         "--regions",
         nargs="+",
         type=region_spec,
@@ -201,8 +216,10 @@ def _build(args: argparse.Namespace) -> int:
     if not cases:
         raise InputError(None, "no cases: give --cases CSV or --case ID IMAGE MASK")
     wholebody = args.mode == "wholebody"
-    if not wholebody and (args.crops or args.crop or args.regions):
-        raise InputError(None, "--crops / --crop / --regions belong to --mode wholebody")
+    if not wholebody and (args.crops or args.crop or args.regions or args.features or args.borrow_backgrounds):
+        raise InputError(
+            None, "--crops / --crop / --regions / --features / --borrow-backgrounds belong to --mode wholebody"
+        )
     grid = args.grid if args.grid is not None else ((0, 0, 0) if wholebody else (400, 400, 300))
     config = SliceConfig(
         grid=tuple(grid),
@@ -268,7 +285,13 @@ def _build_wholebody(args: argparse.Namespace, cases: list, config, pinned: dict
         ),
         crop_slices=args.crop_slices,
         regions=regions,
+        borrow_backgrounds=args.borrow_backgrounds,
     )
+    features = None
+    if args.features:
+        from medfoundry.inference.slice_features import feature_source
+
+        features = feature_source(args.features)
     return build_wholebody_dataset(
         cases,
         crops,
@@ -280,6 +303,7 @@ def _build_wholebody(args: argparse.Namespace, cases: list, config, pinned: dict
         pinned=pinned,
         overwrite=args.overwrite,
         allow_incomplete_splits=args.allow_incomplete_splits,
+        features=features,
     )
 
 
@@ -324,7 +348,8 @@ def _compare(args: argparse.Namespace) -> int:
         allow_one_class_splits=args.allow_one_class_splits,
     )
     print(result.markdown)
-    print(f"written to {args.out}: table.md, table.csv, roc.png, pr.png, confusion.png, models/")
+    print(f"written to {args.out}: table.md, table.csv, roc.png, pr.png, confusion.png, models/ (best.pt: the "
+          "highest val ROC-AUC)")  # fmt: skip
     return 0
 
 
@@ -344,7 +369,7 @@ def _predict(args: argparse.Namespace) -> int:
         backend=args.backend,
         embedding_cache=None if args.no_embedding_cache else cache_dir() / "slice_embeddings",
     )
-    print(f"{args.scan}: {len(result.probabilities)} slices, threshold {result.threshold:.3f}")
+    print(f"{args.scan}: {len(result.probabilities)} slices, model {result.model}, threshold {result.threshold:.3f}")
     if result.ranges:
         for r in result.ranges:
             print(

@@ -2,7 +2,10 @@
 coronal MIP with the flagged slice ranges marked.
 
 The scan goes through the same preprocessing as the training slices (grid, per-slice max scaling, resize);
-a linear-head bundle re-runs its frozen encoder (same weights, checked by hash) and a CNN bundle runs the CNN.
+a linear-head bundle re-runs its frozen encoder (same weights, checked by hash) and a CNN bundle runs the CNN. A
+head trained with per-slice features (whole-body builds with ``--features anatomy finder``) gets them computed on
+the scan in SUV by the same sources (:mod:`medfoundry.inference.slice_features`); ``models/best.pt`` of
+``classify compare`` is the model with the highest val ROC-AUC.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class ScanPrediction:
     z_mm: np.ndarray
     threshold: float
     ranges: list[dict]
+    model: str = ""  # the model's name (``litemedsam + anatomy``...)
 
 
 def load_bundle(path: str | Path) -> dict:
@@ -131,16 +135,42 @@ def scan_embeddings(
     return emb
 
 
-def _scan_probabilities(bundle: dict, images: np.ndarray, weights, backend: str, cache, progress: bool) -> np.ndarray:
-    """Per-slice probabilities of a CNN or linear-head bundle on uint8 slices ``(n, S, S)``."""
+def _scan_probabilities(
+    bundle: dict, images: np.ndarray, features: np.ndarray | None, weights, backend: str, cache, progress: bool
+) -> np.ndarray:
+    """Per-slice probabilities of a CNN or linear-head bundle on uint8 slices ``(n, S, S)``; a head with per-slice
+    features gets them after the embedding (or alone, for a model without an encoder)."""
     if bundle["kind"] == "cnn":
         model = SliceCNN(bundle["input_size"], tuple(bundle["channels"]))
         model.load_state_dict(bundle["state_dict"])
         return predict_proba(model, images.astype(np.float32) / 255.0, batch_size=64)
-    emb = scan_embeddings(bundle, images, weights, backend, cache, progress)
+    parts = []
+    if bundle.get("encoder") is not None:
+        parts.append(scan_embeddings(bundle, images, weights, backend, cache, progress))
+    if features is not None:
+        parts.append(features)
     head = LinearHead(bundle["head_dim"], bundle.get("dropout", 0.2))
     head.load_state_dict(bundle["state_dict"])
-    return predict_proba(head, emb)
+    return predict_proba(head, np.concatenate(parts, axis=1))
+
+
+def model_name(bundle: dict) -> str:
+    """What a bundle is called in tables and figures (``litemedsam + anatomy``, ``baseline CNN``...)."""
+    if "name" in bundle:
+        return str(bundle["name"])
+    return bundle["encoder"]["name"] + " + linear" if bundle["kind"] == "linear" else "baseline CNN"
+
+
+def scan_features(bundle: dict, suv, source_slice: np.ndarray, model: str | Path) -> np.ndarray | None:
+    """The per-slice features a bundle was trained with, computed on the scan (SUV) for its stored slices."""
+    spec = bundle.get("features")
+    if not spec:
+        return None
+    from medfoundry.inference.slice_features import source_for
+
+    source = source_for(spec["identity"], model)
+    values = source(suv, "scan")
+    return values[np.asarray(source_slice)][:, [source.names.index(n) for n in spec["names"]]]
 
 
 def plot_profile(path: Path, pred: ScanPrediction, title: str, lesion_slices: np.ndarray | None = None) -> None:
@@ -195,14 +225,18 @@ def predict_scan(
         cfg["lesion_labels"] = tuple(cfg["lesion_labels"])
     config = SliceConfig(**cfg)
     image, mask_img = read_case(CaseSpec("scan", Path(scan), None if mask is None else Path(mask)))
-    if config.intensity == "suv-window":
+    if config.intensity == "suv-window" or bundle.get("features"):
         image = to_suv(image, suv_factor)
     elif suv_factor is not None:
-        raise InputError(None, "--suv-factor only applies to models trained on SUV-window slices; this one is not")
+        raise InputError(
+            None, "--suv-factor only applies to models trained on SUV-window slices or on SUV features; this one is not"
+        )
     clock.lap("read")
     stack = slice_volume(image, mask_img, config)
     clock.lap("slices")
-    prob = _scan_probabilities(bundle, stack.images, weights, backend, embedding_cache, progress)
+    features = scan_features(bundle, image, stack.source_slice, model)
+    clock.lap("features")
+    prob = _scan_probabilities(bundle, stack.images, features, weights, backend, embedding_cache, progress)
     clock.lap("model")
     thr = float(bundle["threshold"] if threshold is None else threshold)
     if not 0.0 <= thr <= 1.0:
@@ -213,13 +247,14 @@ def predict_scan(
     hi = np.maximum(lo, np.ceil((stack.slice_index + 1) * nz_src / n_grid).astype(int) - 1)
     extent = np.stack([lo, np.minimum(hi, nz_src - 1)], axis=1)
     ranges = flagged_ranges(flags, stack.z_mm, prob, extent)
-    pred = ScanPrediction(prob, stack.slice_index, stack.source_slice, stack.z_mm, thr, ranges)
+    pred = ScanPrediction(prob, stack.slice_index, stack.source_slice, stack.z_mm, thr, ranges, model_name(bundle))
     lesion = stack.lesion_voxels >= config.min_lesion_voxels if mask_img is not None else None
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         with (tmp / "slice_probabilities.csv").open("w", newline="") as handle:
             writer = csv.writer(handle)
             cols = ["grid_slice", "source_first", "source_last", "z_mm", "probability", "flagged"]
-            writer.writerow(cols + (["lesion_voxels"] if lesion is not None else []))
+            feature_names = list(bundle["features"]["names"]) if features is not None else []
+            writer.writerow(cols + (["lesion_voxels"] if lesion is not None else []) + feature_names)
             for i in range(len(prob)):
                 line = [
                     int(stack.slice_index[i]),
@@ -229,7 +264,8 @@ def predict_scan(
                     f"{prob[i]:.6f}",
                     int(flags[i]),
                 ]
-                writer.writerow(line + ([int(stack.lesion_voxels[i])] if lesion is not None else []))
+                line += [int(stack.lesion_voxels[i])] if lesion is not None else []
+                writer.writerow(line + ([f"{v:.4f}" for v in features[i]] if features is not None else []))
         summary = {
             "scan": str(scan),
             "model": str(model),
@@ -239,7 +275,8 @@ def predict_scan(
             "n_flagged": int(flags.sum()),
             "ranges": ranges,
         }
-        name = bundle["encoder"]["name"] + " + linear" if bundle["kind"] == "linear" else "baseline CNN"
+        name = pred.model
+        summary["model_name"] = name
         plot_profile(tmp / "z_profile.png", pred, f"{Path(scan).name}: {name}", lesion)
         save_flagged_mip(
             np.asarray(image.array, np.float32),

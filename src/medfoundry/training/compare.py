@@ -43,26 +43,31 @@ class _Scored:
     row: dict
     prob: np.ndarray
     bundle: dict
+    val_auc: float = float("nan")  # ROC-AUC on the val split: how models/best.pt is chosen
 
 
-def _linear_head(cache, dataset, splits, head_cfg, preprocessing: dict) -> _Scored:
-    """A linear head on one embedding cache, scored on the test split."""
+def _head(name: str, key: str, x: np.ndarray, dataset, splits, head_cfg, preprocessing: dict, encoder=None,
+          features: dict | None = None, train_rows: np.ndarray | None = None) -> _Scored:  # fmt: skip
+    """A linear head on ``x`` (one row per manifest row: an embedding, per-slice features, or both side by side),
+    trained on ``train_rows`` (default the train split), scored on the test split."""
     from medfoundry.evaluation.classification import binary_metrics
     from medfoundry.modeling.heads import predict_proba
     from medfoundry.training.heads import train_linear_head
 
     tr, va, te = splits
+    tr = tr if train_rows is None else train_rows
     labels = dataset.labels
-    emb = np.asarray(cache.embeddings, dtype=np.float32)
     weights = dataset.weights
     sample_weight = weights[tr] if weights is not None and head_cfg.imbalance == "weights" else None
-    trained = train_linear_head(emb[tr], labels[tr], emb[va], labels[va], head_cfg, sample_weight)
-    prob = predict_proba(trained.model, emb[te])
+    trained = train_linear_head(x[tr], labels[tr], x[va], labels[va], head_cfg, sample_weight)
+    prob = predict_proba(trained.model, x[te])
     bundle = {
         "kind": "linear",
-        "encoder": cache.manifest["encoder"],
-        "weights_path": cache.manifest.get("weights_path"),
-        "head_dim": int(emb.shape[1]),
+        "name": name,
+        "encoder": None if encoder is None else encoder["encoder"],
+        "weights_path": None if encoder is None else encoder.get("weights_path"),
+        "features": features,  # {"names": [...], "identity": {...}}: per-slice numbers after the embedding
+        "head_dim": int(x.shape[1]),
         "dropout": head_cfg.dropout,
         "state_dict": trained.model.state_dict(),
         "threshold": trained.threshold,
@@ -70,7 +75,56 @@ def _linear_head(cache, dataset, splits, head_cfg, preprocessing: dict) -> _Scor
         "train": {**asdict(head_cfg), "seconds": trained.seconds, "best_epoch": trained.best_epoch},
     }
     row = {**binary_metrics(labels[te], prob, trained.threshold), "train_seconds": trained.seconds}
-    return _Scored(f"{cache.encoder_name} + linear", cache.encoder_name, row, prob, bundle)
+    scored = _Scored(name, key, row, prob, bundle)
+    scored.val_auc = _auc(labels[va], predict_proba(trained.model, x[va]))
+    return scored
+
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, p)) if np.unique(y).size == 2 else float("nan")
+
+
+def _heads(caches: list, dataset, splits, head_cfg, preprocessing: dict) -> list[_Scored]:
+    """A linear head per embedding cache; with per-slice features (whole-body builds with ``--features``): the
+    features alone and next to the first cache's embedding. Heads that use the anatomy do not train on crop
+    slices (a crop has no anatomy: its features say "not in view", which would teach "no anatomy = lesion")."""
+    from medfoundry.data.pet_slices.anatomy_features import HEAD_FEATURES
+
+    scored = []
+    embeddings = [(c, np.asarray(c.embeddings, dtype=np.float32)) for c in caches]
+    for cache, emb in embeddings:
+        scored.append(_head(f"{cache.encoder_name} + linear", cache.encoder_name, emb, dataset, splits, head_cfg,
+                            preprocessing, cache.manifest))  # fmt: skip
+    found = dataset.features
+    if found is None:
+        return scored
+    names, values, identity = found
+    anatomy = [n for n in HEAD_FEATURES if n in names]
+    evidence = [n for n in names if n.startswith("finder_")]
+    whole = np.array([r.get("source") != "crop" for r in dataset.rows])
+    tr_whole = splits[0][whole[splits[0]]]
+    combos = []  # (name, key, feature columns, with the first embedding, uses the anatomy)
+    if anatomy:
+        combos.append(("anatomy features only", "anatomy", anatomy, False, True))
+    if evidence:
+        combos.append(("finder evidence", "finder", evidence, False, False))
+    first = embeddings[0] if embeddings else None
+    enc = first[0].encoder_name if first is not None else ""
+    if first is not None and anatomy:
+        combos.append((f"{enc} + anatomy", f"{enc}_anatomy", anatomy, True, True))
+    if first is not None and anatomy and evidence:
+        combos.append((f"{enc} + anatomy + evidence", f"{enc}_anatomy_evidence", anatomy + evidence, True, True))
+    for name, key, cols, with_embedding, uses_anatomy in combos:
+        x = values[:, [names.index(c) for c in cols]]
+        if with_embedding:
+            x = np.concatenate([first[1], x], axis=1)
+        features = {"names": list(cols), "identity": identity}
+        scored.append(_head(name, key, x, dataset, splits, head_cfg, preprocessing,
+                            first[0].manifest if with_embedding else None, features,
+                            tr_whole if uses_anatomy else None))  # fmt: skip
+    return scored
 
 
 def _cnn_baseline(dataset, splits, cnn_cfg, preprocessing: dict, progress: bool) -> _Scored:
@@ -89,6 +143,7 @@ def _cnn_baseline(dataset, splits, cnn_cfg, preprocessing: dict, progress: bool)
     prob = cnn_probabilities(trained.model, x_te)
     bundle = {
         "kind": "cnn",
+        "name": "baseline CNN",
         "input_size": int(x_tr.shape[-1]),
         "channels": list(cnn_cfg.channels),
         "state_dict": trained.model.state_dict(),
@@ -97,7 +152,9 @@ def _cnn_baseline(dataset, splits, cnn_cfg, preprocessing: dict, progress: bool)
         "train": {**asdict(cnn_cfg), "seconds": trained.seconds, "best_epoch": trained.best_epoch},
     }
     row = {**binary_metrics(labels[te], prob, trained.threshold), "train_seconds": trained.seconds}
-    return _Scored("baseline CNN", "cnn", row, prob, bundle)
+    scored = _Scored("baseline CNN", "cnn", row, prob, bundle)
+    scored.val_auc = _auc(labels[va], cnn_probabilities(trained.model, x_va))
+    return scored
 
 
 def _write_outputs(
@@ -124,11 +181,25 @@ def _write_outputs(
             )
     for s in scored:
         _save_bundle(folder / "models" / f"{s.key}.pt", s.bundle)
-    (folder / "summary.json").write_text(
-        json.dumps(
-            {"rows": rows, "dataset": str(Path(dataset_dir).resolve()), "warnings": warnings}, indent=1, default=float
-        )
-    )
+    best = best_on_val(scored)
+    if best is not None:
+        chosen = {"model": best.name, "file": f"{best.key}.pt", "rule": "highest ROC-AUC on the val split",
+                  "val_roc_auc": best.val_auc}  # fmt: skip
+        _save_bundle(folder / "models" / "best.pt", {**best.bundle, "chosen": chosen})
+    summary = {
+        "rows": rows,
+        "val_roc_auc": {s.name: s.val_auc for s in scored},
+        "best": None if best is None else best.name,
+        "dataset": str(Path(dataset_dir).resolve()),
+        "warnings": warnings,
+    }
+    (folder / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+
+
+def best_on_val(scored: list[_Scored]) -> _Scored | None:
+    """The model with the highest val-split ROC-AUC (never the test split's: that would choose on the test)."""
+    usable = [s for s in scored if np.isfinite(s.val_auc)]
+    return max(usable, key=lambda s: s.val_auc) if usable else None
 
 
 def run_comparison(
@@ -186,7 +257,7 @@ def run_comparison(
         )
     preprocessing = {"config": dataset.info["config"], "preprocessing_hash": dataset.preprocessing_hash}
     head_cfg = HeadConfig(epochs=head_epochs, imbalance=imbalance, threshold_rule=threshold_rule, seed=seed)
-    scored = [_linear_head(cache, dataset, splits, head_cfg, preprocessing) for cache in opened]
+    scored = _heads(opened, dataset, splits, head_cfg, preprocessing)
     if cnn:
         cnn_cfg = CNNConfig(epochs=cnn_epochs, threshold_rule=threshold_rule, seed=seed)
         scored.append(_cnn_baseline(dataset, splits, cnn_cfg, preprocessing, progress))
@@ -198,7 +269,16 @@ def run_comparison(
         f"({va.size} slices, rule '{threshold_rule}'); heads: imbalance '{imbalance}'.\n\n"
     )
     warning = "".join(f"**WARNING: {p}; its numbers below mean little.**\n\n" for p in problems)
-    markdown = warning + header + comparison_markdown(rows, extra=("train_seconds",))
+    best = best_on_val(scored)
+    footer = (
+        ""
+        if best is None
+        else (
+            f"\n`models/best.pt` = {best.name} (highest val ROC-AUC, {best.val_auc:.3f}): what `classify predict` "
+            "should be given.\n"
+        )
+    )
+    markdown = warning + header + comparison_markdown(rows, extra=("train_seconds",)) + footer
     with atomic_dir(out_dir, overwrite=True) as tmp:  # ``overwrite`` was checked before the training
         _write_outputs(tmp, scored, markdown, dataset, te, dataset_dir, problems)
     return ComparisonResult(rows, markdown, problems)
