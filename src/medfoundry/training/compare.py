@@ -35,7 +35,7 @@ def _save_bundle(path: Path, bundle: dict) -> None:
 
 
 @dataclass
-class _Scored:
+class Scored:
     """One trained model: table name, bundle key, test metrics, test probabilities and its model bundle."""
 
     name: str
@@ -47,7 +47,7 @@ class _Scored:
 
 
 def _head(name: str, key: str, x: np.ndarray, dataset, splits, head_cfg, preprocessing: dict, encoder=None,
-          features: dict | None = None, train_rows: np.ndarray | None = None) -> _Scored:  # fmt: skip
+          features: dict | None = None, train_rows: np.ndarray | None = None) -> Scored:  # fmt: skip
     """A linear head on ``x`` (one row per manifest row: an embedding, per-slice features, or both side by side),
     trained on ``train_rows`` (default the train split), scored on the test split."""
     from medfoundry.evaluation.classification import binary_metrics
@@ -75,7 +75,7 @@ def _head(name: str, key: str, x: np.ndarray, dataset, splits, head_cfg, preproc
         "train": {**asdict(head_cfg), "seconds": trained.seconds, "best_epoch": trained.best_epoch},
     }
     row = {**binary_metrics(labels[te], prob, trained.threshold), "train_seconds": trained.seconds}
-    scored = _Scored(name, key, row, prob, bundle)
+    scored = Scored(name, key, row, prob, bundle)
     scored.val_auc = _auc(labels[va], predict_proba(trained.model, x[va]))
     return scored
 
@@ -86,10 +86,12 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float:
     return float(roc_auc_score(y, p)) if np.unique(y).size == 2 else float("nan")
 
 
-def _heads(caches: list, dataset, splits, head_cfg, preprocessing: dict) -> list[_Scored]:
-    """A linear head per embedding cache; with per-slice features (whole-body builds with ``--features``): the
-    features alone and next to the first cache's embedding. Heads that use the anatomy do not train on crop
-    slices (a crop has no anatomy: its features say "not in view", which would teach "no anatomy = lesion")."""
+def train_heads(caches: list, dataset, splits, head_cfg, preprocessing: dict) -> list[Scored]:
+    """A linear head per embedding cache (anything with ``embeddings``, ``encoder_name`` and ``manifest``), trained
+    on ``splits[0]``, early stopping and threshold on ``splits[1]``, scored on ``splits[2]`` (row indices); with
+    per-slice features (whole-body builds with ``--features``): the features alone and next to the first cache's
+    embedding. Heads that use the anatomy do not train on crop slices (a crop has no anatomy: its features say
+    "not in view", which would teach "no anatomy = lesion")."""
     from medfoundry.data.pet_slices.anatomy_features import HEAD_FEATURES
 
     scored = []
@@ -127,7 +129,7 @@ def _heads(caches: list, dataset, splits, head_cfg, preprocessing: dict) -> list
     return scored
 
 
-def _cnn_baseline(dataset, splits, cnn_cfg, preprocessing: dict, progress: bool) -> _Scored:
+def train_cnn_baseline(dataset, splits, cnn_cfg, preprocessing: dict, progress: bool) -> Scored:
     """The from-scratch CNN on the stored slices, scored on the test split."""
     from medfoundry.evaluation.classification import binary_metrics
     from medfoundry.training.cnn_baseline import cnn_probabilities, train_cnn
@@ -152,13 +154,13 @@ def _cnn_baseline(dataset, splits, cnn_cfg, preprocessing: dict, progress: bool)
         "train": {**asdict(cnn_cfg), "seconds": trained.seconds, "best_epoch": trained.best_epoch},
     }
     row = {**binary_metrics(labels[te], prob, trained.threshold), "train_seconds": trained.seconds}
-    scored = _Scored("baseline CNN", "cnn", row, prob, bundle)
+    scored = Scored("baseline CNN", "cnn", row, prob, bundle)
     scored.val_auc = _auc(labels[va], cnn_probabilities(trained.model, x_va))
     return scored
 
 
 def _write_outputs(
-    folder: Path, scored: list[_Scored], markdown: str, dataset, te: np.ndarray, dataset_dir, warnings: list[str]
+    folder: Path, scored: list[Scored], markdown: str, dataset, te: np.ndarray, dataset_dir, warnings: list[str]
 ) -> None:
     """Tables, plots, test probabilities, model bundles and summary into ``folder``."""
     from medfoundry.evaluation.classification import plot_confusions, plot_curves, write_comparison_csv
@@ -196,7 +198,7 @@ def _write_outputs(
     (folder / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
 
 
-def best_on_val(scored: list[_Scored]) -> _Scored | None:
+def best_on_val(scored: list[Scored]) -> Scored | None:
     """The model with the highest val-split ROC-AUC (never the test split's: that would choose on the test)."""
     usable = [s for s in scored if np.isfinite(s.val_auc)]
     return max(usable, key=lambda s: s.val_auc) if usable else None
@@ -257,10 +259,10 @@ def run_comparison(
         )
     preprocessing = {"config": dataset.info["config"], "preprocessing_hash": dataset.preprocessing_hash}
     head_cfg = HeadConfig(epochs=head_epochs, imbalance=imbalance, threshold_rule=threshold_rule, seed=seed)
-    scored = _heads(opened, dataset, splits, head_cfg, preprocessing)
+    scored = train_heads(opened, dataset, splits, head_cfg, preprocessing)
     if cnn:
         cnn_cfg = CNNConfig(epochs=cnn_epochs, threshold_rule=threshold_rule, seed=seed)
-        scored.append(_cnn_baseline(dataset, splits, cnn_cfg, preprocessing, progress))
+        scored.append(train_cnn_baseline(dataset, splits, cnn_cfg, preprocessing, progress))
     rows = {s.name: s.row for s in scored}
     n_pos = int(dataset.labels[te].sum())
     header = (
