@@ -43,8 +43,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from classify_scan_split import add_arguments as add_scan_arguments
+from classify_scan_split import lesion_crops, stored_images, wholebody_options, write_report
 from classify_scan_split import run as run_scan_split
-from classify_scan_split import stored_images
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = {
@@ -57,27 +57,16 @@ ORGANS = {"bladder": (57, 68), "kidneys": (109, 135), "heart": (164, 189), "brai
 
 
 def build(args, name: str, regions: dict, out: Path):
-    from medfoundry.data.insertion import CLINICAL_FWHM_MM, InsertionConfig
-    from medfoundry.data.pet_slices import CaseSpec, SliceConfig, WholeBodyOptions, build_wholebody_dataset
+    from medfoundry.data.pet_slices import CaseSpec, SliceConfig, build_wholebody_dataset
 
     data = Path(args.data)
     wb = data / "pet-wholebody" / "STS_001"
     background = CaseSpec(
         "STS_001_wb", wb / "dicom" / "image", wb / "nifti" / "STS_001_FDG_PET_mask_GTV_Mass.nii.gz", "STS_001"
     )
-    crops = [
-        CaseSpec(f"STS_{i:03d}", data / "pet-sts" / f"STS_{i:03d}" / "PET_image.nii.gz",
-                 data / "pet-sts" / f"STS_{i:03d}" / "PET_mask.nii.gz")
-        for i in range(2, 31)
-    ]  # fmt: skip
+    crops = lesion_crops(data)
     config = SliceConfig(grid=(0, 0, 0), size=args.size, intensity=args.intensity, suv_window=args.suv_window)
-    fwhm = CLINICAL_FWHM_MM if args.lesion_fwhm is None else args.lesion_fwhm
-    options = WholeBodyOptions(
-        n_inserted=args.insertions,
-        insertion=InsertionConfig(resolution_fwhm_mm=fwhm),
-        crop_slices=args.crop_slices,
-        regions=regions,
-    )
+    options = wholebody_options(args, regions=regions)
     folder = out / "datasets" / name.replace("->", "_to_")
     return build_wholebody_dataset(
         [background],
@@ -431,10 +420,7 @@ def main() -> None:
         else {"new_slices": embedder.n_new, "seconds": round(embedder.seconds, 1), "backend": args.backend},
         "load_average": os.getloadavg(),
     }
-    (out / "results.json").write_text(json.dumps(report, indent=1, default=float))
-    md = markdown(report)
-    (out / "results.md").write_text(md)
-    print(md)
+    write_report(out, "results", report, markdown(report))
     if args.docs:
         docs = Path(args.docs)
         for src, dst in (
