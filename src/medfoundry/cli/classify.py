@@ -170,7 +170,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "predict", help="per-slice abnormality probability, z-profile plot, flagged ranges, coronal MIP"
     )
     p.add_argument("scan", type=Path, help="PET volume (NIfTI/NRRD/MHA or DICOM series folder)")
-    p.add_argument("--model", type=Path, required=True, help="model bundle from 'classify compare' (models/*.pt)")
+    p.add_argument(
+        "--model", type=Path, required=True,
+        help="model bundle from 'classify compare' (models/*.pt; models/best.pt = the highest val ROC-AUC)",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--mask", type=Path, help="optional lesion mask: shades the true lesion slices in the plot")
     p.add_argument("--weights", type=Path, help="encoder weights, if they moved since 'embed'")

@@ -84,8 +84,8 @@ def save_flagged_mip(
         ax.plot([], [], color="#377eb8", label="lesion in mask")
     if unscored is not None and np.asarray(unscored).any():
         proj = np.asarray(unscored).any(axis=1)
-        ax.contour(proj.astype(float), levels=[0.5], colors=["#999999"], linewidths=0.9, origin=origin)
-        ax.plot([], [], color="#999999", label="unlabelled focus (not scored)")
+        ax.contour(proj.astype(float), levels=[0.5], colors=["#984ea3"], linewidths=0.9, origin=origin)
+        ax.plot([], [], color="#984ea3", label="unlabelled focus (not scored)")
     ax.plot([], [], color="#ff7f00", alpha=0.5, linewidth=6, label=f"flagged ({len(ranges)} range(s))")
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title(title or "coronal MIP, flagged slices", fontsize=9)
