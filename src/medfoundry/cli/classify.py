@@ -81,6 +81,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_seed(b, "patient split and lesion insertion")
     b.add_argument("--test-patients", nargs="+", default=[], help="patients forced into the test split")
     b.add_argument("--val-patients", nargs="+", default=[], help="patients forced into the val split")
+    b.add_argument("--tracers", nargs="+", help="keep only cases of these tracers (the tracer column: FDG, PSMA...)")
+    b.add_argument("--test-tracer", help="every patient with a case of this tracer goes to the test split")
     b.add_argument("--train-patients", nargs="+", default=[], help="patients forced into the train split")
     b.add_argument(
         "--allow-incomplete-splits",
@@ -211,7 +213,14 @@ def region_spec(text: str) -> tuple[str, float, float]:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from medfoundry.data.pet_slices import CaseSpec, SliceConfig, build_slice_dataset, read_case_table
+    from medfoundry.data.pet_slices import (
+        CaseSpec,
+        SliceConfig,
+        build_slice_dataset,
+        keep_tracers,
+        read_case_table,
+        tracer_pins,
+    )
     from medfoundry.errors import InputError
 
     cases = read_case_table(args.cases) if args.cases else []
@@ -234,7 +243,9 @@ def _build(args: argparse.Namespace) -> int:
         intensity=args.intensity,
         suv_window=args.suv_window,
     )
-    pinned = {}
+    if args.tracers:
+        cases = keep_tracers(cases, args.tracers)
+    pinned = tracer_pins(cases, args.test_tracer) if args.test_tracer else {}
     for split in ("train", "val", "test"):
         for patient in getattr(args, f"{split}_patients"):
             if pinned.setdefault(patient, split) != split:
@@ -258,7 +269,9 @@ def _build(args: argparse.Namespace) -> int:
         rows = dataset.split_rows(split)
         patients = sorted({dataset.rows[r]["patient_id"] for r in rows})
         n_abnormal = int(labels[rows].sum())
-        print(f"  {split:5s}: {rows.size:5d} slices, {n_abnormal:5d} abnormal, {len(patients)} patients")
+        tracers = sorted({dataset.rows[r].get("tracer") or "" for r in rows} - {""})
+        note = f" ({', '.join(tracers)})" if tracers else ""
+        print(f"  {split:5s}: {rows.size:5d} slices, {n_abnormal:5d} abnormal, {len(patients)} patients{note}")
     for problem in dataset.info.get("split_problems", []):
         print(f"  WARNING: {problem} (built because --allow-incomplete-splits was given)")
     return 0

@@ -17,7 +17,7 @@ sample weights).
 """
 
 from medfoundry.data.pet_slices.build import build_slice_dataset
-from medfoundry.data.pet_slices.cases import read_case_table
+from medfoundry.data.pet_slices.cases import keep_tracers, read_case_table, tracer_pins
 from medfoundry.data.pet_slices.config import FORMAT_VERSION, MANIFEST_FIELDS, SPLITS, CaseSpec, SliceConfig, SliceStack
 from medfoundry.data.pet_slices.dataset import SliceDataset
 from medfoundry.data.pet_slices.split import patient_split
@@ -51,6 +51,7 @@ __all__ = [
     "build_wholebody_dataset",
     "build_slice_dataset",
     "grid_geometry",
+    "keep_tracers",
     "lesion_mask",
     "patient_split",
     "read_case",
@@ -58,5 +59,6 @@ __all__ = [
     "resample_to_grid",
     "slice_volume",
     "to_uint8_unit",
+    "tracer_pins",
     "to_uint8_window",
 ]

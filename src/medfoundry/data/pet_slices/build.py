@@ -71,6 +71,7 @@ def build_slice_dataset(
                         "lesion_voxels": int(stack.lesion_voxels[i]),
                         "label": int(stack.lesion_voxels[i] >= config.min_lesion_voxels),
                         "split": split,
+                        "tracer": case.tracer,
                     }
                 )
             case_records.append(
@@ -80,6 +81,7 @@ def build_slice_dataset(
                     "image": str(case.image),
                     "mask": str(case.mask),
                     "split": split,
+                    "tracer": case.tracer,
                     "shape_zyx": list(image.array.shape),
                     "spacing": list(image.spacing),
                     "grid_spacing": list(stack.grid_spacing),

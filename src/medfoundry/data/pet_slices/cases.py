@@ -13,7 +13,8 @@ from medfoundry.errors import InputError
 
 
 def read_case_table(path: str | Path) -> list[CaseSpec]:
-    """Cases from a CSV with columns ``case_id,image,mask[,patient_id][,suv_factor]`` (paths relative to the CSV)."""
+    """Cases from a CSV with columns ``case_id,image,mask[,patient_id][,suv_factor][,tracer]`` (paths relative to
+    the CSV)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "case table not found")
@@ -41,6 +42,7 @@ def read_case_table(path: str | Path) -> list[CaseSpec]:
                     mask=(path.parent / mask) if mask else None,
                     patient_id=(row.get("patient_id") or "").strip(),
                     suv_factor=suv_factor,
+                    tracer=(row.get("tracer") or "").strip(),
                 )
             )
     if not cases:
@@ -61,3 +63,21 @@ def _check_cases(cases: Sequence[CaseSpec]) -> None:
             if not Path(path).exists():
                 raise InputError(path, f"case {case.case_id}: no such file or folder")
         seen.add(case.case_id)
+
+
+def keep_tracers(cases: Sequence[CaseSpec], tracers: Sequence[str]) -> list[CaseSpec]:
+    """The cases whose tracer is one of ``tracers`` (case-insensitive); refused when none is left."""
+    wanted = {t.upper() for t in tracers}
+    kept = [c for c in cases if c.tracer.upper() in wanted]
+    if not kept:
+        found = sorted({c.tracer or "(unknown)" for c in cases})
+        raise InputError(None, f"no case has tracer {sorted(wanted)}; the cases have {found}")
+    return kept
+
+
+def tracer_pins(cases: Sequence[CaseSpec], tracer: str, split: str = "test") -> dict[str, str]:
+    """Every patient with a case of ``tracer`` pinned to ``split`` (e.g. train on FDG, test on PSMA)."""
+    pins = {c.patient_id: split for c in cases if c.tracer.upper() == tracer.upper()}
+    if not pins:
+        raise InputError(None, f"no case has tracer {tracer!r} to put in the {split} split")
+    return pins

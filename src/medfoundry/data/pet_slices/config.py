@@ -21,6 +21,7 @@ MANIFEST_FIELDS = (
     "lesion_voxels",
     "label",
     "split",
+    "tracer",
 )
 FORMAT_VERSION = 1
 INTENSITIES = ("slice-max", "suv-window")
@@ -70,13 +71,15 @@ class SliceConfig:
 @dataclass
 class CaseSpec:
     """One PET volume with its lesion mask; ``patient_id`` groups cases that must share a split;
-    ``suv_factor`` (SUV per stored unit) converts a Bq/mL volume to SUV where SUV is needed (lesion insertion)."""
+    ``suv_factor`` (SUV per stored unit) converts a Bq/mL volume to SUV where SUV is needed (lesion insertion);
+    ``tracer`` (``FDG``, ``PSMA``...; empty when unknown) is a manifest column, usable to filter or split."""
 
     case_id: str
     image: Path
     mask: Path | None
     patient_id: str = ""
     suv_factor: float | None = None
+    tracer: str = ""
 
     def __post_init__(self) -> None:
         self.image = Path(self.image)

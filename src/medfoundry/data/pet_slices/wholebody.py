@@ -147,7 +147,7 @@ class _Writer:
         self.features: list[np.ndarray] = []
 
     def add(self, case_id: str, patient: str, stack, keep: np.ndarray, splits, source: str, min_vox: int,
-            features: np.ndarray | None = None, **info):  # fmt: skip
+            features: np.ndarray | None = None, tracer: str = "", **info):  # fmt: skip
         if keep.size == 0:
             return
         if features is not None:
@@ -168,11 +168,19 @@ class _Writer:
                     "lesion_voxels": int(stack.lesion_voxels[i]),
                     "label": int(stack.lesion_voxels[i] >= min_vox),
                     "split": splits[j] if not isinstance(splits, str) else splits,
+                    "tracer": tracer,
                     "source": source,
                 }
             )
         self.cases.append(
-            {"case_id": case_id, "patient_id": patient, "source": source, "n_slices": int(keep.size), **info}
+            {
+                "case_id": case_id,
+                "patient_id": patient,
+                "source": source,
+                "tracer": tracer,
+                "n_slices": int(keep.size),
+                **info,
+            }  # fmt: skip
         )
 
 
@@ -240,6 +248,7 @@ def build_wholebody_dataset(
                 "crop",
                 config.min_lesion_voxels,
                 crop_features,
+                case.tracer,
                 image=str(case.image),
                 mask=str(case.mask),
                 shape_zyx=list(image.array.shape),
@@ -268,6 +277,7 @@ def build_wholebody_dataset(
                 "wholebody",
                 config.min_lesion_voxels,
                 None if features is None else features(suv, "wholebody"),
+                case.tracer,
                 image=str(case.image),
                 mask=str(case.mask),
                 shape_zyx=list(image.array.shape),
@@ -307,6 +317,7 @@ def build_wholebody_dataset(
                         "inserted",
                         config.min_lesion_voxels,
                         None if features is None or ins_keep.size == 0 else features(result.image, "inserted"),
+                        case.tracer,
                         background=case.case_id,
                         seed=ins_seed,
                         placements=[p.as_dict() for p in result.placements],
