@@ -204,6 +204,22 @@ def best_on_val(scored: list[Scored]) -> Scored | None:
     return max(usable, key=lambda s: s.val_auc) if usable else None
 
 
+def borrowed_val_rows(dataset) -> np.ndarray:
+    """With ``--borrow-backgrounds`` and a val split without whole-body slices of its own (two scans: one in train,
+    one in test), the train split's normal whole-body slices join val as its normal examples (seen in training:
+    the threshold is set against them; the val lesions are unseen). Empty otherwise."""
+    wholebody = dataset.info.get("wholebody") or {}
+    rows = dataset.rows
+    if not wholebody.get("borrow_backgrounds") or any(
+        r["split"] == "val" and r.get("source") == "wholebody" for r in rows
+    ):
+        return np.zeros(0, dtype=np.int64)
+    return np.array(
+        [r["row"] for r in rows if r["split"] == "train" and r.get("source") == "wholebody" and r["label"] == 0],
+        dtype=np.int64,
+    )
+
+
 def run_comparison(
     dataset_dir: str | Path,
     out_dir: str | Path,
@@ -246,10 +262,15 @@ def run_comparison(
     elif imbalance == "weights" and dataset.weights is None:
         raise InputError(dataset_dir, "--imbalance weights needs a whole-body dataset (its manifest has weights)")
     splits = tuple(dataset.split_rows(s) for s in ("train", "val", "test"))
+    borrowed = borrowed_val_rows(dataset)
+    if borrowed.size:
+        splits = (splits[0], np.union1d(splits[1], borrowed), splits[2])
     _, va, te = splits
     if te.size == 0:
         raise InputError(dataset_dir, "the test split is empty; rebuild with a non-zero test fraction")
-    problems = split_problems(dataset.rows, dataset.weights is not None, ("val", "test"), empty=True)
+    lent_rows = set(borrowed.tolist())
+    checked = [dict(r, split="val") if r["row"] in lent_rows else r for r in dataset.rows]
+    problems = split_problems(checked, dataset.weights is not None, ("val", "test"), empty=True)
     if problems and not allow_one_class_splits:
         raise InputError(
             dataset_dir,
@@ -265,10 +286,11 @@ def run_comparison(
         scored.append(train_cnn_baseline(dataset, splits, cnn_cfg, preprocessing, progress))
     rows = {s.name: s.row for s in scored}
     n_pos = int(dataset.labels[te].sum())
+    lent = f"with the train scans' {borrowed.size} normal slices borrowed, " if borrowed.size else ""
     header = (
         f"Test split: {te.size} slices ({n_pos} abnormal) from "
         f"{len({dataset.rows[r]['patient_id'] for r in te})} patients; thresholds chosen on the val split "
-        f"({va.size} slices, rule '{threshold_rule}'); heads: imbalance '{imbalance}'.\n\n"
+        f"({lent}{va.size} slices, rule '{threshold_rule}'); heads: imbalance '{imbalance}'.\n\n"
     )
     warning = "".join(f"**WARNING: {p}; its numbers below mean little.**\n\n" for p in problems)
     best = best_on_val(scored)
