@@ -47,7 +47,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "native slice, SUV), --crops/--crop labelled crops (lesion slices only, and the lesions inserted into the "
         "whole-body scans), class balance by sample weights",
     )
-    b.add_argument("--cases", type=Path, help="CSV with columns case_id,image,mask[,patient_id][,suv_factor]")
+    b.add_argument("--cases", type=Path, help="CSV with columns case_id,image,mask[,patient_id][,suv_factor][,tracer]")
+    b.add_argument(
+        "--autopet",
+        type=Path,
+        metavar="ROOT",
+        help="every study of an autoPET III tree (per study SUV.nii.gz + SEG.nii.gz, FDG and PSMA; the patient is "
+        "the folder above the study, the tracer a manifest column); whole-body mode: each study a whole-body scan",
+    )
     b.add_argument(
         "--case",
         nargs=3,
@@ -216,6 +223,7 @@ def _build(args: argparse.Namespace) -> int:
     from medfoundry.data.pet_slices import (
         CaseSpec,
         SliceConfig,
+        autopet_cases,
         build_slice_dataset,
         keep_tracers,
         read_case_table,
@@ -224,9 +232,10 @@ def _build(args: argparse.Namespace) -> int:
     from medfoundry.errors import InputError
 
     cases = read_case_table(args.cases) if args.cases else []
+    cases += autopet_cases(args.autopet) if args.autopet else []
     cases += [CaseSpec(cid, Path(img), Path(msk)) for cid, img, msk in args.case]
     if not cases:
-        raise InputError(None, "no cases: give --cases CSV or --case ID IMAGE MASK")
+        raise InputError(None, "no cases: give --cases CSV, --autopet ROOT or --case ID IMAGE MASK")
     wholebody = args.mode == "wholebody"
     if not wholebody and (args.crops or args.crop or args.regions or args.features or args.borrow_backgrounds):
         raise InputError(

@@ -56,6 +56,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--image", default="{case}/PET_image.nii.gz", help="image path pattern under DATA with {case}")
     p.add_argument("--mask", default="{case}/PET_mask.nii.gz", help="mask path pattern under DATA with {case}")
     p.add_argument("--patient-regex", help="regex whose first group maps a case id to its patient id")
+    p.add_argument(
+        "--autopet",
+        action="store_true",
+        help="DATA is an autoPET III tree (per study SUV.nii.gz + SEG.nii.gz; FDG and PSMA): cases, patients and "
+        "tracers from it instead of --image / --mask",
+    )
+    p.add_argument("--tracers", nargs="+", help="with --autopet: keep only these tracers (FDG, PSMA)")
     p.add_argument("--modality", default="PET", help="channel name in dataset.json (CT selects nnU-Net's CT norm)")
     p.add_argument("--dataset-id", type=int_range(1, 999), default=501, help="nnU-Net dataset id (1..999)")
     p.add_argument("--name", default="PETSTS", help="nnU-Net dataset name")
@@ -154,6 +161,8 @@ def _prepare(args: argparse.Namespace) -> int:
         binarize=args.binarize,
         max_cases=args.max_cases,
         overwrite=args.overwrite,
+        autopet=args.autopet,
+        tracers=args.tracers,
     )
     print(manifest_summary(manifest))
     print(f"run directory: {args.run_dir}")

@@ -17,7 +17,7 @@ sample weights).
 """
 
 from medfoundry.data.pet_slices.build import build_slice_dataset
-from medfoundry.data.pet_slices.cases import keep_tracers, read_case_table, tracer_pins
+from medfoundry.data.pet_slices.cases import autopet_cases, keep_tracers, read_case_table, tracer_pins
 from medfoundry.data.pet_slices.config import FORMAT_VERSION, MANIFEST_FIELDS, SPLITS, CaseSpec, SliceConfig, SliceStack
 from medfoundry.data.pet_slices.dataset import SliceDataset
 from medfoundry.data.pet_slices.split import patient_split
@@ -38,6 +38,7 @@ from medfoundry.data.pet_slices.wholebody import (
 )
 
 __all__ = [
+    "autopet_cases",
     "FORMAT_VERSION",
     "MANIFEST_FIELDS",
     "SPLITS",

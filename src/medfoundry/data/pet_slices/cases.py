@@ -81,3 +81,11 @@ def tracer_pins(cases: Sequence[CaseSpec], tracer: str, split: str = "test") -> 
     if not pins:
         raise InputError(None, f"no case has tracer {tracer!r} to put in the {split} split")
     return pins
+
+
+def autopet_cases(root: str | Path, tracers: Sequence[str] | None = None) -> list[CaseSpec]:
+    """The studies of an autoPET III tree (:mod:`medfoundry.data.autopet`) as cases: SUV image, SEG label, the
+    patient (the folder above the study) and the tracer."""
+    from medfoundry.data.autopet import autopet_studies
+
+    return [CaseSpec(s.case_id, s.image, s.label, s.patient, tracer=s.tracer) for s in autopet_studies(root, tracers)]

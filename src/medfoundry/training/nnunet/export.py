@@ -39,12 +39,13 @@ FILE_ENDING = ".nii.gz"
 
 @dataclass(frozen=True)
 class CasePair:
-    """One image and its mask, with the case and patient identifiers."""
+    """One image and its mask, with the case and patient identifiers (and the tracer, when known)."""
 
     case: str
     patient: str
     image: Path
     mask: Path
+    tracer: str = ""
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,7 @@ def _write_case(pair: CasePair, case: str, part: str, staging: Path, modality: s
     write_mask(mask, staging / f"labels{part}" / f"{case}{FILE_ENDING}")
     record = {
         "patient": pair.patient,
+        "tracer": pair.tracer,
         "image": str(pair.image.resolve()),
         "mask": str(pair.mask.resolve()),
         "shape_zyx": list(image.spatial_shape),
@@ -321,9 +323,21 @@ def prepare(
     max_cases: int | None = None,
     overwrite: bool = False,
     train_seed: int | None = None,
+    autopet: bool = False,
+    tracers: Sequence[str] | None = None,
 ) -> dict:
-    """Find the cases, split them and export them: ``medfoundry nnunet prepare`` as a function."""
-    cases = find_cases(data_root, image_pattern, mask_pattern, patient_regex)
+    """Find the cases, split them and export them: ``medfoundry nnunet prepare`` as a function. With ``autopet``
+    the cases are the studies of an autoPET III tree (:mod:`medfoundry.data.autopet`: SUV + SEG per study, the
+    patient above the study, the tracer recorded per case; ``tracers`` keeps some) instead of the patterns."""
+    if autopet:
+        from medfoundry.data.autopet import autopet_studies
+
+        studies = autopet_studies(data_root, tracers)
+        cases = [CasePair(s.case_id, s.patient, s.image, s.label, s.tracer) for s in studies]
+    elif tracers:
+        raise InputError(None, "--tracers needs --autopet (only an autoPET tree says which tracer a case has)")
+    else:
+        cases = find_cases(data_root, image_pattern, mask_pattern, patient_regex)
     if max_cases is not None:
         cases = cases[: int(max_cases)]
     split = split_cases(cases, test_fraction, fractions, seed, train_seed)
