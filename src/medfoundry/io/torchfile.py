@@ -62,6 +62,9 @@ def load_torch_file(path: str | Path, what: str = "checkpoint", numpy_scalars: b
         with torch.serialization.safe_globals(allowed):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if re.search(r"Unsupported operand|invalid load key|truncated|ran out of input", str(exc), re.IGNORECASE):
+            # not a pickle at all (garbage, a text file): unreadable, not a refused object
+            raise InputError(path, f"cannot be read as a {what} (not a PyTorch file)") from None
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         detail = f"it imports {found.group(1)}" if found else "unsupported content"
         raise InputError(
