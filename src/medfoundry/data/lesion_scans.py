@@ -13,8 +13,11 @@ Layouts found anywhere under DATA (they may be mixed; folder links are followed)
   UID, else by frame of reference), anywhere under DATA. ``roi_names`` picks the RTSTRUCT ROIs / SEG segments
   that are lesions (default: all of them).
 
-A scan's name is its path under DATA; its group (the patient) is the first folder under DATA
-(:func:`medfoundry.data.slices2d.case_name`), so that cross-validation keeps a patient's scans in one fold.
+A scan's name is its path under DATA; its group (the patient, so that cross-validation keeps a patient's scans
+in one fold) is the patient folder (:func:`patient_group`): for autoPET the folder above the study folder
+(``FDG-PET-CT-Lesions/<patient>/<study>/SUV.nii.gz`` -> ``FDG-PET-CT-Lesions/<patient>``, however deep the root
+above it), for a pair the folder holding it (the file's stem when it lies directly under DATA or in an
+``images/`` folder), for DICOM the series' PatientID (the folder of the series when the header has none).
 A problem is one :class:`~medfoundry.errors.InputError` naming the file: an empty folder, a PET without a label,
 a label off the image grid, a label without any lesion.
 """
@@ -28,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medfoundry.data.slices2d import IMAGE_SUFFIXES, case_name, is_paired_image_name, label_beside
+from medfoundry.data.slices2d import IMAGE_SUFFIXES, is_paired_image_name, label_beside
 from medfoundry.errors import InputError
 from medfoundry.io import MedicalImage, list_rois, read_dicom_seg, read_image, read_mask, read_rtstruct
 from medfoundry.io.dicom import DICOM_SUFFIXES
@@ -44,6 +47,12 @@ LAYOUTS = (
     "expected autoPET folders (SUV.nii.gz + SEG.nii.gz), NAME_image.nii.gz + NAME_mask.nii.gz pairs, "
     "images/ + labels/ folders, or DICOM PET series with a DICOM SEG or RTSTRUCT"
 )
+
+
+def names_scan(scan: LabelledScan, name: str) -> bool:
+    """Whether ``name`` (as a user gives it, e.g. to ``--negatives-only``) means ``scan``: its name, its group or
+    a folder above it under DATA."""
+    return name in (scan.name, scan.group) or scan.name.startswith(name.rstrip("/") + "/")
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,20 @@ def _relative(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix() if path != root else path.name
 
 
+def patient_group(scan_path: Path, root: Path, kind: str, patient_id: str | None = None) -> str:
+    """The patient a scan belongs to (see the module docstring). ``scan_path``: the autoPET study folder, the
+    pair's image file, or the DICOM series folder."""
+    if kind == "dicom":
+        return patient_id or _relative(scan_path, root)
+    if kind == "autopet":
+        study = Path(_relative(scan_path, root))
+        return study.parent.as_posix() if len(study.parts) > 1 else study.as_posix()
+    folder = scan_path.parent
+    if folder == root or not folder.is_relative_to(root) or folder.name == "images":
+        return split_suffix(scan_path)[0].removesuffix("_image")
+    return _relative(folder, root)
+
+
 def _nifti_scans(files: list[Path], root: Path) -> list[LabelledScan]:
     scans = []
     for path in files:
@@ -77,7 +100,8 @@ def _nifti_scans(files: list[Path], root: Path) -> list[LabelledScan]:
             label = next((path.with_name(n) for n in AUTOPET_LABEL if path.with_name(n).is_file()), None)
             if label is None:
                 raise InputError(path, "no SEG.nii.gz beside this SUV image: an unlabelled scan (label it or move it)")
-            scans.append(LabelledScan(_relative(path.parent, root), case_name(path, root), path, (label,), "autopet"))
+            group = patient_group(path.parent, root, "autopet")
+            scans.append(LabelledScan(_relative(path.parent, root), group, path, (label,), "autopet"))
         elif split_suffix(path)[1] in IMAGE_SUFFIXES and is_paired_image_name(path):
             if modality_from_name(path) in ("CT", "MR"):
                 continue  # the same study's CT or MR
@@ -85,8 +109,8 @@ def _nifti_scans(files: list[Path], root: Path) -> list[LabelledScan]:
             if label is None:
                 raise InputError(path, "no label beside this image (NAME_mask / labels/NAME): an unlabelled scan")
             stem = split_suffix(path)[0].removesuffix("_image")
-            scans.append(LabelledScan(_relative(path.with_name(stem), root), case_name(path, root), path, (label,),
-                                      "pair"))  # fmt: skip
+            scans.append(LabelledScan(_relative(path.with_name(stem), root), patient_group(path, root, "pair"), path,
+                                      (label,), "pair"))  # fmt: skip
     return scans
 
 
@@ -121,6 +145,7 @@ def _references(ds) -> tuple[set[str], set[str]]:
 def _dicom_scans(files: list[Path], root: Path) -> list[LabelledScan]:
     pet: dict[str, list[Path]] = {}
     frame_of: dict[str, str] = {}
+    patient_of: dict[str, str] = {}
     others: set[str] = set()  # series of other image modalities (a CT that an RTSTRUCT was drawn on)
     label_files = []
     for path, ds in _dicom_headers(files):
@@ -131,6 +156,7 @@ def _dicom_scans(files: list[Path], root: Path) -> list[LabelledScan]:
         elif modality == "PT":
             pet.setdefault(uid, []).append(path)
             frame_of.setdefault(uid, str(ds.get("FrameOfReferenceUID", "")))
+            patient_of.setdefault(uid, str(ds.get("PatientID", "") or "").strip())
         elif "Rows" in ds:
             others.add(uid)
     labels_of: dict[str, list[Path]] = {uid: [] for uid in pet}
@@ -152,7 +178,8 @@ def _dicom_scans(files: list[Path], root: Path) -> list[LabelledScan]:
                 folder, "a PET series without a DICOM SEG or RTSTRUCT that references it: an unlabelled scan"
             )
         name = _relative(folder, root)
-        scans.append(LabelledScan(name, case_name(paths[0], root), folder, tuple(sorted(labels_of[uid])), "dicom", uid))
+        group = patient_group(folder, root, "dicom", patient_of[uid])
+        scans.append(LabelledScan(name, group, folder, tuple(sorted(labels_of[uid])), "dicom", uid))
     return scans
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from medfoundry.data.lesion_scans import LabelledScan, find_labelled_scans, read_labelled_scan
+from medfoundry.data.lesion_scans import LabelledScan, find_labelled_scans, names_scan, read_labelled_scan
 from medfoundry.errors import InputError
 from medfoundry.inference.lesions.candidates import find_candidates
 from medfoundry.inference.lesions.features import candidate_features, feature_names
@@ -161,8 +161,7 @@ def shows_body_section(image: MedicalImage) -> bool:
 
 def check_negatives_only(scans: Sequence[LabelledScan], names: Sequence[str]) -> None:
     """Every name of ``--negatives-only`` must be a scan's name or group."""
-    known = {s.name for s in scans} | {s.group for s in scans}
-    unknown = [n for n in names if n not in known]
+    unknown = [n for n in names if not any(names_scan(s, n) for s in scans)]
     if unknown:
         listing = ", ".join(sorted({s.name for s in scans})[:8])
         raise InputError("--negatives-only", f"no scan named {', '.join(unknown)} (scans: {listing}...)")
@@ -189,7 +188,7 @@ def build_training_set(
     templates, backgrounds = [], []
     for scan in tqdm(scans, desc="training scans", unit="scan", disable=not progress):
         image, mask = read_labelled_scan(scan, config.roi_names)
-        negatives_only = scan.name in held or scan.group in held
+        negatives_only = any(names_scan(scan, n) for n in held)
         add(scan.name, scan.group, image, mask, positives=not negatives_only, negatives=True)
         if config.inserted and not negatives_only:
             templates += extract_lesions(image, image.with_array(mask.astype(np.uint8)), source=scan.name)
