@@ -409,13 +409,13 @@ def _lesion_predictor(adapter, weights, backend: str):
     return once
 
 
-def _finder_options(threshold, min_volume, delineation, adapter, keep_symmetric) -> dict:
+def _finder_options(threshold, min_volume, delineation, adapter, keep_symmetric, organ_rule=True) -> dict:
     """The finder's options of one run, numbers checked first (a value that would overflow never reaches it)."""
     if threshold is not None:
         threshold = check_number(threshold, "--threshold", lo=0.0, lo_open=True)
     min_volume = check_number(min_volume, "--min-volume", lo=0.0)
     return dict(threshold=threshold, min_volume=min_volume, delineation=delineation, adapter=adapter,
-                keep_symmetric=keep_symmetric)  # fmt: skip
+                keep_symmetric=keep_symmetric, organ_rule=bool(organ_rule))  # fmt: skip
 
 
 def _lesions_one(path: Path, out_dir: Path, *, suv_factor, predictor, classifier, options: dict, overwrite, progress):
@@ -433,6 +433,7 @@ def _lesions_one(path: Path, out_dir: Path, *, suv_factor, predictor, classifier
         classifier=classifier,
         suv_factor=suv_factor,
         symmetry=not options["keep_symmetric"],
+        organ_rule=options["organ_rule"],
         progress=progress,
     )
     write_lesion_outputs(
@@ -462,6 +463,7 @@ def lesions(
     delineation: str = "supported",
     suv_factor: float | None = None,
     keep_symmetric: bool = False,
+    organ_rule: bool = True,
     model: str | Path | None = None,
     overwrite: bool = False,
     progress: bool = True,
@@ -470,10 +472,11 @@ def lesions(
 ):
     """Find, delineate and quantify the lesions of a whole-body PET (DICOM folder, SUV NIfTI, or Bq/mL NIfTI with
     ``suv_factor``) and write the outputs of docs/lesions.md to ``out_dir``; ``model`` is a classifier from
-    :func:`lesions_train` (default: the shipped one). Returns the ``LesionResult``."""
+    :func:`lesions_train` (default: the shipped one); ``organ_rule=False`` keeps candidates lying mostly in the
+    brain, urinary tract or heart (rejected by default). Returns the ``LesionResult``."""
     from medfoundry.modeling.lesion_classifier import load_lesion_classifier
 
-    options = _finder_options(threshold, min_volume, delineation, adapter, keep_symmetric)
+    options = _finder_options(threshold, min_volume, delineation, adapter, keep_symmetric, organ_rule)
     if suv_factor is not None:
         suv_factor = check_number(suv_factor, "--suv-factor", lo=0.0, lo_open=True)
     check_writable(out_dir, overwrite, folder=True)  # before any work
@@ -526,6 +529,7 @@ def lesions_manifest(
     adapter: str | Path | None = None,
     delineation: str = "supported",
     keep_symmetric: bool = False,
+    organ_rule: bool = True,
     model: str | Path | None = None,
     overwrite: bool = False,
     progress: bool = True,
@@ -547,7 +551,7 @@ def lesions_manifest(
     from medfoundry.inference.manifest import read_manifest
     from medfoundry.modeling.lesion_classifier import load_lesion_classifier
 
-    options = _finder_options(threshold, min_volume, delineation, adapter, keep_symmetric)
+    options = _finder_options(threshold, min_volume, delineation, adapter, keep_symmetric, organ_rule)
     out_dir = Path(out_dir)
     check_writable(out_dir, overwrite=True, folder=True)
     base = Path(manifest) if Path(manifest).is_dir() else Path(manifest).parent
@@ -606,6 +610,8 @@ def lesions_train(
     insert_seed: int | None = None,
     thresholds: tuple[float, ...] | None = None,
     embedding: bool = True,
+    anatomy: bool = True,
+    scanner_copies: int | None = None,
     seed: int = 0,
     cache: str | Path | None = None,
     overwrite: bool = False,
@@ -630,6 +636,8 @@ def lesions_train(
         negatives_only=tuple(negatives_only or ()),
         roi_names=None if not roi_names else tuple(roi_names),
         embedding=embedding,
+        anatomy=anatomy,
+        scanner_copies=defaults.scanner_copies if scanner_copies is None else int(scanner_copies),
         seed=seed,
     )
     result = train_lesion_classifier(

@@ -115,6 +115,12 @@ def add_parser(subparsers) -> None:
         "bilateral physiological uptake: kidneys, glands, brown fat)",
     )
     p.add_argument(
+        "--no-organ-rule",
+        action="store_true",
+        help="keep candidates lying mostly in the brain, kidneys / ureters, bladder or heart (rejected by default "
+        "as physiological uptake, reason in lesions.json; turn off to look for lesions inside these organs)",
+    )
+    p.add_argument(
         "--suv-factor",
         type=positive_float,
         metavar="F",
@@ -162,6 +168,14 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--insert-seed", type=nonnegative_int, default=1000, metavar="S", help="seed of copy 1 (1000)")
     p.add_argument(
+        "--scanner-copies",
+        type=nonnegative_int,
+        default=2,
+        metavar="N",
+        help="add N copies of each whole-body / torso scan as other scanners would show it (voxels 2-5 mm, "
+        "5-9 mm FWHM, noise, SUV x0.8-1.25; default 2, 0: none)",
+    )
+    p.add_argument(
         "--thresholds",
         type=positive_float,
         nargs="*",
@@ -173,6 +187,11 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         "--no-embedding",
         action="store_true",
         help="handcrafted shape / uptake features only (no LiteMedSAM encoder; quicker, usually less accurate)",
+    )
+    p.add_argument(
+        "--no-anatomy-features",
+        action="store_true",
+        help="no features relative to the anatomy (feature set v2: shape / uptake / embedding only)",
     )
     p.add_argument("--features-cache", metavar="FILE.npz", help="training features: read if it exists, else written")
     add_seed(p, "cross-validation folds")
@@ -216,6 +235,7 @@ def _finder_options(args: argparse.Namespace) -> dict:
         adapter=args.adapter,
         delineation=args.delineation,
         keep_symmetric=args.keep_symmetric,
+        organ_rule=not args.no_organ_rule,
         model=args.model,
         overwrite=args.overwrite,
         progress=not args.no_progress,
@@ -264,6 +284,8 @@ def run_train(args: argparse.Namespace) -> int:
         insert_seed=args.insert_seed,
         thresholds=tuple(args.thresholds),
         embedding=not args.no_embedding,
+        anatomy=not args.no_anatomy_features,
+        scanner_copies=args.scanner_copies,
         seed=args.seed,
         cache=args.features_cache,
         overwrite=args.overwrite,

@@ -71,8 +71,10 @@ def adaptive_threshold(
 
 def liver_reference(suv: np.ndarray, spacing_zyx: tuple[float, ...], liver: np.ndarray) -> tuple[float, float, tuple]:
     """(SUVmean, SUV SD, centre voxel) of the 3 cm cube at the most interior voxel of the ``liver`` mask."""
-    depth = ndimage.distance_transform_edt(liver, sampling=spacing_zyx)
-    centre = tuple(int(i) for i in np.unravel_index(int(depth.argmax()), depth.shape))
+    box = ndimage.find_objects(liver.astype(np.uint8))[0]  # the distance map on the liver's box only (fast)
+    depth = ndimage.distance_transform_edt(np.pad(liver[box], 1), sampling=spacing_zyx)[1:-1, 1:-1, 1:-1]
+    local = np.unravel_index(int(depth.argmax()), depth.shape)
+    centre = tuple(int(b.start + i) for b, i in zip(box, local, strict=True))
     half = [s // 2 for s in _cube_size(spacing_zyx)]
     box = tuple(slice(max(0, c - h), c + h + 1) for c, h in zip(centre, half, strict=True))
     cube = np.asarray(suv[box], dtype=np.float64)

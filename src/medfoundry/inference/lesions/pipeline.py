@@ -11,12 +11,14 @@ from tqdm.auto import tqdm
 
 from medfoundry.errors import InputError, MedfoundryWarning
 from medfoundry.evaluation.pet_quant import lesion_stats, patient_totals
+from medfoundry.inference.lesions.anatomy_features import anatomy_features, liver_suv_mean
 from medfoundry.inference.lesions.assemble import Lesions, assemble_lesions
 from medfoundry.inference.lesions.candidates import Candidate, find_candidates
 from medfoundry.inference.lesions.delineate import DELINEATIONS, delineate, local_background
 from medfoundry.inference.lesions.detection_grid import DetectionGrid, detection_grid, to_native
-from medfoundry.inference.lesions.features import candidate_features, check_feature_names
+from medfoundry.inference.lesions.features import candidate_features, check_feature_names, uses_anatomy
 from medfoundry.inference.lesions.grouping import select_lesions
+from medfoundry.inference.lesions.organ_rule import organ_reasons
 from medfoundry.io import MedicalImage
 from medfoundry.preprocessing.anatomy import Anatomy, find_anatomy
 from medfoundry.preprocessing.pet_reference import ThresholdInfo, adaptive_threshold
@@ -38,6 +40,7 @@ class Detection:
     accepted: np.ndarray
     symmetric: np.ndarray
     cut: float
+    reasons: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -57,6 +60,8 @@ class LesionResult:
     seconds: dict = field(default_factory=dict)
     grid: DetectionGrid | None = None  # where candidates were found and classified (see detection_grid)
     anatomy: Anatomy | None = None  # body, midline, cranio-caudal coordinate and organs (preprocessing.anatomy)
+    reasons: list[str] = field(default_factory=list)  # per candidate: accepted, or why not (see candidate_reasons)
+    organ_rule: bool = True
 
 
 def resolve_predictor(predictor):
@@ -83,17 +88,21 @@ def detect(
     predictor,
     classifier,
     symmetry: bool = True,
+    anatomy: Anatomy | None = None,
+    organ_rule: bool = True,
     done=lambda stage: None,
 ) -> tuple[Detection, object]:
-    """Threshold, candidates and classifier (steps 1-4 of docs/lesions.md) on the detection grid; returns the
-    detection and the predictor (built from a factory only when a candidate needs it). ``done(stage)`` is called
-    after each stage."""
+    """Threshold, candidates, classifier and the organ rule (steps 1-4 of docs/lesions.md) on the detection grid;
+    returns the detection and the predictor (built from a factory only when a candidate needs it). ``anatomy``
+    (native grid) gives the liver when PERCIST's own liver search fails, the anatomy features of a v3 model and
+    the organ rule (``organ_rule=False``: off). ``done(stage)`` is called after each stage."""
     suv, spacing_zyx = suv_image.array, suv_image.spacing_zyx
     grid = detection_grid(suv, spacing_zyx)  # finer scans: the classifier's training resolution
-    info = adaptive_threshold(grid.suv, grid.spacing_zyx, threshold)
+    info = adaptive_threshold(grid.suv, grid.spacing_zyx, threshold, liver=liver_on_grid(grid, anatomy))
     done("threshold")
     candidates = find_candidates(grid.suv, grid.spacing_zyx, info.threshold, min_volume_ml)
     done("candidates")
+    native = to_native(candidates, grid, suv, info.threshold)
     scores = np.zeros(len(candidates))
     if classifier is None:
         from medfoundry.modeling.lesion_classifier import load_lesion_classifier
@@ -104,17 +113,51 @@ def detect(
         embedding = uses_embedding(classifier)
         if embedding:
             predictor = resolve_predictor(predictor)
+        rows = None
+        if uses_anatomy(classifier.feature_names):
+            rows = anatomy_features(native, suv, anatomy, liver_suv_mean(suv, spacing_zyx, anatomy))
         features = candidate_features(
-            candidates, grid.suv, grid.spacing_zyx, info.threshold, predictor if embedding else None
-        )
+            candidates, grid.suv, grid.spacing_zyx, info.threshold, predictor if embedding else None,
+            names=list(classifier.feature_names), anatomy_rows=rows,
+        )  # fmt: skip
         scores = classifier.score(features)
     direction = np.asarray(suv_image.direction or np.eye(3))
     keep, symmetric = select_lesions(
         candidates, scores, classifier.threshold, grid.suv, grid.spacing_zyx, direction, symmetry
     )
-    candidates = to_native(candidates, grid, suv, info.threshold)
+    organs = organ_reasons(native, anatomy) if organ_rule else [None] * len(native)
+    keep &= np.array([r is None for r in organs], dtype=bool)
+    reasons = candidate_reasons(keep, symmetric, organs, scores, classifier.threshold)
     done("classifier")
-    return Detection(info, grid, candidates, scores, keep, symmetric, classifier.threshold), predictor
+    return Detection(info, grid, native, scores, keep, symmetric, classifier.threshold, reasons), predictor
+
+
+def liver_on_grid(grid: DetectionGrid, anatomy: Anatomy | None) -> np.ndarray | None:
+    """The anatomy's liver (native grid) on the detection grid, for the threshold when PERCIST's search fails."""
+    liver = None if anatomy is None else anatomy.mask("liver")
+    if liver is None or not grid.resampled:
+        return liver
+    from medfoundry.preprocessing.resample import resample_volume
+
+    return resample_volume(liver.astype(np.float32), tuple(grid.suv.shape)) >= 0.5
+
+
+def candidate_reasons(
+    accepted: np.ndarray, symmetric: np.ndarray, organs: list[str | None], scores: np.ndarray, cut: float
+) -> list[str]:
+    """Per candidate, for ``lesions.json``: ``accepted``, or why not: ``physiological: <organ>`` (the organ rule),
+    ``mirror partner`` (the symmetry rule), ``score below cut``."""
+    out = []
+    for ok, pair, organ, score in zip(accepted, symmetric, organs, scores, strict=True):
+        if ok:
+            out.append("accepted")
+        elif organ is not None:
+            out.append(organ)
+        elif pair and score >= cut:
+            out.append("mirror partner")
+        else:
+            out.append("score below cut")
+    return out
 
 
 def outline_lesions(
@@ -157,13 +200,15 @@ def find_lesions(
     classifier=None,
     suv_factor: float | None = None,
     symmetry: bool = True,
+    organ_rule: bool = True,
     progress: bool = True,
 ) -> LesionResult:
     """Find and delineate the lesions of a PET volume (see docs/lesions.md); zero lesions is a valid result.
 
-    ``predictor`` is a LiteMedSAM predictor, a function returning one (called only when a candidate exists), or
-    None for the default model; ``classifier`` defaults to the shipped one. ``symmetry=False`` keeps candidates
-    with a mirror-image partner (see :mod:`medfoundry.inference.lesions.grouping`)."""
+        ``predictor`` is a LiteMedSAM predictor, a function returning one (called only when a candidate exists), or
+        None for the default model; ``classifier`` defaults to the shipped one. ``symmetry=False`` keeps candidates
+        with a mirror-image partner (see :mod:`medfoundry.inference.lesions.grouping`); ``organ_rule=False`` keeps
+    candidates lying mostly in the brain, urinary tract or heart (:mod:`medfoundry.inference.lesions.organ_rule`)."""
     if delineation not in DELINEATIONS:
         raise InputError(None, f"--delineation must be one of {', '.join(DELINEATIONS)}, got {delineation!r}")
     if threshold is not None and not (np.isfinite(threshold) and threshold > 0):
@@ -196,6 +241,8 @@ def find_lesions(
             predictor=predictor,
             classifier=classifier,
             symmetry=symmetry,
+            anatomy=anatomy,
+            organ_rule=organ_rule,
             done=done,
         )
         found = outline_lesions(suv_image, detection, delineation, predictor, min_volume_ml, progress)
@@ -222,4 +269,6 @@ def find_lesions(
         seconds=seconds,
         grid=detection.grid,
         anatomy=anatomy,
+        reasons=detection.reasons,
+        organ_rule=organ_rule,
     )

@@ -84,6 +84,8 @@ def write_lesion_outputs(
             "candidate_scores": [round(float(s), 4) for s in result.scores],
             "candidate_accepted": [bool(a) for a in result.accepted],
             "candidate_symmetric": [bool(a) for a in result.symmetric],
+            "candidate_reasons": list(result.reasons),
+            "organ_rule": result.organ_rule,
             "lesions": result.lesions,
             "totals": result.totals,
             "dicom_seg": "lesions.dcm" if dicom_series is not None and result.lesions else seg_note,
