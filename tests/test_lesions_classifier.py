@@ -87,8 +87,12 @@ def test_inserted_training_scans_are_seeded_and_label_only_inserted_lesions(shar
     assert [name for name, _, _ in first] == ["inserted-7", "inserted-8"]
     (_, image, inserted), (_, image2, _) = first[0], again[0]
     assert np.array_equal(image.array, image2.array) and not np.array_equal(image.array, first[1][1].array)
-    changed = image.array != background.array
-    assert inserted.any() and np.array_equal(changed, changed & inserted)  # uptake added only inside the label
+    from medfoundry.preprocessing.anatomy.morphology import dilate_mm
+
+    changed = np.abs(image.array - background.array) > 1e-3
+    # blurred to the background's resolution (7 mm FWHM): the uptake spills past the label by about a FWHM, no further
+    near = dilate_mm(inserted, background.spacing_zyx, 2 * 7.0)
+    assert inserted.any() and not (changed & ~near).any() and (changed & ~inserted).any()
     assert not (inserted & own).any()
     assert image.spacing == background.spacing and image.origin == background.origin
 

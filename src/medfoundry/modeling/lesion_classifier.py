@@ -33,8 +33,10 @@ class LesionClassifier:
     path: str | None = None  # the file it was loaded from
 
     def score(self, features: np.ndarray) -> np.ndarray:
-        """Lesion probability per row of ``features`` (N, n_features)."""
+        """Lesion probability per row of ``features`` (N, n_features); a NaN feature (not measurable on this scan,
+        e.g. an organ out of the field of view) takes the training mean, i.e. contributes nothing."""
         x = np.asarray(features, dtype=np.float64).reshape(-1, len(self.feature_names))
+        x = np.where(np.isnan(x), self.mean, x)
         z = ((x - self.mean) / self.scale) @ self.coef + self.intercept
         return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 

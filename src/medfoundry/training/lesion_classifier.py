@@ -5,15 +5,24 @@ found exactly as the pipeline finds them, at the scan's adaptive threshold and a
 (so that the model also sees the regions a ``--threshold`` gives):
 
 * every scan: candidates with >= ``POSITIVE_OVERLAP`` of their voxels in the lesion label are positives,
-  candidates that do not touch it negatives, the rest (partly inside) left out;
+  candidates that do not touch it negatives (those in the brain, kidneys, bladder, heart and every other organ
+  included: they teach the anatomy features), the rest (partly inside) left out;
+* ``scanner_copies`` copies (default :data:`SCANNER_COPIES`) of every whole-body / torso scan as another scanner
+  would show it (:func:`medfoundry.data.scanner_variation.scanner_copy`: voxels 2-5 mm, resolution 5-9 mm FWHM,
+  noise, SUV scale 0.8-1.25; seeds ``scanner_seed + k``), labelled like the scan (same patient group);
 * ``negatives_only`` scans: only their negatives (candidates touching the label are dropped), e.g. to keep a
   scan's lesion held out for testing while its normal anatomy trains the model;
 * ``inserted`` copies (:mod:`medfoundry.data.insertion`) of the scans that show a whole body section (whole-body
   or torso scans, not crops cut around a tumour, as the anatomy's body outline tells them apart), each with 3-6
-  lesions of the other scans inserted (1-60 mL, 0.5-1 x their excess uptake, seeds ``insert_seed + k``), away
+  lesions of the other scans inserted (1-60 mL, 0.5-1 x their excess uptake, blurred to the background's
+  resolution with ``InsertionConfig.resolution_fwhm_mm``, seeds ``insert_seed + k``), away
   from the scan's own lesions; candidates with >= ``POSITIVE_OVERLAP`` of their voxels in an inserted lesion are
   positives (the copy's other candidates are the scan's negatives again and are not repeated). Templates come
   from every scan but the ``negatives_only`` ones.
+
+Features (:func:`~medfoundry.inference.lesions.features.feature_names`): feature set v3, the handcrafted shape /
+uptake features, the anatomy features (``anatomy=True``; NaN where an organ is out of view, imputed with the
+column mean, which the model stores as its ``mean``) and the LiteMedSAM embedding (``embedding=True``).
 
 Model: standardised features -> logistic regression (L2, class-balanced), fitted with scikit-learn and exported to
 the numpy :class:`~medfoundry.modeling.lesion_classifier.LesionClassifier` (JSON). Cross-validation folds are split
@@ -46,9 +55,11 @@ from medfoundry.modeling.lesion_classifier import LesionClassifier
 POSITIVE_OVERLAP = 0.5
 C_REGULARISATION = 0.05
 EXTRA_THRESHOLDS = (2.5, 5.0)  # candidate thresholds besides the adaptive one (augmentation)
-VERSION = "2"
+VERSION = "3"  # feature set v3: handcrafted + anatomy (+ embedding)
 INSERT_SEED = 1000  # inserted copies use seeds INSERT_SEED + 0..N-1 (the bench's test scans use 0..N-1)
 INSERT_LESIONS_PER_SCAN = (3, 6)
+SCANNER_COPIES = 2  # copies of each whole-body / torso scan as other scanners would show it
+SCANNER_SEED = 2000
 FOLDS = 5
 FEATURE_NAMES = feature_names()
 
@@ -63,6 +74,9 @@ class TrainingConfig:
     negatives_only: tuple[str, ...] = ()
     roi_names: tuple[str, ...] | None = None
     embedding: bool = True
+    anatomy: bool = True
+    scanner_copies: int = SCANNER_COPIES
+    scanner_seed: int = SCANNER_SEED
     seed: int = 0
     C: float = C_REGULARISATION
     folds: int = FOLDS
@@ -100,28 +114,44 @@ def labelled_candidates(
     positives: bool,
     threshold: float | None = None,
     negatives: bool = True,
+    anatomy=None,
+    use_anatomy: bool = False,
 ):
-    """Features and labels of one scan's candidates against its lesion ``mask`` (at the adaptive threshold,
-    or ``threshold``); with ``positives=False`` candidates touching the lesions are dropped (negatives only), with
-    ``negatives=False`` candidates outside them are dropped (positives only). ``predictor=None``: handcrafted
-    features only."""
+    """Features and labels of one scan's candidates against its lesion ``mask``, found as the finder finds them
+    (:func:`~medfoundry.inference.lesions.pipeline.detect`: on the detection grid, at the adaptive threshold with
+    the anatomy's liver as fallback, or at ``threshold``; judged on the native grid); with ``positives=False``
+    candidates touching the lesions are dropped (negatives only), with ``negatives=False`` candidates outside them
+    are dropped (positives only). ``predictor=None``: no embedding features; ``use_anatomy``: the anatomy features
+    (of ``anatomy``, the scan's :func:`~medfoundry.preprocessing.anatomy.find_anatomy`; NaN where it is None).
+    Candidates inside the brain, urinary tract or heart are kept as negatives like any other."""
+    from medfoundry.inference.lesions.anatomy_features import anatomy_features, liver_suv_mean
+    from medfoundry.inference.lesions.detection_grid import detection_grid, to_native
+    from medfoundry.inference.lesions.pipeline import liver_on_grid
+
     suv_image = to_suv(image)
     suv, spacing = suv_image.array, suv_image.spacing_zyx
-    info = adaptive_threshold(suv, spacing, threshold)
-    cands = find_candidates(suv, spacing, info.threshold, DEFAULT_MIN_VOLUME_ML)
+    grid = detection_grid(suv, spacing)
+    info = adaptive_threshold(grid.suv, grid.spacing_zyx, threshold, liver=liver_on_grid(grid, anatomy))
+    cands = find_candidates(grid.suv, grid.spacing_zyx, info.threshold, DEFAULT_MIN_VOLUME_ML)
+    native = to_native(cands, grid, suv, info.threshold)
     keep, labels = [], []
-    for c in cands:
+    for i, c in enumerate(native):
         inside = float(mask[c.bbox][c.mask].mean())
         if inside == 0.0 and negatives:
-            keep.append(c)
+            keep.append(i)
             labels.append(0)
         elif positives and inside >= POSITIVE_OVERLAP:
-            keep.append(c)
+            keep.append(i)
             labels.append(1)
-    width = len(feature_names(predictor is not None))
+    names = feature_names(predictor is not None, use_anatomy)
     if not keep:
-        return np.zeros((0, width)), np.zeros(0, dtype=int)
-    return candidate_features(keep, suv, spacing, info.threshold, predictor), np.asarray(labels)
+        return np.zeros((0, len(names))), np.zeros(0, dtype=int)
+    rows = None
+    if use_anatomy:
+        rows = anatomy_features([native[i] for i in keep], suv, anatomy, liver_suv_mean(suv, spacing, anatomy))
+    x = candidate_features([cands[i] for i in keep], grid.suv, grid.spacing_zyx, info.threshold, predictor, names,
+                           rows)  # fmt: skip
+    return x, np.asarray(labels)
 
 
 def inserted_scans(
@@ -139,9 +169,10 @@ def inserted_scans(
 
 def inserted_scan(background: MedicalImage, own: np.ndarray, templates: list, seed: int, pmap=None):
     """One copy of ``background`` with 3-6 ``templates`` inserted (``seed``): ``(name, image, inserted mask)``."""
-    from medfoundry.data.insertion import InsertionConfig, insert_lesions, placement_map
+    from medfoundry.data.insertion import CLINICAL_FWHM_MM, InsertionConfig, insert_lesions, placement_map
 
-    config = InsertionConfig(lesions_per_scan=INSERT_LESIONS_PER_SCAN)
+    # blurred to the background's resolution: a shrunk template would otherwise have edges sharper than PET images
+    config = InsertionConfig(lesions_per_scan=INSERT_LESIONS_PER_SCAN, resolution_fwhm_mm=CLINICAL_FWHM_MM)
     if pmap is None:
         pmap = placement_map(background.array, background.spacing_zyx, own)
     res = insert_lesions(background, templates, seed=seed, config=config, own_label=own, pmap=pmap)
@@ -177,8 +208,13 @@ def build_training_set(
     feats, labels, cases, groups = [], [], [], []
 
     def add(case: str, group: str, image: MedicalImage, mask: np.ndarray, positives: bool, negatives: bool) -> None:
+        anatomy = None
+        if config.anatomy:
+            from medfoundry.preprocessing.anatomy import find_anatomy
+
+            anatomy = find_anatomy(image.array, image.spacing_zyx, image.direction)
         for thr in (None, *config.thresholds):
-            x, y = labelled_candidates(image, mask, predictor, positives, thr, negatives)
+            x, y = labelled_candidates(image, mask, predictor, positives, thr, negatives, anatomy, config.anatomy)
             feats.append(x)
             labels.append(y)
             cases.extend([case] * len(y))
@@ -192,17 +228,31 @@ def build_training_set(
         add(scan.name, scan.group, image, mask, positives=not negatives_only, negatives=True)
         if config.inserted and not negatives_only:
             templates += extract_lesions(image, image.with_array(mask.astype(np.uint8)), source=scan.name)
-        if config.inserted and shows_body_section(image):
+        if (config.inserted or config.scanner_copies) and shows_body_section(image):
             backgrounds.append(scan)
+            add_scanner_copies(scan, image, mask, not negatives_only, config, add)
     if config.inserted:
         if not backgrounds or not templates:
             what = "no scan shows a whole body section to insert into" if not backgrounds else "no lesion to insert"
             raise InputError("--insert", what)
         add_inserted(backgrounds, templates, config, add, progress)
-    width = len(feature_names(predictor is not None))
+    width = len(feature_names(predictor is not None, config.anatomy))
     x = np.concatenate(feats) if feats else np.zeros((0, width))
     y = np.concatenate(labels) if labels else np.zeros(0, dtype=int)
     return TrainingSet(x, y, cases, groups)
+
+
+def add_scanner_copies(
+    scan: LabelledScan, image: MedicalImage, mask: np.ndarray, positives: bool, config: TrainingConfig, add
+) -> None:
+    """``config.scanner_copies`` copies of a whole-body / torso scan as other scanners would show it
+    (:func:`medfoundry.data.scanner_variation.scanner_copy`, seeds ``scanner_seed + k``): the same patient (its
+    group), its candidates labelled against the copied label like the scan's own (negatives only when the scan is)."""
+    from medfoundry.data.scanner_variation import scanner_copy
+
+    for k in range(config.scanner_copies):
+        copy = scanner_copy(image, [mask], config.scanner_seed + k)
+        add(f"{scan.name} scanner-{config.scanner_seed + k}", scan.group, copy.image, copy.masks[0], positives, True)
 
 
 def add_inserted(backgrounds: list[LabelledScan], templates: list, config: TrainingConfig, add, progress: bool) -> None:
@@ -225,7 +275,7 @@ def add_inserted(backgrounds: list[LabelledScan], templates: list, config: Train
 
 
 def fit(
-    train: TrainingSet, seed: int = 0, C: float = C_REGULARISATION, folds: int = FOLDS
+    train: TrainingSet, seed: int = 0, C: float = C_REGULARISATION, folds: int = FOLDS, names: list[str] | None = None
 ) -> tuple[LesionClassifier, dict | None, np.ndarray | None]:
     """Fit the classifier on all rows; cross-validate (seeded) with folds split by group so that no scan is scored
     by a model that saw it: ``(classifier, summary, cross-validated score per row)``, the last two None when there
@@ -243,7 +293,12 @@ def fit(
             LogisticRegression(C=C, class_weight="balanced", max_iter=5000, random_state=seed),
         )
 
-    x, y = train.features, train.labels
+    x, y = impute_mean(train.features), train.labels
+    if names is None:  # the feature set of this width (v3 with / without the embedding, else v2)
+        names = next((feature_names(e, a) for a in (True, False) for e in (True, False)
+                      if len(feature_names(e, a)) == x.shape[1]), None)  # fmt: skip
+    if names is None or len(names) != x.shape[1]:
+        raise InputError(None, f"{x.shape[1]} feature columns do not match the feature names {names}")
     groups = np.asarray(train.groups)
     splits = min(folds, len(np.unique(groups)))
     cv, prob, cut = None, None, 0.5
@@ -271,7 +326,7 @@ def fit(
     scaler, logreg = fitted[0], fitted[1]
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
     clf = LesionClassifier(
-        feature_names=feature_names(x.shape[1] > len(feature_names(False))),
+        feature_names=list(names),
         mean=scaler.mean_.astype(np.float64),
         scale=scale.astype(np.float64),
         coef=logreg.coef_[0].astype(np.float64),
@@ -281,6 +336,17 @@ def fit(
         info={"seed": seed, "C": C, "n_positive": int(y.sum()), "n_negative": int((y == 0).sum()), **(cv or {})},
     )
     return clf, cv, prob
+
+
+def impute_mean(x: np.ndarray) -> np.ndarray:
+    """NaN features (not measurable on a scan: an organ out of view, a crop) replaced by their column's mean (0 for
+    a column without any value), the value :meth:`LesionClassifier.score` imputes, as the fitted scaler's mean."""
+    x = np.asarray(x, dtype=np.float64)
+    if not np.isnan(x).any():
+        return x
+    with np.errstate(invalid="ignore"):
+        means = np.where(np.isnan(x).all(axis=0), 0.0, np.nanmean(np.where(np.isnan(x).all(axis=0), 0.0, x), axis=0))
+    return np.where(np.isnan(x), means, x)
 
 
 def per_case_table(train: TrainingSet, prob: np.ndarray | None, cut: float) -> list[dict]:
@@ -313,7 +379,7 @@ def train_lesion_classifier(
     scans = find_labelled_scans(data)
     check_negatives_only(scans, config.negatives_only)
     if cache is not None and Path(cache).is_file():
-        train = read_training_set(cache, config.embedding)
+        train = read_training_set(cache, config.embedding, config.anatomy)
     else:
         for scan in tqdm(scans, desc="checking scans", unit="scan", disable=not progress):
             read_labelled_scan(scan, config.roi_names)
@@ -325,13 +391,17 @@ def train_lesion_classifier(
     if not train.labels.any() or train.labels.all():
         missing = "positive (no candidate lies in a labelled lesion)" if not train.labels.any() else "negative"
         raise InputError(data, f"no {missing} candidate to learn from in {len(scans)} scan(s)")
-    clf, cv, prob = fit(train, seed=config.seed, C=config.C, folds=config.folds)
+    names = feature_names(config.embedding, config.anatomy)
+    clf, cv, prob = fit(train, seed=config.seed, C=config.C, folds=config.folds, names=names)
     clf.info.update(
         {
             "trained_on": {
                 "scans": [s.name for s in scans],
                 "negatives_only": list(config.negatives_only),
                 "inserted_copies": config.inserted,
+                "scanner_copies": config.scanner_copies,
+                "scanner_seed": config.scanner_seed if config.scanner_copies else None,
+                "feature_set": "v3 (anatomy)" if config.anatomy else "v2",
                 "insert_seed": config.insert_seed if config.inserted else None,
                 "thresholds": ["adaptive", *config.thresholds],
                 "roi_names": None if config.roi_names is None else list(config.roi_names),
@@ -352,14 +422,14 @@ def write_training_set(train: TrainingSet, path: str | Path) -> Path:
     return Path(path)
 
 
-def read_training_set(path: str | Path, embedding: bool = True) -> TrainingSet:
+def read_training_set(path: str | Path, embedding: bool = True, anatomy: bool = True) -> TrainingSet:
     """A training set written by :func:`write_training_set`; its width must match the features asked for."""
     try:
         with np.load(path, allow_pickle=False) as z:
             train = TrainingSet(z["features"], z["labels"], [str(c) for c in z["cases"]], [str(g) for g in z["groups"]])
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(path, f"cannot read the cached training set ({exc})") from exc
-    if train.features.shape[1] != len(feature_names(embedding)):
+    if train.features.shape[1] != len(feature_names(embedding, anatomy)):
         raise InputError(path, f"the cached training set has {train.features.shape[1]} features, not the "
-                         f"{len(feature_names(embedding))} asked for (delete it to rebuild)")  # fmt: skip
+                         f"{len(feature_names(embedding, anatomy))} asked for (delete it to rebuild)")  # fmt: skip
     return train

@@ -6,8 +6,13 @@
   hottest voxel (kept inside the image), mean-pooled over the candidate's footprint on that slice; windows are
   encoded in batches.
 
-No position-in-body feature is used on purpose: the lesions the classifier was trained on come from tumour crops,
-which carry no body position, so such a feature would only learn "crop versus whole-body scan".
+* (feature set v3) features relative to the patient's anatomy (:mod:`medfoundry.inference.lesions.anatomy_features`):
+  cranio-caudal position, nearness to each organ of physiological uptake, the left-right partner, SUVmax over the
+  liver. Tumour crops carry no body position: there these features are NaN (not in the field of view) and the model
+  imputes its training mean, so that they cannot learn "crop versus whole-body scan".
+
+Columns are computed and picked by name (:func:`candidate_features`), so a model of an older feature set (v2:
+handcrafted + embedding) runs unchanged.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from medfoundry.errors import InputError
+from medfoundry.inference.lesions.anatomy_features import ANATOMY
 from medfoundry.inference.lesions.candidates import Candidate
 from medfoundry.preprocessing.intensity import DEFAULT_PET_SUV_RANGE
 
@@ -134,30 +140,71 @@ def embedding_features(
     return feats
 
 
-def feature_names(embedding: bool = True) -> list[str]:
-    """The names of the feature columns: :data:`HANDCRAFTED`, then ``embedding_0..255`` unless ``embedding=False``."""
-    return list(HANDCRAFTED) + ([f"embedding_{i}" for i in range(EMBED_DIM)] if embedding else [])
+def feature_names(embedding: bool = True, anatomy: bool = True) -> list[str]:
+    """The names of the feature columns, in order: :data:`HANDCRAFTED`, then the anatomy features
+    (:data:`~medfoundry.inference.lesions.anatomy_features.ANATOMY`, feature set v3) unless ``anatomy=False``, then
+    ``embedding_0..255`` unless ``embedding=False``. Models of feature set v2 list HANDCRAFTED (+ embedding)."""
+    return (
+        list(HANDCRAFTED)
+        + (list(ANATOMY) if anatomy else [])
+        + ([f"embedding_{i}" for i in range(EMBED_DIM)] if embedding else [])
+    )
+
+
+KNOWN = frozenset(feature_names(True, True))
 
 
 def check_feature_names(classifier) -> None:
-    """A classifier must name the features computed here, in order (with or without the embedding)."""
+    """A classifier may use any features computed here (by name, in any order: a v2 model without the anatomy
+    features runs as well as a v3 one); a name this version does not compute is an InputError naming the file."""
     names = list(classifier.feature_names)
-    if names not in (feature_names(True), feature_names(False)):
+    unknown = [n for n in names if n not in KNOWN]
+    if unknown or len(set(names)) != len(names) or not names:
+        what = f"unknown features {unknown[:5]}" if unknown else "repeated or no feature names"
         raise InputError(
             classifier.path,
-            f"the lesion classifier uses {len(names)} features that this version does not compute "
-            f"(expected {len(HANDCRAFTED)} handcrafted, optionally followed by {EMBED_DIM} embedding features)",
+            f"the lesion classifier uses features that this version does not compute ({what}; known: "
+            f"{len(HANDCRAFTED)} handcrafted, {len(ANATOMY)} anatomy, {EMBED_DIM} embedding features)",
         )
 
 
+def uses_anatomy(names) -> bool:
+    """Whether a model with these feature names needs the anatomy features."""
+    return any(n in ANATOMY for n in names)
+
+
+def uses_embedding_names(names) -> bool:
+    """Whether a model with these feature names needs the LiteMedSAM embedding."""
+    return any(n.startswith("embedding_") for n in names)
+
+
 def candidate_features(
-    candidates: list[Candidate], suv: np.ndarray, spacing_zyx: tuple[float, ...], threshold: float, predictor
+    candidates: list[Candidate],
+    suv: np.ndarray,
+    spacing_zyx: tuple[float, ...],
+    threshold: float,
+    predictor,
+    names: list[str] | None = None,
+    anatomy_rows: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(N, len(HANDCRAFTED) + 256) features: handcrafted first, then the pooled embedding; handcrafted only
-    (N, len(HANDCRAFTED)) when ``predictor`` is None."""
+    """(N, len(names)) features, columns in the order of ``names`` (default: :func:`feature_names` with the
+    embedding when ``predictor`` is given and the anatomy features when ``anatomy_rows`` is): the handcrafted ones,
+    the anatomy ones from ``anatomy_rows`` ((N, len(ANATOMY)), from
+    :func:`~medfoundry.inference.lesions.anatomy_features.anatomy_features`; NaN when not given) and the pooled
+    embedding (computed only when a name asks for it)."""
+    if names is None:
+        names = feature_names(predictor is not None, anatomy_rows is not None)
+    n = len(candidates)
     hand = np.array([handcrafted_features(c, suv, spacing_zyx, threshold) for c in candidates]).reshape(
-        len(candidates), len(HANDCRAFTED)
+        n, len(HANDCRAFTED)
     )
-    if predictor is None:
-        return hand
-    return np.concatenate([hand, embedding_features(candidates, suv, predictor, spacing_zyx)], axis=1)
+    columns = {name: hand[:, i] for i, name in enumerate(HANDCRAFTED)}
+    if uses_anatomy(names):
+        rows = np.full((n, len(ANATOMY)), np.nan) if anatomy_rows is None else np.asarray(anatomy_rows, np.float64)
+        columns.update({name: rows[:, i] for i, name in enumerate(ANATOMY)})
+    if uses_embedding_names(names):
+        if predictor is None:
+            raise InputError(None, "the lesion classifier needs the LiteMedSAM embedding but no predictor was given")
+        emb = embedding_features(candidates, suv, predictor, spacing_zyx)
+        columns.update({f"embedding_{i}": emb[:, i] for i in range(EMBED_DIM)})
+    return np.stack([columns[name] for name in names], axis=1) if names else np.zeros((n, 0))
