@@ -1,4 +1,6 @@
-"""Regenerate ``src/medfoundry/modeling/weights/lesion_classifier_v2.json`` (seeded) with ``medfoundry lesions train``.
+"""Make the shipped lesion classifier (seeded) with ``medfoundry lesions train``: feature set v3 (handcrafted +
+anatomy + embedding) in ``src/medfoundry/modeling/weights/lesion_classifier_v3.json``, which the finder then loads
+instead of v2's file (``modeling.lesion_classifier.DEFAULT_CLASSIFIER``: the newest shipped file).
 
 PYTHONPATH=src python bench/train_lesion_classifier.py [--data ../shared/data] [--out PATH] [--threads 2]
     [--features train.npz]   # cache of the candidate features (rebuilt when absent)
@@ -12,6 +14,8 @@ so that what users run is what was measured:
   only (``--negatives-only STS_001``: its tumour stays a held-out positive of the bench);
 * ``STS_002`` .. ``STS_020``: the training crops in autoPET layout (``SUV.nii.gz`` + ``SEG.nii.gz``);
 * ``--insert 20 --insert-seed 1000``: 20 copies of the whole-body scan with 3-6 crop tumours inserted each;
+* ``--scanner-copies 2``: 2 copies of the whole-body scan as other scanners would show it (voxels, resolution,
+  noise, SUV scale);
 * ``--thresholds 2.5 5.0``: candidates also at SUV 2.5 and 5.0 besides the adaptive threshold.
 
 The crops STS_021..STS_030 are never used: they are the test set of ``bench/lesions_wholebody.py``.
@@ -27,11 +31,12 @@ import time
 from pathlib import Path
 
 from medfoundry.cli.main import main as medfoundry
-from medfoundry.modeling.lesion_classifier import DEFAULT_CLASSIFIER
+from medfoundry.modeling.lesion_classifier import NEXT_SHIPPED
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_CROPS = tuple(range(2, 21))
 INSERTED, INSERT_SEED = 20, 1000
+SCANNER_COPIES = 2
 
 
 def shipped_training_folder(data: Path, folder: Path, crops: tuple[int, ...] = TRAIN_CROPS) -> Path:
@@ -54,15 +59,15 @@ def train_command(
     """The ``medfoundry lesions train`` arguments of the shipped recipe."""
     args = ["lesions", "train", str(folder), "--out", out, "--overwrite", "--roi", "GTV_Mass",
             "--negatives-only", "STS_001", "--insert", str(inserted), "--insert-seed", str(INSERT_SEED),
-            "--thresholds", "2.5", "5.0", "--seed", str(seed), "--threads", str(threads),
-            "--backend", backend]  # fmt: skip
+            "--scanner-copies", str(SCANNER_COPIES), "--thresholds", "2.5", "5.0", "--seed", str(seed),
+            "--threads", str(threads), "--backend", backend]  # fmt: skip
     return args + (["--features-cache", features] if features else [])
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
-    p.add_argument("--out", default=str(DEFAULT_CLASSIFIER))
+    p.add_argument("--out", default=str(NEXT_SHIPPED))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--backend", default="fast")

@@ -14,7 +14,10 @@ import numpy as np
 
 from medfoundry.errors import InputError
 
-DEFAULT_CLASSIFIER = Path(__file__).parent / "weights" / "lesion_classifier_v2.json"
+WEIGHTS = Path(__file__).parent / "weights"
+SHIPPED = ("lesion_classifier_v3.json", "lesion_classifier_v2.json")  # the newest feature set shipped wins
+NEXT_SHIPPED = WEIGHTS / SHIPPED[0]  # where bench/train_lesion_classifier.py writes the model of feature set v3
+DEFAULT_CLASSIFIER = next((WEIGHTS / n for n in SHIPPED if (WEIGHTS / n).is_file()), WEIGHTS / SHIPPED[-1])
 FORMAT = "medfoundry-lesion-classifier"
 
 
