@@ -19,7 +19,7 @@ def suvmax_model(tmp_path_factory):
     """A handcrafted-feature classifier that accepts candidates with SUVmax >= 4 (no encoder needed)."""
     coef = np.zeros(len(HANDCRAFTED))
     coef[HANDCRAFTED.index("log_suv_max")] = 5.0
-    clf = LesionClassifier(feature_names(embedding=False), np.zeros(len(coef)), np.ones(len(coef)), coef,
+    clf = LesionClassifier(feature_names(embedding=False, anatomy=False), np.zeros(len(coef)), np.ones(len(coef)), coef,
                            -5.0 * np.log(4.0), threshold=0.5, version="test")  # fmt: skip
     return clf.save(tmp_path_factory.mktemp("model") / "suvmax.json")
 
