@@ -6,15 +6,28 @@ refusing to replace existing outputs unless ``overwrite=True``.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from medfoundry.errors import BatchFailures, InputError, MedfoundryError, MedfoundryWarning
+from medfoundry.api.batch import run_rows, scan_folder
+from medfoundry.api.classify import (  # noqa: F401 - the classify verb's front door
+    ClassifyBuildOptions,
+    ClassifyCompareOptions,
+    ClassifyEmbedOptions,
+    ClassifyPredictOptions,
+    classify_build,
+    classify_compare,
+    classify_embed,
+    classify_predict,
+    classify_predict_many,
+)
+from medfoundry.api.common import warn_if_no_contrast
+from medfoundry.errors import BatchFailures, InputError, MedfoundryError
 from medfoundry.inference.predictor import LiteMedSAMPredictor
 from medfoundry.inference.prompts import ObjectPrompt
 from medfoundry.inference.segment import check_prompts, segment_array
@@ -27,7 +40,7 @@ from medfoundry.io import (
     write_mask,
     write_npz_segs,
 )
-from medfoundry.io.atomic import check_outputs
+from medfoundry.io.atomic import check_outputs, remove_temporaries_of
 from medfoundry.io.numbers import check_number
 from medfoundry.preprocessing.boxes import label_boxes
 from medfoundry.preprocessing.intensity import IntensityWindow, normalize_intensity
@@ -53,21 +66,6 @@ def make_predictor(
 
 
 PredictorArg = LiteMedSAMPredictor | Callable[[], LiteMedSAMPredictor] | None
-
-
-def warn_if_no_contrast(image: MedicalImage) -> bool:
-    """Warn (:class:`MedfoundryWarning`) when every voxel has the same value (all zero, one voxel, constant):
-    the model then sees a blank picture and the mask says nothing about the image. Returns True if it warned."""
-    array = image.array
-    if array.size and float(array.max()) == float(array.min()):
-        what = "one voxel" if array.size == 1 else f"every voxel is {float(array.flat[0]):g}"
-        warnings.warn(
-            f"{image.path or 'image'}: the image has no contrast ({what}); the mask will not reflect anything in it",
-            MedfoundryWarning,
-            stacklevel=3,
-        )
-        return True
-    return False
 
 
 def _check_probability(threshold: float) -> float:
@@ -493,16 +491,7 @@ def lesions(
     )
 
 
-def lesion_folder(image: Path, out_dir: Path, base: Path | None = None) -> Path:
-    """A manifest row's output folder when it names none: its image's path under ``base`` (the manifest's folder)
-    without the suffix, below ``out_dir`` (``scans/p1/SUV.nii.gz`` -> ``OUT/p1/SUV``, so that autoPET's many
-    ``SUV.nii.gz`` stay apart); an image outside ``base``: ``OUT/<its folder>_<its name>``."""
-    from medfoundry.io.paths import split_suffix
-
-    name = image.name if image.is_dir() else split_suffix(image)[0]
-    if base is not None and image.resolve().is_relative_to(base.resolve()):
-        return out_dir / image.resolve().relative_to(base.resolve()).parent / name
-    return out_dir / f"{image.parent.name}_{name}"
+lesion_folder = scan_folder  # a lesions manifest row's folder when it names none (medfoundry.api.batch)
 
 
 @dataclass
@@ -536,6 +525,7 @@ def lesions_manifest(
     backend: str = "fast",
     weights: str | Path | None = None,
     allow_absolute_out: bool = False,
+    ray=None,
 ) -> CohortResult:
     """:func:`lesions` for every row of a manifest (:func:`medfoundry.inference.manifest.read_manifest`: an
     ``image`` column, optional ``out`` (the scan's folder, default :func:`lesion_folder`) and ``suv_factor``
@@ -546,6 +536,9 @@ def lesions_manifest(
     Resumable: a scan whose folder holds a ``lesions.json`` is kept unless ``overwrite`` (folders are written
     whole, atomically, so an interrupted run leaves no half-written one). A bad row is recorded and the run goes
     on; at the end :class:`~medfoundry.errors.BatchFailures` lists the failed rows (``.result`` has the rest).
+
+    ``ray`` (``RayOptions``, an address or True): the scans on Ray actors, each loading the models once
+    (:mod:`medfoundry.api.batch`); the same folders and ``cohort.csv``.
     """
     from medfoundry.inference.lesions.report import cohort_row, write_cohort_csv
     from medfoundry.inference.manifest import read_manifest
@@ -562,36 +555,75 @@ def lesions_manifest(
         allow_absolute_out=allow_absolute_out,
         default_out=lambda image, out: lesion_folder(image, out, base),
     )
-    classifier = load_lesion_classifier(model)
-    predictor = _lesion_predictor(adapter, weights, backend)
+    classifier = load_lesion_classifier(model)  # a bad model file fails before any work
     out_dir.mkdir(parents=True, exist_ok=True)
     result = CohortResult([], [], [], [], out_dir / COHORT_CSV)
-    for row in tqdm(rows, desc="scans", unit="scan", disable=not progress):
+    table: dict[int, dict] = {}
+    order = {id(row): i for i, row in enumerate(rows)}
+
+    def record(row, status: str, error: str | None = None) -> None:
+        folder = row.out
+        if status == "failed":
+            result.failed.append((row.name, error))
+        else:
+            (result.kept if status == "kept" else result.written).append(folder)
+        table[order[id(row)]] = cohort_row(row.name, row.image, folder, status, error=error)
+        result.rows = [table[i] for i in sorted(table)]
+        write_cohort_csv(result.cohort_csv, result.rows)
+
+    todo = []
+    for row in rows:  # the resume rule and the manifest's own bad rows, on the driver
         folder = row.out
         if row.error is None and folder.exists() and not overwrite:
             if (folder / "lesions.json").is_file():
-                result.kept.append(folder)
-                result.rows.append(cohort_row(row.name, row.image, folder, "kept"))
+                record(row, "kept")
                 continue
             row.error = f"{folder} exists and is not a lesions folder; pass --overwrite to replace it"
-        if row.error is None:
-            try:
-                _lesions_one(row.image, folder, suv_factor=_row_suv_factor(row), predictor=predictor,
-                             classifier=classifier, options=options, overwrite=overwrite, progress=False)  # fmt: skip
-                result.written.append(folder)
-                result.rows.append(cohort_row(row.name, row.image, folder, "done"))
-            except MedfoundryError as exc:
-                row.error = str(exc)
         if row.error is not None:
-            result.failed.append((row.name, row.error))
-            result.rows.append(cohort_row(row.name, row.image, folder, "failed", error=row.error))
-        write_cohort_csv(result.cohort_csv, result.rows)
+            record(row, "failed", row.error)
+        else:
+            todo.append(row)
+    if ray is None:
+        predictor = _lesion_predictor(adapter, weights, backend)
+        factory = lambda: (classifier, predictor)  # noqa: E731 - built already (the predictor: at first use)
+    else:
+        factory = partial(_lesion_models, model, adapter, weights, backend)
+    run_rows(
+        todo,
+        partial(_lesion_row, options=options, overwrite=overwrite),
+        factory,
+        ray=ray,
+        progress=progress,
+        done_before=len(rows) - len(todo),
+        on_done=lambda row, out: record(row, "done") if out.ok else record(row, "failed", out.why),
+        on_lost=lambda row: remove_temporaries_of(row.out),
+        is_done=lambda row: (row.out / "lesions.json").is_file(),
+    )
     write_cohort_csv(result.cohort_csv, result.rows)
+    place = {row.out: i for i, row in enumerate(rows)}  # the lists in manifest order, as the local loop makes
+    names = {row.name: i for i, row in enumerate(rows)}
+    for kind in (result.written, result.kept):
+        kind.sort(key=lambda folder: place.get(folder, len(rows)))
+    result.failed.sort(key=lambda item: names.get(item[0], len(rows)))
     if result.failed:
         error = BatchFailures(manifest, result.written + result.kept, result.failed)
         error.result = result
         raise error
     return result
+
+
+def _lesion_models(model, adapter, weights, backend: str):
+    """A Ray actor's lesion models: the classifier and the LiteMedSAM predictor (built at first use)."""
+    from medfoundry.modeling.lesion_classifier import load_lesion_classifier
+
+    return load_lesion_classifier(model), _lesion_predictor(adapter, weights, backend)
+
+
+def _lesion_row(row, models, *, options: dict, overwrite: bool) -> None:
+    """One manifest row of :func:`lesions_manifest`: its scan's folder, written whole."""
+    classifier, predictor = models()
+    _lesions_one(row.image, row.out, suv_factor=_row_suv_factor(row), predictor=predictor, classifier=classifier,
+                 options=options, overwrite=overwrite, progress=False)  # fmt: skip
 
 
 def _row_suv_factor(row) -> float | None:

@@ -10,14 +10,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medfoundry.cli.cluster import add_ray_options, ray_from_args
 from medfoundry.cli.common import (
     add_backend,
     add_overwrite,
+    add_progress,
     add_seed,
     finite_float,
     fraction,
     nonnegative_float,
     nonnegative_int,
+    options_from_args,
     positive_float,
     positive_int,
     probability,
@@ -151,6 +154,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--batch-size", type=positive_int, default=16)
     e.add_argument("--tiny", action="store_true", help="small random-initialised variant (smoke tests only)")
     add_backend(e)
+    add_ray_options(e)
 
     c = steps.add_parser("compare", help="linear head per cached encoder + CNN baseline; test-split table")
     c.add_argument("dataset", type=Path, help="slice dataset folder")
@@ -178,7 +182,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = steps.add_parser(
         "predict", help="per-slice abnormality probability, z-profile plot, flagged ranges, coronal MIP"
     )
-    p.add_argument("scan", type=Path, help="PET volume (NIfTI/NRRD/MHA or DICOM series folder)")
+    p.add_argument("scan", type=Path, nargs="?", help="PET volume (NIfTI/NRRD/MHA or DICOM series folder)")
+    p.add_argument(
+        "--manifest",
+        type=Path,
+        metavar="FILE|DIR",
+        help="many scans with one model load: a CSV / JSON (column image; optional out = the scan's folder, mask, "
+        "suv_factor) or a folder of scans; --out is then the folder for rows without 'out'. A scan whose folder "
+        "holds flagged_ranges.json is kept (resume); bad rows are reported at the end (exit 2)",
+    )
+    p.add_argument(
+        "--allow-absolute-out",
+        action="store_true",
+        help="with --manifest: accept rows whose out is an absolute path (by default inside the manifest's folder "
+        "or --out)",
+    )
     p.add_argument(
         "--model", type=Path, required=True,
         help="model bundle from 'classify compare' (models/*.pt; models/best.pt = the highest val ROC-AUC)",
@@ -199,7 +217,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="do not keep the scan's embeddings in $MEDFOUNDRY_CACHE/slice_embeddings (by default a second model "
         "or threshold on the same scan reads them back instead of running the encoder again)",
     )
-    add_overwrite(p, "an existing output folder")
+    add_overwrite(p, "an existing output folder (--manifest: recompute every scan)")
+    add_progress(p)
+    add_ray_options(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -220,58 +240,10 @@ def region_spec(text: str) -> tuple[str, float, float]:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from medfoundry.data.pet_slices import (
-        CaseSpec,
-        SliceConfig,
-        autopet_cases,
-        build_slice_dataset,
-        keep_tracers,
-        read_case_table,
-        tracer_pins,
-    )
-    from medfoundry.errors import InputError
+    from medfoundry.api import ClassifyBuildOptions, classify_build
 
-    cases = read_case_table(args.cases) if args.cases else []
-    cases += autopet_cases(args.autopet) if args.autopet else []
-    cases += [CaseSpec(cid, Path(img), Path(msk)) for cid, img, msk in args.case]
-    if not cases:
-        raise InputError(None, "no cases: give --cases CSV, --autopet ROOT or --case ID IMAGE MASK")
-    wholebody = args.mode == "wholebody"
-    if not wholebody and (args.crops or args.crop or args.regions or args.features or args.borrow_backgrounds):
-        raise InputError(
-            None, "--crops / --crop / --regions / --features / --borrow-backgrounds belong to --mode wholebody"
-        )
-    grid = args.grid if args.grid is not None else ((0, 0, 0) if wholebody else (400, 400, 300))
-    config = SliceConfig(
-        grid=tuple(grid),
-        size=args.size,
-        min_lesion_voxels=args.min_lesion_voxels,
-        min_slice_max=args.min_slice_max,
-        binarize=args.binarize,
-        lesion_labels=tuple(args.lesion_labels) if args.lesion_labels else None,
-        intensity=args.intensity,
-        suv_window=args.suv_window,
-    )
-    if args.tracers:
-        cases = keep_tracers(cases, args.tracers)
-    pinned = tracer_pins(cases, args.test_tracer) if args.test_tracer else {}
-    for split in ("train", "val", "test"):
-        for patient in getattr(args, f"{split}_patients"):
-            if pinned.setdefault(patient, split) != split:
-                raise InputError(None, f"patient {patient} is pinned to both {pinned[patient]} and {split}")
-    if wholebody:
-        dataset = _build_wholebody(args, cases, config, pinned)
-    else:
-        dataset = build_slice_dataset(
-            cases,
-            args.out,
-            config,
-            fractions=tuple(args.split),
-            seed=args.seed,
-            pinned=pinned,
-            overwrite=args.overwrite,
-            allow_incomplete_splits=args.allow_incomplete_splits,
-        )
+    built = classify_build(options_from_args(ClassifyBuildOptions, args))
+    dataset, cases = built.dataset, built.cases
     labels = dataset.labels
     print(f"{args.out}: {len(dataset)} slices from {len(cases)} cases, {int(labels.sum())} abnormal")
     for split in ("train", "val", "test"):
@@ -286,92 +258,19 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _build_wholebody(args: argparse.Namespace, cases: list, config, pinned: dict):
-    from medfoundry.data.insertion import CLINICAL_FWHM_MM, InsertionConfig
-    from medfoundry.data.pet_slices import CaseSpec, WholeBodyOptions, build_wholebody_dataset, read_case_table
-    from medfoundry.errors import InputError
-
-    crops = read_case_table(args.crops) if args.crops else []
-    crops += [CaseSpec(cid, Path(img), Path(msk)) for cid, img, msk in args.crop]
-    regions = None
-    if args.regions:
-        regions = {}
-        for split, lo, hi in args.regions:
-            if split in regions:
-                raise InputError(None, f"--regions names the {split} split twice")
-            regions[split] = (lo, hi)
-    options = WholeBodyOptions(
-        n_inserted=args.insertions,
-        insertion=InsertionConfig(
-            lesions_per_scan=tuple(args.lesions_per_scan),
-            volume_ml=tuple(args.lesion_volume),
-            intensity_scale=tuple(args.lesion_contrast),
-            resolution_fwhm_mm=CLINICAL_FWHM_MM if args.lesion_fwhm is None else args.lesion_fwhm,
-        ),
-        crop_slices=args.crop_slices,
-        regions=regions,
-        borrow_backgrounds=args.borrow_backgrounds,
-    )
-    features = None
-    if args.features:
-        from medfoundry.inference.slice_features import feature_source
-
-        features = feature_source(args.features)
-    return build_wholebody_dataset(
-        cases,
-        crops,
-        args.out,
-        config,
-        options,
-        fractions=tuple(args.split),
-        seed=args.seed,
-        pinned=pinned,
-        overwrite=args.overwrite,
-        allow_incomplete_splits=args.allow_incomplete_splits,
-        features=features,
-    )
-
-
 def _embed(args: argparse.Namespace) -> int:
-    import time
+    from medfoundry.api import ClassifyEmbedOptions, classify_embed
 
-    from medfoundry.data.pet_slices import SliceDataset
-    from medfoundry.inference.embedding_cache import embed_dataset
-    from medfoundry.inference.encoder_backends import encoder_runtime
-    from medfoundry.modeling.encoders import build_encoder
-
-    dataset = SliceDataset(args.dataset)
-    encoder = encoder_runtime(build_encoder(args.encoder, weights=args.weights, tiny=args.tiny), args.backend)
-    start = time.perf_counter()
-    cache = embed_dataset(
-        dataset,
-        encoder,
-        args.cache or (args.dataset / "embeddings"),
-        batch_size=args.batch_size,
-        weights_path=args.weights,
-    )
-    seconds = time.perf_counter() - start
-    emb = cache.embeddings
-    print(f"{cache.path}: {emb.shape[0]} x {emb.shape[1]} float16 embeddings ({seconds:.1f} s this run)")
+    result = classify_embed(options_from_args(ClassifyEmbedOptions, args, ray=ray_from_args(args)))
+    emb = result.cache.embeddings
+    print(f"{result.cache.path}: {emb.shape[0]} x {emb.shape[1]} float16 embeddings ({result.seconds:.1f} s this run)")
     return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from medfoundry.training.compare import run_comparison
+    from medfoundry.api import ClassifyCompareOptions, classify_compare
 
-    result = run_comparison(
-        dataset_dir=args.dataset,
-        out_dir=args.out,
-        caches=args.embeddings,
-        cnn=not args.no_cnn,
-        imbalance=args.imbalance,
-        threshold_rule=args.threshold_rule,
-        head_epochs=args.head_epochs,
-        cnn_epochs=args.cnn_epochs,
-        seed=args.seed,
-        overwrite=args.overwrite,
-        allow_one_class_splits=args.allow_one_class_splits,
-    )
+    result = classify_compare(options_from_args(ClassifyCompareOptions, args))
     print(result.markdown)
     print(f"written to {args.out}: table.md, table.csv, roc.png, pr.png, confusion.png, models/ (best.pt: the "
           "highest val ROC-AUC)")  # fmt: skip
@@ -379,21 +278,24 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from medfoundry.inference.onnx_export import cache_dir
-    from medfoundry.inference.slice_classifier import predict_scan
+    from medfoundry.api import ClassifyPredictOptions, classify_predict, classify_predict_many
+    from medfoundry.errors import BatchFailures, InputError
 
-    result = predict_scan(
-        args.scan,
-        args.model,
-        args.out,
-        mask=args.mask,
-        weights=args.weights,
-        threshold=args.threshold,
-        overwrite=args.overwrite,
-        suv_factor=args.suv_factor,
-        backend=args.backend,
-        embedding_cache=None if args.no_embedding_cache else cache_dir() / "slice_embeddings",
-    )
+    ray = ray_from_args(args) if args.manifest is not None else None
+    options = options_from_args(ClassifyPredictOptions, args, embedding_cache=not args.no_embedding_cache, ray=ray)
+    if args.manifest is not None:
+        try:
+            result = classify_predict_many(options)
+        except BatchFailures as exc:
+            _predict_summary(exc.result)
+            for name, why in exc.failed:
+                print(f"failed: {name}: {why}")
+            raise
+        _predict_summary(result)
+        return 0
+    if args.scan is None:
+        raise InputError(None, "give a SCAN (or --manifest FILE)")
+    result = classify_predict(options)
     print(f"{args.scan}: {len(result.probabilities)} slices, model {result.model}, threshold {result.threshold:.3f}")
     if result.ranges:
         for r in result.ranges:
@@ -405,3 +307,11 @@ def _predict(args: argparse.Namespace) -> int:
         print("  no slice above the threshold")
     print(f"written to {args.out}: slice_probabilities.csv, flagged_ranges.json, z_profile.png, coronal_mip.png")
     return 0
+
+
+def _predict_summary(result) -> None:
+    flagged = sum(1 for n in result.flagged.values() if n)
+    print(
+        f"{len(result.written)} scan(s) done, {len(result.kept)} kept from an earlier run, {len(result.failed)} "
+        f"failed; {flagged} scan(s) with flagged slices"
+    )

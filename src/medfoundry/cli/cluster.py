@@ -1,6 +1,7 @@
 """``--ray [ADDRESS]`` and its sizing options, declared once for every verb with a batch mode (``segment
---manifest``; docs/scale.md). ``MEDFOUNDRY_RAY`` gives the default: an address, ``local`` or ``1`` (Ray on this
-machine), ``0`` or empty (off)."""
+--manifest``, ``lesions --manifest``, ``classify embed``, ``classify predict --manifest``; docs/scale.md).
+``MEDFOUNDRY_RAY`` gives the default: an address, ``local`` or ``1`` (Ray on this machine), ``0`` or empty
+(off)."""
 
 from __future__ import annotations
 

@@ -95,22 +95,10 @@ def add_seed(parser: argparse.ArgumentParser, what: str = "random numbers") -> N
 
 
 def resolve_device(device: str | None) -> str:
-    """``device`` checked against this machine; ``None`` means cuda when available, else cpu."""
-    import torch
+    """``device`` checked against this machine (:func:`medfoundry.api.common.resolve_device`)."""
+    from medfoundry.api.common import resolve_device as check
 
-    from medfoundry.errors import InputError
-
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InputError("--device", f"{device} asked for, but no CUDA GPU is available here")
-        index = int(device.split(":")[1]) if ":" in device else 0
-        if index >= torch.cuda.device_count():
-            raise InputError("--device", f"{device}: only {torch.cuda.device_count()} CUDA device(s) here")
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise InputError("--device", "mps asked for, but it is not available here")
-    return device
+    return check(device)
 
 
 def set_threads(args: argparse.Namespace) -> None:
@@ -203,3 +191,20 @@ def predictor_from_args(args: argparse.Namespace):
 
     set_threads(args)
     return make_predictor(weights=args.weights, backend=args.backend, adapter=args.adapter)
+
+
+def options_from_args(cls, args: argparse.Namespace, **given):
+    """The verb's options dataclass (``medfoundry.api``) filled from the parsed arguments by field name:
+    ``given`` first (fields whose option is spelt otherwise, e.g. ``progress=not args.no_progress``), then every
+    field the namespace has; the others keep their defaults. ``progress`` follows ``--no-progress`` by itself."""
+    import dataclasses
+
+    values = dict(given)
+    for f in dataclasses.fields(cls):
+        if f.name in values:
+            continue
+        if hasattr(args, f.name):
+            values[f.name] = getattr(args, f.name)
+        elif f.name == "progress" and hasattr(args, "no_progress"):
+            values["progress"] = not args.no_progress
+    return cls(**values)

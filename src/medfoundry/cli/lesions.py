@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from medfoundry.cli.cluster import add_ray_options, ray_from_args
 from medfoundry.cli.common import (
     add_backend,
     add_model_options,
@@ -22,6 +23,7 @@ EPILOG = """examples:
   medfoundry lesions scan_suv.nii.gz --out results/ --adapter run/best.pt --threshold 4.0 --min-volume 0.5
   medfoundry lesions scan_bqml.nii.gz --suv-factor 0.000243 --out results/ --delineation both
   medfoundry lesions --manifest scans.csv --out cohort/       # columns: image[,out][,suv_factor]
+  medfoundry lesions --manifest scans.csv --out cohort/ --ray head-node:6379 --ray-cpus-per-actor 4
   medfoundry lesions train my_scans/ --out model.json          # retrain on your labelled scans (see --help)
   medfoundry lesions scan.nii.gz --out results/ --model model.json
 
@@ -130,6 +132,7 @@ def add_parser(subparsers) -> None:
     add_overwrite(p, "an existing output folder (--manifest: recompute every scan)")
     add_progress(p)
     add_model_options(p)
+    add_ray_options(p)
     train = type(p)(
         prog=f"{p.prog} train",
         description="Retrain the lesion classifier of 'medfoundry lesions' on your own labelled PET scans.",
@@ -251,7 +254,11 @@ def run_manifest(args: argparse.Namespace) -> int:
 
     try:
         result = lesions_manifest(
-            args.manifest, args.out, allow_absolute_out=args.allow_absolute_out, **_finder_options(args)
+            args.manifest,
+            args.out,
+            allow_absolute_out=args.allow_absolute_out,
+            ray=ray_from_args(args),
+            **_finder_options(args),
         )
     except BatchFailures as exc:
         _cohort_summary(exc.result)

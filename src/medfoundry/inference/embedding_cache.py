@@ -101,23 +101,37 @@ def check_cache_matches(path: Path, manifest: dict, dataset, encoder=None) -> No
             )
 
 
-def embed_dataset(
-    dataset,
-    encoder,
-    cache_root: str | Path,
-    batch_size: int = 16,
-    chunk_rows: int = 128,
-    weights_path: str | Path | None = None,
-    progress: bool = True,
-    max_chunks: int | None = None,
-) -> DiskEmbeddingCache | None:
-    """Embed every slice of ``dataset`` once with a frozen ``encoder``; reuse or resume the cache.
+@dataclass
+class EmbeddingRun:
+    """A cache being written: its folder and manifest, the chunking, and the chunks still to embed
+    (``complete``: the finished cache, when there is nothing to do)."""
 
-    ``max_chunks`` stops after that many new chunks (returns ``None``: the cache stays resumable); it is how
-    tests and time-limited jobs interrupt a run on purpose.
-    """
-    from tqdm.auto import tqdm
+    folder: Path
+    manifest: dict
+    chunk_rows: int
+    n_rows: int
+    todo: list[int]
+    complete: DiskEmbeddingCache | None = None
 
+    @property
+    def chunks(self) -> Path:
+        return self.folder / "chunks"
+
+    def chunk_path(self, chunk: int) -> Path:
+        return self.chunks / f"{chunk:05d}.npy"
+
+    def chunk_size(self, chunk: int) -> int:
+        return min(self.chunk_rows, self.n_rows - chunk * self.chunk_rows)
+
+    def done_rows(self) -> int:
+        return self.n_rows - sum(self.chunk_size(c) for c in self.todo)
+
+
+def start_embedding(
+    dataset, encoder, cache_root: str | Path, chunk_rows: int = 128, weights_path: str | Path | None = None
+) -> EmbeddingRun:
+    """Open (resume) or start the cache of ``dataset`` by ``encoder`` under ``cache_root``: the chunks not
+    written yet, or the complete cache."""
     key = cache_key(encoder.name, encoder.weights_id, dataset.preprocessing_hash)
     folder = Path(cache_root) / key
     manifest_path = folder / "manifest.json"
@@ -126,7 +140,7 @@ def embed_dataset(
         manifest = json.loads(manifest_path.read_text())
         check_cache_matches(folder, manifest, dataset, encoder)
         if manifest.get("complete") and (folder / "embeddings.npy").is_file():
-            return DiskEmbeddingCache(folder, manifest)
+            return EmbeddingRun(folder, manifest, chunk_rows, n, [], DiskEmbeddingCache(folder, manifest))
         if int(manifest.get("chunk_rows", chunk_rows)) != chunk_rows:
             chunk_rows = int(manifest["chunk_rows"])  # resume with the chunking already on disk
     else:
@@ -145,46 +159,88 @@ def embed_dataset(
             "done": 0,
         }
         _write_json_atomic(manifest_path, manifest)
-    chunks = folder / "chunks"
     n_chunks = (n + chunk_rows - 1) // chunk_rows
-    todo = [c for c in range(n_chunks) if not (chunks / f"{c:05d}.npy").is_file()]
-    done_rows = n - sum(min(chunk_rows, n - c * chunk_rows) for c in todo)
+    run = EmbeddingRun(folder, manifest, chunk_rows, n, [])
+    run.todo = [c for c in range(n_chunks) if not run.chunk_path(c).is_file()]
+    return run
+
+
+def embed_chunk(dataset, encoder, run: EmbeddingRun, chunk: int, batch_size: int = 16, bar=None) -> int:
+    """Embed the rows of one chunk and write it (atomically: an existing chunk is a finished one); its rows."""
+    rows = np.arange(chunk * run.chunk_rows, chunk * run.chunk_rows + run.chunk_size(chunk))
+    parts = []
     encoder.eval()
-    started = time.perf_counter()
-    bar = tqdm(total=n, initial=done_rows, desc=f"embedding ({encoder.name})", unit="slice", disable=not progress)
-    new_chunks = 0
     with torch.inference_mode():
-        for c in todo:
-            if max_chunks is not None and new_chunks >= max_chunks:
-                bar.close()
-                return None
-            rows = np.arange(c * chunk_rows, min(n, (c + 1) * chunk_rows))
-            parts = []
-            for b in range(0, rows.size, batch_size):
-                batch = torch.from_numpy(dataset.images(rows[b : b + batch_size]))
-                parts.append(encoder.embed(encoder.prepare(batch)).float().cpu().numpy())
+        for b in range(0, rows.size, batch_size):
+            batch = torch.from_numpy(dataset.images(rows[b : b + batch_size]))
+            parts.append(encoder.embed(encoder.prepare(batch)).float().cpu().numpy())
+            if bar is not None:
                 bar.update(min(batch_size, rows.size - b))
-            _save_npy_atomic(chunks / f"{c:05d}.npy", np.concatenate(parts).astype(np.float16))
-            new_chunks += 1
-            manifest["done"] = int(
-                min(n, done_rows + sum(min(chunk_rows, n - t * chunk_rows) for t in todo[:new_chunks]))
-            )
-            _write_json_atomic(manifest_path, manifest)
-    bar.close()
-    parts = [np.load(chunks / f"{c:05d}.npy") for c in range(n_chunks)]
-    embeddings = np.concatenate(parts) if parts else np.zeros((0, encoder.out_dim), np.float16)
-    if embeddings.shape != (n, encoder.out_dim):
-        raise InputError(folder, f"cache chunks hold {embeddings.shape}, expected {(n, encoder.out_dim)}; delete it")
-    _save_npy_atomic(folder / "embeddings.npy", embeddings)
-    manifest.update(
+    _save_npy_atomic(run.chunk_path(chunk), np.concatenate(parts).astype(np.float16))
+    return int(rows.size)
+
+
+def note_progress(run: EmbeddingRun, finished: list[int]) -> None:
+    """Record in the manifest how many rows are embedded (``finished``: the chunks written by this run)."""
+    left = [c for c in run.todo if c not in set(finished)]
+    run.manifest["done"] = int(run.n_rows - sum(run.chunk_size(c) for c in left))
+    _write_json_atomic(run.folder / "manifest.json", run.manifest)
+
+
+def finish_embedding(run: EmbeddingRun, out_dim: int, seconds: float) -> DiskEmbeddingCache:
+    """Join the chunks into ``embeddings.npy``, mark the manifest complete and remove the chunks."""
+    n_chunks = (run.n_rows + run.chunk_rows - 1) // run.chunk_rows
+    parts = [np.load(run.chunk_path(c)) for c in range(n_chunks)]
+    embeddings = np.concatenate(parts) if parts else np.zeros((0, out_dim), np.float16)
+    if embeddings.shape != (run.n_rows, out_dim):
+        expected = (run.n_rows, out_dim)
+        raise InputError(run.folder, f"cache chunks hold {embeddings.shape}, expected {expected}; delete it")
+    _save_npy_atomic(run.folder / "embeddings.npy", embeddings)
+    run.manifest.update(
         complete=True,
-        done=n,
-        seconds_last_run=round(time.perf_counter() - started, 2),
+        done=run.n_rows,
+        seconds_last_run=round(seconds, 2),
         finished=time.strftime("%Y-%m-%d %H:%M:%S"),
     )
-    _write_json_atomic(manifest_path, manifest)
-    shutil.rmtree(chunks, ignore_errors=True)
-    return DiskEmbeddingCache(folder, manifest)
+    _write_json_atomic(run.folder / "manifest.json", run.manifest)
+    shutil.rmtree(run.chunks, ignore_errors=True)
+    return DiskEmbeddingCache(run.folder, run.manifest)
+
+
+def embed_dataset(
+    dataset,
+    encoder,
+    cache_root: str | Path,
+    batch_size: int = 16,
+    chunk_rows: int = 128,
+    weights_path: str | Path | None = None,
+    progress: bool = True,
+    max_chunks: int | None = None,
+) -> DiskEmbeddingCache | None:
+    """Embed every slice of ``dataset`` once with a frozen ``encoder``; reuse or resume the cache.
+
+    ``max_chunks`` stops after that many new chunks (returns ``None``: the cache stays resumable); it is how
+    tests and time-limited jobs interrupt a run on purpose. ``medfoundry.api.classify.embed`` runs the chunks on
+    Ray actors with the same pieces (:func:`start_embedding`, :func:`embed_chunk`, :func:`finish_embedding`).
+    """
+    from tqdm.auto import tqdm
+
+    run = start_embedding(dataset, encoder, cache_root, chunk_rows, weights_path)
+    if run.complete is not None:
+        return run.complete
+    started = time.perf_counter()
+    desc = f"embedding ({encoder.name})"
+    bar = tqdm(total=run.n_rows, initial=run.done_rows(), desc=desc, unit="slice", disable=not progress)
+    finished: list[int] = []
+    for c in run.todo:
+        if max_chunks is not None and len(finished) >= max_chunks:
+            bar.close()
+            return None
+        embed_chunk(dataset, encoder, run, c, batch_size, bar)
+        finished.append(c)
+        note_progress(run, finished)
+    bar.close()
+    return finish_embedding(run, encoder.out_dim, time.perf_counter() - started)
 
 
 def find_caches(cache_root: str | Path, dataset) -> list[DiskEmbeddingCache]:

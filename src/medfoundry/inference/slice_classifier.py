@@ -14,7 +14,7 @@ import csv
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -107,26 +107,17 @@ def scan_embeddings(
     backend: str = "fast",
     cache: str | Path | None = None,
     progress: bool = True,
+    encoder=None,
 ) -> np.ndarray:
     """The bundle's frozen encoder on every slice (``images`` uint8 ``(n, S, S)``); with ``cache`` (a folder),
     the embeddings of the same slices by the same encoder weights are read back instead of computed (keyed by
-    the slices' bytes), so a second model or threshold on one scan costs no encoder time."""
-    from medfoundry.modeling.encoders import build_encoder
-
+    the slices' bytes), so a second model or threshold on one scan costs no encoder time. ``encoder()``: the
+    encoder already built (:class:`SliceModel`), else it is built here."""
     enc_info = bundle["encoder"]
     path = None if cache is None else Path(cache) / f"{_stack_key(enc_info, images)}.npy"
     if path is not None and path.is_file():
         return np.load(path).astype(np.float32)
-    weights = weights if weights is not None else bundle.get("weights_path")
-    encoder = build_encoder(enc_info["name"], weights=weights, **enc_info.get("build_kwargs", {}))
-    if encoder.weights_id != enc_info["weights_id"]:
-        raise WeightsError(
-            f"{weights or enc_info['name']}: encoder weights {encoder.weights_id[:12]} differ from the ones the head "
-            f"was trained on ({enc_info['weights_id'][:12]}); pass --weights with the original file"
-        )
-    from medfoundry.inference.encoder_backends import encoder_runtime
-
-    encoder = encoder_runtime(encoder, backend)  # ONNX Runtime / OpenVINO where the family exports, as in 'embed'
+    encoder = encoder() if encoder is not None else bundle_encoder(bundle, weights, backend)
     emb = embed_slices(encoder, images.astype(np.float32) / 255.0, progress=progress)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,8 +126,54 @@ def scan_embeddings(
     return emb
 
 
+def bundle_encoder(bundle: dict, weights: str | Path | None = None, backend: str = "fast"):
+    """The frozen encoder of a linear-head bundle, on ``backend`` (ONNX Runtime / OpenVINO where the family
+    exports, as in 'embed'); :class:`WeightsError` when ``weights`` are not the ones the head was trained on."""
+    from medfoundry.inference.encoder_backends import encoder_runtime
+    from medfoundry.modeling.encoders import build_encoder
+
+    enc_info = bundle["encoder"]
+    weights = weights if weights is not None else bundle.get("weights_path")
+    encoder = build_encoder(enc_info["name"], weights=weights, **enc_info.get("build_kwargs", {}))
+    if encoder.weights_id != enc_info["weights_id"]:
+        raise WeightsError(
+            f"{weights or enc_info['name']}: encoder weights {encoder.weights_id[:12]} differ from the ones the head "
+            f"was trained on ({enc_info['weights_id'][:12]}); pass --weights with the original file"
+        )
+    return encoder_runtime(encoder, backend)
+
+
+@dataclass
+class SliceModel:
+    """A model bundle loaded once for many scans (``classify predict --manifest``): the bundle now, its frozen
+    encoder at the first scan that needs it, then kept."""
+
+    path: Path
+    bundle: dict
+    weights: str | Path | None = None
+    backend: str = "fast"
+    built: list = field(default_factory=list)
+
+    def encoder(self):
+        if not self.built:
+            self.built.append(bundle_encoder(self.bundle, self.weights, self.backend))
+        return self.built[0]
+
+
+def load_slice_model(path: str | Path, weights: str | Path | None = None, backend: str = "fast") -> SliceModel:
+    """:class:`SliceModel` of the bundle at ``path`` (checked now; the encoder is built at first use)."""
+    return SliceModel(Path(path), load_bundle(path), weights, backend)
+
+
 def _scan_probabilities(
-    bundle: dict, images: np.ndarray, features: np.ndarray | None, weights, backend: str, cache, progress: bool
+    bundle: dict,
+    images: np.ndarray,
+    features: np.ndarray | None,
+    weights,
+    backend: str,
+    cache,
+    progress: bool,
+    encoder=None,
 ) -> np.ndarray:
     """Per-slice probabilities of a CNN or linear-head bundle on uint8 slices ``(n, S, S)``; a head with per-slice
     features gets them after the embedding (or alone, for a model without an encoder)."""
@@ -146,7 +183,7 @@ def _scan_probabilities(
         return predict_proba(model, images.astype(np.float32) / 255.0, batch_size=64)
     parts = []
     if bundle.get("encoder") is not None:
-        parts.append(scan_embeddings(bundle, images, weights, backend, cache, progress))
+        parts.append(scan_embeddings(bundle, images, weights, backend, cache, progress, encoder))
     if features is not None:
         parts.append(features)
     head = LinearHead(bundle["head_dim"], bundle.get("dropout", 0.2))
@@ -197,7 +234,7 @@ def plot_profile(path: Path, pred: ScanPrediction, title: str, lesion_slices: np
 
 def predict_scan(
     scan: str | Path,
-    model: str | Path,
+    model: str | Path | SliceModel,
     out_dir: str | Path,
     mask: str | Path | None = None,
     weights: str | Path | None = None,
@@ -212,13 +249,16 @@ def predict_scan(
     z-profile and the coronal MIP (``coronal_mip.png``, flagged slice ranges shaded) atomically. A model trained
     on SUV-window slices needs the scan in SUV: a DICOM series is converted, a Bq/mL file needs ``suv_factor``.
     ``backend`` runs the frozen encoder (``fast``: OpenVINO / ONNX Runtime); ``embedding_cache`` (a folder) keeps
-    the scan's embeddings for the next model or threshold (:func:`scan_embeddings`)."""
+    the scan's embeddings for the next model or threshold (:func:`scan_embeddings`); ``model`` may be a
+    :class:`SliceModel` loaded once for many scans."""
     from medfoundry.data.pet_slices import CaseSpec, SliceConfig, read_case, slice_volume
     from medfoundry.preprocessing.pet_suv import to_suv
 
     out_dir = check_writable(out_dir, overwrite, folder=True, create=False)  # before any work
     clock = _Clock()
-    bundle = load_bundle(model)
+    loaded = model if isinstance(model, SliceModel) else None
+    model = loaded.path if loaded is not None else model
+    bundle = loaded.bundle if loaded is not None else load_bundle(model)
     cfg = dict(bundle["preprocessing"]["config"])
     cfg["grid"] = tuple(cfg["grid"])
     if cfg.get("lesion_labels") is not None:
@@ -236,7 +276,8 @@ def predict_scan(
     clock.lap("slices")
     features = scan_features(bundle, image, stack.source_slice, model)
     clock.lap("features")
-    prob = _scan_probabilities(bundle, stack.images, features, weights, backend, embedding_cache, progress)
+    encoder = None if loaded is None else loaded.encoder
+    prob = _scan_probabilities(bundle, stack.images, features, weights, backend, embedding_cache, progress, encoder)
     clock.lap("model")
     thr = float(bundle["threshold"] if threshold is None else threshold)
     if not 0.0 <= thr <= 1.0:

@@ -260,7 +260,12 @@ def remove_temporaries_of(path: str | Path) -> list[Path]:
     except OSError:
         return removed
     for entry in entries:
-        if pattern.match(entry.name) and entry.is_file() and not entry.is_symlink():
+        if not pattern.match(entry.name) or entry.is_symlink():
+            continue
+        if entry.is_dir():  # a folder written whole (atomic_dir)
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+        elif entry.is_file():
             entry.unlink(missing_ok=True)
             removed.append(entry)
     return removed

@@ -1,0 +1,59 @@
+"""What the verbs of :mod:`medfoundry.api` share: their options (one dataclass per verb or step, filled by the CLI
+from its parsed arguments with ``medfoundry.cli.common.options_from_args``, or given by a notebook / a Ray worker
+field by field), the device check and the no-contrast warning."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Any, TypeVar
+
+from medfoundry.errors import InputError, MedfoundryWarning
+
+T = TypeVar("T")
+
+
+def resolve_options(cls: type[T], options: T | None, fields: dict[str, Any]) -> T:
+    """``options`` (an instance of ``cls``) with ``fields`` replaced, or ``cls(**fields)``: so that a verb is
+    called either way, ``classify_embed(ClassifyEmbedOptions(dataset=...))`` or ``classify_embed(dataset=...)``."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(fields) - names)
+    if unknown:
+        raise InputError(None, f"{cls.__name__} has no option {', '.join(unknown)}")
+    if options is None:
+        return cls(**fields)
+    if not isinstance(options, cls):
+        raise InputError(None, f"expected {cls.__name__}, got {type(options).__name__}")
+    return dataclasses.replace(options, **fields) if fields else options
+
+
+def resolve_device(device: str | None) -> str:
+    """``device`` checked against this machine; ``None`` means cuda when available, else cpu."""
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError("--device", f"{device} asked for, but no CUDA GPU is available here")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise InputError("--device", f"{device}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise InputError("--device", "mps asked for, but it is not available here")
+    return device
+
+
+def warn_if_no_contrast(image) -> bool:
+    """Warn (:class:`MedfoundryWarning`) when every voxel has the same value (all zero, one voxel, constant):
+    the model then sees a blank picture and the mask says nothing about the image. Returns True if it warned."""
+    array = image.array
+    if array.size and float(array.max()) == float(array.min()):
+        what = "one voxel" if array.size == 1 else f"every voxel is {float(array.flat[0]):g}"
+        warnings.warn(
+            f"{image.path or 'image'}: the image has no contrast ({what}); the mask will not reflect anything in it",
+            MedfoundryWarning,
+            stacklevel=3,
+        )
+        return True
+    return False
