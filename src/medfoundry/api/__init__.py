@@ -27,6 +27,8 @@ from medfoundry.api.classify import (  # noqa: F401 - the classify verb's front 
     classify_predict_many,
 )
 from medfoundry.api.common import warn_if_no_contrast
+from medfoundry.api.pool import PoolOptions, pool, pool_check  # noqa: F401
+from medfoundry.api.synthesize import SynthesizeOptions, synthesize  # noqa: F401
 from medfoundry.errors import BatchFailures, InputError, MedfoundryError
 from medfoundry.inference.predictor import LiteMedSAMPredictor
 from medfoundry.inference.prompts import ObjectPrompt

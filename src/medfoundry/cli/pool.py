@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from medfoundry.cli.common import add_overwrite
+from medfoundry.cli.common import add_overwrite, options_from_args
 
 
 def add_parser(subparsers) -> None:
@@ -25,19 +25,16 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Validate, then (unless --check) preprocess the pool."""
-    from medfoundry.data.pool import build_pool, load_pool_config
-    from medfoundry.data.pool_report import format_remap_table, format_sampling_table, remap_rows, sampling_rows
-    from medfoundry.errors import InputError
+    from medfoundry.api import PoolOptions, pool, pool_check
 
-    cfg = load_pool_config(args.config)
+    checked = pool_check(args.config)
+    cfg = checked.config
     print(f"pool {cfg.name!r}: {len(cfg.classes)} classes {cfg.classes}, spacing {cfg.spacing_xyz_mm} mm (x, y, z)")
-    print(format_sampling_table(sampling_rows(cfg)))
+    print(checked.sampling_table)
     print("label remapping:")
-    print(format_remap_table(remap_rows(cfg)))
+    print(checked.remap_table)
     if args.check:
         return 0
-    if not args.out:
-        raise InputError(args.config, "give --out FOLDER for the preprocessed pool (or --check)")
-    index = build_pool(cfg, args.out, overwrite=args.overwrite)
-    print(f"wrote {len(index['cases'])} cases to {args.out} (pool.json)")
+    result = pool(options_from_args(PoolOptions, args))
+    print(f"wrote {len(result.index['cases'])} cases to {args.out} (pool.json)")
     return 0

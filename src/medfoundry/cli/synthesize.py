@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from medfoundry.cli.common import add_overwrite, add_seed, positive_int
+from medfoundry.cli.common import add_overwrite, add_seed, options_from_args, positive_int
 
 
 def add_parser(subparsers) -> None:
@@ -32,37 +32,11 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from medfoundry.api import SynthesizeOptions, synthesize
 
-    from medfoundry.data.slices2d import case_name, find_pairs, read_pair
-    from medfoundry.data.synthesis import synthesize_dataset
-    from medfoundry.errors import InputError, OutputExistsError
-    from medfoundry.io.paths import modality_from_name
-
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise OutputExistsError(out)
-    root = Path(args.exemplars)
-    pairs = find_pairs(root, args.image_glob)
-    by_case: dict[str, list] = {}
-    for image_path, mask_path in pairs:
-        by_case.setdefault(case_name(image_path, root), []).append((image_path, mask_path))
-    cases = sorted(by_case)
-    if args.cases:
-        missing = sorted(set(args.cases) - set(cases))
-        if missing:
-            raise InputError(root, f"exemplar cases not found: {', '.join(missing[:5])}")
-        cases = list(args.cases)
-    if args.n_exemplars is not None:
-        if args.n_exemplars > len(cases):
-            raise InputError(root, f"asked for {args.n_exemplars} exemplars but only {len(cases)} cases exist")
-        cases = cases[: args.n_exemplars]
-    loaded = []
-    for case in cases:
-        for image_path, mask_path in by_case[case]:
-            image, mask = read_pair(image_path, mask_path, args.modality)
-            loaded.append((image, mask, case))
-    modality = args.modality or modality_from_name(by_case[cases[0]][0][0])
-    synthesize_dataset(loaded, out, args.count, modality=modality, seed=args.seed, overwrite=args.overwrite)
-    print(f"{args.count} synthetic images from {len(cases)} exemplar cases in {out} (picture: {out}/synthesis.png)")
+    result = synthesize(options_from_args(SynthesizeOptions, args))
+    out = result.out
+    print(
+        f"{args.count} synthetic images from {len(result.cases)} exemplar cases in {out} (picture: {out}/synthesis.png)"
+    )
     return 0
