@@ -29,6 +29,14 @@ from medfoundry.api.classify import (  # noqa: F401 - the classify verb's front 
 from medfoundry.api.common import warn_if_no_contrast
 from medfoundry.api.pool import PoolOptions, pool, pool_check  # noqa: F401
 from medfoundry.api.synthesize import SynthesizeOptions, synthesize  # noqa: F401
+from medfoundry.api.tsfm import (  # noqa: F401 - pretrain and transfer
+    PretrainOptions,
+    TransferOptions,
+    TransferPredictOptions,
+    pretrain,
+    transfer,
+    transfer_predict,
+)
 from medfoundry.errors import BatchFailures, InputError, MedfoundryError
 from medfoundry.inference.predictor import LiteMedSAMPredictor
 from medfoundry.inference.prompts import ObjectPrompt

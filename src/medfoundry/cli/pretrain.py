@@ -12,10 +12,9 @@ from medfoundry.cli.common import (
     add_threads,
     nonnegative_float,
     nonnegative_int,
+    options_from_args,
     positive_float,
     positive_int,
-    resolve_device,
-    set_threads,
 )
 
 
@@ -69,64 +68,11 @@ def add_parser(subparsers) -> None:
     add_training_args(p, epochs=100)
 
 
-def settings_from(args: argparse.Namespace):
-    """TrainSettings from parsed options."""
-    from medfoundry.training.tsfm import TrainSettings
-
-    return TrainSettings(
-        epochs=args.epochs,
-        iters_per_epoch=args.iters,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        optimizer=args.optimizer,
-        weight_decay=args.weight_decay,
-        num_workers=args.workers,
-        seed=args.seed,
-        mirror=not args.no_mirror,
-        amp=args.amp,
-        parallel=args.parallel,
-        checkpointing=args.checkpointing,
-    )
-
-
-def require(args: argparse.Namespace, *names: str) -> None:
-    """InputError unless the named options were given."""
-    from medfoundry.errors import InputError
-
-    for name in names:
-        if getattr(args, name, None) in (None, ""):
-            raise InputError(None, f"--{name.replace('_', '-')} is required")
-
-
 def run(args: argparse.Namespace) -> int:
     """Build the network for the pool's classes and train it."""
+    from medfoundry.api import PretrainOptions, pretrain
 
-    from medfoundry.data.pool import load_pool_index
-    from medfoundry.modeling.tsfm.network import build_tsfm
-    from medfoundry.training.distributed import cleanup, init_distributed
-    from medfoundry.training.tsfm import fit
-
-    require(args, "pool", "out")
-    set_threads(args)
-    index = load_pool_index(args.pool)
-    patch = tuple(args.patch_size or index["patch_size_zyx"])
-    env = init_distributed(resolve_device(args.device))
-    try:
-        model = build_tsfm(args.preset, num_classes=len(index["classes"]), patch_size=patch)
-        fit(
-            model,
-            args.pool,
-            args.out,
-            settings_from(args),
-            env,
-            kind="pretrain",
-            resume=args.resume,
-            overwrite=args.overwrite,
-            info={"pool": str(args.pool), "world_size": env.world_size},
-            progress=not args.no_progress,
-        )
-    finally:
-        cleanup(env)
-    if env.is_main:
-        print(f"pretrained {args.preset} on {len(index['cases'])} cases -> {args.out}/model.pt")
+    result = pretrain(options_from_args(PretrainOptions, args))
+    if result.is_main:
+        print(f"pretrained {args.preset} on {result.cases} cases -> {args.out}/model.pt")
     return 0
