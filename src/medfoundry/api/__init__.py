@@ -27,6 +27,7 @@ from medfoundry.api.classify import (  # noqa: F401 - the classify verb's front 
     classify_predict_many,
 )
 from medfoundry.api.common import warn_if_no_contrast
+from medfoundry.api.finetune import FinetuneOptions, finetune  # noqa: F401
 from medfoundry.api.pool import PoolOptions, pool, pool_check  # noqa: F401
 from medfoundry.api.synthesize import SynthesizeOptions, synthesize  # noqa: F401
 from medfoundry.api.tsfm import (  # noqa: F401 - pretrain and transfer

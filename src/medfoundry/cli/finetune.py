@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 
 from medfoundry.cli.common import (
     add_overwrite,
@@ -13,21 +12,21 @@ from medfoundry.cli.common import (
     fraction,
     nonnegative_float,
     nonnegative_int,
+    options_from_args,
     positive_float,
     positive_int,
-    set_threads,
 )
 from medfoundry.modeling.registry import ADAPTERS
+from medfoundry.training.finetune_defaults import (  # torch-free: the parser's and FinetuneOptions' defaults
+    DECODER_WARMUP,
+    EPOCHS,
+    MIN_EPOCHS,
+    MIN_VAL_CASES,
+    PATIENCE,
+    STEPS,
+)
 
 METHOD_CHOICES = tuple(ADAPTERS)  # plain names: the registry imports no torch
-# defaults (docs/adaptation.md, "Defaults that do not depend on the validation patients"): validation every 25 steps
-# of batch 4; at most 12 epochs (300 steps) for the frozen-encoder methods and 8 for LoRA / DB-SAM (4 decoder warm-up
-# epochs, then up to 4 through the encoder, ~8 min each on 2 CPU cores); early stopping after 3 epochs without a
-# better validation score, counted only from epoch 6 (150 steps: every training slice of 10 patients seen about once)
-EPOCHS = {"decoder": 12, "classprompt": 12, "lora": 8, "dbsam": 8}
-STEPS, PATIENCE, MIN_EPOCHS = 25, 3, 6
-DECODER_WARMUP = 4  # lora / dbsam: 100 decoder-side steps on cached embeddings before the encoder's adapters train
-MIN_VAL_CASES = 3  # a patient-wise split keeps at least this many validation patients where the folder allows
 
 
 def add_parser(subparsers) -> None:
@@ -113,87 +112,11 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medfoundry.data.slices2d import load_samples, split_cases
-    from medfoundry.errors import InputError
-    from medfoundry.inference.volume_eval import load_volumes
-    from medfoundry.io.atomic import check_writable
-    from medfoundry.modeling.adapters.io import base_fingerprint
-    from medfoundry.modeling.registry import build_adapter
-    from medfoundry.training.finetune import FinetuneConfig, finetune
+    from medfoundry.api import FinetuneOptions, finetune
     from medfoundry.training.finetune.stopping import format_duration
 
-    if args.box3d_prob + args.neighbour_prob > 1:
-        raise InputError(None, "--box3d-prob + --neighbour-prob must not exceed 1")
-    set_threads(args)
-    out = check_writable(args.out, overwrite=True, folder=True, create=False)  # a file here is refused at once
-    previous = [out / n for n in ("last.pt", "best.pt") if (out / n).exists()]
-    if previous and not (args.resume or args.overwrite):
-        raise InputError(out, "holds a previous run (last.pt); pass --resume to continue it or --overwrite")
-    if args.resume and not (out / "last.pt").exists():
-        raise InputError(out, "nothing to resume: no last.pt")
-    samples = load_samples(args.train, image_glob=args.image_glob, every=args.every, modality=args.modality,
-                           cases=args.cases)  # fmt: skip
-    if args.val or args.val_cases:
-        val_root = args.val or args.train
-        val = load_samples(val_root, image_glob=args.image_glob, every=args.every, modality=args.modality,
-                           cases=args.val_cases, progress=False)  # fmt: skip
-        if not args.val:
-            samples = [s for s in samples if s.case not in set(args.val_cases)]
-        train = samples
-    elif args.val_fraction > 0:
-        train, val = split_cases(samples, args.val_fraction, args.seed, min_val=MIN_VAL_CASES)
-    else:
-        train, val = samples, []
-    val_cases = sorted({s.case for s in val})
-    # validation volumes: the 3D path users take (2D validation files are scored slice by slice)
-    val_volumes = load_volumes(args.val or args.train, image_glob=args.image_glob, cases=val_cases,
-                               modality=args.modality) if val_cases else []  # fmt: skip
-    if args.extra:
-        train = train + load_samples(args.extra, every=args.every, modality=args.modality, progress=False)
-    if args.tiny_model:
-        from medfoundry.modeling.lite_medsam import build_tiny_lite_medsam
-
-        base, base_name = build_tiny_lite_medsam(seed=0), "tiny-lite-medsam:0"
-    else:
-        from medfoundry.modeling.lite_medsam import build_lite_medsam
-
-        base, base_name = build_lite_medsam(weights=args.weights), "lite_medsam"
-    fingerprint = base_fingerprint(base)
-    options = {"rank": args.rank, "checkpoint_stages": args.checkpoint_stages}
-    if args.method == "classprompt":
-        from medfoundry.io.image import MODALITIES
-
-        options["modalities"] = list(MODALITIES)
-    model = build_adapter(base, args.method, options)
-    trainable, total = model.count_parameters()
-    print(f"{args.method}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
-    print(f"training on {len(train)} samples from {len({s.case for s in train})} cases, validating on "
-          + (f"{len(val_volumes)} volumes (3D box + propagation)" if val_volumes else
-             f"{len(val)} samples from {len(val_cases)} cases"))  # fmt: skip
-    if args.overwrite and not args.resume:
-        for name in ("last.pt", "best.pt", "history.json", "curves.png"):
-            (out / name).unlink(missing_ok=True)
-    config = FinetuneConfig(
-        epochs=args.epochs or EPOCHS.get(args.method, EPOCHS["decoder"]),
-        batch_size=args.batch_size,
-        lr=args.lr,
-        loss=args.loss,
-        schedule=args.schedule,
-        steps_per_epoch=args.steps_per_epoch,
-        jitter=args.jitter,
-        point_prob=args.point_prob,
-        box3d_prob=args.box3d_prob,
-        neighbour_prob=args.neighbour_prob,
-        patience=args.patience,
-        min_epochs=args.min_epochs,
-        warmup_steps=args.warmup_steps,
-        decoder_warmup_epochs=args.decoder_warmup,
-        seed=args.seed,
-    )
-    t0 = time.perf_counter()
-    result = finetune(model, train, val, out, config=config, base_fingerprint=fingerprint, base_name=base_name,
-                      resume=args.resume, val_volumes=val_volumes or None)  # fmt: skip
-    print(f"stopped: {result.stopped} ({format_duration(time.perf_counter() - t0)})")
+    result = finetune(options_from_args(FinetuneOptions, args), report=print)
+    print(f"stopped: {result.stopped} ({format_duration(result.seconds)})")
     print(f"adapter: {result.best} ({_chosen(result)}); last: {result.last}")
     if result.notice:
         print(f"NOTE: best.pt is the UNTRAINED adapter: {result.notice}")

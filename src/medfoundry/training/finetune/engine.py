@@ -109,6 +109,7 @@ class FinetuneResult:
     best_epoch: int = -1  # the epoch best.pt holds (-1: the untrained adapter)
     stopped: str = ""  # why the run ended
     notice: str | None = None  # set when no epoch beat the untrained adapter (best.pt is that adapter)
+    seconds: float = 0.0  # wall time of the training (medfoundry.api.finetune sets it)
 
     @property
     def best_is_untrained(self) -> bool:
