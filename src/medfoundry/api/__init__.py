@@ -28,6 +28,18 @@ from medfoundry.api.classify import (  # noqa: F401 - the classify verb's front 
 )
 from medfoundry.api.common import warn_if_no_contrast
 from medfoundry.api.finetune import FinetuneOptions, finetune  # noqa: F401
+from medfoundry.api.nnunet import (  # noqa: F401 - the nnunet verb's steps
+    NnunetEvaluateOptions,
+    NnunetPlanOptions,
+    NnunetPredictOptions,
+    NnunetPrepareOptions,
+    NnunetTrainOptions,
+    nnunet_evaluate,
+    nnunet_plan,
+    nnunet_predict,
+    nnunet_prepare,
+    nnunet_train,
+)
 from medfoundry.api.pool import PoolOptions, pool, pool_check  # noqa: F401
 from medfoundry.api.synthesize import SynthesizeOptions, synthesize  # noqa: F401
 from medfoundry.api.tsfm import (  # noqa: F401 - pretrain and transfer

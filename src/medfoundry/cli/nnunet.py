@@ -29,10 +29,10 @@ from medfoundry.cli.common import (
     float_range,
     int_range,
     nonnegative_int,
+    options_from_args,
     percent,
     positive_float,
     positive_int,
-    resolve_device,
 )
 from medfoundry.modeling.registry import NNUNET_VARIANTS
 
@@ -144,110 +144,44 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from medfoundry.training.nnunet.export import manifest_summary, prepare
+    from medfoundry.api import NnunetPrepareOptions, nnunet_prepare
+    from medfoundry.training.nnunet.export import manifest_summary
 
-    manifest = prepare(
-        args.data,
-        args.run_dir,
-        image_pattern=args.image,
-        mask_pattern=args.mask,
-        dataset_id=args.dataset_id,
-        name=args.name,
-        modality=args.modality,
-        test_fraction=args.test_fraction,
-        fractions=args.fractions,
-        seed=args.seed,
-        patient_regex=args.patient_regex,
-        binarize=args.binarize,
-        max_cases=args.max_cases,
-        overwrite=args.overwrite,
-        autopet=args.autopet,
-        tracers=args.tracers,
-    )
+    manifest = nnunet_prepare(options_from_args(NnunetPrepareOptions, args))
     print(manifest_summary(manifest))
     print(f"run directory: {args.run_dir}")
     return 0
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from medfoundry.training.nnunet.plan import plan_and_preprocess
+    from medfoundry.api import NnunetPlanOptions, nnunet_plan
 
-    summary = plan_and_preprocess(
-        args.run_dir, num_processes=args.processes, gpu_memory_target_gb=args.gpu_memory_gb, overwrite=args.overwrite
-    )
+    summary = nnunet_plan(options_from_args(NnunetPlanOptions, args))
     print("nnU-Net 2D plan: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
-    from medfoundry.modeling.fusion import FusionSpec
-    from medfoundry.training.nnunet.schedule import make_schedule
-    from medfoundry.training.nnunet.trainers import train
+    from medfoundry.api import NnunetTrainOptions, nnunet_train
 
-    schedule = make_schedule(
-        args.schedule,
-        epochs=args.epochs,
-        iterations_per_epoch=args.iterations,
-        val_iterations=args.val_iterations,
-        batch_size=args.batch_size,
-        initial_lr=args.lr,
-        save_every=1 if args.schedule != "nnunet" else None,
-    )
-    fusion = None
-    if args.variant != "baseline":
-        fusion = FusionSpec(
-            args.variant,
-            encoder=args.encoder,
-            weights=str(args.encoder_weights) if args.encoder_weights else None,
-            input_size=args.encoder_input_size,
-            tiny=args.tiny_encoder,
-            seed=args.seed,
-        )
-    elif args.encoder or args.encoder_weights or args.tiny_encoder:
-        from medfoundry.errors import InputError
-
-        raise InputError(None, "the baseline has no frozen encoder; drop --encoder/--encoder-weights/--tiny-encoder")
-    folder = train(
-        args.run_dir,
-        args.variant,
-        args.fraction,
-        schedule,
-        fusion,
-        device=resolve_device(args.device),
-        resume=args.resume,
-        overwrite=args.overwrite,
-        data_workers=args.workers,
-        seed=args.seed,
-        encoder_backend=args.backend,
-    )
+    folder = nnunet_train(options_from_args(NnunetTrainOptions, args))
     print(f"model: {folder}")
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from medfoundry.training.nnunet.predict import predict
+    from medfoundry.api import NnunetPredictOptions, nnunet_predict
 
-    written = predict(
-        args.run_dir,
-        args.variant,
-        args.fraction,
-        inputs=args.input,
-        out_dir=args.out,
-        device=resolve_device(args.device),
-        mirroring=args.mirroring,
-        overwrite=args.overwrite,
-        encoder_backend=args.backend,
-    )
+    written = nnunet_predict(options_from_args(NnunetPredictOptions, args))
     print(f"{len(written)} masks written to {written[0].parent if written else args.out}")
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from medfoundry.training.nnunet.report import evaluate_run, summary_markdown
+    from medfoundry.api import NnunetEvaluateOptions, nnunet_evaluate
+    from medfoundry.training.nnunet.report import summary_markdown
 
-    summaries = evaluate_run(
-        args.run_dir, out_dir=args.out, variants=args.variants, fractions=args.fractions, overwrite=args.overwrite
-    )
+    summaries = nnunet_evaluate(options_from_args(NnunetEvaluateOptions, args))
     print(summary_markdown(summaries))
     out = args.out or (Path(args.run_dir) / "reports")
     print(f"tables and dice_vs_fraction.png in {out}")
