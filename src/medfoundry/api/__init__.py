@@ -1,7 +1,11 @@
-"""The Python API with the same verbs as the CLI: ``segment``, ``segment_npz``, ``evaluate``.
+"""The Python API: the front door of every verb of the CLI (docs/api.md has the table).
 
-Each function reads files with :mod:`medfoundry.io`, runs the model, and writes results with the input's geometry,
-refusing to replace existing outputs unless ``overwrite=True``.
+``segment``, ``segment_many``, ``segment_npz``, ``evaluate``, ``lesions``, ``lesions_manifest`` and
+``lesions_train`` live here; ``classify_*``, ``finetune``, ``nnunet_*``, ``pool``, ``pretrain``, ``transfer``
+and ``synthesize`` in their modules (:mod:`medfoundry.api.classify`, ...), each with its options dataclass, and are
+re-exported here. Each function reads files with :mod:`medfoundry.io`, runs the model, and writes results with the
+input's geometry, refusing to replace existing outputs unless ``overwrite=True``. The batch verbs run their rows
+through :func:`medfoundry.api.batch.run_rows`, locally or on Ray actors (``ray=``).
 """
 
 from __future__ import annotations
