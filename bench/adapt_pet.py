@@ -462,7 +462,7 @@ def multimodal_arm(args, setup: Setup) -> None:
 
     zero = score(setup.base)
     print(f"zero-shot on every set ({time.perf_counter() - t0:.0f} s in all)")
-    probes = probe_volumes(setup.base, [v for v, _ in head_vols], encoder=setup.base_memo.inner,
+    probes = probe_volumes(setup.base, [v for v, _ in head_vols], encoder=setup.base_memo.encoder,
                            limit=args.head_slices) if "classprompt" in methods else []  # fmt: skip
     runs = []
     summary = {"methods": methods, "train_other": [f"{c} {p}" for c, p, _ in other_train],

@@ -142,7 +142,7 @@ def test_3d_evaluation_is_the_segment_path(sts019, real_model, tmp_path):
     memo = fp32_encoder(real_model, "torch")
     scores = evaluate_volumes(real_model, [vol], slices2d=True, memo=memo)
     assert set(scores["per_case"][0]) == {"case", "dsc", "nsd", "dsc_loose", "nsd_loose", "dsc2d", "nsd2d"}
-    encoded = len(memo.store)
+    encoded = len(memo)
     assert ref.any(axis=(1, 2)).sum() <= encoded <= ref.shape[0]
     # the torch and ONNX fp32 encoders give the same scores
     onnx = evaluate_volumes(real_model, [vol], loose=False, memo=fp32_encoder(real_model, "onnx"))
@@ -159,7 +159,7 @@ def test_3d_evaluation_is_the_segment_path(sts019, real_model, tmp_path):
     np.testing.assert_array_equal(loose, loose_box(ref, "STS_019:1"))
     assert 0 < scores["dsc"] <= 1 and 0 < scores["dsc2d"] <= 1
     again = evaluate_volumes(real_model, [vol], slices2d=True, memo=memo)
-    assert len(memo.store) == encoded and again["dsc"] == scores["dsc"]  # frozen encoder: no new encoder work
+    assert len(memo) == encoded and again["dsc"] == scores["dsc"]  # frozen encoder: no new encoder work
 
 
 def test_3d_validation_keeps_the_untrained_adapter_when_no_epoch_beats_it(sts019, shared_data, tmp_path):

@@ -60,7 +60,7 @@ def test_interrupted_run_resumes_to_the_same_adapter(pet_samples, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         _run(pet_samples, tmp_path / "cut", epochs=2, on_epoch_end=stop)
     assert read_adapter(tmp_path / "cut" / "last.pt")["train_state"]["epoch"] == 0
-    with pytest.raises(InputError, match="--resume"):
+    with pytest.raises(InputError, match="`resume`"):
         _run(pet_samples, tmp_path / "cut", epochs=2)
     resumed = _run(pet_samples, tmp_path / "cut", epochs=2, resume=True)
     assert [h["epoch"] for h in resumed.history] == [0, 1]
@@ -215,11 +215,9 @@ def test_shared_cache_and_loose_box_evaluation(pet_samples):
     cache = MemoryEmbeddingCache(model)
     samples = pet_samples[:3]
     exact = evaluate_samples(model, samples, cache=cache, loose_jitter=0.0)
-    assert len(cache.store) == 3 and exact["dsc_loose"] == exact["dsc"] and exact["nsd_loose"] == exact["nsd"]
-    stored = {k: v[1] for k, v in cache.store.items()}
+    assert len(cache.memo) == 3 and exact["dsc_loose"] == exact["dsc"] and exact["nsd_loose"] == exact["nsd"]
     loose = evaluate_samples(model, samples, cache=cache, loose_jitter=20.0)
-    assert cache.store.keys() == stored.keys()  # second call: no new encoder work
-    assert all(cache.store[k][1] is emb for k, emb in stored.items())
+    assert len(cache.memo) == 3 and cache.memo.computed == 3  # second call: no new encoder work
     assert loose["dsc"] == exact["dsc"] and set(loose) == {"dsc", "nsd", "dsc_loose", "nsd_loose"}
     uncached = evaluate_samples(model, samples)
     assert abs(uncached["dsc"] - exact["dsc"]) < 0.02  # float16 cache vs float32 embeddings
@@ -262,7 +260,7 @@ def test_decoder_warmup_trains_the_decoder_side_first_then_the_encoder(pet_sampl
     )
     # LoRA's untrained encoder is the base, so the lent cache served the warm-up; DB-SAM's is not (its fusion gate
     # mixes the conv branch in from the start), so it made its own
-    assert (len(lent.store) > 0) == (method == "lora")
+    assert (len(lent.memo) > 0) == (method == "lora")
     # the adapter file holds the encoder-side tensors trained after the warm-up
     reloaded = load_adapted_model(result.last, base_model=build_tiny_lite_medsam(seed=0), merge=False)
     now = dict(model.named_parameters())

@@ -1,17 +1,31 @@
-"""On-disk cache of frozen-encoder embeddings for a slice dataset.
+"""The one cache of encoder embeddings: :class:`EmbeddingMemo`, and the on-disk dataset cache of ``classify embed``.
 
-One folder per key ``ENCODER-WEIGHTS12-PREPROC12`` (encoder name, first 12 hex digits of the weights'
-SHA-256 and of the dataset's preprocessing hash) under the cache root. While embedding, finished chunks are
-written atomically as ``chunks/NNNNN.npy`` so that an interrupted run resumes at the first missing chunk;
-at the end they are joined into ``embeddings.npy`` (float16, ``(n_slices, out_dim)``, manifest row order)
-and ``manifest.json`` says ``"complete": true``. A complete cache is reused without running the encoder.
+:class:`EmbeddingMemo` is the memoising encoder every path shares: training's per-(sample, flip) embeddings
+(:class:`medfoundry.training.finetune.engine.MemoryEmbeddingCache` keys into one), 3D validation
+(:func:`medfoundry.inference.volume_eval.fp32_encoder`), propagation and the viewer
+(:class:`medfoundry.inference.propagation.SliceEmbeddings`) and ``classify predict``'s per-scan cache
+(:func:`medfoundry.inference.slice_classifier.scan_embeddings`). One memo wraps one encoder (its identity), so
+its key is what the encoder sees: the bytes of the model-space input (:func:`content_key`), or a caller's key
+that names the image and its preprocessing (a sample's content and flip, a volume's slice index). Entries are
+evicted least recently used first once ``max_bytes`` (or ``max_items``) is passed; with ``disk`` every entry is
+also written (atomically, one ``.npy`` per key) and read back by the next memo on that folder.
+
+For a slice dataset, ``classify embed`` writes one folder per key ``ENCODER-WEIGHTS12-PREPROC12`` (encoder name,
+first 12 hex digits of the weights' SHA-256 and of the dataset's preprocessing hash) under the cache root.
+While embedding, finished chunks are written atomically as ``chunks/NNNNN.npy`` so that an interrupted run
+resumes at the first missing chunk; at the end they are joined into ``embeddings.npy`` (float16,
+``(n_slices, out_dim)``, manifest row order) and ``manifest.json`` says ``"complete": true``. A complete cache
+is reused without running the encoder.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,12 +34,141 @@ import torch
 
 from medfoundry._deprecated import moved
 from medfoundry.errors import InputError
+from medfoundry.inference.backend_base import EncoderBackend
 from medfoundry.io.atomic import atomic_path
 
 CACHE_FORMAT = 1
 
 # renamed; the old name works for one more release
 __getattr__ = moved(__name__, __name__, {"EmbeddingCache": "DiskEmbeddingCache"})
+
+
+def content_key(array: np.ndarray | torch.Tensor, *parts: Hashable) -> tuple:
+    """A key for an image by its content (16-byte BLAKE2b of its bytes, dtype and shape) plus ``parts`` (what
+    was done to it before the encoder: a flip code, a preprocessing name)."""
+    a = array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
+    digest = hashlib.blake2b(np.ascontiguousarray(a).tobytes(), digest_size=16)
+    digest.update(f"{a.dtype}{a.shape}".encode())
+    return (digest.hexdigest(), *parts)
+
+
+class EmbeddingMemo(EncoderBackend):
+    """A memoising encoder: ``encoder``'s output per key, computed once and kept.
+
+    Called on a model-space batch it is an encoder backend keyed by each item's content (:func:`content_key`);
+    :meth:`get` takes the caller's keys and a function that computes the missing ones. ``dtype`` is how entries
+    are stored (float16 halves the memory; :meth:`get` returns float32 then); ``max_bytes`` / ``max_items``
+    bound the store, least recently used out first (``None``: unbounded); ``disk`` (a folder) is a second tier
+    that outlives the process, one ``.npy`` per key (named by the key where it is a plain name), written as
+    ``disk_dtype``; ``on_compute(key)`` is called for every entry computed.
+    """
+
+    name = "memo"
+
+    def __init__(
+        self,
+        encoder: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        *,
+        dtype: torch.dtype | None = None,
+        max_bytes: int | None = None,
+        max_items: int | None = None,
+        disk: str | Path | None = None,
+        disk_dtype: torch.dtype | None = None,
+        on_compute: Callable[[Hashable], None] | None = None,
+    ) -> None:
+        self.encoder = encoder
+        self.dtype = dtype
+        self.max_bytes = max_bytes
+        self.max_items = max_items
+        self.disk = None if disk is None else Path(disk)
+        self.disk_dtype = disk_dtype
+        self.on_compute = on_compute
+        self.computed = 0  # entries the encoder computed (not found in memory or on disk)
+        self.nbytes = 0
+        self._store: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._store
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        keys = [content_key(item) for item in batch]
+        return self.get(keys, lambda idx: self._encode(batch[idx]))
+
+    def _encode(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.encoder is None:
+            raise TypeError("this EmbeddingMemo has no encoder; pass the embeddings' computation to get()")
+        return self.encoder(batch)
+
+    def get(self, keys: Sequence[Hashable], compute: Callable[[list[int]], torch.Tensor]) -> torch.Tensor:
+        """The stacked embeddings of ``keys``; ``compute(indices)`` gives those of ``keys[i]`` for the indices
+        found neither in memory nor on disk (one call per :meth:`get`)."""
+        held = {k: e for k in keys if (e := self._lookup(k)) is not None}
+        missing = [i for i, k in enumerate(keys) if k not in held]
+        if missing:
+            emb = compute(missing)
+            for i, e in zip(missing, emb, strict=True):  # a key asked twice: the last computation is kept
+                held[keys[i]] = self._computed(keys[i], e)
+        return self._out(torch.stack([held[k] for k in keys]))
+
+    def get_one(self, key: Hashable, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """The entry of one ``key`` as ``compute()`` gave it (kept as is: e.g. ``(1, 256, 64, 64)``)."""
+        entry = self._lookup(key)
+        return self._out(entry if entry is not None else self._computed(key, compute()))
+
+    def _out(self, t: torch.Tensor) -> torch.Tensor:
+        return t.float() if self.dtype is not None and self.dtype != torch.float32 else t
+
+    def _lookup(self, key: Hashable) -> torch.Tensor | None:
+        if key in self._store:
+            self._store.move_to_end(key)
+            return self._store[key]
+        return self._load(key)
+
+    def _computed(self, key: Hashable, embedding: torch.Tensor) -> torch.Tensor:
+        entry = self._put(key, embedding)
+        self.computed += 1
+        if self.on_compute is not None:
+            self.on_compute(key)
+        return entry
+
+    def _path(self, key: Hashable) -> Path:
+        plain = isinstance(key, str) and key.replace("-", "").replace("_", "").isalnum()
+        name = key if plain else hashlib.blake2b(repr(key).encode(), digest_size=16).hexdigest()
+        return self.disk / f"{name}.npy"  # type: ignore[operator]
+
+    def _load(self, key: Hashable) -> torch.Tensor | None:
+        if self.disk is None or not (path := self._path(key)).is_file():
+            return None
+        return self._put(key, torch.from_numpy(np.load(path)), write=False)
+
+    def _put(self, key: Hashable, embedding: torch.Tensor, write: bool = True) -> torch.Tensor:
+        e = embedding.to(self.dtype) if self.dtype is not None else embedding
+        if write and self.disk is not None:
+            self.disk.mkdir(parents=True, exist_ok=True)
+            on_disk = e if self.disk_dtype is None else e.to(self.disk_dtype)
+            _save_npy_atomic(self._path(key), on_disk.detach().cpu().numpy())
+        if key in self._store:
+            self.nbytes -= _nbytes(self._store.pop(key))
+        self._store[key] = e
+        self.nbytes += _nbytes(e)
+        while len(self._store) > 1 and (
+            (self.max_items is not None and len(self._store) > self.max_items)
+            or (self.max_bytes is not None and self.nbytes > self.max_bytes)
+        ):
+            self.nbytes -= _nbytes(self._store.popitem(last=False)[1])
+        return e
+
+    def clear(self) -> None:
+        """Forget every entry held in memory (the disk tier stays)."""
+        self._store.clear()
+        self.nbytes = 0
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.element_size() * t.nelement()
 
 
 def cache_key(encoder_name: str, weights_id: str, preprocessing_hash: str) -> str:

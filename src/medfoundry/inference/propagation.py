@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from medfoundry.inference.embedding_cache import EmbeddingMemo
 from medfoundry.inference.predictor import LiteMedSAMPredictor, Prompts
 from medfoundry.preprocessing.boxes import mask_box
 
@@ -21,7 +21,9 @@ def propagation_margin(size: tuple[int, int]) -> float:
 
 
 class SliceEmbeddings:
-    """Embeddings of a volume's slices, computed on first use and kept (least recently used first out)."""
+    """Embeddings of a volume's slices, computed on first use and kept (least recently used first out): an
+    :class:`~medfoundry.inference.embedding_cache.EmbeddingMemo` of the predictor's encoder keyed by slice index
+    (one view per volume and predictor, so the index names the slice's content and preprocessing)."""
 
     def __init__(
         self,
@@ -32,23 +34,19 @@ class SliceEmbeddings:
     ) -> None:
         self.predictor = predictor
         self.volume = volume
-        self.max_slices = max_slices
-        self.on_compute = on_compute
-        self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
-        self.computed = 0
+        self.memo = EmbeddingMemo(max_items=max_slices, on_compute=on_compute)
 
     def __getitem__(self, z: int) -> torch.Tensor:
-        if z in self._cache:
-            self._cache.move_to_end(z)
-            return self._cache[z]
-        embedding = self.predictor.embed([self.volume[z]])
-        self.computed += 1
-        if self.on_compute is not None:
-            self.on_compute(z)
-        self._cache[z] = embedding
-        if len(self._cache) > self.max_slices:
-            self._cache.popitem(last=False)
-        return embedding
+        return self.memo.get_one(z, lambda: self.predictor.embed([self.volume[z]]))
+
+    def __len__(self) -> int:
+        """How many slices' embeddings are held now."""
+        return len(self.memo)
+
+    @property
+    def computed(self) -> int:
+        """How many slices the encoder has embedded."""
+        return self.memo.computed
 
 
 def segment_slice(

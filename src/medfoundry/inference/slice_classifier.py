@@ -22,7 +22,8 @@ import torch
 
 from medfoundry.errors import InputError, WeightsError
 from medfoundry.evaluation.wholebody_figures import save_flagged_mip
-from medfoundry.io.atomic import atomic_dir, atomic_path, check_writable
+from medfoundry.inference.embedding_cache import EmbeddingMemo
+from medfoundry.io.atomic import atomic_dir, check_writable
 from medfoundry.io.figures import pyplot_agg, save_figure
 from medfoundry.io.torchfile import load_torch_file
 from medfoundry.modeling.heads import LinearHead, predict_proba
@@ -114,16 +115,13 @@ def scan_embeddings(
     the slices' bytes), so a second model or threshold on one scan costs no encoder time. ``encoder()``: the
     encoder already built (:class:`SliceModel`), else it is built here."""
     enc_info = bundle["encoder"]
-    path = None if cache is None else Path(cache) / f"{_stack_key(enc_info, images)}.npy"
-    if path is not None and path.is_file():
-        return np.load(path).astype(np.float32)
-    encoder = encoder() if encoder is not None else bundle_encoder(bundle, weights, backend)
-    emb = embed_slices(encoder, images.astype(np.float32) / 255.0, progress=progress)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path, overwrite=True) as tmp, open(tmp, "wb") as handle:
-            np.save(handle, emb.astype(np.float16))
-    return emb
+
+    def compute(_: list[str]) -> torch.Tensor:
+        built = encoder() if encoder is not None else bundle_encoder(bundle, weights, backend)
+        return torch.from_numpy(embed_slices(built, images.astype(np.float32) / 255.0, progress=progress))[None]
+
+    memo = EmbeddingMemo(disk=cache, disk_dtype=torch.float16)  # the whole stack is one entry
+    return memo.get([_stack_key(enc_info, images)], compute)[0].float().numpy()
 
 
 def bundle_encoder(bundle: dict, weights: str | Path | None = None, backend: str = "fast"):
@@ -138,7 +136,7 @@ def bundle_encoder(bundle: dict, weights: str | Path | None = None, backend: str
     if encoder.weights_id != enc_info["weights_id"]:
         raise WeightsError(
             f"{weights or enc_info['name']}: encoder weights {encoder.weights_id[:12]} differ from the ones the head "
-            f"was trained on ({enc_info['weights_id'][:12]}); pass --weights with the original file"
+            f"was trained on ({enc_info['weights_id'][:12]}); pass `weights` with the original file"
         )
     return encoder_runtime(encoder, backend)
 
@@ -269,7 +267,7 @@ def predict_scan(
         image = to_suv(image, suv_factor)
     elif suv_factor is not None:
         raise InputError(
-            None, "--suv-factor only applies to models trained on SUV-window slices or on SUV features; this one is not"
+            None, "`suv_factor` only applies to models trained on SUV-window slices or on SUV features; this one is not"
         )
     clock.lap("read")
     stack = slice_volume(image, mask_img, config)

@@ -5,14 +5,14 @@ the code path of ``medfoundry segment --box X0 Y0 Z0 X1 Y1 Z1``); 3D DSC / NSD p
 
 Embeddings are fp32 for every model, so methods are compared at one precision: ONNX Runtime fp32 (``onnx``, what
 ``medfoundry segment`` runs by default; LoRA merged first, as loading an adapter does) or eager PyTorch
-(``torch``); the two agree to ~3e-6 in the embedding. :class:`MemoEncoder` keeps them per slice: a frozen
+(``torch``); the two agree to ~3e-6 in the embedding. :func:`fp32_encoder` keeps them per slice (an
+:class:`~medfoundry.inference.embedding_cache.EmbeddingMemo`, keyed by the model-space input's content): a frozen
 encoder's embeddings serve every epoch and every model that shares it.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,16 +22,21 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from medfoundry._deprecated import moved
 from medfoundry.data.slices2d import case_name, find_pairs, read_pair
 from medfoundry.errors import InputError
 from medfoundry.evaluation import dice, nsd
 from medfoundry.inference.decoder_backends import TorchDecoder
-from medfoundry.inference.encoder_backends import EncoderBackend, OnnxEncoder, TorchEncoder
+from medfoundry.inference.embedding_cache import EmbeddingMemo
+from medfoundry.inference.encoder_backends import OnnxEncoder, TorchEncoder
 from medfoundry.inference.predictor import LiteMedSAMPredictor
 from medfoundry.inference.prompts import ObjectPrompt
 from medfoundry.inference.segment import segment_array
 from medfoundry.preprocessing.boxes import loosen_box, mask_box
 from medfoundry.preprocessing.intensity import IntensityWindow, normalize_intensity
+
+# the memoising encoder has one home now; the old name works for one more release
+__getattr__ = moved(__name__, "medfoundry.inference.embedding_cache", {"MemoEncoder": "EmbeddingMemo"})
 
 
 @dataclass
@@ -88,37 +93,19 @@ def read_volume(
                     image.modality, str(image_path))  # fmt: skip
 
 
-class MemoEncoder(EncoderBackend):
-    """An encoder backend that remembers each input slice's embedding (keyed by the model-space input's bytes),
-    so exact and loose boxes, the 2D column and later epochs of a frozen encoder reuse one encoder pass."""
-
-    name = "memo"
-
-    def __init__(self, inner: EncoderBackend) -> None:
-        self.inner = inner
-        self.store: dict[bytes, torch.Tensor] = {}
-
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        keys = [hashlib.blake2b(item.numpy().tobytes(), digest_size=16).digest() for item in batch]
-        for key, item in zip(keys, batch, strict=True):
-            if key not in self.store:
-                self.store[key] = self.inner(item[None])[0]
-        return torch.stack([self.store[k] for k in keys])
-
-
-def fp32_encoder(model: torch.nn.Module, backend: str = "torch") -> MemoEncoder:
+def fp32_encoder(model: torch.nn.Module, backend: str = "torch") -> EmbeddingMemo:
     """A memoising fp32 encoder of ``model``: eager PyTorch (``torch``) or ONNX Runtime (``onnx``; a model with
     unmerged LoRA layers is exported from a merged copy, so training goes on untouched)."""
     if backend == "torch":
-        return MemoEncoder(TorchEncoder(model.image_encoder))
+        return EmbeddingMemo(TorchEncoder(model.image_encoder))
     if backend != "onnx":
         raise InputError(None, f"unknown evaluation backend {backend!r}; use 'torch' or 'onnx'")
     if any("lora_" in name for name, _ in model.named_parameters()):
         model = copy.deepcopy(model).for_inference()
-    return MemoEncoder(OnnxEncoder(model.image_encoder))
+    return EmbeddingMemo(OnnxEncoder(model.image_encoder))
 
 
-def volume_predictor(model: torch.nn.Module, memo: MemoEncoder | None = None) -> LiteMedSAMPredictor:
+def volume_predictor(model: torch.nn.Module, memo: EmbeddingMemo | None = None) -> LiteMedSAMPredictor:
     """A predictor on ``model`` (an adapted model as it trains, or a loaded one) with an fp32 encoder and the eager
     decoder; ``memo`` lends the embeddings of a frozen encoder computed before (default: eager PyTorch)."""
     encoder = memo if memo is not None else fp32_encoder(model)
@@ -183,7 +170,7 @@ def evaluate_volumes(
     tolerance_mm: float = 2.0,
     loose: bool = True,
     slices2d: bool = False,
-    memo: MemoEncoder | None = None,
+    memo: EmbeddingMemo | None = None,
     seed: int = 0,
     progress: bool = False,
 ) -> dict:

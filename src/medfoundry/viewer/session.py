@@ -96,7 +96,7 @@ class ViewerSession:
             "windows": self.window_presets(),
             "value_unit": "SUV" if img.modality == "PET" else ("HU" if img.modality == "CT" else ""),
             "labels": [int(v) for v in np.unique(self.labels) if v],
-            "cached_slices": {a: len(e._cache) for a, e in self._embeddings.items()},
+            "cached_slices": {a: len(e) for a, e in self._embeddings.items()},
         }
 
     def ras_to_voxel(self) -> np.ndarray:

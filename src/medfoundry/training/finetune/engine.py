@@ -36,8 +36,9 @@ from medfoundry._deprecated import moved
 from medfoundry.data.slices2d import Sample2D
 from medfoundry.errors import InputError, MedfoundryWarning
 from medfoundry.evaluation import dice, nsd
+from medfoundry.inference.embedding_cache import EmbeddingMemo, content_key
 from medfoundry.inference.encoder_backends import OnnxEncoder
-from medfoundry.inference.volume_eval import MemoEncoder, Volume3D, evaluate_volumes, fp32_encoder
+from medfoundry.inference.volume_eval import Volume3D, evaluate_volumes, fp32_encoder
 from medfoundry.io.atomic import atomic_path
 from medfoundry.modeling.adapters.base import AdaptedLiteMedSAM
 from medfoundry.modeling.adapters.io import read_adapter, save_adapter
@@ -123,10 +124,12 @@ def untrained_is_best(history: list[dict], best_epoch: int) -> bool:
 
 
 class MemoryEmbeddingCache:
-    """In-memory image embeddings of a frozen encoder per (sample, flip), stored in float16 (the on-disk cache of
-    ``classify embed`` is :class:`medfoundry.inference.embedding_cache.DiskEmbeddingCache`). One cache may serve
-    several runs (and their validation) that share the same frozen base encoder. ``encoder`` (e.g. an ONNX
-    Runtime backend of the same frozen encoder, ~2x faster on CPU) computes them instead of ``model.embed``."""
+    """Image embeddings of a frozen encoder per (sample, flip), stored in float16: an
+    :class:`~medfoundry.inference.embedding_cache.EmbeddingMemo` keyed by the sample's image content and the flip
+    (the on-disk cache of ``classify embed`` is :class:`~medfoundry.inference.embedding_cache.DiskEmbeddingCache`).
+    One cache may serve several runs (and their validation) that share the same frozen base encoder. ``encoder``
+    (e.g. an ONNX Runtime backend of the same frozen encoder, ~2x faster on CPU) computes them instead of
+    ``model.embed``."""
 
     def __init__(
         self,
@@ -136,26 +139,25 @@ class MemoryEmbeddingCache:
     ) -> None:
         self.model = model
         self.backend = backend  # the frozen encoder's runtime (inference.encoder_backends; CPU only)
-        self._encoder = encoder  # an explicit encoder wins over ``backend``
-        self.store: dict[tuple[int, int], tuple[Sample2D, torch.Tensor]] = {}  # sample kept alive: ids stay unique
+        self.memo = EmbeddingMemo(encoder, dtype=torch.float16)  # an explicit encoder wins over ``backend``
 
-    def _encode(self, images: torch.Tensor) -> torch.Tensor:
-        if self._encoder is None:
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """The frozen encoder on model-space ``images`` (not memoised)."""
+        if self.memo.encoder is None:
             from medfoundry.inference.encoder_backends import make_encoder_backend
 
             on_cpu = all(p.device.type == "cpu" for p in self.model.image_encoder.parameters())
-            self._encoder = make_encoder_backend(self.model.image_encoder, self.backend) if on_cpu else self.model.embed
+            self.memo.encoder = (
+                make_encoder_backend(self.model.image_encoder, self.backend) if on_cpu else self.model.embed
+            )
         with torch.no_grad():
-            return self._encoder(images)
+            return self.memo.encoder(images)
 
     def get(self, samples: list[Sample2D], flips: list[int]) -> torch.Tensor:
         """(B, 256, 64, 64) float32 embeddings of ``samples`` flipped as ``flips`` say."""
-        missing = [(s, c) for s, c in zip(samples, flips, strict=True) if (id(s), c) not in self.store]
-        if missing:
-            emb = self._encode(model_images([s for s, _ in missing], [c for _, c in missing]))
-            for (s, c), e in zip(missing, emb, strict=True):
-                self.store[(id(s), c)] = (s, e.half())
-        return torch.stack([self.store[(id(s), c)][1] for s, c in zip(samples, flips, strict=True)]).float()
+        keys = [content_key(s.image, c) for s, c in zip(samples, flips, strict=True)]
+        return self.memo.get(keys, lambda idx: self.encode(model_images([samples[i] for i in idx],
+                                                                          [flips[i] for i in idx])))  # fmt: skip
 
 
 def modality_targets(model: AdaptedLiteMedSAM, samples: list[Sample2D]) -> torch.Tensor | None:
@@ -244,13 +246,13 @@ def _frozen_inputs(model, train, val_volumes, config, cache, memo, lent_checked:
     base the cache was made with), else new ones of this model. A new cache embeds with the validation memo's
     ONNX Runtime encoder where there is one, so the encoder is exported and loaded once."""
     if cache is not None and not lent_checked:
-        cache = cache if _same_embeddings(model, cache._encode, train[0].image) else None
+        cache = cache if _same_embeddings(model, cache.encode, train[0].image) else None
     if memo is not None and not lent_checked:
         memo = memo if _same_embeddings(model, memo, train[0].image) else None
     if val_volumes and memo is None:
         memo = fp32_encoder(model, config.val_backend or "onnx")
     if cache is None:
-        inner = getattr(memo, "inner", None)
+        inner = None if memo is None else memo.encoder
         on_cpu = all(p.device.type == "cpu" for p in model.image_encoder.parameters())
         shared = inner if on_cpu and isinstance(inner, OnnxEncoder) else None
         cache = MemoryEmbeddingCache(model, encoder=shared)
@@ -366,7 +368,7 @@ def finetune(
     on_epoch_end: Callable[[int, dict], None] | None = None,
     cache: MemoryEmbeddingCache | None = None,
     val_volumes: list[Volume3D] | None = None,
-    memo: MemoEncoder | None = None,
+    memo: EmbeddingMemo | None = None,
 ) -> FinetuneResult:
     """Train ``model``'s adapter on ``train``, validate each epoch, write ``best.pt``, ``last.pt``,
     ``history.json`` and ``curves.png`` to ``out_dir``. With ``resume`` it continues from ``last.pt``.
