@@ -77,7 +77,7 @@ def test_suv_window_puts_every_slice_on_one_scale_and_needs_suv(tmp_path):
     assert "w = 4" in ds.info["pixel_params"]["intensity"]
     # Bq/mL (values far above any SUV) is refused without a factor, accepted with one
     bq = write_nifti(tmp_path / "bq.nii.gz", vol * 5000.0)
-    with pytest.raises(InputError, match="bq.nii.gz.*Bq/mL.*--suv-factor"):
+    with pytest.raises(InputError, match="bq.nii.gz.*Bq/mL.*`suv_factor`"):
         build_slice_dataset([CaseSpec("s", bq, label)], tmp_path / "ds1", config, progress=False)
     converted = build_slice_dataset(
         [CaseSpec("s", bq, label, suv_factor=1 / 5000.0)], tmp_path / "ds1", config, progress=False
@@ -147,7 +147,7 @@ def test_bad_inputs_give_clear_errors_and_leave_nothing(tmp_path):
     multi = mask.copy()
     multi[4, 6:8, 6:8] = 2
     multi_path = write_nifti(tmp_path / "multi.nii.gz", multi)
-    with pytest.raises(InputError, match=r"labels \[0, 1, 2\].*--binarize.*--lesion-labels"):
+    with pytest.raises(InputError, match=r"labels \[0, 1, 2\].*`binarize`.*`lesion_labels`"):
         build_slice_dataset([CaseSpec("d", image, multi_path)], out, cfg, progress=False)
     # no slices left after filtering
     empty = write_nifti(tmp_path / "empty.nii.gz", np.zeros_like(vol))

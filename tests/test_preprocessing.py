@@ -27,7 +27,7 @@ def test_ct_level_width_and_named_preset():
     np.testing.assert_allclose(out, [[0, 0.5, 1]], atol=1e-6)
     with pytest.raises(InputError, match="unknown CT window"):
         normalize_intensity(_img([[0]], "CT"), IntensityWindow(ct_window="nope"))
-    with pytest.raises(InputError, match="--level and --width"):
+    with pytest.raises(InputError, match="`level` and `width`"):
         normalize_intensity(_img([[0]], "CT"), IntensityWindow(level=3))
 
 

@@ -117,7 +117,7 @@ def test_manifest_problems_that_stop_before_any_work(pngs, tmp_path):
         read_manifest(bad)
     with pytest.raises(InputError, match="manifest not found"):
         read_manifest(tmp_path / "none.csv")
-    with pytest.raises(InputError, match="needs --out"):
+    with pytest.raises(InputError, match="needs `out_dir`"):
         read_manifest(folder)
     dup = tmp_path / "dup.csv"
     dup.write_text("image,box,out\na.png,1 2 3 4,m.png\nb.png,1 2 3 4,m.png\nc.png,,n.png\n")
@@ -157,8 +157,8 @@ def test_row_outputs_stay_inside_the_manifest_folder_or_out(tmp_path):
     got = read_manifest(manifest, out_dir=results)
     assert [r.error is None for r in got] == [True, True, False, False, True, False, False]
     assert got[1].out.resolve() == (man / "b.png").resolve() and got[4].out.resolve() == (results / "e.png")
-    assert "out ../../../etc/x.nii.gz climbs out of the manifest's folder or --out" in got[2].error
-    assert "is an absolute path" in got[3].error and "--allow-absolute-out" in got[3].error
+    assert "out ../../../etc/x.nii.gz climbs out of the manifest's folder or `out_dir`" in got[2].error
+    assert "is an absolute path" in got[3].error and "`allow_absolute_out`" in got[3].error
     assert "overlay ../../f_overlay.png climbs out" in got[5].error and "absolute" in got[6].error
     assert "climbs out of the manifest's folder;" in read_manifest(manifest)[4].error  # no --out: not inside
     allowed = read_manifest(manifest, out_dir=results, allow_absolute_out=True)

@@ -12,6 +12,7 @@ import sys
 import warnings
 
 from medfoundry import __version__
+from medfoundry.cli.parameter_flags import as_flags
 from medfoundry.errors import MedfoundryError, MedfoundryWarning
 
 # sub-command name -> module that implements it (listed in the order ``--help`` shows them)
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             warnings.simplefilter("always", MedfoundryWarning)
             return int(module.run(args) or 0)
     except MedfoundryError as exc:
-        print(f"medfoundry {args.command}: error: {exc}", file=sys.stderr)
+        print(f"medfoundry {args.command}: error: {as_flags(str(exc), exc.parameters)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:  # a batch run says what stays and how to resume
         print(f"medfoundry {args.command}: interrupted{f': {exc}' if str(exc) else ''}", file=sys.stderr)
@@ -83,7 +84,7 @@ def _one_line_warning(command: str):
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001 - warnings API
         if issubclass(category, MedfoundryWarning):
-            print(f"medfoundry {command}: warning: {message}", file=sys.stderr)
+            print(f"medfoundry {command}: warning: {as_flags(str(message))}", file=sys.stderr)
         else:
             default(message, category, filename, lineno, file, line)
 

@@ -227,7 +227,7 @@ def split_cases(
     that leaves as many for training (and at least one case each side)."""
     cases = sorted({s.case for s in samples})
     if len(cases) < 2:
-        raise InputError(None, f"a validation split needs at least 2 cases, found {len(cases)}; pass --val FOLDER")
+        raise InputError(None, f"a validation split needs at least 2 cases, found {len(cases)}; pass `val` FOLDER")
     rng = random.Random(seed)
     rng.shuffle(cases)
     floor = min(min_val, len(cases) // 2)

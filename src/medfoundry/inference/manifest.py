@@ -103,14 +103,14 @@ def _output(base: Path, out_dir: Path | None, value, key: str, allow_absolute: b
         if not allow_absolute:
             raise InputError(
                 None,
-                f"{key} {given} is an absolute path; write under the manifest's folder or --out, or pass "
-                "--allow-absolute-out",
+                f"{key} {given} is an absolute path; write under the manifest's folder or `out_dir`, or pass "
+                "`allow_absolute_out`",
             )
         return path
     full = Path(os.path.abspath(base / path))
     roots = [Path(os.path.abspath(base))] + ([Path(os.path.abspath(out_dir))] if out_dir is not None else [])
     if not any(full.is_relative_to(root) for root in roots):
-        inside = " or --out" if out_dir is not None else ""
+        inside = " or `out_dir`" if out_dir is not None else ""
         raise InputError(None, f"{key} {given} climbs out of the manifest's folder{inside}; outputs stay inside it")
     return base / path
 
@@ -135,7 +135,7 @@ def _row(
         out = _output(base, out_dir, item.get(key), key, allow_absolute_out)
         if out is None:
             if out_dir is None:
-                raise InputError(None, "no 'out' given; add an out column or pass --out OUT_DIR")
+                raise InputError(None, "no 'out' given; add an out column or pass `out_dir` OUT_DIR")
             out = default_out(image, out_dir)
         row.out = out
         row.overlay = _output(base, out_dir, item.get("overlay"), "overlay", allow_absolute_out)
@@ -229,7 +229,7 @@ def _folder_rows(
     folder: Path, out_dir: Path | None, defaults: list[ObjectPrompt] | None, default_out=default_output
 ) -> list[ManifestRow]:
     if out_dir is None:
-        raise InputError(folder, "a folder of images needs --out OUT_DIR for the masks")
+        raise InputError(folder, "a folder of images needs `out_dir` OUT_DIR for the masks")
     images = sorted(
         p
         for p in folder.iterdir()

@@ -26,7 +26,7 @@ def _openvino():
     try:
         import openvino
     except ImportError:
-        raise InputError(None, "OpenVINO cannot be imported; pip install openvino (or use --backend onnx)") from None
+        raise InputError(None, "OpenVINO cannot be imported; pip install openvino (or use `backend` onnx)") from None
     return openvino
 
 

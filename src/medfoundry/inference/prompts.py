@@ -82,20 +82,20 @@ def objects_from_prompts(
     objects = []
     for box in boxes:
         if len(box) not in (4, 6):
-            raise InputError(where, f"--box takes 4 (2D) or 6 (3D) numbers, got {len(box)}: {list(box)}")
-        objects.append(ObjectPrompt(box=check_box(box, where or "--box", need_area=True)))
+            raise InputError(where, f"`box` takes 4 (2D) or 6 (3D) numbers, got {len(box)}: {list(box)}")
+        objects.append(ObjectPrompt(box=check_box(box, where or "`box`", need_area=True)))
     if prompt_file:
         objects.extend(load_prompt_file(prompt_file))
     if negatives and not points:
-        raise InputError(where, "--negative needs at least one --point")
+        raise InputError(where, "`negative` needs at least one `point`")
     if points:
         coords = points + negatives
         if len({len(c) for c in coords}) != 1 or len(coords[0]) not in (2, 3):
-            raise InputError(where, "every --point / --negative takes the same 2 (X Y) or 3 (X Y Z) numbers")
+            raise InputError(where, "every `point` / `negative` takes the same 2 (X Y) or 3 (X Y Z) numbers")
         labels = [1] * len(points) + [0] * len(negatives)
         objects.append(ObjectPrompt(points=np.asarray(coords, dtype=np.float32), point_labels=np.asarray(labels)))
     if not objects:
-        raise InputError(where, "give at least one --box, --boxes FILE or --point")
+        raise InputError(where, "give at least one `box`, `boxes` FILE or `point`")
     return objects
 
 

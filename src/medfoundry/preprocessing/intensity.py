@@ -54,7 +54,7 @@ class IntensityWindow:
         """The (low, high) clip bounds for ``modality``; percentiles need ``array`` (else ``(None, None)``)."""
         if self.level is not None or self.width is not None:
             if self.level is None or self.width is None or self.width <= 0:
-                raise InputError(None, "give both --level and --width (width > 0)")
+                raise InputError(None, "give both `level` and `width` (width > 0)")
             return self.level - self.width / 2, self.level + self.width / 2
         if modality == "CT" or self.ct_window is not None:
             name = self.ct_window or "soft-tissue"

@@ -43,20 +43,20 @@ def to_suv(image: MedicalImage, suv_factor: float | None = None) -> MedicalImage
     already_suv = image.meta.get("units") == "SUVbw"
     if suv_factor is not None:
         if already_suv:
-            raise InputError(path, "--suv-factor given but the DICOM series was already converted to SUV")
-        suv_factor = check_number(suv_factor, "--suv-factor", lo=0.0, lo_open=True)
+            raise InputError(path, "`suv_factor` given but the DICOM series was already converted to SUV")
+        suv_factor = check_number(suv_factor, "`suv_factor`", lo=0.0, lo_open=True)
         with np.errstate(over="ignore", under="ignore"):  # an overflow is refused just below, in one line
             array = (array.astype(np.float64) * suv_factor).astype(np.float32)
     elif not already_suv and float(array.max()) > PET_MAX_PLAUSIBLE_SUV:
         raise InputError(
             path,
-            f"values reach {float(array.max()):.4g}: this looks like Bq/mL, not SUV; pass --suv-factor "
+            f"values reach {float(array.max()):.4g}: this looks like Bq/mL, not SUV; pass `suv_factor` "
             "(SUV per Bq/mL = weight_g / decay-corrected dose_Bq) or give the DICOM series",
         )
     if already_suv:
         scale = f"the DICOM headers' SUV factor {image.meta.get('suv', {}).get('factor', float('nan')):.4g}"
     else:
-        scale = "the file's values" if suv_factor is None else f"--suv-factor {suv_factor:g}"
+        scale = "the file's values" if suv_factor is None else f"`suv_factor` {suv_factor:g}"
     check_plausible_suv(array, path, scale)
     return image.with_array(array, modality="PET")
 

@@ -255,12 +255,12 @@ def run_comparison(
         opened = find_caches(Path(dataset_dir) / "embeddings", dataset)
     if not opened and not cnn:
         raise InputError(
-            dataset_dir, "nothing to compare: no complete embedding cache for this dataset and --no-cnn given"
+            dataset_dir, "nothing to compare: no complete embedding cache for this dataset and `cnn=False` given"
         )
     if imbalance == "auto":
         imbalance = "weights" if dataset.weights is not None else "pos_weight"
     elif imbalance == "weights" and dataset.weights is None:
-        raise InputError(dataset_dir, "--imbalance weights needs a whole-body dataset (its manifest has weights)")
+        raise InputError(dataset_dir, "`imbalance` weights needs a whole-body dataset (its manifest has weights)")
     splits = tuple(dataset.split_rows(s) for s in ("train", "val", "test"))
     borrowed = borrowed_val_rows(dataset)
     if borrowed.size:
@@ -275,7 +275,7 @@ def run_comparison(
         raise InputError(
             dataset_dir,
             "; ".join(problems) + ": the threshold (val) or accuracy / ROC-AUC (test) of such a split mean nothing. "
-            "Rebuild with both classes in val and test (see 'classify build'); --allow-one-class-splits scores it "
+            "Rebuild with both classes in val and test (see 'classify build'); `allow_one_class_splits` scores it "
             "anyway with a warning in the table",
         )
     preprocessing = {"config": dataset.info["config"], "preprocessing_hash": dataset.preprocessing_hash}

@@ -195,7 +195,7 @@ def check_negatives_only(scans: Sequence[LabelledScan], names: Sequence[str]) ->
     unknown = [n for n in names if not any(names_scan(s, n) for s in scans)]
     if unknown:
         listing = ", ".join(sorted({s.name for s in scans})[:8])
-        raise InputError("--negatives-only", f"no scan named {', '.join(unknown)} (scans: {listing}...)")
+        raise InputError("`negatives_only`", f"no scan named {', '.join(unknown)} (scans: {listing}...)")
 
 
 def build_training_set(
@@ -234,7 +234,7 @@ def build_training_set(
     if config.inserted:
         if not backgrounds or not templates:
             what = "no scan shows a whole body section to insert into" if not backgrounds else "no lesion to insert"
-            raise InputError("--insert", what)
+            raise InputError("`inserted`", what)
         add_inserted(backgrounds, templates, config, add, progress)
     width = len(feature_names(predictor is not None, config.anatomy))
     x = np.concatenate(feats) if feats else np.zeros((0, width))

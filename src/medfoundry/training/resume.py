@@ -23,7 +23,7 @@ def resume_or_refuse(
     refused too.
     """
     if resume and overwrite:
-        raise InputError(where, "choose --resume (continue) or --overwrite (start again), not both")
+        raise InputError(where, "choose `resume` (continue) or `overwrite` (start again), not both")
     if not found:
         return False
     if resume:
@@ -31,4 +31,4 @@ def resume_or_refuse(
     if overwrite:
         return False
     names = ", ".join(Path(p).name for p in found)
-    raise InputError(where, f"holds {what} ({names}); pass --resume to continue it or --overwrite to start over")
+    raise InputError(where, f"holds {what} ({names}); pass `resume` to continue it or `overwrite` to start over")

@@ -109,7 +109,7 @@ def _restore(model: TSFM, last: Path, classes: list, env: DistEnv) -> dict:
 def check_amp(settings: TrainSettings, device: torch.device) -> None:
     """:class:`InputError` when mixed precision is asked for on a device without it (only CUDA here)."""
     if settings.amp and device.type != "cuda":
-        raise InputError(None, f"--amp (bf16 mixed precision) needs a CUDA device; this run is on {device.type}")
+        raise InputError(None, f"`amp` (bf16 mixed precision) needs a CUDA device; this run is on {device.type}")
 
 
 def _autocast(settings: TrainSettings, device: torch.device):
@@ -265,7 +265,7 @@ def fit(
         where = f"the last checkpoint ({last}, epoch {epoch}) is kept" if last.exists() else "no checkpoint yet"
         raise TrainingStopped(
             f"{kind} stopped in epoch {epoch + 1}: {type(exc).__name__}: {str(exc).splitlines()[0]}; "
-            f"{where}; run the same command with --resume to continue"
+            f"{where}; run the same command with `resume` to continue"
         ) from exc
 
     weights, _ = checkpoint_state(model, None, env)  # every rank calls it (FSDP gathers)

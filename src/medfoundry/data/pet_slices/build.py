@@ -90,7 +90,8 @@ def build_slice_dataset(
                     "n_abnormal": int((stack.lesion_voxels >= config.min_lesion_voxels).sum()),
                 }
             )
-        problems = check_build_splits(split_problems(rows), allow_incomplete_splits, out_dir, "see --split and --seed")
+        advice = "see `fractions` and `seed`"
+        problems = check_build_splits(split_problems(rows), allow_incomplete_splits, out_dir, advice)
         with (tmp / "manifest.csv").open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=MANIFEST_FIELDS)
             writer.writeheader()

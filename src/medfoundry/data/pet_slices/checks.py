@@ -54,8 +54,8 @@ def split_problems(
 
 
 BUILD_ADVICE = (
-    "give every split whole-body scans of its own patients (--train-patients / --val-patients / --test-patients "
-    "pin patients), or split the scans by body region (--regions)"
+    "give every split whole-body scans of its own patients (`train_patients` / `val_patients` / `test_patients` "
+    "pin patients), or split the scans by body region (`regions`)"
 )
 
 
@@ -67,6 +67,6 @@ def check_build_splits(problems: list[str], allow: bool, path, advice: str = "")
         raise InputError(
             path,
             "; ".join(problems) + f". A split like that gives no meaningful number{hint}; "
-            "--allow-incomplete-splits builds it anyway",
+            "`allow_incomplete_splits` builds it anyway",
         )
     return problems

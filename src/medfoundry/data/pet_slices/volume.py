@@ -43,15 +43,15 @@ def lesion_mask(mask: MedicalImage, config: SliceConfig) -> np.ndarray:
             raise InputError(
                 mask.path,
                 f"the mask holds labels {sorted(int(v) for v in labels)}, none of the lesion labels "
-                f"{sorted(wanted)} asked for with --lesion-labels",
+                f"{sorted(wanted)} asked for with `lesion_labels`",
             )
         return np.isin(mask.array, sorted(wanted)).astype(np.uint8)
     extra = [int(v) for v in labels if v not in (0, 1)]
     if extra and not config.binarize:
         raise InputError(
             mask.path,
-            f"the mask holds labels {sorted(int(v) for v in labels)}, expected only 0 and 1; pass --binarize "
-            "to count every non-zero label as lesion, or --lesion-labels L [L ...] to pick the lesion labels",
+            f"the mask holds labels {sorted(int(v) for v in labels)}, expected only 0 and 1; pass `binarize` "
+            "to count every non-zero label as lesion, or `lesion_labels` L [L ...] to pick the lesion labels",
         )
     return (mask.array > 0).astype(np.uint8)
 
@@ -108,7 +108,7 @@ def slice_volume(image: MedicalImage, mask: MedicalImage | None, config: SliceCo
         raise InputError(
             image.path,
             f"no slices left after filtering: all {nz} resampled slices have maximum <= "
-            f"{config.min_slice_max:g} (empty scan?); lower --min-slice-max or check the file",
+            f"{config.min_slice_max:g} (empty scan?); lower `min_slice_max` or check the file",
         )
     if mask is not None:
         lesions = resample_to_grid(mask.with_array(lesion_mask(mask, config)), config.grid, label=True)

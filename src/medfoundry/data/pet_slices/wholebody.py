@@ -302,7 +302,7 @@ def build_wholebody_dataset(
                     result = insert_lesions(suv, sources, ins_seed, options.insertion, own, z_allowed, pmap)
                     ins_stack = slice_volume(result.image, result.label, config)
                     if not np.array_equal(ins_stack.slice_index, stack.slice_index):
-                        raise InputError(case.image, "an inserted scan lost or gained slices; raise --min-slice-max")
+                        raise InputError(case.image, "an inserted scan lost or gained slices; raise `min_slice_max`")
                     changed = (ins_stack.images != stack.images).any(axis=(1, 2)) | (
                         ins_stack.lesion_voxels != stack.lesion_voxels
                     )

@@ -210,11 +210,11 @@ def find_lesions(
         with a mirror-image partner (see :mod:`medfoundry.inference.lesions.grouping`); ``organ_rule=False`` keeps
     candidates lying mostly in the brain, urinary tract or heart (:mod:`medfoundry.inference.lesions.organ_rule`)."""
     if delineation not in DELINEATIONS:
-        raise InputError(None, f"--delineation must be one of {', '.join(DELINEATIONS)}, got {delineation!r}")
+        raise InputError(None, f"`delineation` must be one of {', '.join(DELINEATIONS)}, got {delineation!r}")
     if threshold is not None and not (np.isfinite(threshold) and threshold > 0):
-        raise InputError(None, f"--threshold must be a positive SUV, got {threshold}")
+        raise InputError(None, f"`threshold` must be a positive SUV, got {threshold}")
     if not (np.isfinite(min_volume_ml) and min_volume_ml >= 0):
-        raise InputError(None, f"--min-volume must be >= 0 mL, got {min_volume_ml}")
+        raise InputError(None, f"`min_volume_ml` must be >= 0 mL, got {min_volume_ml}")
     suv_image = to_suv(image, suv_factor)  # bad input fails before any progress bar is drawn
     seconds: dict[str, float] = {}
     stages = ["anatomy", "threshold", "candidates", "classifier", "delineation", "quantification"]

@@ -119,7 +119,7 @@ def load_adapter_into(
         raise InputError(
             path,
             f"this adapter was trained with method {payload['method']!r}, not {method!r}; "
-            f"use --method {payload['method']} or another adapter",
+            f"use `method` {payload['method']} or another adapter",
         )
     found = base_fingerprint(base)
     if payload["base_fingerprint"] != found:
@@ -127,7 +127,7 @@ def load_adapter_into(
             path,
             f"this adapter was trained on another base model ({payload.get('base_name')}, weights fingerprint "
             f"{payload['base_fingerprint']}); the given weights have fingerprint {found}. "
-            "Pass the --weights it was trained on",
+            "Pass the `weights` it was trained on",
         )
     model = build_adapter(base, payload["method"], payload["config"])
     expected = set(model.adapter_state())

@@ -38,7 +38,7 @@ def missing_weights(name: str, source: str, filename: str) -> WeightsError:
     target = weights_dir() / filename
     return WeightsError(
         f"{name}: pretrained weights not found; download {source} and put it at {target} "
-        f"(or set MEDFOUNDRY_WEIGHTS to its folder), or pass --weights PATH; medfoundry never downloads"
+        f"(or set MEDFOUNDRY_WEIGHTS to its folder), or pass `weights` PATH; medfoundry never downloads"
     )
 
 

@@ -86,7 +86,7 @@ def build(
     """Registry builder: MobileSAM's encoder from its local weights file (``tiny`` for a small random one)."""
     if weights is None and not tiny:
         raise WeightsError(
-            f"{name}: the MobileSAM encoder needs its weights file; pass --encoder-weights PATH/mobile_sam.pt "
+            f"{name}: the MobileSAM encoder needs its weights file; pass `encoder_weights` PATH/mobile_sam.pt "
             "(from github.com/ChaoningZhang/MobileSAM, weights/mobile_sam.pt); medfoundry never downloads"
         )
     return build_sam_tinyvit(name, None if weights is None else str(weights), tiny, seed)

@@ -48,7 +48,7 @@ class FusionSpec:
             )
         if self.encoder == "mobilesam" and self.weights is None and not self.tiny:
             raise WeightsError(
-                "mobilesam: the MobileSAM encoder needs its weights file; pass --encoder-weights PATH/mobile_sam.pt "
+                "mobilesam: the MobileSAM encoder needs its weights file; pass `encoder_weights` PATH/mobile_sam.pt "
                 "(from github.com/ChaoningZhang/MobileSAM, weights/mobile_sam.pt); medfoundry never downloads"
             )
         if self.weights is not None and not Path(self.weights).exists():

@@ -184,13 +184,13 @@ def _check_export_target(
             raise InputError(
                 layout.root,
                 f"this run directory already holds dataset {old['dataset_name']} from {old.get('source_root')}; "
-                "use another --run-dir for another dataset",
+                "use another `run_dir` for another dataset",
             )
         if not overwrite:
             raise OutputExistsError(layout.manifest)
     elif layout.raw.exists() and any(layout.raw.iterdir()):
         raise InputError(
-            layout.root, "holds an nnU-Net raw folder without a medfoundry manifest; use another --run-dir"
+            layout.root, "holds an nnU-Net raw folder without a medfoundry manifest; use another `run_dir`"
         )
     if target.exists() and not overwrite:
         raise OutputExistsError(target)
@@ -228,7 +228,7 @@ def _label_names(values: list[int], source_root: str | Path | None) -> dict[str,
         raise InputError(
             source_root,
             f"mask labels {values} are not consecutive integers 0..K as nnU-Net needs; "
-            "pass --binarize to use every non-zero label as one foreground class",
+            "pass `binarize` to use every non-zero label as one foreground class",
         )
     label_names = {"background": 0}
     if len(values) == 2:
@@ -335,7 +335,7 @@ def prepare(
         studies = autopet_studies(data_root, tracers)
         cases = [CasePair(s.case_id, s.patient, s.image, s.label, s.tracer) for s in studies]
     elif tracers:
-        raise InputError(None, "--tracers needs --autopet (only an autoPET tree says which tracer a case has)")
+        raise InputError(None, "`tracers` needs `autopet` (only an autoPET tree says which tracer a case has)")
     else:
         cases = find_cases(data_root, image_pattern, mask_pattern, patient_regex)
     if max_cases is not None:

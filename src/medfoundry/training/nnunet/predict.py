@@ -68,7 +68,7 @@ def load_predictor(
     folder = model_folder(run_dir, manifest["dataset_name"], variant, fold)
     ckpt_path = folder / checkpoint
     if not ckpt_path.is_file():
-        hint = " (training was interrupted; run train --resume)" if (folder / "checkpoint_latest.pth").exists() else ""
+        hint = " (training was interrupted; run train `resume`)" if (folder / "checkpoint_latest.pth").exists() else ""
         raise InputError(folder, f"no {checkpoint}: this variant/fraction is not trained yet{hint}")
     info = json.loads((folder / MODEL_INFO).read_text()) if (folder / MODEL_INFO).is_file() else {}
     dev = torch.device(device)
@@ -98,7 +98,7 @@ def load_predictor(
             if expected and network.frozen.weights_id != expected:
                 raise WeightsError(
                     f"{fusion.weights or fusion.encoder}: the frozen encoder's weights differ from the ones this "
-                    f"model was trained with (sha256 {expected[:12]}...); pass the same --encoder-weights"
+                    f"model was trained with (sha256 {expected[:12]}...); pass the same `encoder_weights`"
                 )
         network.load_state_dict(checkpoint_data["network_weights"])
         attach_feature_runtime(network, encoder_backend, dev)

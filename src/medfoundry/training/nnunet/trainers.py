@@ -136,7 +136,7 @@ def train(
         torch.manual_seed(seed)
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(None, "--device cuda asked for, but no CUDA GPU is available here")
+        raise InputError(None, "`device` cuda asked for, but no CUDA GPU is available here")
     with nnunet_environment(run_dir, data_workers=data_workers):
         cls = trainer_class(variant)
         plans = dict(plans, continue_training=resuming)
