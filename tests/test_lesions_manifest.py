@@ -91,7 +91,7 @@ def test_interrupted_run_resumes_and_keeps_finished_scans(manifest, suvmax_model
     assert (tmp_path / "b" / "lesions.json").is_file() and len(built) == 0  # threshold outlines: no encoder needed
     (tmp_path / "a" / "lesions.json").unlink()  # a folder that is not a finished scan is not silently replaced
     assert main(args) == 2
-    assert _cohort(out)[0]["status"] == "failed" and "`overwrite`" in _cohort(out)[0]["error"]
+    assert _cohort(out)[0]["status"] == "failed" and "--overwrite" in _cohort(out)[0]["error"]
 
 
 def test_one_model_load_for_many_scans(shared_data, tmp_path, monkeypatch, tiny_model):
