@@ -18,7 +18,7 @@ import torch
 from test_classify_data import synthetic_case
 
 from medfoundry.errors import BatchFailures
-from medfoundry.inference.lesions.features import HANDCRAFTED, feature_names
+from medfoundry.inference.lesions.features import HANDCRAFTED
 from medfoundry.modeling.lesion_classifier import LesionClassifier
 
 ray = pytest.importorskip("ray")
@@ -48,7 +48,7 @@ def suvmax_model(tmp_path_factory):
     """A handcrafted-feature lesion classifier (SUVmax >= 4; no encoder needed)."""
     coef = np.zeros(len(HANDCRAFTED))
     coef[HANDCRAFTED.index("log_suv_max")] = 5.0
-    clf = LesionClassifier(feature_names(embedding=False), np.zeros(len(coef)), np.ones(len(coef)), coef,
+    clf = LesionClassifier(list(HANDCRAFTED), np.zeros(len(coef)), np.ones(len(coef)), coef,
                            -5.0 * np.log(4.0), threshold=0.5, version="test")  # fmt: skip
     return clf.save(tmp_path_factory.mktemp("model") / "suvmax.json")
 
