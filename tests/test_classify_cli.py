@@ -20,6 +20,7 @@ torch.set_num_threads(1)
 
 def run_cli(argv: list[str]) -> int:
     """Parse with the classify sub-command only, dispatching like ``medfoundry.cli.main.main``."""
+    from medfoundry.cli.parameter_flags import as_flags
     from medfoundry.errors import MedfoundryError
 
     parser = argparse.ArgumentParser(prog="medfoundry")
@@ -28,7 +29,7 @@ def run_cli(argv: list[str]) -> int:
     try:
         return classify.run(args)
     except MedfoundryError as exc:
-        print(f"medfoundry classify: error: {exc}")
+        print(f"medfoundry classify: error: {as_flags(str(exc), exc.parameters)}")
         return 2
 
 

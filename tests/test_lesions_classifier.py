@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from medfoundry.errors import InputError
+from medfoundry.inference.lesions.anatomy_features import ANATOMY
 from medfoundry.inference.lesions.candidates import find_candidates
 from medfoundry.inference.lesions.features import EMBED_DIM, HANDCRAFTED, handcrafted_features
 from medfoundry.modeling.lesion_classifier import DEFAULT_CLASSIFIER, load_lesion_classifier
@@ -17,7 +18,8 @@ def test_shipped_classifier_loads_and_matches_the_features():
     clf = load_lesion_classifier()
     assert DEFAULT_CLASSIFIER.suffix == ".json" and DEFAULT_CLASSIFIER.stat().st_size < 200_000
     assert clf.feature_names[: len(HANDCRAFTED)] == list(HANDCRAFTED)
-    assert len(clf.feature_names) == len(HANDCRAFTED) + EMBED_DIM
+    assert len(clf.feature_names) == len(HANDCRAFTED) + len(ANATOMY) + EMBED_DIM  # feature set v3
+    assert clf.feature_names[len(HANDCRAFTED) : len(HANDCRAFTED) + len(ANATOMY)] == list(ANATOMY)
     info = clf.info
     assert info["n_positive"] > 0 and info["n_negative"] > 0 and 0.5 <= info["cv_auc"] <= 1.0
 

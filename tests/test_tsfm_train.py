@@ -272,13 +272,13 @@ def test_crashed_worker_then_resume_from_last_checkpoint(pools, tmp_path, monkey
 
     monkeypatch.setattr(PoolDataset, "__getitem__", crashing)
     torch.manual_seed(0)
-    with pytest.raises(TrainingStopped, match=r"stopped in epoch 2.*last checkpoint.*epoch 1.*--resume"):
+    with pytest.raises(TrainingStopped, match=r"stopped in epoch 2.*last checkpoint.*epoch 1.*`resume`"):
         fit(build_tsfm("tiny", num_classes=3, patch_size=tuple(PATCH)), pools["pre"], out, settings, progress=False)
     assert load_checkpoint(out / "last.pt")["epoch"] == 1
     assert not (out / "model.pt").exists()
     monkeypatch.setattr(PoolDataset, "__getitem__", original)
 
-    with pytest.raises(InputError, match="--resume to continue it or --overwrite"):
+    with pytest.raises(InputError, match="`resume` to continue it or `overwrite`"):
         fit(build_tsfm("tiny", num_classes=3, patch_size=tuple(PATCH)), pools["pre"], out, settings, progress=False)
     with pytest.raises(InputError, match=r"cannot resume.*differs from this run.*\['width'\]"):
         fit(
@@ -321,7 +321,7 @@ def test_training_is_reproducible_with_the_same_seed(pools, tmp_path):
 def test_mixed_precision_is_refused_off_cuda(pools, tmp_path, monkeypatch, capsys):
     settings = TrainSettings(epochs=1, iters_per_epoch=1, batch_size=1, amp=True)
     model = build_tsfm("tiny", num_classes=3, patch_size=tuple(PATCH))
-    with pytest.raises(InputError, match="--amp .* needs a CUDA device; this run is on cpu"):
+    with pytest.raises(InputError, match="`amp` .* needs a CUDA device; this run is on cpu"):
         fit(model, pools["pre"], tmp_path / "amp", settings, progress=False)
     assert not (tmp_path / "amp").exists()  # refused before any output
     args = ["pretrain", "--pool", str(pools["pre"]), "--out", str(tmp_path / "amp_cli"), "--preset", "tiny"]

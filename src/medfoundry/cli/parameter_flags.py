@@ -56,8 +56,8 @@ FLAGS = {
 
 
 def as_flags(message: str, parameters: tuple[str, ...] | None = None) -> str:
-    """``message`` with each named parameter (``parameters``, else every one it names) spelled as its option."""
-    for name in named_parameters(message) if parameters is None else parameters:
+    """``message`` with each parameter it names in backquotes (and each of ``parameters``) spelled as its option."""
+    for name in dict.fromkeys((*(parameters or ()), *named_parameters(message))):
         if name in FLAGS:
             message = message.replace(f"`{name}`", FLAGS[name])
     return message
