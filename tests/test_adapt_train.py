@@ -133,6 +133,7 @@ def test_synthesis_labels_and_positions(shared_data):
             assert abs(sy - ey) / h < 0.2 and abs(sx - ex) / w < 0.2
 
 
+@pytest.mark.slow  # CI time (>15 s on 2 cores): python -m pytest -m slow
 def test_cli_synthesize_finetune_segment(shared_data, tmp_path, capsys):
     pet = shared_data / "pet-sts"
     syn = tmp_path / "syn"

@@ -170,6 +170,7 @@ print(json.dumps(out))
 
 
 @needs_openvino
+@pytest.mark.slow  # CI time (>15 s on 2 cores): python -m pytest -m slow
 def test_openvino_bf16_backend_runs_bf16_where_the_cpu_has_it_and_masks_stay_close(shared_data):
     """In a child process: once AMX has run, a signal handled on pytest's faulthandler stack can crash the
     process (the library warns about it), which would take later tests down with it."""

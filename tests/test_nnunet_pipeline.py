@@ -64,6 +64,7 @@ def _train(run: Path, variant: str, *extra: str) -> int:
     return main(argv)
 
 
+@pytest.mark.slow  # CI time (>15 s on 2 cores): python -m pytest -m slow
 def test_cli_end_to_end_all_variants(planned_run: Path, capsys: pytest.CaptureFixture) -> None:
     run = planned_run
     manifest = json.loads((run / "medfoundry_nnunet.json").read_text())
@@ -212,6 +213,7 @@ def test_summary_counts_overlap_only_where_there_is_a_lesion() -> None:
     assert s.dice == pytest.approx(a.dice / 2) and s.fpv_ml == pytest.approx((a.fpv_ml + b.fpv_ml) / 3)
 
 
+@pytest.mark.slow  # CI time (>15 s on 2 cores): python -m pytest -m slow
 def test_replanning_replaces_the_plan_only_once_it_is_complete(planned_run: Path, monkeypatch) -> None:
     """Runs last (it replans the shared run): a refused or interrupted ``plan`` leaves the old plan untouched and no
     staging folder behind; ``--overwrite`` swaps in a complete new one that loads."""

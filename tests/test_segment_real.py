@@ -91,6 +91,7 @@ def test_cli_segment_writes_mask_with_input_geometry(shared_data, tmp_path, caps
     assert _sha(out) == before
 
 
+@pytest.mark.slow  # CI time (>15 s on 2 cores): python -m pytest -m slow
 def test_cli_slice_step_keeps_the_object_ends_and_stays_close_to_every_slice(shared_data, tmp_path):
     image_path = shared_data / "pet-sts" / "STS_003" / "PET_image.nii.gz"
     gt = read_mask(shared_data / "pet-sts" / "STS_003" / "PET_mask.nii.gz").array > 0

@@ -164,6 +164,7 @@ def _parallel_worker(rank: int, world: int, port: int, pool: str, out: str) -> N
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow  # CI time (>15 s on 2 cores): python -m pytest -m slow
 def test_fsdp_with_checkpointing_matches_ddp_and_resumes_its_checkpoint(pools, tmp_path):
     mp.spawn(_parallel_worker, args=(2, _free_port(), str(pools["small"]), str(tmp_path)), nprocs=2, join=True)
     torch.manual_seed(100)
