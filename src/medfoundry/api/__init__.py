@@ -30,7 +30,7 @@ from medfoundry.api.classify import (  # noqa: F401 - the classify verb's front 
     classify_predict,
     classify_predict_many,
 )
-from medfoundry.api.common import warn_if_no_contrast
+from medfoundry.api.common import ModelFields, WindowFields, resolve_options, warn_if_no_contrast
 from medfoundry.api.finetune import FinetuneOptions, finetune  # noqa: F401
 from medfoundry.api.nnunet import (  # noqa: F401 - the nnunet verb's steps
     NnunetEvaluateOptions,
@@ -143,39 +143,55 @@ def segment_image(
 read_for_segmentation = read_image_for_model  # the modality rule of training folders (io.readers)
 
 
+@dataclass
+class SegmentOptions(WindowFields, ModelFields):
+    """``segment`` and ``segment --manifest``: the intensity options (:class:`~medfoundry.api.common.WindowFields`),
+    the model (:class:`~medfoundry.api.common.ModelFields`: ``weights`` / ``adapter`` / ``backend`` / ``threads``,
+    or a ``predictor`` or a factory of one), the mask ``threshold``, ``slice_step`` (see ``segment_array``), an
+    ``overlay`` PNG (one image; a manifest gives overlays in its 'overlay' column), ``overwrite`` and ``progress``."""
+
+    overlay: str | Path | None = None
+    threshold: float = 0.5
+    slice_step: int = 1
+    overwrite: bool = False
+    progress: bool = True
+
+    def for_manifest(self) -> SegmentOptions:
+        """These options, checked for a manifest run (its overlays come from the rows)."""
+        if self.overlay is not None:
+            raise InputError("--overlay", "with --manifest, give overlays in an 'overlay' column")
+        return self
+
+
 def segment(
     image_path: str | Path,
     objects: list[ObjectPrompt],
     out: str | Path,
-    *,
-    overlay: str | Path | None = None,
-    modality: str | None = None,
-    window: IntensityWindow | None = None,
-    predictor: PredictorArg = None,
-    threshold: float = 0.5,
-    overwrite: bool = False,
-    progress: bool = True,
-    slice_step: int = 1,
+    options: SegmentOptions | None = None,
+    **fields,
 ) -> MedicalImage:
     """Segment the image file ``image_path`` from prompts and write the label map to ``out`` (same geometry).
 
     Every output path is checked before any work (distinct, writable place, not existing unless ``overwrite``).
     """
-    _check_probability(threshold)
-    check_outputs(out, overlay, overwrite=overwrite)
-    image = read_for_segmentation(image_path, modality, progress=progress)
-    result = segment_image(image, objects, predictor, window, threshold, progress, slice_step)
-    write_mask(result.labels, out, reference=image, overwrite=overwrite)
-    if overlay is not None:
+    o = resolve_options(SegmentOptions, options, fields)
+    _check_probability(o.threshold)
+    check_outputs(out, o.overlay, overwrite=o.overwrite)
+    image = read_for_segmentation(image_path, o.modality, progress=o.progress)
+    result = segment_image(
+        image, objects, o.predictor_factory(), o.intensity_window(), o.threshold, o.progress, o.slice_step
+    )
+    write_mask(result.labels, out, reference=image, overwrite=o.overwrite)
+    if o.overlay is not None:
         from medfoundry.evaluation.overlay import save_overlay
 
         save_overlay(
             result.normalized,
             result.labels.array,
-            overlay,
+            o.overlay,
             is_3d=image.spatial_ndim == 3,
             title=Path(image_path).name,
-            overwrite=overwrite,
+            overwrite=o.overwrite,
         )
     return result.labels
 
@@ -234,17 +250,7 @@ def segment_row(
     return {"read": t1 - t0, "segment": t2 - t1, "write": time.perf_counter() - t2}
 
 
-def segment_many(
-    rows: list,
-    *,
-    modality: str | None = None,
-    window: IntensityWindow | None = None,
-    predictor: PredictorArg = None,
-    threshold: float = 0.5,
-    overwrite: bool = False,
-    progress: bool = True,
-    slice_step: int = 1,
-) -> ManyResult:
+def segment_many(rows: list, options: SegmentOptions | None = None, **fields) -> ManyResult:
     """Segment every row of a manifest (:func:`medfoundry.inference.manifest.read_manifest`) with one model.
 
     The model is built once, at the first usable row. A row whose output exists is skipped unless ``overwrite``
@@ -254,9 +260,10 @@ def segment_many(
     :class:`~medfoundry.errors.BatchFailures` lists the failed rows if there are any.
 
     :func:`medfoundry.api.ray_batch.segment_many_ray` does the same on Ray actors (same outputs, resume rule and
-    failure report); this function never imports Ray.
+    failure report); this function never imports Ray. The options are :class:`SegmentOptions` (no ``overlay``).
     """
-    _check_probability(threshold)
+    o = resolve_options(SegmentOptions, options, fields).for_manifest()
+    _check_probability(o.threshold)
     import time
 
     result = ManyResult([], [], [], [])
@@ -265,16 +272,16 @@ def segment_many(
     def once() -> LiteMedSAMPredictor:
         if not model:
             start = time.perf_counter()
-            model.append(_resolve_predictor(predictor))
+            model.append(_resolve_predictor(o.predictor_factory()))
             result.model_seconds = time.perf_counter() - start
         return model[0]
 
-    bar = tqdm(rows, desc="scans", unit="scan", disable=not progress)
+    bar = tqdm(rows, desc="scans", unit="scan", disable=not o.progress)
     for row in bar:
         if row.error is not None:
             result.failed.append((row.name, row.error))
             continue
-        if row.out.exists() and not overwrite:
+        if row.out.exists() and not o.overwrite:
             result.skipped.append(row.out)
             continue
         start = time.perf_counter()
@@ -282,12 +289,12 @@ def segment_many(
             phases = segment_row(
                 row,
                 once,
-                modality=modality,
-                window=window,
-                threshold=threshold,
-                overwrite=overwrite,
-                slice_step=slice_step,
-                progress=progress,
+                modality=o.modality,
+                window=o.intensity_window(),
+                threshold=o.threshold,
+                overwrite=o.overwrite,
+                slice_step=o.slice_step,
+                progress=o.progress,
             )
         except MedfoundryError as exc:
             result.failed.append((row.name, str(exc)))

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from medfoundry.errors import InputError, MedfoundryWarning
@@ -25,6 +27,71 @@ def resolve_options(cls: type[T], options: T | None, fields: dict[str, Any]) -> 
     if not isinstance(options, cls):
         raise InputError(None, f"expected {cls.__name__}, got {type(options).__name__}")
     return dataclasses.replace(options, **fields) if fields else options
+
+
+@dataclass
+class ModelFields:
+    """The LiteMedSAM options of the verbs that run it (``--weights``, ``--adapter``, ``--backend``, ``--threads``);
+    ``predictor``: a predictor or a factory of one instead (not a CLI option; a factory for Ray)."""
+
+    weights: str | Path | None = None
+    adapter: str | Path | None = None
+    backend: str = "fast"
+    threads: int | None = None
+    predictor: Any = None
+
+    def predictor_factory(self):
+        """``predictor`` when given, else a factory (picklable, for Ray actors) that applies ``threads`` and builds
+        the predictor the options describe: the model loads only when it is called."""
+        if self.predictor is not None:
+            return self.predictor
+        from functools import partial
+
+        return partial(build_predictor, self.weights, self.backend, self.adapter, self.threads)
+
+
+def build_predictor(weights=None, backend: str = "fast", adapter=None, threads: int | None = None):
+    """``threads`` applied to torch (when given), then ``medfoundry.api.make_predictor(weights, backend, adapter)``."""
+    set_threads(threads)
+    from medfoundry.api import make_predictor
+
+    return make_predictor(weights=weights, backend=backend, adapter=adapter)
+
+
+def set_threads(threads: int | None) -> None:
+    """Apply a thread count (when given) to torch."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+@dataclass
+class WindowFields:
+    """The intensity options (``--modality``, ``--window`` preset or an ``IntensityWindow``, ``--level`` /
+    ``--width``, ``--suv-range``, ``--percentiles``)."""
+
+    modality: str | None = None
+    window: Any = None
+    level: float | None = None
+    width: float | None = None
+    suv_range: tuple[float, float] | None = None
+    percentiles: tuple[float, float] | None = None
+
+    def intensity_window(self):
+        """The :class:`~medfoundry.preprocessing.IntensityWindow` the options describe (``window`` itself when it
+        is one)."""
+        from medfoundry.preprocessing import IntensityWindow
+
+        if isinstance(self.window, IntensityWindow):
+            return self.window
+        return IntensityWindow(
+            ct_window=self.window,
+            level=self.level,
+            width=self.width,
+            suv_range=tuple(self.suv_range) if self.suv_range else None,
+            percentiles=tuple(self.percentiles) if self.percentiles else None,
+        )
 
 
 def resolve_device(device: str | None) -> str:

@@ -56,48 +56,39 @@ def _forget_unfinished(row) -> None:
             remove_temporaries_of(path)
 
 
-def segment_many_ray(
-    rows: list,
-    ray: RayOptions | str | bool,
-    *,
-    modality: str | None = None,
-    window=None,
-    predictor=None,
-    threshold: float = 0.5,
-    overwrite: bool = False,
-    progress: bool = True,
-    slice_step: int = 1,
-):
-    """:func:`medfoundry.api.segment_many` on Ray actors (same outputs, resume rule and failure report)."""
-    from medfoundry.api import ManyResult, make_predictor, raise_if_failed, segment_row
+def segment_many_ray(rows: list, ray: RayOptions | str | bool, options=None, **fields):
+    """:func:`medfoundry.api.segment_many` on Ray actors (same outputs, resume rule and failure report); the
+    options are its :class:`~medfoundry.api.SegmentOptions` (or their fields as keywords)."""
+    from medfoundry.api import ManyResult, SegmentOptions, raise_if_failed, resolve_options, segment_row
     from medfoundry.inference.predictor import LiteMedSAMPredictor
 
+    o = resolve_options(SegmentOptions, options, fields).for_manifest()
     options = as_options(ray)
-    if isinstance(predictor, LiteMedSAMPredictor):
+    if isinstance(o.predictor, LiteMedSAMPredictor):
         raise InputError(None, "with Ray, give the predictor as a factory (each actor builds its own model)")
     result = ManyResult([], [], [], [])
     todo = []
     for row in rows:  # the resume rule and the manifest's own bad rows, here on the driver
         if row.error is not None:
             result.failed.append((row.name, row.error))
-        elif row.out.exists() and not overwrite:
+        elif row.out.exists() and not o.overwrite:
             result.skipped.append(row.out)
         else:
             todo.append(row)
-    bar = tqdm(total=len(rows), initial=len(rows) - len(todo), desc="scans", unit="scan", disable=not progress)
+    bar = tqdm(total=len(rows), initial=len(rows) - len(todo), desc="scans", unit="scan", disable=not o.progress)
     if todo:
         step = partial(
             segment_row,
-            modality=modality,
-            window=window,
-            threshold=threshold,
-            overwrite=overwrite,
-            slice_step=slice_step,
+            modality=o.modality,
+            window=o.intensity_window(),
+            threshold=o.threshold,
+            overwrite=o.overwrite,
+            slice_step=o.slice_step,
         )
         mapped = run_on_ray(
             todo,
             step,
-            predictor or make_predictor,
+            o.predictor_factory(),
             options,
             bar=bar,
             on_lost=_forget_unfinished,

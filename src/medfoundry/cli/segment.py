@@ -11,10 +11,10 @@ from medfoundry.cli.common import (
     add_progress,
     add_window_options,
     finite_float,
+    options_from_args,
     positive_int,
     predictor_from_args,
     probability,
-    window_from_args,
 )
 
 EPILOG = """examples:
@@ -124,19 +124,7 @@ def run(args: argparse.Namespace) -> int:
     from medfoundry.api import segment
 
     objects = objects_from_args(args)
-    labels = segment(
-        args.image,
-        objects,
-        args.out,
-        overlay=args.overlay,
-        modality=args.modality,
-        window=window_from_args(args),
-        predictor=lambda: predictor_from_args(args),  # built once the image and outputs are checked
-        threshold=args.threshold,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-        slice_step=args.slice_step,
-    )
+    labels = segment(args.image, objects, args.out, segment_options(args))
     counts = [int((labels.array == i).sum()) for i in range(1, len(objects) + 1)]
     unit = "voxels" if labels.spatial_ndim == 3 else "pixels"
     print(f"wrote {args.out}: {len(objects)} object(s), {', '.join(map(str, counts))} {unit}")
@@ -145,34 +133,32 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def segment_options(args: argparse.Namespace):
+    """The :class:`medfoundry.api.SegmentOptions` of the command line; the model is built once the image (or the
+    first usable row) and the outputs are checked."""
+    from medfoundry.api import SegmentOptions
+
+    return options_from_args(SegmentOptions, args, predictor=lambda: predictor_from_args(args))
+
+
 def run_manifest(args: argparse.Namespace) -> int:
     """``--manifest``: every row with one model; summary lines, exit code 2 if any row failed."""
     from medfoundry.api import segment_many
-    from medfoundry.errors import BatchFailures, InputError
+    from medfoundry.errors import BatchFailures
     from medfoundry.inference.manifest import read_manifest
 
-    if args.overlay:
-        raise InputError("--overlay", "with --manifest, give overlays in an 'overlay' column")
+    options = segment_options(args).for_manifest()
     given = args.box or args.boxes or args.point or args.negative
     defaults = objects_from_args(args) if given else None
     rows = read_manifest(args.manifest, args.out, defaults, allow_absolute_out=args.allow_absolute_out)
-    options = ray_from_args(args)
-    settings = {
-        "modality": args.modality,
-        "window": window_from_args(args),
-        "predictor": lambda: predictor_from_args(args),
-        "threshold": args.threshold,
-        "overwrite": args.overwrite,
-        "progress": not args.no_progress,
-        "slice_step": args.slice_step,
-    }
+    ray = ray_from_args(args)
     try:
-        if options is None:
-            result = segment_many(rows, **settings)
+        if ray is None:
+            result = segment_many(rows, options)
         else:  # imports Ray
             from medfoundry.api.ray_batch import segment_many_ray
 
-            result = segment_many_ray(rows, options, **settings)
+            result = segment_many_ray(rows, ray, options)
     except BatchFailures as exc:
         _summary(exc.result)
         for name, why in exc.failed:
