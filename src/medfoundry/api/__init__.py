@@ -319,23 +319,34 @@ def boxes_from_labels(labels: np.ndarray) -> np.ndarray:
     return label_boxes(labels)
 
 
+@dataclass
+class SegmentNpzOptions(ModelFields):
+    """``segment-npz``: the model (:class:`~medfoundry.api.common.ModelFields`), ``boxes_from_gts`` (one box per
+    label of ``gts`` for files without ``boxes``), ``stop_on_error`` (the first bad file stops the run; default:
+    it is skipped and reported at the end), ``overwrite`` and ``progress``."""
+
+    boxes_from_gts: bool = False
+    stop_on_error: bool = False
+    overwrite: bool = False
+    progress: bool = True
+
+
 def segment_npz(
     in_dir: str | Path,
     out_dir: str | Path,
-    *,
-    predictor: PredictorArg = None,
-    boxes_from_gts: bool = False,
-    overwrite: bool = False,
-    progress: bool = True,
-    keep_going: bool = True,
+    options: SegmentNpzOptions | None = None,
+    **fields,
 ) -> list[Path]:
     """Segment every MedSAM challenge ``.npz`` in ``in_dir`` (``imgs`` + ``boxes``) into ``out_dir``/same name
     with key ``segs``. ``boxes_from_gts`` takes one box per label of ``gts`` when a file has no ``boxes``.
 
-    A file that cannot be used is skipped (``keep_going``, the default) and the run goes on; at the end
+    A file that cannot be used is skipped (the default) and the run goes on; at the end
     :class:`~medfoundry.errors.BatchFailures` lists the files done and the ones that failed. With
-    ``keep_going=False`` the first bad file stops the run (the files written before it stay).
+    ``stop_on_error`` the first bad file stops the run (the files written before it stay).
     """
+    o = resolve_options(SegmentNpzOptions, options, fields)
+    keep_going = not o.stop_on_error
+    predictor, boxes_from_gts, overwrite = o.predictor_factory(), o.boxes_from_gts, o.overwrite
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     if not in_dir.is_dir():
         raise InputError(in_dir, "input folder not found" if not in_dir.exists() else "is not a folder")
@@ -349,7 +360,7 @@ def segment_npz(
         raise InputError(existing[0], f"output exists ({len(existing)} of {len(targets)}); pass --overwrite")
     written: list[Path] = []
     failed: list[tuple[str, str]] = []
-    for src, dst in tqdm(list(zip(files, targets, strict=True)), desc="cases", unit="case", disable=not progress):
+    for src, dst in tqdm(list(zip(files, targets, strict=True)), desc="cases", unit="case", disable=not o.progress):
         try:
             case = read_npz_case(src)
             boxes = case.boxes
@@ -372,20 +383,23 @@ def segment_npz(
     return written
 
 
-def evaluate(
-    pred: str | Path,
-    gt: str | Path,
-    out: str | Path,
-    *,
-    tolerance_mm: float = 2.0,
-    challenge_compat: bool = False,
-    labels: list[int] | None = None,
-    summary: str | Path | None = None,
-    plot: str | Path | None = None,
-    lesion_wise: bool = False,
-    overwrite: bool = False,
-    progress: bool = True,
-):
+@dataclass
+class EvaluateOptions:
+    """``evaluate``: the NSD tolerance ``tolerance_mm`` (``--tolerance``), ``challenge_compat`` (MedSAM-on-laptop
+    2024 scoring), the ``labels`` to score, a ``summary`` CSV and a ``plot`` PNG, ``lesion_wise`` scoring,
+    ``overwrite``, ``progress``."""
+
+    tolerance_mm: float = 2.0
+    challenge_compat: bool = False
+    labels: list[int] | None = None
+    summary: str | Path | None = None
+    plot: str | Path | None = None
+    lesion_wise: bool = False
+    overwrite: bool = False
+    progress: bool = True
+
+
+def evaluate(pred: str | Path, gt: str | Path, out: str | Path, options: EvaluateOptions | None = None, **fields):
     """Score predictions against ground truth (files or folders) and write the per-case CSV to ``out`` (and the
     per-class means to ``summary``, the distributions to the PNG ``plot``). Every output is checked first.
 
@@ -393,14 +407,17 @@ def evaluate(
     per case, ``<out stem>_lesions.csv`` one row per reference lesion, ``summary`` the means over cases; returns
     the ``LesionWiseEvaluator``.
     """
-    if lesion_wise:
+    o = resolve_options(EvaluateOptions, options, fields)
+    labels, summary, plot, overwrite, progress = o.labels, o.summary, o.plot, o.overwrite, o.progress
+    if o.lesion_wise:
         from medfoundry.evaluation import evaluate_lesion_files
         from medfoundry.evaluation.lesionwise import lesion_table_path
 
         out = Path(out)
         lesions_csv = lesion_table_path(out)
-        if labels or plot or challenge_compat:
-            raise InputError(None, "lesion-wise scoring takes no labels, plot or challenge-compat option")
+        for option, given in (("--labels", labels), ("--challenge-compat", o.challenge_compat), ("--plot", plot)):
+            if given:
+                raise InputError(None, f"{option} does not apply to --lesion-wise")
         check_outputs(out, lesions_csv, summary, overwrite=overwrite)
         evaluator = evaluate_lesion_files(pred, gt, progress=progress)
         evaluator.write_csv(out, overwrite=overwrite)
@@ -414,7 +431,7 @@ def evaluate(
     if plot is not None and Path(plot).suffix.lower() != ".png":
         raise InputError(plot, "the plot is written as PNG; give a .png path")
     evaluator = evaluate_files(
-        pred, gt, tolerance_mm=tolerance_mm, challenge_compat=challenge_compat, labels=labels, progress=progress
+        pred, gt, tolerance_mm=o.tolerance_mm, challenge_compat=o.challenge_compat, labels=labels, progress=progress
     )
     evaluator.write_csv(out, overwrite=overwrite)
     if summary is not None:

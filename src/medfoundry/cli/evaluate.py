@@ -6,8 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medfoundry.cli.common import add_overwrite, add_progress, positive_float, positive_int
-from medfoundry.errors import InputError
+from medfoundry.cli.common import add_overwrite, add_progress, options_from_args, positive_float, positive_int
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -52,55 +51,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate, write the CSV (and optional summary / plot) atomically, print the per-class means."""
-    from medfoundry.api import evaluate
+    """Evaluate, write the CSV (and optional summary / plot) atomically, print the per-class means (or, with
+    ``--lesion-wise``, the per-case lines and means)."""
+    from medfoundry.api import EvaluateOptions, evaluate
 
+    options = options_from_args(EvaluateOptions, args, tolerance_mm=args.tolerance)
+    evaluator = evaluate(args.pred, args.gt, args.out, options)  # checks every output before any work
     if args.lesion_wise:
-        return _run_lesion_wise(args, evaluate)
+        from medfoundry.evaluation.lesionwise import lesion_table_path
 
-    evaluator = evaluate(  # checks every output before any work
-        args.pred,
-        args.gt,
-        args.out,
-        tolerance_mm=args.tolerance,
-        challenge_compat=args.challenge_compat,
-        labels=args.labels,
-        summary=args.summary,
-        plot=args.plot,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-    )
-    outputs = [p for p in (args.out, args.summary, args.plot) if p is not None]
-    n_cases = len({r["case"] for r in evaluator.rows})
-    mode = "MedSAM-on-laptop 2024 scoring" if args.challenge_compat else f"NSD tolerance {args.tolerance:g} mm"
-    print(f"{n_cases} case(s), {mode}; per-class means (NaN-aware):")
+        outputs = [args.out, lesion_table_path(args.out), args.summary]
+    else:
+        n_cases = len({r["case"] for r in evaluator.rows})
+        mode = "MedSAM-on-laptop 2024 scoring" if args.challenge_compat else f"NSD tolerance {args.tolerance:g} mm"
+        print(f"{n_cases} case(s), {mode}; per-class means (NaN-aware):")
+        outputs = [args.out, args.summary, args.plot]
     print(evaluator.summary_text())
-    written = ", ".join(str(p) for p in outputs)
-    print(f"wrote {written}")
-    return 0
-
-
-def _run_lesion_wise(args: argparse.Namespace, evaluate) -> int:
-    """``--lesion-wise``: per-case and per-lesion CSVs (and optional summary), per-case lines and means."""
-    for option, given in (
-        ("--labels", args.labels),
-        ("--challenge-compat", args.challenge_compat),
-        ("--plot", args.plot),
-    ):
-        if given:
-            raise InputError(None, f"{option} does not apply to --lesion-wise")
-    evaluator = evaluate(  # checks every output before any work
-        args.pred,
-        args.gt,
-        args.out,
-        summary=args.summary,
-        lesion_wise=True,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-    )
-    from medfoundry.evaluation.lesionwise import lesion_table_path
-
-    written = [p for p in (args.out, lesion_table_path(args.out), args.summary) if p is not None]
-    print(evaluator.summary_text())
-    print(f"wrote {', '.join(str(p) for p in written)}")
+    print(f"wrote {', '.join(str(p) for p in outputs if p is not None)}")
     return 0

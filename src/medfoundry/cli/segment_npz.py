@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from medfoundry.cli.common import add_model_options, add_overwrite, add_progress, predictor_from_args
+from medfoundry.cli.common import (
+    add_model_options,
+    add_overwrite,
+    add_progress,
+    options_from_args,
+    predictor_from_args,
+)
 
 
 def add_parser(subparsers) -> None:
@@ -30,19 +36,13 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medfoundry.api import segment_npz
+    from medfoundry.api import SegmentNpzOptions, segment_npz
     from medfoundry.errors import BatchFailures
 
+    # the model is built after the folders are checked
+    options = options_from_args(SegmentNpzOptions, args, predictor=lambda: predictor_from_args(args))
     try:
-        written = segment_npz(
-            args.in_dir,
-            args.out_dir,
-            predictor=lambda: predictor_from_args(args),  # built after the folders are checked
-            boxes_from_gts=args.boxes_from_gts,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
-            keep_going=not args.stop_on_error,
-        )
+        written = segment_npz(args.in_dir, args.out_dir, options)
     except BatchFailures as exc:
         print(f"done: {len(exc.done)} file(s) in {args.out_dir}: " + ", ".join(p.name for p in exc.done))
         print(f"failed: {len(exc.failed)} file(s): " + ", ".join(name for name, _ in exc.failed))
