@@ -30,7 +30,7 @@ from medfoundry.api.classify import (  # noqa: F401 - the classify verb's front 
     classify_predict,
     classify_predict_many,
 )
-from medfoundry.api.common import ModelFields, WindowFields, resolve_options, warn_if_no_contrast
+from medfoundry.api.common import ModelFields, WindowFields, resolve_options, set_threads, warn_if_no_contrast
 from medfoundry.api.finetune import FinetuneOptions, finetune  # noqa: F401
 from medfoundry.api.nnunet import (  # noqa: F401 - the nnunet verb's steps
     NnunetEvaluateOptions,
@@ -155,6 +155,7 @@ class SegmentOptions(WindowFields, ModelFields):
     slice_step: int = 1
     overwrite: bool = False
     progress: bool = True
+    predictor: PredictorArg = None
 
     def for_manifest(self) -> SegmentOptions:
         """These options, checked for a manifest run (its overlays come from the rows)."""
@@ -329,6 +330,7 @@ class SegmentNpzOptions(ModelFields):
     stop_on_error: bool = False
     overwrite: bool = False
     progress: bool = True
+    predictor: PredictorArg = None
 
 
 def segment_npz(
@@ -458,13 +460,40 @@ def _lesion_predictor(adapter, weights, backend: str):
     return once
 
 
-def _finder_options(threshold, min_volume, delineation, adapter, keep_symmetric, organ_rule=True) -> dict:
+@dataclass
+class LesionsOptions(ModelFields):
+    """``lesions`` and ``lesions --manifest``: the finder (``threshold`` SUV or None: adaptive, ``min_volume`` mL,
+    ``delineation``, ``keep_symmetric``, ``organ_rule``), the classifier ``model`` (default: the shipped one),
+    ``suv_factor`` (one scan: SUV = value x factor; a manifest has a suv_factor column), the LiteMedSAM options
+    (:class:`~medfoundry.api.common.ModelFields`), ``allow_absolute_out`` (a manifest's rows), ``overwrite`` and
+    ``progress``."""
+
+    threshold: float | None = None
+    min_volume: float = 0.5
+    delineation: str = "supported"
+    keep_symmetric: bool = False
+    organ_rule: bool = True
+    model: str | Path | None = None
+    suv_factor: float | None = None
+    allow_absolute_out: bool = False
+    overwrite: bool = False
+    progress: bool = True
+
+    def for_manifest(self) -> LesionsOptions:
+        """These options, checked for a manifest run (each scan's factor comes from its row)."""
+        if self.suv_factor:
+            raise InputError("--suv-factor", "with --manifest, give each scan's factor in a suv_factor column")
+        return self
+
+
+def _finder_options(o: LesionsOptions) -> dict:
     """The finder's options of one run, numbers checked first (a value that would overflow never reaches it)."""
+    threshold = o.threshold
     if threshold is not None:
         threshold = check_number(threshold, "--threshold", lo=0.0, lo_open=True)
-    min_volume = check_number(min_volume, "--min-volume", lo=0.0)
-    return dict(threshold=threshold, min_volume=min_volume, delineation=delineation, adapter=adapter,
-                keep_symmetric=keep_symmetric, organ_rule=bool(organ_rule))  # fmt: skip
+    min_volume = check_number(o.min_volume, "--min-volume", lo=0.0)
+    return dict(threshold=threshold, min_volume=min_volume, delineation=o.delineation, adapter=o.adapter,
+                keep_symmetric=o.keep_symmetric, organ_rule=bool(o.organ_rule))  # fmt: skip
 
 
 def _lesions_one(path: Path, out_dir: Path, *, suv_factor, predictor, classifier, options: dict, overwrite, progress):
@@ -502,43 +531,31 @@ def _lesions_one(path: Path, out_dir: Path, *, suv_factor, predictor, classifier
     return result
 
 
-def lesions(
-    input: str | Path,
-    out_dir: str | Path,
-    *,
-    threshold: float | None = None,
-    min_volume: float = 0.5,
-    adapter: str | Path | None = None,
-    delineation: str = "supported",
-    suv_factor: float | None = None,
-    keep_symmetric: bool = False,
-    organ_rule: bool = True,
-    model: str | Path | None = None,
-    overwrite: bool = False,
-    progress: bool = True,
-    backend: str = "fast",
-    weights: str | Path | None = None,
-):
+def lesions(input: str | Path, out_dir: str | Path, options: LesionsOptions | None = None, **fields):
     """Find, delineate and quantify the lesions of a whole-body PET (DICOM folder, SUV NIfTI, or Bq/mL NIfTI with
     ``suv_factor``) and write the outputs of docs/lesions.md to ``out_dir``; ``model`` is a classifier from
     :func:`lesions_train` (default: the shipped one); ``organ_rule=False`` keeps candidates lying mostly in the
-    brain, urinary tract or heart (rejected by default). Returns the ``LesionResult``."""
+    brain, urinary tract or heart (rejected by default). The options are :class:`LesionsOptions` (or their fields
+    as keywords). Returns the ``LesionResult``."""
     from medfoundry.modeling.lesion_classifier import load_lesion_classifier
 
-    options = _finder_options(threshold, min_volume, delineation, adapter, keep_symmetric, organ_rule)
+    o = resolve_options(LesionsOptions, options, fields)
+    options = _finder_options(o)
+    suv_factor, overwrite = o.suv_factor, o.overwrite
+    set_threads(o.threads)
     if suv_factor is not None:
         suv_factor = check_number(suv_factor, "--suv-factor", lo=0.0, lo_open=True)
     check_writable(out_dir, overwrite, folder=True)  # before any work
-    classifier = load_lesion_classifier(model)
+    classifier = load_lesion_classifier(o.model)
     return _lesions_one(
         Path(input),
         Path(out_dir),
         suv_factor=suv_factor,
-        predictor=_lesion_predictor(adapter, weights, backend),
+        predictor=_lesion_predictor(o.adapter, o.weights, o.backend),
         classifier=classifier,
         options=options,
         overwrite=overwrite,
-        progress=progress,
+        progress=o.progress,
     )
 
 
@@ -561,22 +578,7 @@ COHORT_CSV = "cohort.csv"
 
 
 def lesions_manifest(
-    manifest: str | Path,
-    out_dir: str | Path,
-    *,
-    threshold: float | None = None,
-    min_volume: float = 0.5,
-    adapter: str | Path | None = None,
-    delineation: str = "supported",
-    keep_symmetric: bool = False,
-    organ_rule: bool = True,
-    model: str | Path | None = None,
-    overwrite: bool = False,
-    progress: bool = True,
-    backend: str = "fast",
-    weights: str | Path | None = None,
-    allow_absolute_out: bool = False,
-    ray=None,
+    manifest: str | Path, out_dir: str | Path, options: LesionsOptions | None = None, *, ray=None, **fields
 ) -> CohortResult:
     """:func:`lesions` for every row of a manifest (:func:`medfoundry.inference.manifest.read_manifest`: an
     ``image`` column, optional ``out`` (the scan's folder, default :func:`lesion_folder`) and ``suv_factor``
@@ -589,13 +591,17 @@ def lesions_manifest(
     on; at the end :class:`~medfoundry.errors.BatchFailures` lists the failed rows (``.result`` has the rest).
 
     ``ray`` (``RayOptions``, an address or True): the scans on Ray actors, each loading the models once
-    (:mod:`medfoundry.api.batch`); the same folders and ``cohort.csv``.
+    (:mod:`medfoundry.api.batch`); the same folders and ``cohort.csv``. The options are :class:`LesionsOptions`
+    (or their fields as keywords) without ``suv_factor``.
     """
     from medfoundry.inference.lesions.report import cohort_row, write_cohort_csv
     from medfoundry.inference.manifest import read_manifest
     from medfoundry.modeling.lesion_classifier import load_lesion_classifier
 
-    options = _finder_options(threshold, min_volume, delineation, adapter, keep_symmetric, organ_rule)
+    o = resolve_options(LesionsOptions, options, fields).for_manifest()
+    options = _finder_options(o)
+    overwrite, model, adapter, weights, backend = o.overwrite, o.model, o.adapter, o.weights, o.backend
+    set_threads(o.threads)
     out_dir = Path(out_dir)
     check_writable(out_dir, overwrite=True, folder=True)
     base = Path(manifest) if Path(manifest).is_dir() else Path(manifest).parent
@@ -603,7 +609,7 @@ def lesions_manifest(
         manifest,
         out_dir,
         defaults=[],
-        allow_absolute_out=allow_absolute_out,
+        allow_absolute_out=o.allow_absolute_out,
         default_out=lambda image, out: lesion_folder(image, out, base),
     )
     classifier = load_lesion_classifier(model)  # a bad model file fails before any work
@@ -644,7 +650,7 @@ def lesions_manifest(
         partial(_lesion_row, options=options, overwrite=overwrite),
         factory,
         ray=ray,
-        progress=progress,
+        progress=o.progress,
         done_before=len(rows) - len(todo),
         on_done=lambda row, out: record(row, "done") if out.ok else record(row, "failed", out.why),
         on_lost=lambda row: remove_temporaries_of(row.out),
@@ -683,48 +689,57 @@ def _row_suv_factor(row) -> float | None:
     return check_number(text, "suv_factor", lo=0.0, lo_open=True) if text else None
 
 
-def lesions_train(
-    data: str | Path,
-    out: str | Path,
-    *,
-    roi_names: list[str] | None = None,
-    negatives_only: list[str] | None = None,
-    inserted: int = 0,
-    insert_seed: int | None = None,
-    thresholds: tuple[float, ...] | None = None,
-    embedding: bool = True,
-    anatomy: bool = True,
-    scanner_copies: int | None = None,
-    seed: int = 0,
-    cache: str | Path | None = None,
-    overwrite: bool = False,
-    progress: bool = True,
-    backend: str = "fast",
-    weights: str | Path | None = None,
-):
+@dataclass
+class LesionsTrainOptions:
+    """``lesions train``: the ROI names and the negatives-only scans (:mod:`medfoundry.data.lesion_scans`),
+    ``inserted`` copies with inserted lesions from ``insert_seed`` on, the candidate ``thresholds``, the
+    ``embedding`` and ``anatomy`` features, ``scanner_copies``, the folds' ``seed``, a features ``cache``, the
+    LiteMedSAM ``weights`` / ``backend`` / ``threads``, ``overwrite`` and ``progress``; None: the training's
+    default (:class:`~medfoundry.training.lesion_classifier.TrainingConfig`)."""
+
+    roi_names: list[str] | None = None
+    negatives_only: list[str] | None = None
+    inserted: int = 0
+    insert_seed: int | None = None
+    thresholds: tuple[float, ...] | None = None
+    embedding: bool = True
+    anatomy: bool = True
+    scanner_copies: int | None = None
+    seed: int = 0
+    cache: str | Path | None = None
+    overwrite: bool = False
+    progress: bool = True
+    backend: str = "fast"
+    weights: str | Path | None = None
+    threads: int | None = None
+
+
+def lesions_train(data: str | Path, out: str | Path, options: LesionsTrainOptions | None = None, **fields):
     """Train the lesion classifier on the labelled scans under ``data`` (:mod:`medfoundry.data.lesion_scans`) and
     write it to ``out`` (JSON, atomically; refused if it exists unless ``overwrite``); use it with
     ``lesions(..., model=out)``. Returns the :class:`~medfoundry.training.lesion_classifier.TrainResult`
     (classifier, cross-validation grouped by scan, per-scan table)."""
     from medfoundry.training.lesion_classifier import TrainingConfig, train_lesion_classifier
 
-    check_writable(out, overwrite)  # before any work
+    o = resolve_options(LesionsTrainOptions, options, fields)
+    set_threads(o.threads)
+    check_writable(out, o.overwrite)  # before any work
     if Path(out).suffix.lower() != ".json":
         raise InputError(out, "the lesion classifier is written as JSON; give a .json path")
     defaults = TrainingConfig()
     config = TrainingConfig(
-        thresholds=defaults.thresholds if thresholds is None else tuple(thresholds),
-        inserted=inserted,
-        insert_seed=defaults.insert_seed if insert_seed is None else insert_seed,
-        negatives_only=tuple(negatives_only or ()),
-        roi_names=None if not roi_names else tuple(roi_names),
-        embedding=embedding,
-        anatomy=anatomy,
-        scanner_copies=defaults.scanner_copies if scanner_copies is None else int(scanner_copies),
-        seed=seed,
+        thresholds=defaults.thresholds if o.thresholds is None else tuple(o.thresholds),
+        inserted=o.inserted,
+        insert_seed=defaults.insert_seed if o.insert_seed is None else o.insert_seed,
+        negatives_only=tuple(o.negatives_only or ()),
+        roi_names=None if not o.roi_names else tuple(o.roi_names),
+        embedding=o.embedding,
+        anatomy=o.anatomy,
+        scanner_copies=defaults.scanner_copies if o.scanner_copies is None else int(o.scanner_copies),
+        seed=o.seed,
     )
     result = train_lesion_classifier(
-        data, lambda: make_predictor(weights=weights, backend=backend), config, progress=progress, cache=cache
+        data, lambda: make_predictor(weights=o.weights, backend=o.backend), config, progress=o.progress, cache=o.cache
     )
     result.classifier.save(out)
     return result

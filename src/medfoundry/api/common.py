@@ -31,19 +31,19 @@ def resolve_options(cls: type[T], options: T | None, fields: dict[str, Any]) -> 
 
 @dataclass
 class ModelFields:
-    """The LiteMedSAM options of the verbs that run it (``--weights``, ``--adapter``, ``--backend``, ``--threads``);
-    ``predictor``: a predictor or a factory of one instead (not a CLI option; a factory for Ray)."""
+    """The LiteMedSAM options of the verbs that run it (``--weights``, ``--adapter``, ``--backend``, ``--threads``).
+    A verb whose options also have a ``predictor`` field takes a predictor or a factory of one instead (not a CLI
+    option; a factory for Ray)."""
 
     weights: str | Path | None = None
     adapter: str | Path | None = None
     backend: str = "fast"
     threads: int | None = None
-    predictor: Any = None
 
     def predictor_factory(self):
         """``predictor`` when given, else a factory (picklable, for Ray actors) that applies ``threads`` and builds
         the predictor the options describe: the model loads only when it is called."""
-        if self.predictor is not None:
+        if getattr(self, "predictor", None) is not None:
             return self.predictor
         from functools import partial
 

@@ -14,8 +14,8 @@ from medfoundry.cli.common import (
     add_seed,
     add_threads,
     nonnegative_int,
+    options_from_args,
     positive_float,
-    set_threads,
 )
 
 EPILOG = """examples:
@@ -207,22 +207,21 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    set_threads(args)
     if getattr(args, "lesions_verb", None) == "train":
         return run_train(args)
+    from medfoundry.api import LesionsOptions
     from medfoundry.errors import InputError
 
+    options = options_from_args(LesionsOptions, args, organ_rule=not args.no_organ_rule)
     if args.manifest:
         if args.image:
             raise InputError(args.image, "give an image or --manifest, not both")
-        if args.suv_factor:
-            raise InputError("--suv-factor", "with --manifest, give each scan's factor in a suv_factor column")
-        return run_manifest(args)
+        return run_manifest(args, options.for_manifest())
     if not args.image:
         raise InputError(None, "give an IMAGE (or --manifest FILE) and --out")
     from medfoundry.api import lesions
 
-    result = lesions(args.image, args.out, suv_factor=args.suv_factor, **_finder_options(args))
+    result = lesions(args.image, args.out, options)
     t = result.totals
     print(
         f"wrote {args.out}: {t['lesion_count']} lesion(s), total MTV {t['total_mtv_ml']:.1f} mL, "
@@ -231,35 +230,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _finder_options(args: argparse.Namespace) -> dict:
-    return dict(
-        threshold=args.threshold,
-        min_volume=args.min_volume,
-        adapter=args.adapter,
-        delineation=args.delineation,
-        keep_symmetric=args.keep_symmetric,
-        organ_rule=not args.no_organ_rule,
-        model=args.model,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-        backend=args.backend,
-        weights=args.weights,
-    )
-
-
-def run_manifest(args: argparse.Namespace) -> int:
+def run_manifest(args: argparse.Namespace, options) -> int:
     """``--manifest``: every scan with one model; one line per failed row and a summary, exit 2 if any failed."""
     from medfoundry.api import lesions_manifest
     from medfoundry.errors import BatchFailures
 
     try:
-        result = lesions_manifest(
-            args.manifest,
-            args.out,
-            allow_absolute_out=args.allow_absolute_out,
-            ray=ray_from_args(args),
-            **_finder_options(args),
-        )
+        result = lesions_manifest(args.manifest, args.out, options, ray=ray_from_args(args))
     except BatchFailures as exc:
         _cohort_summary(exc.result)
         for name, why in exc.failed:
@@ -280,26 +257,18 @@ def _cohort_summary(result) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """``lesions train``: the per-scan table and cross-validation, then the model file."""
-    from medfoundry.api import lesions_train
+    from medfoundry.api import LesionsTrainOptions, lesions_train
 
-    result = lesions_train(
-        args.data,
-        args.out,
+    options = options_from_args(
+        LesionsTrainOptions,
+        args,
         roi_names=args.roi,
-        negatives_only=args.negatives_only,
         inserted=args.insert,
-        insert_seed=args.insert_seed,
-        thresholds=tuple(args.thresholds),
         embedding=not args.no_embedding,
         anatomy=not args.no_anatomy_features,
-        scanner_copies=args.scanner_copies,
-        seed=args.seed,
         cache=args.features_cache,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-        backend=args.backend,
-        weights=args.weights,
     )
+    result = lesions_train(args.data, args.out, options)
     print(format_train_table(result.per_case))
     cv, clf = result.cv, result.classifier
     if cv is None:
