@@ -54,6 +54,7 @@ from medfoundry.api.tsfm import (  # noqa: F401 - pretrain and transfer
     transfer,
     transfer_predict,
 )
+from medfoundry.api.view import ViewInputs, ViewOptions, view_inputs  # noqa: F401 - what `view` opens
 from medfoundry.errors import BatchFailures, InputError, MedfoundryError
 from medfoundry.inference.predictor import LiteMedSAMPredictor
 from medfoundry.inference.prompts import ObjectPrompt

@@ -101,14 +101,6 @@ def resolve_device(device: str | None) -> str:
     return check(device)
 
 
-def set_threads(args: argparse.Namespace) -> None:
-    """Apply ``--threads`` (when given) to torch."""
-    if getattr(args, "threads", None):
-        import torch
-
-        torch.set_num_threads(args.threads)
-
-
 # = inference.encoder_backends.BACKENDS (not imported here: it would import torch before a verb needs it)
 BACKEND_CHOICES = ("fast", "torch", "onnx", "onnx-int8", "openvino", "openvino-bf16")
 
@@ -172,25 +164,11 @@ def add_window_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def window_from_args(args: argparse.Namespace):
-    """The :class:`IntensityWindow` the options describe."""
-    from medfoundry.preprocessing import IntensityWindow
-
-    return IntensityWindow(
-        ct_window=args.window,
-        level=args.level,
-        width=args.width,
-        suv_range=tuple(args.suv_range) if args.suv_range else None,
-        percentiles=tuple(args.percentiles) if args.percentiles else None,
-    )
-
-
 def predictor_from_args(args: argparse.Namespace):
-    """The predictor the model options describe (threads set first)."""
-    from medfoundry.api import make_predictor
+    """The predictor the model options describe (threads set first; :func:`medfoundry.api.common.build_predictor`)."""
+    from medfoundry.api.common import build_predictor
 
-    set_threads(args)
-    return make_predictor(weights=args.weights, backend=args.backend, adapter=args.adapter)
+    return build_predictor(args.weights, args.backend, args.adapter, args.threads)
 
 
 def options_from_args(cls, args: argparse.Namespace, **given):

@@ -4,14 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from medfoundry.cli.common import (
-    add_model_options,
-    add_window_options,
-    int_range,
-    predictor_from_args,
-    probability,
-    window_from_args,
-)
+from medfoundry.cli.common import add_model_options, add_window_options, int_range, options_from_args, probability
 
 EPILOG = """examples:
   medfoundry view scan.nii.gz --out lesions.nii.gz
@@ -51,40 +44,26 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from medfoundry.api import read_for_segmentation
+    from medfoundry.api.view import ViewOptions, view_inputs
     from medfoundry.errors import InputError
-    from medfoundry.io import check_writable, read_mask
-    from medfoundry.io.readers import file_suffix
-    from medfoundry.io.writers import WRITE_SUFFIXES
     from medfoundry.viewer import ViewerSession
     from medfoundry.viewer.server import ViewerServer
 
-    if args.out and file_suffix(args.out) not in WRITE_SUFFIXES:
-        raise InputError(args.out, f"cannot write this file type; use one of {', '.join(WRITE_SUFFIXES)}")
-    if args.out and not Path(args.out).resolve().parent.is_dir():
-        raise InputError(args.out, "the output folder does not exist")
-    if args.out:  # a folder, /proc or an unwritable folder is refused now, not at the first save
-        check_writable(args.out, overwrite=True)  # an existing file is replaced only when a save confirms it
-    image = read_for_segmentation(args.image, args.modality)  # the modality rule of `segment` and training
-    labels = read_mask(args.labels, reference=image) if args.labels else None
-    session = ViewerSession(
-        image,
-        out=args.out,
-        labels=labels,
-        predictor=lambda: predictor_from_args(args),
-        window=window_from_args(args),
-        threshold=args.threshold,
-    )
+    o = options_from_args(ViewOptions, args, open_browser=not args.no_browser)
+    inputs = view_inputs(args.image, o)
+    session = ViewerSession(inputs.image, out=o.out, labels=inputs.labels, predictor=o.predictor_factory(),
+                            window=o.intensity_window(), threshold=o.threshold)  # fmt: skip
     try:
-        server = ViewerServer(session, host=args.host, port=args.port)
+        server = ViewerServer(session, host=o.host, port=o.port)
     except OSError as exc:
-        raise InputError(None, f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc})") from exc
+        raise InputError(None, f"cannot listen on {o.host}:{o.port} ({exc.strerror or exc})") from exc
     session.predictor  # noqa: B018 - load the model before the URL is shown, not on the first prompt
+    image = inputs.image
     print(f"medfoundry view: {args.image} ({image.modality}, {'x'.join(map(str, image.spatial_shape))})")
-    if args.out:
-        print(f"saving to {args.out}" + (" (exists: saving asks for confirmation)" if Path(args.out).exists() else ""))
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: listening on {args.host}: other machines can reach the viewer (token required, no TLS)")
+    if o.out:
+        print(f"saving to {o.out}" + (" (exists: saving asks for confirmation)" if Path(o.out).exists() else ""))
+    if o.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {o.host}: other machines can reach the viewer (token required, no TLS)")
     print(f"open {server.url}\n(Ctrl-C to stop)", flush=True)
-    server.run(open_browser=not args.no_browser)
+    server.run(open_browser=o.open_browser)
     return 0
