@@ -30,7 +30,14 @@ from medfoundry.api.classify import (  # noqa: F401 - the classify verb's front 
     classify_predict,
     classify_predict_many,
 )
-from medfoundry.api.common import ModelFields, WindowFields, resolve_options, set_threads, warn_if_no_contrast
+from medfoundry.api.common import (
+    ModelFields,
+    WindowFields,
+    make_predictor,
+    resolve_options,
+    set_threads,
+    warn_if_no_contrast,
+)
 from medfoundry.api.finetune import FinetuneOptions, finetune  # noqa: F401
 from medfoundry.api.nnunet import (  # noqa: F401 - the nnunet verb's steps
     NnunetEvaluateOptions,
@@ -80,17 +87,6 @@ class SegmentResult:
 
     labels: MedicalImage
     normalized: np.ndarray
-
-
-def make_predictor(
-    weights: str | Path | None = None, backend: str = "fast", adapter: str | Path | None = None
-) -> LiteMedSAMPredictor:
-    """A LiteMedSAM predictor on the real (or given) weights, optionally with a fine-tuned adapter."""
-    if adapter is not None:
-        from medfoundry.modeling.adapters.io import load_adapted_model  # noqa: PLC0415 - optional feature
-
-        return LiteMedSAMPredictor(model=load_adapted_model(adapter, weights=weights), backend=backend)
-    return LiteMedSAMPredictor(weights=None if weights is None else str(weights), backend=backend)
 
 
 PredictorArg = LiteMedSAMPredictor | Callable[[], LiteMedSAMPredictor] | None

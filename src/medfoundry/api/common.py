@@ -8,9 +8,12 @@ import dataclasses
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from medfoundry.errors import InputError, MedfoundryWarning
+
+if TYPE_CHECKING:
+    from medfoundry.inference.predictor import LiteMedSAMPredictor
 
 T = TypeVar("T")
 
@@ -50,11 +53,22 @@ class ModelFields:
         return partial(build_predictor, self.weights, self.backend, self.adapter, self.threads)
 
 
-def build_predictor(weights=None, backend: str = "fast", adapter=None, threads: int | None = None):
-    """``threads`` applied to torch (when given), then ``medfoundry.api.make_predictor(weights, backend, adapter)``."""
-    set_threads(threads)
-    from medfoundry.api import make_predictor
+def make_predictor(
+    weights: str | Path | None = None, backend: str = "fast", adapter: str | Path | None = None
+) -> LiteMedSAMPredictor:
+    """A LiteMedSAM predictor on the real (or given) weights, optionally with a fine-tuned adapter."""
+    from medfoundry.inference.predictor import LiteMedSAMPredictor
 
+    if adapter is not None:
+        from medfoundry.modeling.adapters.io import load_adapted_model  # noqa: PLC0415 - optional feature
+
+        return LiteMedSAMPredictor(model=load_adapted_model(adapter, weights=weights), backend=backend)
+    return LiteMedSAMPredictor(weights=None if weights is None else str(weights), backend=backend)
+
+
+def build_predictor(weights=None, backend: str = "fast", adapter=None, threads: int | None = None):
+    """``threads`` applied to torch (when given), then :func:`make_predictor` ``(weights, backend, adapter)``."""
+    set_threads(threads)
     return make_predictor(weights=weights, backend=backend, adapter=adapter)
 
 

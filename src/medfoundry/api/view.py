@@ -35,10 +35,9 @@ class ViewInputs:
 def view_inputs(image: str | Path, options: ViewOptions | None = None, **fields) -> ViewInputs:
     """Check ``out`` (a type that can be written, an existing folder, a writable place: refused now, not at the first
     save; an existing file is replaced only when a save confirms it), then read the image and ``labels``."""
-    from medfoundry.api import read_for_segmentation
     from medfoundry.errors import InputError
     from medfoundry.io import check_writable, read_mask
-    from medfoundry.io.readers import file_suffix
+    from medfoundry.io.readers import file_suffix, read_image_for_model
     from medfoundry.io.writers import WRITE_SUFFIXES
 
     o = resolve_options(ViewOptions, options, fields)
@@ -48,6 +47,6 @@ def view_inputs(image: str | Path, options: ViewOptions | None = None, **fields)
         raise InputError(o.out, "the output folder does not exist")
     if o.out:
         check_writable(o.out, overwrite=True)
-    picture = read_for_segmentation(image, o.modality)
+    picture = read_image_for_model(image, o.modality)  # as api.read_for_segmentation
     labels = read_mask(o.labels, reference=picture) if o.labels else None
     return ViewInputs(picture, labels)
