@@ -11,7 +11,7 @@ from test_classify_data import synthetic_case
 
 from medfoundry.data.pet_slices import CaseSpec, SliceConfig, build_slice_dataset
 from medfoundry.errors import InputError
-from medfoundry.inference.embedding_cache import cache_key, embed_dataset, find_caches, open_cache
+from medfoundry.inference.embedding_cache import EmbeddingMemo, cache_key, embed_dataset, find_caches, open_cache
 from medfoundry.modeling.encoders import build_encoder
 
 torch.set_num_threads(1)
@@ -74,6 +74,10 @@ def test_interrupted_run_resumes_where_it_stopped(dataset, tmp_path):
     assert manifest["complete"] is False and manifest["done"] == 10
     with pytest.raises(InputError, match="incomplete"):
         open_cache(folder)
+    # the chunks are the shared memo's disk tier: a memo on that folder reads chunk 1 back without an encoder
+    chunk1 = EmbeddingMemo(disk=folder / "chunks").get_one("00001", lambda: pytest.fail("chunk 1 recomputed"))
+    assert chunk1.dtype == torch.float16
+    np.testing.assert_array_equal(chunk1.numpy(), np.asarray(full.embeddings)[5:10])
     second = CountingEncoder(tiny())
     done = embed_dataset(dataset, second, tmp_path / "c", chunk_rows=5, progress=False)
     assert second.slices == 11  # only the rows that were missing

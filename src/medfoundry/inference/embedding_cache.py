@@ -10,7 +10,8 @@ that names the image and its preprocessing (a sample's content and flip, a volum
 evicted least recently used first once ``max_bytes`` (or ``max_items``) is passed; with ``disk`` every entry is
 also written (atomically, one ``.npy`` per key) and read back by the next memo on that folder.
 
-For a slice dataset, ``classify embed`` writes one folder per key ``ENCODER-WEIGHTS12-PREPROC12`` (encoder name,
+For a slice dataset, ``classify embed`` embeds through the same memo (one entry per chunk of rows, its disk tier
+the run's ``chunks/`` folder) and writes one folder per key ``ENCODER-WEIGHTS12-PREPROC12`` (encoder name,
 first 12 hex digits of the weights' SHA-256 and of the dataset's preprocessing hash) under the cache root.
 While embedding, finished chunks are written atomically as ``chunks/NNNNN.npy`` so that an interrupted run
 resumes at the first missing chunk; at the end they are joined into ``embeddings.npy`` (float16,
@@ -188,7 +189,8 @@ def _write_json_atomic(path: Path, obj: dict) -> None:
 
 @dataclass
 class DiskEmbeddingCache:
-    """A complete cache folder: embeddings (float16) plus the manifest that identifies them."""
+    """A complete cache folder, as ``classify embed`` left it: embeddings (float16, written through
+    :class:`EmbeddingMemo`'s disk tier and joined) plus the manifest that identifies them; read only."""
 
     path: Path
     manifest: dict
@@ -311,15 +313,20 @@ def start_embedding(
 def embed_chunk(dataset, encoder, run: EmbeddingRun, chunk: int, batch_size: int = 16, bar=None) -> int:
     """Embed the rows of one chunk and write it (atomically: an existing chunk is a finished one); its rows."""
     rows = np.arange(chunk * run.chunk_rows, chunk * run.chunk_rows + run.chunk_size(chunk))
-    parts = []
-    encoder.eval()
-    with torch.inference_mode():
-        for b in range(0, rows.size, batch_size):
-            batch = torch.from_numpy(dataset.images(rows[b : b + batch_size]))
-            parts.append(encoder.embed(encoder.prepare(batch)).float().cpu().numpy())
-            if bar is not None:
-                bar.update(min(batch_size, rows.size - b))
-    _save_npy_atomic(run.chunk_path(chunk), np.concatenate(parts).astype(np.float16))
+
+    def compute() -> torch.Tensor:
+        parts = []
+        encoder.eval()
+        with torch.inference_mode():
+            for b in range(0, rows.size, batch_size):
+                batch = torch.from_numpy(dataset.images(rows[b : b + batch_size]))
+                parts.append(encoder.embed(encoder.prepare(batch)).float().cpu())
+                if bar is not None:
+                    bar.update(min(batch_size, rows.size - b))
+        return torch.cat(parts)
+
+    # the chunk is one entry of the shared memo, its disk tier the chunks folder (``chunks/NNNNN.npy``, float16)
+    EmbeddingMemo(disk=run.chunks, disk_dtype=torch.float16, max_items=1).get_one(run.chunk_path(chunk).stem, compute)
     return int(rows.size)
 
 
