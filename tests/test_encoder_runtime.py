@@ -279,3 +279,36 @@ def test_cli_backend_choices_are_the_runtime_backends():
     from medfoundry.inference.encoder_backends import BACKENDS
 
     assert BACKEND_CHOICES == BACKENDS and "openvino-bf16" in BACKENDS
+
+
+PINNING_CHECK = """
+import glob, json, os, sys
+import numpy as np, openvino as ov
+from medfoundry.inference.openvino_backend import compile_model
+
+one = compile_model(ov.Core().read_model(sys.argv[1]), 1)
+one.create_infer_request().infer({"image": np.zeros((1, 3, 64, 64), np.float32)})
+allowed = set()
+for status in glob.glob("/proc/self/task/*/status"):
+    allowed |= {line.split()[1] for line in open(status) if line.startswith("Cpus_allowed_list")}
+every = compile_model(ov.Core().read_model(sys.argv[1]), len(os.sched_getaffinity(0)))
+print(json.dumps({"pinned": [bool(c.get_property("ENABLE_CPU_PINNING")) for c in (one, every)],
+                  "allowed": sorted(allowed), "cores": len(os.sched_getaffinity(0))}))
+"""
+
+
+@needs_openvino
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores to tell pinned from free threads")
+def test_a_one_thread_openvino_encoder_is_not_pinned_to_the_first_core(tmp_path):
+    """Two 1-thread processes (Ray actors) each pinned their OpenVINO thread to core 0 and ran at half speed
+    (bench/scale.py, 2026-12-07): only a process that uses every core pins. In a child process, as above."""
+    import json
+
+    graph = tmp_path / "conv.onnx"
+    torch.onnx.export(torch.nn.Conv2d(3, 4, 3).eval(), (torch.zeros(1, 3, 64, 64),), str(graph),
+                      input_names=["image"], opset_version=17, dynamo=False)  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", PINNING_CHECK, str(graph)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["pinned"] == [False, True]
+    assert all("-" in a or "," in a for a in out["allowed"]), out  # no thread held to one core

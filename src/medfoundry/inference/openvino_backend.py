@@ -12,6 +12,7 @@ graphs are cached in ``$MEDFOUNDRY_CACHE/openvino/<precision>`` so later process
 from __future__ import annotations
 
 import faulthandler
+import os
 import warnings
 
 import numpy as np
@@ -57,10 +58,14 @@ def compile_model(model, threads: int | None = None, precision: str = "f32", pro
             MedfoundryWarning,
             stacklevel=2,
         )
+    n_threads = int(threads or torch.get_num_threads())
     config = {
-        "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
+        "INFERENCE_NUM_THREADS": n_threads,
         "PERFORMANCE_HINT": "LATENCY",
         "INFERENCE_PRECISION_HINT": precision,
+        # OpenVINO pins its threads to the first cores it may use; two processes of 1 thread each (Ray actors,
+        # parallel jobs) then share core 0 and run at half speed. Pin only a process that has every core.
+        "ENABLE_CPU_PINNING": n_threads >= len(os.sched_getaffinity(0)),
         **(properties or {}),
     }
     if not hasattr(model, "inputs"):  # a file: OpenVINO reads it and keeps the compiled blob for the next process
