@@ -229,6 +229,19 @@ def test_openvino_compiled_blobs_are_cached_per_precision(tmp_path):
     assert folders == {"f32": 1, "bf16": 1}
 
 
+def _child_on_conv_graph(code: str, tmp_path, size: int) -> dict:
+    """Run ``code`` in a child process on a one-convolution ONNX graph (input ``image``, ``size`` pixels); the JSON
+    it prints last."""
+    import json
+
+    graph = tmp_path / "conv.onnx"
+    torch.onnx.export(torch.nn.Conv2d(3, 4, 3).eval(), (torch.zeros(1, 3, size, size),), str(graph),
+                      input_names=["image"], opset_version=17, dynamo=False)  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code, str(graph)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 PROPERTIES_CHECK = """
 import json, sys
 import numpy as np, openvino as ov
@@ -250,14 +263,8 @@ def test_openvino_extra_properties_join_the_runtime_settings(tmp_path):
     """``properties`` (here PERF_COUNT, for bench/encoder_profile.py) are added to the runtime's own settings. In a
     child process: two in-memory OpenVINO compiles in the pytest process made a later test whose DataLoader
     worker is killed on purpose (test_tsfm_train) end in a segmentation fault."""
-    import json
 
-    graph = tmp_path / "conv.onnx"
-    torch.onnx.export(torch.nn.Conv2d(3, 4, 3).eval(), (torch.zeros(1, 3, 16, 16),), str(graph),
-                      input_names=["image"], opset_version=17, dynamo=False)  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", PROPERTIES_CHECK, str(graph)], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out = _child_on_conv_graph(PROPERTIES_CHECK, tmp_path, 16)
     plain, profiled = out["perf_count"]  # "YES" / "NO" (or a bool's text)
     assert plain in ("NO", "FALSE") and profiled in ("YES", "TRUE")
     assert out["threads"] == [1, 1] and all("LATENCY" in h for h in out["hint"])
@@ -302,13 +309,7 @@ print(json.dumps({"pinned": [bool(c.get_property("ENABLE_CPU_PINNING")) for c in
 def test_a_one_thread_openvino_encoder_is_not_pinned_to_the_first_core(tmp_path):
     """Two 1-thread processes (Ray actors) each pinned their OpenVINO thread to core 0 and ran at half speed
     (bench/scale.py, 2026-12-07): only a process that uses every core pins. In a child process, as above."""
-    import json
 
-    graph = tmp_path / "conv.onnx"
-    torch.onnx.export(torch.nn.Conv2d(3, 4, 3).eval(), (torch.zeros(1, 3, 64, 64),), str(graph),
-                      input_names=["image"], opset_version=17, dynamo=False)  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", PINNING_CHECK, str(graph)], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out = _child_on_conv_graph(PINNING_CHECK, tmp_path, 64)
     assert out["pinned"] == [False, True]
     assert all("-" in a or "," in a for a in out["allowed"]), out  # no thread held to one core
