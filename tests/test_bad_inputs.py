@@ -573,13 +573,11 @@ def test_corpus_is_large_and_covers_every_verb():
 @pytest.fixture
 def tiny_predictor(tiny_model, monkeypatch):
     """The CLI's predictor replaced by a small random model (no real weights, fast)."""
-    from medfoundry.cli import common
     from medfoundry.inference.predictor import LiteMedSAMPredictor
 
     predictor = LiteMedSAMPredictor(model=tiny_model, backend="torch")
-    monkeypatch.setattr(common, "predictor_from_args", lambda args: predictor)
-    monkeypatch.setattr("medfoundry.cli.segment_npz.predictor_from_args", lambda args: predictor)
-    monkeypatch.setattr("medfoundry.cli.segment.predictor_from_args", lambda args: predictor)
+    # every verb's model options build through api.common.build_predictor (ModelFields.predictor_factory)
+    monkeypatch.setattr("medfoundry.api.common.build_predictor", lambda *args: predictor)
     return predictor
 
 

@@ -178,7 +178,7 @@ def test_a_row_whose_overlay_exists_without_its_mask_is_redone(pngs, tmp_path, r
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "a_overlay.png").write_bytes(b"half written by a killed run")
     predictor = LiteMedSAMPredictor(model=real_model, backend="onnx")
-    monkeypatch.setattr("medfoundry.cli.segment.predictor_from_args", lambda args: predictor)
+    monkeypatch.setattr("medfoundry.api.common.build_predictor", lambda *args: predictor)
     assert main(["segment", "--manifest", str(manifest), "--no-progress"]) == 0
     assert "wrote 1, skipped 0 (output exists), failed 0" in capsys.readouterr().out
     assert dice(np.asarray(Image.open(tmp_path / "m" / "a.png")) > 0, gt) > 0.6

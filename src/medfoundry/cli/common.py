@@ -164,13 +164,6 @@ def add_window_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def predictor_from_args(args: argparse.Namespace):
-    """The predictor the model options describe (threads set first; :func:`medfoundry.api.common.build_predictor`)."""
-    from medfoundry.api.common import build_predictor
-
-    return build_predictor(args.weights, args.backend, args.adapter, args.threads)
-
-
 def options_from_args(cls, args: argparse.Namespace, **given):
     """The verb's options dataclass (``medfoundry.api``) filled from the parsed arguments by field name:
     ``given`` first (fields whose option is spelt otherwise, e.g. ``progress=not args.no_progress``), then every

@@ -13,7 +13,6 @@ from medfoundry.cli.common import (
     finite_float,
     options_from_args,
     positive_int,
-    predictor_from_args,
     probability,
 )
 
@@ -138,7 +137,7 @@ def segment_options(args: argparse.Namespace):
     first usable row) and the outputs are checked."""
     from medfoundry.api import SegmentOptions
 
-    return options_from_args(SegmentOptions, args, predictor=lambda: predictor_from_args(args))
+    return options_from_args(SegmentOptions, args)
 
 
 def run_manifest(args: argparse.Namespace) -> int:

@@ -9,7 +9,6 @@ from medfoundry.cli.common import (
     add_overwrite,
     add_progress,
     options_from_args,
-    predictor_from_args,
 )
 
 
@@ -40,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from medfoundry.errors import BatchFailures
 
     # the model is built after the folders are checked
-    options = options_from_args(SegmentNpzOptions, args, predictor=lambda: predictor_from_args(args))
+    options = options_from_args(SegmentNpzOptions, args)
     try:
         written = segment_npz(args.in_dir, args.out_dir, options)
     except BatchFailures as exc:
