@@ -95,8 +95,11 @@ def detect(
     """Threshold, candidates, classifier and the organ rule (steps 1-4 of docs/lesions.md) on the detection grid;
     returns the detection and the predictor (built from a factory only when a candidate needs it). ``anatomy``
     (native grid) gives the liver when PERCIST's own liver search fails, the anatomy features of a v3 model and
-    the organ rule (``organ_rule=False``: off). ``done(stage)`` is called after each stage."""
+    the organ rule (``organ_rule=False``: off); when not given it is found here, so that every caller (the
+    finder, the benches) scores with the same anatomy. ``done(stage)`` is called after each stage."""
     suv, spacing_zyx = suv_image.array, suv_image.spacing_zyx
+    if anatomy is None:
+        anatomy = find_anatomy(suv, spacing_zyx, suv_image.direction)
     grid = detection_grid(suv, spacing_zyx)  # finer scans: the classifier's training resolution
     info = adaptive_threshold(grid.suv, grid.spacing_zyx, threshold, liver=liver_on_grid(grid, anatomy))
     done("threshold")
