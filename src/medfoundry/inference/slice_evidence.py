@@ -3,7 +3,10 @@
 :func:`~medfoundry.inference.lesions.find_lesions` runs on the whole volume (PET only: anatomy, the PERCIST
 threshold, candidates, the shipped candidate classifier, delineation); per slice it gives
 
-* ``finder_max_score``: the highest classifier score of any candidate touching the slice (0 without one);
+* ``finder_max_score``: the highest classifier score of any candidate touching the slice that the finder did not
+  explain as physiological uptake (0 without one): a candidate the organ rule put in the brain, kidneys / ureters,
+  bladder or heart, or the symmetry rule paired across the midline, adds nothing, however high its score (else
+  every slice through a hot kidney carries a kidney-sized score into the slice classifier);
 * ``finder_n_accepted``: how many accepted candidates (lesions) touch it;
 * ``finder_log_mtv``: ``log(1 + mL)`` of accepted lesion volume on the slice (the delineated lesions' voxels on
   that slice times the voxel volume: the slice's share of the metabolic tumour volume).
@@ -27,13 +30,21 @@ from medfoundry.io import MedicalImage
 from medfoundry.io.atomic import atomic_path
 
 EVIDENCE_FEATURES = ("finder_max_score", "finder_n_accepted", "finder_log_mtv")
-EVIDENCE_VERSION = 1
+EVIDENCE_VERSION = 2  # 2: candidates explained as physiological uptake give no score
+
+
+def explained(reason: str) -> bool:
+    """Whether the finder's reason for a candidate calls it physiological uptake (organ rule, mirror partner)."""
+    return reason.startswith("physiological") or reason == "mirror partner"
 
 
 def slice_evidence(result, n_slices: int) -> np.ndarray:
     """``(n_slices, 3)`` float32 of :data:`EVIDENCE_FEATURES` from a :class:`LesionResult` (native grid)."""
     out = np.zeros((n_slices, len(EVIDENCE_FEATURES)), np.float32)
-    for cand, score, accepted in zip(result.candidates, result.scores, result.accepted, strict=False):
+    reasons = getattr(result, "reasons", None) or [""] * len(result.candidates)
+    for cand, score, accepted, reason in zip(result.candidates, result.scores, result.accepted, reasons, strict=False):
+        if explained(reason):
+            continue
         zs = cand.bbox[0].start + np.nonzero(np.asarray(cand.mask).any(axis=(1, 2)))[0]
         out[zs, 0] = np.maximum(out[zs, 0], float(score))
         out[zs, 1] += float(bool(accepted))
