@@ -130,3 +130,20 @@ def test_flagged_ranges_are_runs_in_original_slices():
     ranges = flagged_ranges(flags, z, prob, extent)
     assert [(r["first_slice"], r["last_slice"], r["grid_slices"]) for r in ranges] == [(2, 5, [1, 2]), (8, 9, [4, 4])]
     assert [r["max_probability"] for r in ranges] == [0.9, 0.6] and ranges[0]["z_to_mm"] == 10.0
+
+
+def test_a_head_kept_at_its_first_epoch_ranks_in_the_direction_of_the_data():
+    """When the validation set cannot tell epochs apart (its labels are noise), early stopping keeps the first
+    epoch; that head must rank new data the right way for every seed (it starts at zero, not at random weights)."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(400) < 0.3).astype(np.float32)
+    x = rng.normal(size=(400, 3)).astype(np.float32) + y[:, None] * np.array([1.0, 0.8, 0.6], np.float32)
+    y_val = (rng.random(60) < 0.5).astype(np.float32)  # uninformative validation labels
+    x_val = rng.normal(size=(60, 3)).astype(np.float32)
+    assert (LinearHead(3).linear.weight == 0).all()
+    for seed in range(6):
+        cfg = HeadConfig(epochs=30, patience=1, lr=1e-3, seed=seed, imbalance="weights")
+        trained = train_linear_head(x[:300], y[:300], x_val, y_val, cfg, np.ones(300, np.float32))
+        assert roc_auc_score(y[300:], predict_proba(trained.model, x[300:])) > 0.8, seed

@@ -8,7 +8,12 @@ from torch import nn
 
 
 class LinearHead(nn.Module):
-    """``sigmoid(linear(dropout((x - mean) / std)))``; :meth:`forward` returns the raw logit."""
+    """``sigmoid(linear(dropout((x - mean) / std)))``; :meth:`forward` returns the raw logit.
+
+    Weights and bias start at zero, as logistic regression does (the problem is convex: nothing to break by
+    symmetry): the first epochs move the head along the difference of the class means, never along a random
+    direction, so that early stopping at an early epoch (an uninformative validation set) hands back a weak head,
+    not a random one (a 3-feature head kept at its first epoch had ranked a test scan at ROC-AUC 0.03)."""
 
     def __init__(self, dim: int, dropout: float = 0.2) -> None:
         super().__init__()
@@ -16,6 +21,8 @@ class LinearHead(nn.Module):
         self.register_buffer("std", torch.ones(dim))
         self.dropout = nn.Dropout(dropout)
         self.linear = nn.Linear(dim, 1)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, dim)`` embeddings -> ``(B,)`` logits."""
