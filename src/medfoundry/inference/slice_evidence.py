@@ -33,17 +33,14 @@ EVIDENCE_FEATURES = ("finder_max_score", "finder_n_accepted", "finder_log_mtv")
 EVIDENCE_VERSION = 2  # 2: candidates explained as physiological uptake give no score
 
 
-def explained(reason: str) -> bool:
-    """Whether the finder's reason for a candidate calls it physiological uptake (organ rule, mirror partner)."""
-    return reason.startswith("physiological") or reason == "mirror partner"
-
-
 def slice_evidence(result, n_slices: int) -> np.ndarray:
     """``(n_slices, 3)`` float32 of :data:`EVIDENCE_FEATURES` from a :class:`LesionResult` (native grid)."""
+    from medfoundry.inference.lesions.pipeline import explained_as_physiological
+
     out = np.zeros((n_slices, len(EVIDENCE_FEATURES)), np.float32)
-    reasons = getattr(result, "reasons", None) or [""] * len(result.candidates)
+    reasons = result.reasons or [""] * len(result.candidates)  # a result made without detection has none
     for cand, score, accepted, reason in zip(result.candidates, result.scores, result.accepted, reasons, strict=False):
-        if explained(reason):
+        if explained_as_physiological(reason):
             continue
         zs = cand.bbox[0].start + np.nonzero(np.asarray(cand.mask).any(axis=(1, 2)))[0]
         out[zs, 0] = np.maximum(out[zs, 0], float(score))

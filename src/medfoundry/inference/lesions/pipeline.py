@@ -163,6 +163,12 @@ def candidate_reasons(
     return out
 
 
+def explained_as_physiological(reason: str) -> bool:
+    """Whether a reason of :func:`candidate_reasons` calls the candidate physiological uptake (organ rule, mirror
+    partner)."""
+    return reason.startswith("physiological") or reason == "mirror partner"
+
+
 def outline_lesions(
     suv_image: MedicalImage,
     detection: Detection,

@@ -13,7 +13,7 @@ class LinearHead(nn.Module):
     Weights and bias start at zero, as logistic regression does (the problem is convex: nothing to break by
     symmetry): the first epochs move the head along the difference of the class means, never along a random
     direction, so that early stopping at an early epoch (an uninformative validation set) hands back a weak head,
-    not a random one (a 3-feature head kept at its first epoch had ranked a test scan at ROC-AUC 0.03)."""
+    not a random one (a 3-feature head kept at its first epoch had ranked a test scan at ROC-AUC 0.29)."""
 
     def __init__(self, dim: int, dropout: float = 0.2) -> None:
         super().__init__()
