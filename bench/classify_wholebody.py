@@ -23,7 +23,7 @@ Embeddings are cached by slice content (sha1 of the stored uint8 pixels) in ``OU
 slices shared by both splits are embedded once and a second run does no encoder work.
 
     PYTHONPATH=src python bench/classify_wholebody.py [--seeds 0 1 2] [--encoders litemedsam NAME=WEIGHTS ...]
-        [--evidence] [--docs docs/images]                                       # scan split (default)
+        [--no-evidence] [--docs docs/images]                                    # scan split (default)
     PYTHONPATH=src python bench/classify_wholebody.py --protocol region [--out bench/out/classify_wholebody]
         [--insertions 3] [--threads 2] [--backend fast|onnx|openvino|torch] [--intensity slice-max|suv-window]
         [--no-cnn] [--docs docs/images]                                         # region split of STS_001

@@ -99,3 +99,23 @@ def test_row_sets_leave_unscored_slices_out_and_keep_labelled_ones(bench, built)
     assert {r["split"] for r in val} == {"train", "val"}
     assert all(r["source"] == "wholebody" and r["label"] == 0 for r in val if r["split"] == "train")
     assert all(r["case_id"] == "STS_001_wb.val00" for r in val if r["split"] == "val")
+
+
+def test_percist_reference_rule_learns_nothing_and_shares_the_exclusion_threshold(bench, built):
+    """The reference row flags the labelled mass; every real normal slice it flags on either scan is one the
+    unscored-slice rule left out or one next to a labelled lesion (why it never counts as the best model); crop
+    rows get no score."""
+    ds, foci = built
+    prob, thr = bench.percist_rule(ds, foci)
+    rows = ds.rows
+    assert all(np.isnan(prob[r["row"]]) for r in rows if r["source"] == "crop")
+    for case, entry in foci.items():
+        real = [r for r in rows if r["case_id"] == case]
+        labelled = {r["slice_index"] for r in real if r["label"] == 1}
+        near = {z + d for z in labelled for d in range(-3, 4)}
+        flagged_normal = {r["slice_index"] for r in real if r["label"] == 0 and prob[r["row"]] >= thr}
+        assert flagged_normal - set(entry["foci"].excluded) - near == set(), case
+        hit = [prob[r["row"]] >= thr for r in real if r["label"] == 1]
+        assert np.mean(hit) > 0.5, case
+    assert bench.best_model({"d": {bench.RULE: {0: {"test": {"roc_auc": 1.0}}},
+                                   "other": {0: {"test": {"roc_auc": 0.6}}}}}) == "other"  # fmt: skip
