@@ -106,7 +106,7 @@ def test_percist_reference_rule_learns_nothing_and_shares_the_exclusion_threshol
     unscored-slice rule left out or one next to a labelled lesion (why it never counts as the best model); crop
     rows get no score."""
     ds, foci = built
-    prob, thr = bench.percist_rule(ds, foci)
+    prob, thr = bench.percist_rule(ds)
     rows = ds.rows
     assert all(np.isnan(prob[r["row"]]) for r in rows if r["source"] == "crop")
     for case, entry in foci.items():
@@ -117,5 +117,5 @@ def test_percist_reference_rule_learns_nothing_and_shares_the_exclusion_threshol
         assert flagged_normal - set(entry["foci"].excluded) - near == set(), case
         hit = [prob[r["row"]] >= thr for r in real if r["label"] == 1]
         assert np.mean(hit) > 0.5, case
-    assert bench.best_model({"d": {bench.RULE: {0: {"test": {"roc_auc": 1.0}}},
+    assert bench.best_model({"d": {bench.RULE_NAME: {0: {"test": {"roc_auc": 1.0}}},
                                    "other": {0: {"test": {"roc_auc": 0.6}}}}}) == "other"  # fmt: skip

@@ -199,7 +199,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--model", type=Path, required=True,
-        help="model bundle from 'classify compare' (models/*.pt; models/best.pt = the highest val ROC-AUC)",
+        help="model bundle from 'classify compare' (models/*.pt; models/best.pt = the highest val ROC-AUC), or "
+        "'percist': the built-in rule that learns nothing (SUVpeak outside the organs >= the scan's PERCIST "
+        "threshold; whole-body PET in SUV)",
     )  # fmt: skip
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--mask", type=Path, help="optional lesion mask: shades the true lesion slices in the plot")

@@ -44,10 +44,16 @@ class ScanPrediction:
 
 
 def load_bundle(path: str | Path) -> dict:
-    """A model bundle written by ``classify compare`` (``models/*.pt``)."""
+    """A model bundle written by ``classify compare`` (``models/*.pt``), or a built-in rule by name (``percist``:
+    :mod:`medfoundry.inference.slice_rule`) where no file of that name exists."""
+    from medfoundry.inference.slice_rule import RULE_MODELS, percist_rule_bundle
+
     path = Path(path)
+    if str(path) in RULE_MODELS and not path.exists():
+        return percist_rule_bundle()
     if not path.is_file():
-        raise InputError(path, "model bundle not found; 'classify compare' writes them to OUT/models/")
+        raise InputError(path, "model bundle not found; 'classify compare' writes them to OUT/models/ (or name a "
+                         f"built-in rule: {', '.join(RULE_MODELS)})")  # fmt: skip
     bundle = load_torch_file(path, "model bundle")
     if not isinstance(bundle, dict) or bundle.get("kind") not in ("linear", "cnn"):
         raise InputError(path, "not a classify model bundle (expected kind 'linear' or 'cnn')")

@@ -14,11 +14,15 @@ the body normally shows, so a head next to the embedding can judge a slice again
   ``uptake_slice`` (the slice's SUVmax), ``uptake_organs`` (SUVmax inside the organs, each grown by
   :data:`~medfoundry.preprocessing.anatomy.physiological.MARGIN_MM`: what the organs explain) and ``uptake_outside`` /
   ``peak_outside`` (SUVmax and PERCIST SUVpeak of the rest of the body on that slice: what nothing
-  physiological explains).
+  physiological explains);
+* ``percist_ratio``: ``log(SUVpeak outside the organs / the scan's PERCIST threshold)`` (1.5 x liver SUVmean + 2 SD,
+  :func:`~medfoundry.preprocessing.pet_reference.adaptive_threshold`): >= 0 where the slice holds uptake a reader
+  would measure that no organ explains. The input of the built-in rule model
+  (:mod:`medfoundry.inference.slice_rule`), not of the trained heads.
 
-:data:`HEAD_FEATURES` (all but the position) are what the slice heads use. The organs' expected uptake is
-measured on the scan itself (in-organ SUVmax on the slice) rather than taken from a
-table: fed or fasting heart, a full or voided bladder and the tracer's clearance differ between patients.
+:data:`HEAD_FEATURES` (all but the position and the PERCIST ratio) are what the slice heads use. The organs'
+expected uptake is measured on the scan itself (in-organ SUVmax on the slice) rather than taken from a table: fed
+or fasting heart, a full or voided bladder and the tracer's clearance differ between patients.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from medfoundry.preprocessing.anatomy.physiological import MARGIN_MM, physiological_mask
+from medfoundry.preprocessing.pet_reference import adaptive_threshold
 from medfoundry.preprocessing.suv_peak import suv_peak_map
 
 ORGAN_GROUPS = {
@@ -39,12 +44,14 @@ ORGAN_GROUPS = {
     "bowel": ("bowel",),
 }
 UPTAKE = ("uptake_slice", "uptake_organs", "uptake_outside", "peak_outside")
-ANATOMY_FEATURES = ("cc_fraction", "cc_known", *(f"in_{g}" for g in ORGAN_GROUPS), *UPTAKE)
+ANATOMY_FEATURES = ("cc_fraction", "cc_known", *(f"in_{g}" for g in ORGAN_GROUPS), *UPTAKE, "percist_ratio")
 # what a head gets: the organs a slice cuts and the uptake they do and do not explain. The position itself enters
 # through the organs it implies (the anatomy places them by it); as a linear term of its own it would learn where
 # the training patients' tumours happened to lie (one patient: one place), not what is normal at that level.
-HEAD_FEATURES = tuple(n for n in ANATOMY_FEATURES if n not in ("cc_fraction", "cc_known"))
+# The PERCIST ratio is a fixed rule's input (the heads have the uptake it is made of).
+HEAD_FEATURES = tuple(n for n in ANATOMY_FEATURES if n not in ("cc_fraction", "cc_known", "percist_ratio"))
 ANATOMY_VERSION = 1  # bump when a feature's definition changes (stored with the dataset and the model)
+PEAK_FLOOR_SUV = 1e-3  # a slice with no body outside the organs: its ratio is log(floor / threshold), not -inf
 
 
 def _slice_max(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -82,5 +89,8 @@ def anatomy_slice_features(suv: np.ndarray, spacing_zyx, direction=None, anatomy
     out["uptake_slice"] = np.log1p(suv.reshape(nz, -1).max(axis=1).clip(0) / unit)
     out["uptake_organs"] = np.log1p(_slice_max(suv, organs).clip(0) / unit)
     out["uptake_outside"] = np.log1p(_slice_max(suv, rest).clip(0) / unit)
-    out["peak_outside"] = np.log1p(_slice_max(suv_peak_map(suv, spacing), rest).clip(0) / unit)
+    peak = _slice_max(suv_peak_map(suv, spacing), rest).clip(0)
+    out["peak_outside"] = np.log1p(peak / unit)
+    percist = adaptive_threshold(suv, spacing, liver=anatomy.mask("liver")).threshold
+    out["percist_ratio"] = np.log(np.maximum(peak, PEAK_FLOOR_SUV) / percist)
     return {k: np.asarray(out[k], dtype=np.float32) for k in ANATOMY_FEATURES}
