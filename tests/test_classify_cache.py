@@ -14,8 +14,6 @@ from medfoundry.errors import InputError
 from medfoundry.inference.embedding_cache import EmbeddingMemo, cache_key, embed_dataset, find_caches, open_cache
 from medfoundry.modeling.encoders import build_encoder
 
-torch.set_num_threads(1)
-
 
 class CountingEncoder:
     """Wraps a frozen encoder and counts the slices it embeds."""

@@ -9,13 +9,10 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from test_classify_data import synthetic_case, write_nifti
 
 from medfoundry.cli import classify
 from medfoundry.cli.main import COMMANDS, build_parser
-
-torch.set_num_threads(1)
 
 
 def run_cli(argv: list[str]) -> int:

@@ -20,8 +20,6 @@ from medfoundry.modeling.slice_cnn import SliceCNN
 from medfoundry.training.cnn_baseline import CNNConfig, cnn_probabilities, train_cnn
 from medfoundry.training.heads import HeadConfig, choose_threshold, imbalance_setup, train_linear_head
 
-torch.set_num_threads(1)
-
 Y = [1, 1, 0, 0, 0, 1]
 P = [0.9, 0.4, 0.35, 0.8, 0.1, 0.7]
 

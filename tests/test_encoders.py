@@ -10,8 +10,6 @@ import torch
 from medfoundry.errors import InputError, WeightsError
 from medfoundry.modeling.encoders import build_encoder, encoder_names
 
-torch.set_num_threads(1)
-
 TINY = ["dinov2_small", "dinov2_base", "convnext_base", "resnet50", "rad_dino"]
 
 

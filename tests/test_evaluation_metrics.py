@@ -30,7 +30,6 @@ from medfoundry.evaluation import (
 )
 from medfoundry.io import read_mask
 
-torch.set_num_threads(1)
 pytestmark = [  # deprecation notes raised inside the reference libraries' own code
     pytest.mark.filterwarnings("ignore:Please import `.*` from the `scipy.ndimage` namespace:DeprecationWarning"),
     pytest.mark.filterwarnings("ignore:.*always_return_as_numpy.*:FutureWarning"),

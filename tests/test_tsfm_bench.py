@@ -7,12 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from medfoundry.data.pool import load_pool_config
 from medfoundry.data.pool_report import sampling_rows
 
-torch.set_num_threads(1)
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "tsfm_transfer.py"
 
 

@@ -18,8 +18,6 @@ from medfoundry.modeling.tsfm import (
 )
 from medfoundry.modeling.tsfm.blocks import DownBlock, PreActResBlock, UpBlock
 
-torch.set_num_threads(2)
-
 
 def test_huge_preset_has_1_6_billion_parameters_on_meta_device():
     model = build_tsfm("huge", device="meta")

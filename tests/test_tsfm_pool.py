@@ -18,8 +18,6 @@ from medfoundry.errors import InputError, OutputExistsError
 from medfoundry.io import MedicalImage, read_mask, write_image, write_mask
 from medfoundry.modeling.tsfm.loss import PartialLabelBCEDiceLoss
 
-torch.set_num_threads(2)
-
 
 def _write_case(folder, name, shape=(12, 40, 40), spacing=(2.0, 2.0, 3.0), labels=(1, 2), seed=0, ct=True):
     rng = np.random.default_rng(seed)

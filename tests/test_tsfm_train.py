@@ -20,7 +20,6 @@ from medfoundry.modeling.tsfm import build_tsfm, load_checkpoint, set_activation
 from medfoundry.training.distributed import barrier, init_distributed
 from medfoundry.training.tsfm import TrainingStopped, TrainSettings, fit
 
-torch.set_num_threads(1)
 PATCH = [8, 16, 16]
 SMALL_PATCH = [32, 32, 32]
 
