@@ -9,7 +9,7 @@ Per scan: ROC-AUC over the scored slices (slices through an unlabelled suspiciou
 every slice (those scored normal); sensitivity and specificity at the rule's threshold (p 0.5, ratio 1); the
 scored normal slices through the brain / heart / kidneys / bladder that it flags (organs of the unmodified scan
 mapped to the copy). The rule's probability is computed as ``classify predict`` computes it: the anatomy feature
-``percist_ratio`` of the volume, ``sigmoid(SHARPNESS x ratio)``.
+``percist_ratio`` of the volume through the rule's head (``slice_rule.percist_probabilities``).
 
     PYTHONPATH=src python bench/classify_rule_copies.py [--inserted 2] [--out bench/out/classify_rule_copies]
 """
@@ -32,21 +32,22 @@ ORGANS = ("brain", "heart", "kidneys", "bladder")
 def rule_probabilities(image) -> np.ndarray:
     """Per axial slice, the rule's probability on ``image`` (SUV), by the path ``classify predict`` takes."""
     from medfoundry.data.pet_slices.features import AnatomyFeatures
-    from medfoundry.inference.slice_rule import SHARPNESS
+    from medfoundry.inference.slice_rule import percist_probabilities
 
     source = AnatomyFeatures()
-    ratio = source(image, "scan")[:, source.names.index("percist_ratio")]
-    return 1.0 / (1.0 + np.exp(-SHARPNESS * ratio.astype(np.float64)))
+    return percist_probabilities(source(image, "scan")[:, source.names.index("percist_ratio")])
 
 
 def score(prob: np.ndarray, ref, uncertain, organs: dict, foci) -> dict:
     from sklearn.metrics import roc_auc_score
 
+    from medfoundry.inference.slice_rule import THRESHOLD
+
     labelled = ref.any(axis=(1, 2))
     out_focus = foci.any(axis=(1, 2)) if foci is not None else np.zeros_like(labelled)
     loose = uncertain.any(axis=(1, 2)) if uncertain is not None else np.zeros_like(labelled)
     scored = labelled | ~(out_focus | loose)
-    flags = prob >= 0.5
+    flags = prob >= THRESHOLD
     row = {
         "slices": int(labelled.size),
         "scored": int(scored.sum()),

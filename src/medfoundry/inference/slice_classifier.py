@@ -46,11 +46,11 @@ class ScanPrediction:
 def load_bundle(path: str | Path) -> dict:
     """A model bundle written by ``classify compare`` (``models/*.pt``), or a built-in rule by name (``percist``:
     :mod:`medfoundry.inference.slice_rule`) where no file of that name exists."""
-    from medfoundry.inference.slice_rule import RULE_MODELS, percist_rule_bundle
+    from medfoundry.inference.slice_rule import RULE_MODELS
 
     path = Path(path)
     if str(path) in RULE_MODELS and not path.exists():
-        return percist_rule_bundle()
+        return RULE_MODELS[str(path)]()
     if not path.is_file():
         raise InputError(path, "model bundle not found; 'classify compare' writes them to OUT/models/ (or name a "
                          f"built-in rule: {', '.join(RULE_MODELS)})")  # fmt: skip

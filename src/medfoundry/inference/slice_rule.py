@@ -19,23 +19,29 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+import numpy as np
 import torch
 
 from medfoundry.data.pet_slices import SliceConfig
 from medfoundry.data.pet_slices.anatomy_features import ANATOMY_VERSION
-from medfoundry.modeling.heads import LinearHead
+from medfoundry.modeling.heads import LinearHead, predict_proba
 
-RULE_MODELS = ("percist",)
 RULE_NAME = "PERCIST rule outside organs (no training)"
 SHARPNESS = 8.0  # logit per unit of log ratio: p 0.30 / 0.68 at 10 % below / above the threshold
+THRESHOLD = 0.5  # p at ratio 1: the PERCIST threshold itself
 
 
-def percist_rule_bundle() -> dict:
-    """The rule as a linear-head bundle on the one feature ``percist_ratio`` (weight :data:`SHARPNESS`, no
-    bias, threshold 0.5): ``classify predict`` runs it as it runs a trained anatomy head."""
+def _head() -> LinearHead:
+    """The rule as a linear head on ``percist_ratio``: weight :data:`SHARPNESS`, no bias, no standardising."""
     head = LinearHead(1, dropout=0.0)
     with torch.no_grad():
         head.linear.weight.fill_(SHARPNESS)
+    return head
+
+
+def percist_rule_bundle() -> dict:
+    """The rule as a linear-head bundle on the one feature ``percist_ratio`` (threshold :data:`THRESHOLD`):
+    ``classify predict`` runs it as it runs a trained anatomy head."""
     return {
         "kind": "linear",
         "name": RULE_NAME,
@@ -45,8 +51,17 @@ def percist_rule_bundle() -> dict:
         "features": {"names": ["percist_ratio"], "identity": {"anatomy": ANATOMY_VERSION}},
         "head_dim": 1,
         "dropout": 0.0,
-        "state_dict": head.state_dict(),
-        "threshold": 0.5,
+        "state_dict": _head().state_dict(),
+        "threshold": THRESHOLD,
         # native slices; the pixels are not used (no encoder), a small size keeps slicing cheap
         "preprocessing": {"config": asdict(SliceConfig(grid=(0, 0, 0), size=32))},
     }
+
+
+def percist_probabilities(percist_ratio: np.ndarray) -> np.ndarray:
+    """The rule's p(abnormal) for values of the anatomy feature ``percist_ratio`` (one per slice), the head of
+    :func:`percist_rule_bundle` (for callers that have the features already, e.g. a built dataset)."""
+    return predict_proba(_head(), np.asarray(percist_ratio, np.float32).reshape(-1, 1))
+
+
+RULE_MODELS = {"percist": percist_rule_bundle}  # built-in models by the name ``classify predict --model`` takes
